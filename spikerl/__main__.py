@@ -1,0 +1,3 @@
+from spikerl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,186 @@
+"""spikerl: train DQN agents, convert them to spiking networks and compress them to one timestep."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from spikerl.errors import UsageError
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("train", help="train an ANN DQN agent with SB3")
+    parser.add_argument("--env", default="CartPole-v1", help="Gymnasium id with a preset in envs/")
+    parser.add_argument("--config", help="preset YAML file (default: envs/<env>.yaml)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-n", "--n-timesteps", type=int, help="agent steps (default: the preset's)")
+    parser.add_argument("--out", help="run folder (default: runs/<env>_<seed>)")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    _add_common(parser)
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    parser.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    from spikerl.config import load_preset
+    from spikerl.train import train
+
+    if args.resume:
+        import yaml
+        from pathlib import Path
+
+        config_path = Path(args.resume) / "config.yaml"
+        if not config_path.is_file():
+            raise UsageError(f"nothing to resume in {args.resume} (config.yaml missing); start a run with --out")
+        saved = yaml.safe_load(config_path.read_text())
+        env_id, seed, out = saved.pop("env_id"), saved.pop("seed"), args.resume
+        preset = saved
+    else:
+        env_id, seed = args.env, args.seed
+        preset = load_preset(env_id, args.config)
+        out = args.out or f"runs/{env_id}_{seed}"
+    _set_threads(args, preset)
+    ann = train(
+        env_id, preset, out, seed=seed, n_timesteps=args.n_timesteps, device=args.device,
+        resume=bool(args.resume), progress=args.progress,
+    )
+    print(f"ANN agent: {ann}")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument(
+        "--num-threads", type=int,
+        help="torch CPU threads (default: the preset's; small networks run far faster on 1, "
+        "and several processes on 2 cores must not oversubscribe them)",
+    )
+
+
+def _set_threads(args: argparse.Namespace, preset: dict) -> None:
+    import torch
+
+    threads = args.num_threads or preset["env"].get("num_threads")
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--num-threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def _positive_ints(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers such as 5,4,3,2,1") from None
+
+
+def _env_of_agent(agent: str, env: str | None) -> str:
+    """``--env`` if given, else the env of the run folder or shipped-agent folder holding ``agent``."""
+    from pathlib import Path
+
+    import yaml
+
+    from spikerl.config import available_presets
+
+    if env:
+        return env
+    folder = Path(agent).parent
+    config = folder / "config.yaml"
+    if config.is_file():
+        return yaml.safe_load(config.read_text())["env_id"]
+    if folder.name in available_presets():
+        return folder.name
+    raise UsageError(f"cannot tell which environment {agent} was trained on; pass --env ENV_ID")
+
+
+def _add_compress(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("compress", help="convert an ANN agent to an SNN and compress it in time (IIR)")
+    parser.add_argument("--agent", required=True, help="ANN DQN checkpoint (.zip)")
+    parser.add_argument("--env", help="Gymnasium id (default: from the agent's folder)")
+    parser.add_argument("--config", help="preset YAML file (default: envs/<env>.yaml)")
+    parser.add_argument("--schedule", type=_positive_ints, help="decreasing T values (default: the preset's, 5,4,3,2,1)")
+    parser.add_argument("--objective", help="retraining objective: distill (default) or td")
+    parser.add_argument("--steps-per-stage", type=int, help="gradient steps (distill) or agent steps (td) per stage")
+    parser.add_argument("--percentile", type=float, help="conversion threshold percentile (default 90)")
+    parser.add_argument("--eval-episodes", type=int, help="evaluation episodes per stage")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="output folder (default: runs/<env>_snn)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out after its last saved stage")
+    parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
+    _add_common(parser)
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.set_defaults(run=_run_compress)
+
+
+def _run_compress(args: argparse.Namespace) -> None:
+    import shlex
+
+    from spikerl.compress import compress
+    from spikerl.config import load_preset
+
+    env_id = _env_of_agent(args.agent, args.env)
+    preset = load_preset(env_id, args.config)
+    overrides = {
+        "schedule": args.schedule, "objective": args.objective,
+        "steps_per_stage": args.steps_per_stage, "percentile": args.percentile, "stage_eval_episodes": args.eval_episodes,
+    }
+    preset["compress"].update({key: value for key, value in overrides.items() if value is not None})
+    _set_threads(args, preset)
+    command = "spikerl " + " ".join(shlex.quote(part) for part in sys.argv[1:])
+    compress(
+        args.agent, env_id, preset, args.out or f"runs/{env_id}_snn", seed=args.seed, device=args.device,
+        resume=args.resume, force=args.force, progress=args.progress, command=command,
+    )
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("evaluate", help="evaluate an agent (ANN or SNN) on fixed seeds")
+    parser.add_argument("--agent", required=True, help="DQN checkpoint (.zip)")
+    parser.add_argument("--env", help="Gymnasium id (default: from the agent's folder)")
+    parser.add_argument("--config", help="preset YAML file (default: envs/<env>.yaml)")
+    parser.add_argument("--episodes", type=int, help="episodes (default: the preset's)")
+    parser.add_argument("--seed", type=int, help="first evaluation seed (default 1000000)")
+    _add_common(parser)
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> None:
+    from spikerl.config import load_preset
+    from spikerl.envs import EVAL_SEED_BASE
+    from spikerl.evaluate import evaluate_agent
+    from spikerl.loading import load_agent
+
+    env_id = _env_of_agent(args.agent, args.env)
+    preset = load_preset(env_id, args.config)
+    protocol = preset["evaluate"]
+    _set_threads(args, preset)
+    episodes = args.episodes if args.episodes is not None else int(protocol.get("episodes", 10))
+    seed = args.seed if args.seed is not None else int(protocol.get("seed", EVAL_SEED_BASE))
+    model = load_agent(args.agent, args.device)
+    result = evaluate_agent(model, env_id, preset["env"], episodes, seed=seed, n_envs=int(protocol.get("n_envs", 10)))
+    timesteps = getattr(model.policy, "timesteps", None)
+    print(f"agent {args.agent} ({'SNN, T=%d' % timesteps if timesteps else 'ANN'}) on {env_id}, {episodes} episodes from seed {seed}")
+    print(f"reward {result.mean:.2f} +- {result.std:.2f} (min {min(result.rewards):.1f}, max {max(result.rewards):.1f})")
+    print(f"episode length {sum(result.lengths) / len(result.lengths):.1f} (min {min(result.lengths)}, max {max(result.lengths)})")
+    for name, rate in result.spike_rates.items():
+        print(f"spike rate {name}: {rate:.4f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spikerl", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_train(commands)
+    _add_compress(commands)
+    _add_evaluate(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except UsageError as error:
+        print(f"spikerl {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

@@ -1,0 +1,143 @@
+"""`spikerl compress`: IIR-SNN. Convert an ANN DQN agent, then retrain at each T of the schedule.
+
+For schedule ``(5, 4, 3, 2, 1)``: convert at T=5 and evaluate (row ``converted``), then for each
+T: initialize from the previous stage (same model, new T), retrain, evaluate, save ``T<t>.zip``,
+and rewrite ``results.json`` / ``results.md``. A stopped run resumes after its last saved stage.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.utils import set_random_seed
+
+from spikerl.checkpoints import save_model, write_json, write_text
+from spikerl.convert import check_percentile, collect_observations, convert
+from spikerl.envs import EVAL_SEED_BASE, check_agent_fits, make_env
+from spikerl.errors import UsageError
+from spikerl.evaluate import evaluate_agent
+from spikerl.loading import load_agent
+from spikerl.policy import set_timesteps
+from spikerl.report import render_markdown
+from spikerl.retrain import OBJECTIVES, make_retrainer
+
+RESULTS_JSON = "results.json"
+
+
+def check_schedule(schedule: list[Any]) -> list[int]:
+    """A schedule of positive, strictly decreasing integer T values, or a ``UsageError``."""
+    if not schedule:
+        raise UsageError("--schedule is empty; give decreasing timesteps such as 5,4,3,2,1")
+    for t in schedule:
+        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+            raise UsageError(f"--schedule values must be positive integers, got {t!r}; for example 5,4,3,2,1")
+    if any(later >= earlier for earlier, later in zip(schedule, schedule[1:])):
+        raise UsageError(f"--schedule must decrease strictly (IIR lowers T stage by stage), got {','.join(map(str, schedule))}")
+    return schedule
+
+
+def compress(
+    agent: str | Path,
+    env_id: str,
+    preset: dict[str, Any],
+    out_dir: str | Path,
+    seed: int = 0,
+    device: str = "auto",
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    command: str = "",
+) -> dict[str, Any]:
+    """Run the IIR schedule of ``preset['compress']`` on the ANN at ``agent``; returns the results."""
+    settings, protocol = preset["compress"], preset["evaluate"]
+    schedule = check_schedule(settings["schedule"])
+    objective = settings["objective"]
+    if objective not in OBJECTIVES:
+        raise UsageError(f"unknown --objective '{objective}'; use one of {', '.join(OBJECTIVES)}")
+    percentile = check_percentile(settings.get("percentile", 90))
+    steps = int(settings["steps_per_stage"])
+    if steps < 0:
+        raise UsageError(f"--steps-per-stage must be >= 0, got {steps}")
+    if not 0 <= seed < EVAL_SEED_BASE:
+        raise UsageError(f"--seed must be in [0, {EVAL_SEED_BASE}) (evaluation seeds start at {EVAL_SEED_BASE})")
+    out_dir = Path(out_dir)
+    results_path = out_dir / RESULTS_JSON
+    if resume and not results_path.is_file():
+        raise UsageError(f"nothing to resume in {out_dir} ({RESULTS_JSON} missing); run without --resume")
+    if results_path.is_file() and not (resume or force):
+        raise UsageError(f"{out_dir} already holds results; pass --resume to continue, --force to overwrite, or another --out")
+
+    ann = load_agent(agent, device)
+    if ann.policy.__class__.__name__.startswith("Spiking"):
+        raise UsageError(f"{agent} is already a spiking agent; pass the ANN checkpoint (ann.zip from 'spikerl train')")
+    set_random_seed(seed)
+    env = make_env(env_id, preset["env"], seed=seed)
+    check_agent_fits(ann, env, env_id)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if Path(agent).resolve() != (out_dir / "ann.zip").resolve():
+            shutil.copyfile(agent, out_dir / "ann.zip")
+    except OSError as error:
+        raise UsageError(f"cannot write to output folder {out_dir} ({error.strerror}); choose a writable --out") from None
+
+    eval_episodes = int(protocol.get("stage_episodes", settings.get("stage_eval_episodes", protocol.get("episodes", 10))))
+    eval_args = dict(env_id=env_id, env_config=preset["env"], episodes=eval_episodes, seed=int(protocol.get("seed", EVAL_SEED_BASE)), n_envs=int(protocol.get("n_envs", 10)))
+    results: dict[str, Any] = {
+        "env_id": env_id,
+        "agent": str(agent),
+        "objective": objective,
+        "schedule": schedule,
+        "percentile": percentile,
+        "steps_per_stage": steps,
+        "seed": seed,
+        "evaluation": {key: eval_args[key] for key in ("episodes", "seed", "n_envs")},
+        "commands": [command] if command else [],
+        "rows": [],
+    }
+
+    def record(stage: str, timesteps: int | None, model: Any, started: float) -> None:
+        evaluation = evaluate_agent(model, **eval_args)
+        row = {"stage": stage, "T": timesteps, "wall_time_s": time.perf_counter() - started, **evaluation.as_dict()}
+        results["rows"].append(row)
+        write_json(results_path, results)
+        write_text(out_dir / "results.md", render_markdown(results))
+        if progress:
+            print(f"{stage:>10} T={timesteps or '-'}: {evaluation.mean:.2f} +- {evaluation.std:.2f} over {eval_episodes} episodes")
+
+    done: list[int] = []
+    if resume:
+        import json
+
+        previous = json.loads(results_path.read_text())
+        results["rows"] = previous["rows"]
+        results["commands"] = previous.get("commands", []) + results["commands"]
+        done = [row["T"] for row in previous["rows"] if row["stage"] == "retrained"]
+    else:
+        started = time.perf_counter()
+        record("ANN", None, ann, started)
+
+    started = time.perf_counter()
+    calibration = collect_observations(ann, env, int(settings.get("calibration_samples", 512)), rng=np.random.default_rng(seed))
+    td_kwargs = dict(settings.get("td", {}), seed=seed) if objective == "td" else {}
+    student = convert(ann, env, calibration, schedule[0], percentile, settings.get("neuron_kwargs"), **td_kwargs)
+    if done:
+        student.set_parameters(str(out_dir / f"T{done[-1]}.zip"), device=device)
+    else:
+        record("converted", schedule[0], student, started)
+
+    teacher_states = collect_observations(ann, env, int(settings.get("teacher_states", 5000)), epsilon=0.05, rng=np.random.default_rng(seed + 1))
+    retrainer = make_retrainer(objective, ann, student, env, teacher_states, settings.get("distill", {}), seed, progress)
+    for timesteps in schedule:
+        if timesteps in done:
+            continue
+        started = time.perf_counter()
+        set_timesteps(student, timesteps)
+        retrainer.retrain(steps)
+        save_model(student, out_dir / f"T{timesteps}.zip", keep_optimizer_state=False)
+        record("retrained", timesteps, student, started)
+    env.close()
+    return results

@@ -1,0 +1,46 @@
+"""Environment presets: one YAML file per Gymnasium id in the repository's ``envs/`` folder.
+
+A preset has four sections, each a plain mapping:
+
+``env``      how to build the environment (``atari: true`` selects SB3's Atari wrappers,
+             ``frame_stack``, ``wrapper_kwargs``)
+``train``    ``policy``, ``n_timesteps``, evaluation settings and ``dqn`` (keyword arguments
+             of ``stable_baselines3.DQN``, as in rl-baselines3-zoo)
+``compress`` conversion percentile, T schedule, objective and per-stage budget
+``evaluate`` the evaluation protocol (episodes, first seed)
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spikerl.errors import UsageError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "envs"
+SECTIONS = ("env", "train", "compress", "evaluate")
+
+
+def available_presets() -> list[str]:
+    """Environment ids that have a preset file."""
+    return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(env_id: str, path: str | Path | None = None) -> dict[str, Any]:
+    """Read the preset for ``env_id`` (or the YAML file at ``path``) as a dict of sections."""
+    preset_path = Path(path) if path is not None else PRESET_DIR / f"{env_id}.yaml"
+    if not preset_path.is_file():
+        raise UsageError(
+            f"no preset for env '{env_id}' ({preset_path} not found); "
+            f"use one of {', '.join(available_presets())} or pass --config FILE.yaml"
+        )
+    try:
+        preset = yaml.safe_load(preset_path.read_text())
+    except yaml.YAMLError as error:
+        raise UsageError(f"preset {preset_path} is not valid YAML ({error}); fix the file") from None
+    if not isinstance(preset, dict) or set(preset) - set(SECTIONS):
+        raise UsageError(f"preset {preset_path} must be a mapping with the sections {', '.join(SECTIONS)}")
+    return {section: copy.deepcopy(preset.get(section) or {}) for section in SECTIONS}

@@ -1,0 +1,115 @@
+"""ANN -> SNN conversion: the ANN's weights, thresholds from calibration observations.
+
+Thresholds are set layer by layer (PAPER.md, step 2): neuron layer k gets the chosen
+percentile of its input currents (pre-activations) on the calibration observations, with
+layers 1..k-1 already converted, so each layer sees the spikes it will see in the SNN.
+
+A spike is binary, so a layer firing at rate r stands for the activation ``r * threshold``.
+The weights of the next weighted layer are multiplied by the threshold, so that its currents
+(and in the end the Q-values) keep the ANN's scale. The paper's networks have no biases and
+do without this; SB3's layers have biases, which would otherwise be out of scale.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import DQN
+from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.dqn.policies import CnnPolicy
+
+from spikerl.errors import UsageError
+from spikerl.neurons import IFNeuron
+from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy, set_timesteps
+from spikerl.snn import WEIGHTED_LAYERS, SpikingQNetwork
+
+
+def collect_observations(
+    model: DQN, env: VecEnv, n_states: int, epsilon: float = 0.0, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Roll out ``model`` epsilon-greedily on ``env``; return ``n_states`` observations ``[N, ...]``."""
+    rng = rng or np.random.default_rng(0)
+    observations = []
+    obs = env.reset()
+    while len(observations) * env.num_envs < n_states:
+        observations.append(obs)
+        actions, _ = model.predict(obs, deterministic=True)
+        explore = rng.random(env.num_envs) < epsilon
+        actions = np.where(explore, rng.integers(env.action_space.n, size=env.num_envs), actions)
+        obs, _, _, _ = env.step(actions)
+    return np.concatenate(observations)[:n_states]
+
+
+def percentile_value(values: torch.Tensor, percentile: float) -> float:
+    """The ``percentile`` (in (0, 100]) of all entries of ``values`` (any size; no 16M limit)."""
+    flat = values.flatten()
+    k = max(1, math.ceil(percentile / 100 * flat.numel()))
+    return float(flat.kthvalue(k).values)
+
+
+def check_percentile(percentile: float) -> float:
+    if not 0 < percentile <= 100:
+        raise UsageError(f"--percentile must be in (0, 100], got {percentile}")
+    return float(percentile)
+
+
+def spiking_model(ann: DQN, env: VecEnv, timesteps: int, neuron_kwargs: dict[str, Any] | None = None, **dqn_kwargs: Any) -> DQN:
+    """A spiking DQN with the ANN's network layout, ``timesteps`` T, and fresh weights."""
+    policy_class = SpikingCnnPolicy if isinstance(ann.policy, CnnPolicy) else SpikingMlpPolicy
+    policy_kwargs = {**ann.policy_kwargs, "timesteps": timesteps, "neuron_kwargs": dict(neuron_kwargs or {})}
+    return DQN(policy_class, env, policy_kwargs=policy_kwargs, device=ann.device, **dqn_kwargs)
+
+
+@torch.no_grad()
+def set_thresholds(q_net: SpikingQNetwork, observations: torch.Tensor, percentile: float) -> dict[str, float]:
+    """Set each neuron layer's threshold, first to last, from its input currents ``[T, N, ...]``."""
+    thresholds = {}
+    layers = q_net.layers()
+    for name, neuron in q_net.neurons().items():
+        neuron.capture_input = True
+        try:
+            q_net(observations)
+            threshold = percentile_value(neuron.captured_input, percentile)
+        finally:
+            neuron.capture_input = False
+            neuron.reset_counts()
+        if threshold <= 0:
+            raise UsageError(
+                f"layer {name}: the {percentile}th percentile of its pre-activations is {threshold:.3g} <= 0 "
+                "(the layer is almost silent on the calibration states); raise --percentile"
+            )
+        neuron.threshold.fill_(threshold)
+        next_weighted = next(m for m in layers[layers.index(neuron) :] if isinstance(m, WEIGHTED_LAYERS))
+        next_weighted.weight.mul_(threshold)
+        thresholds[name] = threshold
+    return thresholds
+
+
+def convert(
+    ann: DQN,
+    env: VecEnv,
+    calibration_observations: np.ndarray,
+    timesteps: int,
+    percentile: float = 90.0,
+    neuron_kwargs: dict[str, Any] | None = None,
+    **dqn_kwargs: Any,
+) -> DQN:
+    """Build the spiking DQN of ``ann``: same weights, percentile thresholds, T = ``timesteps``.
+
+    :param calibration_observations: ``[N, ...]`` observations from rollouts of ``ann``
+    :param dqn_kwargs: ``DQN`` hyperparameters of the returned model (used by TD retraining)
+    """
+    check_percentile(percentile)
+    snn = spiking_model(ann, env, timesteps, neuron_kwargs, **dqn_kwargs)
+    missing, unexpected = snn.q_net.load_state_dict(ann.q_net.state_dict(), strict=False)
+    neuron_names = {f"{name}.{p}" for name, module in snn.q_net.named_modules() if isinstance(module, IFNeuron) for p in ("threshold", "leak")}
+    if unexpected or set(missing) - neuron_names:
+        raise UsageError(f"the ANN's layers do not match its spiking version (unexpected {unexpected}, missing {missing})")
+    observations = snn.policy.obs_to_tensor(calibration_observations)[0]
+    set_thresholds(snn.q_net, observations, percentile)
+    snn.q_net_target.load_state_dict(snn.q_net.state_dict())
+    set_timesteps(snn, timesteps)
+    return snn

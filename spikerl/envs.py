@@ -1,0 +1,63 @@
+"""Environment construction: Gymnasium ids, SB3's Atari wrappers, seeding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ale_py
+import gymnasium as gym
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecTransposeImage
+
+from spikerl.errors import UsageError
+
+gym.register_envs(ale_py)
+
+#: Evaluation episodes are seeded from here upwards; training seeds must stay below it.
+EVAL_SEED_BASE = 1_000_000
+
+
+def check_env_id(env_id: str) -> None:
+    """Refuse an id that Gymnasium does not know, with a hint to the likely fix."""
+    if env_id not in gym.registry:
+        raise UsageError(
+            f"unknown env id '{env_id}'; use a Gymnasium id such as CartPole-v1 or PongNoFrameskip-v4"
+        )
+
+
+def check_agent_fits(model: BaseAlgorithm, env: VecEnv, env_id: str) -> None:
+    """Refuse an agent whose observation or action space differs from ``env``'s."""
+    for kind, agent_space, env_space in (
+        ("observation", model.observation_space, env.observation_space),
+        ("action", model.action_space, env.action_space),
+    ):
+        if agent_space != env_space:
+            raise UsageError(
+                f"the agent's {kind} space {agent_space} does not match {env_id}'s {env_space}; "
+                "pass --env with the environment the agent was trained on"
+            )
+
+
+def make_env(
+    env_id: str, env_config: dict[str, Any], seed: int, n_envs: int = 1, monitor_dir: str | None = None
+) -> VecEnv:
+    """Build a Monitor-wrapped vectorized env as the preset's ``env`` section describes.
+
+    Atari (``atari: true``): SB3's ``AtariWrapper`` (noop reset, max-and-skip 4, episodic
+    life, fire reset, 84x84 grayscale, clipped reward) with ``Monitor`` underneath, so
+    ``info["episode"]`` reports the full game's unclipped score; then ``frame_stack`` frames
+    stacked and moved channels-first, as SB3 feeds its CNN policies: observations are
+    ``[n_envs, frame_stack, 84, 84]`` uint8.
+    ``monitor_dir`` keeps the Monitor CSV files there (appended to when they exist, so a
+    resumed run keeps its earlier episodes).
+    """
+    check_env_id(env_id)
+    monitor_kwargs = {"override_existing": False}
+    if env_config.get("atari", False):
+        venv = make_atari_env(
+            env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, monitor_kwargs=monitor_kwargs, wrapper_kwargs=env_config.get("wrapper_kwargs")
+        )
+        frame_stack = int(env_config.get("frame_stack", 1))
+        return VecTransposeImage(VecFrameStack(venv, frame_stack) if frame_stack > 1 else venv)
+    return make_vec_env(env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, monitor_kwargs=monitor_kwargs)

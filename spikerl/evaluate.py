@@ -1,0 +1,65 @@
+"""Evaluation rollouts on fixed seeds: rewards, episode lengths and spike rates per layer."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from stable_baselines3 import DQN
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from spikerl.envs import EVAL_SEED_BASE, check_agent_fits, make_env
+from spikerl.errors import UsageError
+from spikerl.snn import SpikingQNetwork
+
+
+@dataclass
+class Evaluation:
+    """Per-episode results of one evaluation, and spike rates per neuron layer (SNN only)."""
+
+    rewards: list[float]
+    lengths: list[int]
+    spike_rates: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.rewards))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.rewards))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mean_reward": self.mean, "std_reward": self.std, **asdict(self)}
+
+
+def evaluate_agent(
+    model: DQN,
+    env_id: str,
+    env_config: dict[str, Any],
+    episodes: int,
+    seed: int = EVAL_SEED_BASE,
+    n_envs: int = 10,
+) -> Evaluation:
+    """Run ``episodes`` greedy episodes on ``n_envs`` environments seeded ``seed, seed+1, ...``.
+
+    The same arguments give the same episodes, so agents evaluated with them are compared on
+    the same games. Rewards and lengths come from the ``Monitor`` under the wrappers (full,
+    unclipped games on Atari; lengths are then in raw frames).
+    """
+    if episodes < 1:
+        raise UsageError(f"--episodes must be at least 1, got {episodes}")
+    if seed < EVAL_SEED_BASE:
+        raise UsageError(f"evaluation seeds start at {EVAL_SEED_BASE} (training uses the ones below); got --seed {seed}")
+    env = make_env(env_id, env_config, seed=seed, n_envs=min(episodes, n_envs))
+    check_agent_fits(model, env, env_id)
+    q_net = model.policy.q_net
+    recording = q_net.recording_spikes() if isinstance(q_net, SpikingQNetwork) else contextlib.nullcontext({})
+    try:
+        with recording as spike_rates:
+            rewards, lengths = evaluate_policy(model, env, n_eval_episodes=episodes, return_episode_rewards=True)
+    finally:
+        env.close()
+    return Evaluation([float(r) for r in rewards], [int(n) for n in lengths], spike_rates)

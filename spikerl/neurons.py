@@ -1,0 +1,103 @@
+"""Integrate-and-fire neurons with soft reset, trained through a surrogate gradient.
+
+One neuron layer updates its membrane potential ``u`` once per timestep ``t``::
+
+    u[t] = leak * u[t-1] + x[t]                      (integrate; leak = 1 is integrate-and-fire)
+    s[t] = H(u[t] / threshold - 1)                   (fire: 1 where u reaches the threshold)
+    u[t] = u[t] - threshold * s[t]                   (soft reset, by subtraction)
+
+``H`` is the Heaviside step; its gradient is replaced by the piecewise-linear surrogate of
+Bellec et al. (2018), ``ds/dv = scale * max(0, 1 - |v|)`` with ``v = u / threshold - 1``
+and ``scale = 0.3``. ``threshold`` and ``leak`` are learnable scalars, one per layer, and get
+their gradients from autograd; ``leak`` is kept at most 1 (see ``clamp_leak``).
+
+Tensors are time-first: ``[T, B, ...]``.
+
+Example::
+
+    >>> neuron = IFNeuron(threshold=1.0)
+    >>> currents = torch.tensor([[[0.6]], [[0.6]], [[0.6]]])   # [T=3, B=1, 1]
+    >>> neuron(currents).flatten().tolist()                      # u: 0.6, 1.2 -> fire, 0.8
+    [0.0, 1.0, 0.0]
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PiecewiseLinearSpike(torch.autograd.Function):
+    """Heaviside forward; ``scale * max(0, 1 - |v|)`` as its gradient."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(v)
+        ctx.scale = scale
+        return (v >= 0).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (v,) = ctx.saved_tensors
+        return grad_output * ctx.scale * torch.clamp(1.0 - v.abs(), min=0.0), None
+
+
+def if_step(
+    u: torch.Tensor, x: torch.Tensor, threshold: torch.Tensor, leak: torch.Tensor, scale: float = 0.3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One timestep of a layer: returns ``(spikes, membrane after reset)``, both shaped like ``x``."""
+    u = leak * u + x
+    spikes = PiecewiseLinearSpike.apply(u / threshold - 1.0, scale)
+    return spikes, u - threshold * spikes
+
+
+class IFNeuron(nn.Module):
+    """A layer of integrate-and-fire (``leak = 1``) or leaky neurons with soft reset.
+
+    :param threshold: initial firing threshold (conversion sets it from data)
+    :param leak: initial leak; 1 gives integrate-and-fire
+    :param learn_leak: train the leak (a LIF layer); by default it stays fixed (IF)
+    :param surrogate_scale: height of the piecewise-linear surrogate gradient
+    """
+
+    def __init__(self, threshold: float = 1.0, leak: float = 1.0, learn_leak: bool = False, surrogate_scale: float = 0.3):
+        super().__init__()
+        self.threshold = nn.Parameter(torch.tensor(float(threshold)))
+        self.leak = nn.Parameter(torch.tensor(float(leak)), requires_grad=learn_leak)
+        self.surrogate_scale = surrogate_scale
+        self.record = False
+        self.capture_input = False
+        self.reset_counts()
+
+    def reset_counts(self) -> None:
+        """Zero the spike counters read by ``spike_rate``; drop any captured input."""
+        self.spike_count = 0.0
+        self.neuron_steps = 0
+        self.captured_input: torch.Tensor | None = None
+
+    def spike_rate(self) -> float:
+        """Spikes per neuron per timestep since ``reset_counts`` (while ``record`` was on)."""
+        return self.spike_count / max(self.neuron_steps, 1)
+
+    @torch.no_grad()
+    def clamp_leak(self) -> None:
+        """Keep the leak at most 1 (called after every optimizer step)."""
+        self.leak.clamp_(max=1.0)
+
+    def forward(self, currents: torch.Tensor) -> torch.Tensor:
+        """Input currents ``[T, B, ...]`` -> spikes ``[T, B, ...]``; the membrane starts at 0."""
+        if self.capture_input:
+            self.captured_input = currents.detach()
+        u = torch.zeros_like(currents[0])
+        spikes = []
+        for current in currents:
+            spike, u = if_step(u, current, self.threshold, self.leak, self.surrogate_scale)
+            spikes.append(spike)
+        out = torch.stack(spikes)
+        if self.record:
+            self.spike_count += float(out.sum())
+            self.neuron_steps += out.numel()
+        return out
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold.item():.4g}, leak={self.leak.item():.4g}, learn_leak={self.leak.requires_grad}"

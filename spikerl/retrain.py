@@ -1,0 +1,121 @@
+"""Retraining objectives for one IIR stage: ``distill`` (default) and ``td`` (the paper's).
+
+``td``      SB3's own DQN training loop on the spiking model (TD loss, replay buffer,
+            target network). ``steps`` counts agent steps.
+``distill`` fits the spiking student to the ANN teacher on a pool of states gathered from
+            teacher rollouts and, at every stage, from rollouts of the student itself (so it
+            learns to act well on the states it reaches). The loss is scale-free:
+            ``MSE(A_s, A_t) / sigma^2 + KL(softmax(Q_t / tau) || softmax(Q_s / tau))``, with
+            ``A = Q - mean_a Q`` the action advantages, ``sigma`` the teacher advantages' std
+            over the pool and ``tau = temperature * sigma``. ``steps`` counts gradient steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from stable_baselines3 import DQN
+from stable_baselines3.common.vec_env import VecEnv
+from tqdm.auto import tqdm
+
+from spikerl.convert import collect_observations
+
+OBJECTIVES = ("distill", "td")
+
+
+class Retrainer(Protocol):
+    def retrain(self, steps: int) -> None:
+        """Retrain the student at its current T for ``steps`` steps."""
+
+
+class TDRetrainer:
+    """The paper's objective: DQN's TD loss through SB3's ``learn`` loop."""
+
+    def __init__(self, student: DQN, progress: bool = True):
+        self.student, self.progress = student, progress
+
+    def retrain(self, steps: int) -> None:
+        self.student.learn(steps, reset_num_timesteps=False, progress_bar=self.progress)
+
+
+class DistillationRetrainer:
+    """Fits the student's advantages and softened policy to the teacher's on visited states.
+
+    :param teacher: the ANN agent
+    :param student: the spiking agent (trained in place)
+    :param env: environment for student rollouts
+    :param teacher_states: ``[N, ...]`` observations from teacher rollouts (the initial pool)
+    :param student_states: observations added from student rollouts before each stage
+    :param epsilon: exploration rate of those rollouts
+    """
+
+    def __init__(
+        self,
+        teacher: DQN,
+        student: DQN,
+        env: VecEnv,
+        teacher_states: np.ndarray,
+        student_states: int = 2000,
+        epsilon: float = 0.05,
+        batch_size: int = 256,
+        learning_rate: float = 1e-3,
+        temperature: float = 1.0,
+        kl_weight: float = 1.0,
+        max_pool: int = 100_000,
+        seed: int = 0,
+        progress: bool = True,
+    ):
+        self.teacher, self.student, self.env = teacher, student, env
+        self.student_states, self.epsilon = student_states, epsilon
+        self.batch_size, self.temperature, self.kl_weight = batch_size, temperature, kl_weight
+        self.max_pool, self.progress = max_pool, progress
+        self.rng = np.random.default_rng(seed)
+        self.optimizer = torch.optim.Adam(student.q_net.parameters(), lr=learning_rate)
+        self.states = np.empty((0, *teacher_states.shape[1:]), dtype=teacher_states.dtype)
+        self.teacher_q = torch.empty(0, int(teacher.action_space.n))
+        self._add_states(teacher_states)
+
+    @torch.no_grad()
+    def _add_states(self, states: np.ndarray) -> None:
+        """Append ``states [N, ...]`` and the teacher's Q-values ``[N, n_actions]`` to the pool."""
+        q_values = torch.cat([self.teacher.q_net(self._tensor(chunk)).cpu() for chunk in np.array_split(states, max(1, len(states) // 1024))])
+        self.states = np.concatenate([self.states, states])[-self.max_pool :]
+        self.teacher_q = torch.cat([self.teacher_q, q_values])[-self.max_pool :]
+        advantages = self.teacher_q - self.teacher_q.mean(dim=1, keepdim=True)
+        self.sigma = float(advantages.std()) or 1.0
+
+    def _tensor(self, states: np.ndarray) -> torch.Tensor:
+        return self.student.policy.obs_to_tensor(states)[0]
+
+    def loss(self, student_q: torch.Tensor, teacher_q: torch.Tensor) -> torch.Tensor:
+        """The distillation loss for Q-values ``[B, n_actions]`` of student and teacher."""
+        student_advantage = student_q - student_q.mean(dim=1, keepdim=True)
+        teacher_advantage = teacher_q - teacher_q.mean(dim=1, keepdim=True)
+        tau = self.temperature * self.sigma
+        kl = F.kl_div(F.log_softmax(student_q / tau, dim=1), F.log_softmax(teacher_q / tau, dim=1), log_target=True, reduction="batchmean")
+        return F.mse_loss(student_advantage, teacher_advantage) / self.sigma**2 + self.kl_weight * kl
+
+    def retrain(self, steps: int) -> None:
+        if self.student_states:
+            self._add_states(collect_observations(self.student, self.env, self.student_states, self.epsilon, self.rng))
+        q_net = self.student.q_net
+        q_net.train()
+        for _ in tqdm(range(steps), desc=f"distill T={q_net.timesteps}", disable=not self.progress, unit="step"):
+            batch = self.rng.integers(len(self.states), size=self.batch_size)
+            loss = self.loss(q_net(self._tensor(self.states[batch])), self.teacher_q[batch].to(q_net.device))
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            q_net.clamp_leaks()
+        q_net.eval()
+        self.student.q_net_target.load_state_dict(q_net.state_dict())
+
+
+def make_retrainer(objective: str, teacher: DQN, student: DQN, env: VecEnv, teacher_states: np.ndarray, settings: dict[str, Any], seed: int, progress: bool) -> Retrainer:
+    """The retrainer for ``objective`` with the preset's ``distill`` settings."""
+    if objective == "td":
+        return TDRetrainer(student, progress)
+    return DistillationRetrainer(teacher, student, env, teacher_states, seed=seed, progress=progress, **settings)

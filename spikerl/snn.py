@@ -1,0 +1,127 @@
+"""SpikingQNetwork: SB3's Q-network with every ReLU replaced by a layer of spiking neurons.
+
+The weighted layers (``nn.Linear``, ``nn.Conv2d``) are the ANN's own modules under the ANN's
+own names, so an ANN ``state_dict`` loads straight into the spiking network (conversion) and
+thresholds/leaks are extra entries beside them. Per decision, for observations ``[B, ...]``:
+
+1. everything up to the first neuron layer runs once: under direct encoding its input is
+   the same analog observation at every timestep;
+2. each neuron layer turns input currents ``[T, B, ...]`` into spikes ``[T, B, ...]``;
+   weighted and stateless layers between them run once on the folded ``[T * B, ...]``;
+3. the output layer is not spiking: its membrane potential, accumulated over the T steps and
+   divided by T, is read as the Q-values ``[B, n_actions]``. Being linear, that equals the
+   output layer applied to the mean spike map, which is how it is computed.
+
+No membrane state survives a decision (every neuron starts at 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.dqn.policies import QNetwork
+from torch import nn
+
+from spikerl.errors import UsageError
+from spikerl.neurons import IFNeuron
+
+WEIGHTED_LAYERS = (nn.Linear, nn.Conv2d)
+STATELESS_LAYERS = (nn.Flatten,)
+
+
+def replace_relus(module: nn.Module, make_neuron: Any) -> None:
+    """Swap every ``nn.ReLU`` under ``module`` for ``make_neuron()``, in place."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.ReLU):
+            setattr(module, name, make_neuron())
+        else:
+            replace_relus(child, make_neuron)
+
+
+class SpikingQNetwork(QNetwork):
+    """A ``QNetwork`` (MLP or NatureCNN features) that runs as a spiking network for T steps.
+
+    :param timesteps: T, the number of timesteps per decision
+    :param neuron_kwargs: keyword arguments of ``IFNeuron`` (``threshold``, ``leak``,
+        ``learn_leak``, ``surrogate_scale``) shared by every neuron layer
+    Other parameters are ``QNetwork``'s; ``activation_fn`` must be ``nn.ReLU``.
+    """
+
+    def __init__(self, *args: Any, timesteps: int = 5, neuron_kwargs: dict[str, Any] | None = None, **kwargs: Any):
+        activation_fn = kwargs.get("activation_fn", nn.ReLU)
+        if activation_fn is not nn.ReLU:
+            raise UsageError(f"a spiking Q-network needs activation_fn=nn.ReLU, got {activation_fn.__name__}")
+        super().__init__(*args, **kwargs)
+        self.timesteps = check_timesteps(timesteps)
+        self.neuron_kwargs = dict(neuron_kwargs or {})
+        replace_relus(self, lambda: IFNeuron(**self.neuron_kwargs))
+        self.layers()  # refuse unsupported layers now, not at the first forward pass
+
+    def layers(self) -> list[nn.Module]:
+        """The leaf modules in execution order: weighted, stateless and neuron layers."""
+        leaves = [m for part in (self.features_extractor, self.q_net) for m in part.modules() if not list(m.children())]
+        for layer in leaves:
+            if not isinstance(layer, WEIGHTED_LAYERS + STATELESS_LAYERS + (IFNeuron,)):
+                raise UsageError(
+                    f"cannot make a spiking network with a {type(layer).__name__} layer; "
+                    "use a Q-network built from Linear, Conv2d, ReLU and Flatten (MlpPolicy or CnnPolicy with NatureCNN)"
+                )
+        if not isinstance(leaves[-1], WEIGHTED_LAYERS):
+            raise UsageError("the Q-network must end in a Linear layer (the Q-value read-out)")
+        return leaves
+
+    def neurons(self) -> dict[str, IFNeuron]:
+        """Neuron layers by module name, in execution order."""
+        return {name: m for name, m in self.named_modules() if isinstance(m, IFNeuron)}
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Observations ``[B, ...]`` -> Q-values ``[B, n_actions]`` after T timesteps."""
+        h = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
+        batch, steps = h.shape[0], self.timesteps
+        *hidden, readout = self.layers()
+        time_major = False
+        for layer in hidden:
+            if isinstance(layer, IFNeuron):
+                if not time_major:  # direct encoding: the same currents at every timestep
+                    h, time_major = h.expand(steps, *h.shape), True
+                h = layer(h)
+            elif time_major:
+                h = layer(h.flatten(0, 1)).unflatten(0, (steps, batch))
+            else:
+                h = layer(h)
+        return readout(h.mean(dim=0) if time_major else h)
+
+    @contextlib.contextmanager
+    def recording_spikes(self) -> Iterator[dict[str, float]]:
+        """Count spikes inside the block; the yielded dict is filled with rates on exit."""
+        rates: dict[str, float] = {}
+        neurons = self.neurons()
+        for neuron in neurons.values():
+            neuron.reset_counts()
+            neuron.record = True
+        try:
+            yield rates
+        finally:
+            for name, neuron in neurons.items():
+                neuron.record = False
+                rates[name] = neuron.spike_rate()
+
+    @torch.no_grad()
+    def clamp_leaks(self) -> None:
+        """Keep every leak at most 1."""
+        for neuron in self.neurons().values():
+            neuron.clamp_leak()
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "timesteps": self.timesteps, "neuron_kwargs": self.neuron_kwargs}
+
+
+def check_timesteps(timesteps: Any) -> int:
+    """``timesteps`` as a positive int, or a ``UsageError`` saying what is wrong."""
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
+        raise UsageError(f"timesteps must be a positive integer, got {timesteps!r}")
+    return timesteps

@@ -1,0 +1,159 @@
+"""`spikerl train`: an ordinary (ANN) DQN agent with SB3, resumable, keeping its best model.
+
+A run folder holds:
+
+``config.yaml``          the preset as run (with command-line overrides)
+``checkpoint.zip``       periodic, resumable checkpoint (model + optimizer + counters)
+``replay_buffer.pkl``    written when the run stops (finished or interrupted), for resuming
+``best_model.zip``       the model with the best evaluation so far
+``ann.zip``              the model to hand to ``spikerl compress``: best model, fresh optimizer
+``evaluations.npz``      SB3's evaluation log; ``0.monitor.csv`` the training episodes
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+
+from spikerl.checkpoints import atomic_path, save_model
+from spikerl.envs import EVAL_SEED_BASE, make_env
+from spikerl.errors import UsageError
+
+CHECKPOINT = "checkpoint.zip"
+REPLAY_BUFFER = "replay_buffer.pkl"
+BEST_MODEL = "best_model.zip"
+ANN = "ann.zip"
+EVALUATIONS = "evaluations.npz"
+
+
+class AtomicCheckpointCallback(BaseCallback):
+    """Every ``save_freq`` environment steps, replace ``path`` with the current model."""
+
+    def __init__(self, path: Path, save_freq: int):
+        super().__init__()
+        self.path, self.save_freq = path, save_freq
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.save_freq == 0:
+            save_model(self.model, self.path)
+        return True
+
+
+class SaveBestCallback(BaseCallback):
+    """Called by ``EvalCallback`` on a new best mean reward: saves the model atomically."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+
+    def _on_step(self) -> bool:
+        save_model(self.model, self.path, keep_optimizer_state=False)
+        return True
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the run saves a checkpoint and can be resumed."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def _restore_evaluations(callback: EvalCallback, path: Path) -> None:
+    """Continue the evaluation log and the best-so-far of an earlier run of this folder."""
+    if not path.is_file():
+        return
+    log = np.load(path)
+    callback.evaluations_timesteps = log["timesteps"].tolist()
+    callback.evaluations_results = log["results"].tolist()
+    callback.evaluations_length = log["ep_lengths"].tolist()
+    if len(log["results"]):
+        callback.best_mean_reward = float(np.max(np.mean(log["results"], axis=1)))
+
+
+def train(
+    env_id: str,
+    preset: dict[str, Any],
+    out_dir: str | Path,
+    seed: int = 0,
+    n_timesteps: int | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    verbose: int = 1,
+) -> Path:
+    """Train (or resume) a DQN agent as ``preset`` describes; returns the path of ``ann.zip``."""
+    if not 0 <= seed < EVAL_SEED_BASE:
+        raise UsageError(f"--seed must be in [0, {EVAL_SEED_BASE}) (evaluation seeds start at {EVAL_SEED_BASE})")
+    out_dir = Path(out_dir)
+    train_cfg = preset["train"]
+    total_timesteps = int(n_timesteps or train_cfg["n_timesteps"])
+    if total_timesteps <= 0:
+        raise UsageError(f"-n/--n-timesteps must be positive, got {total_timesteps}")
+    checkpoint = out_dir / CHECKPOINT
+    if resume and not checkpoint.is_file():
+        raise UsageError(f"nothing to resume in {out_dir} ({CHECKPOINT} missing); start a run with --out {out_dir}")
+    if not resume and checkpoint.is_file():
+        raise UsageError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out_dir / "config.yaml") as temporary:
+            temporary.write_text(yaml.safe_dump({"env_id": env_id, "seed": seed, **preset}, sort_keys=False))
+    except OSError as error:
+        raise UsageError(f"cannot write to output folder {out_dir} ({error.strerror}); choose a writable --out") from None
+
+    env = make_env(env_id, preset["env"], seed=seed, monitor_dir=str(out_dir))
+    eval_env = make_env(env_id, preset["env"], seed=EVAL_SEED_BASE)
+    dqn_kwargs = dict(train_cfg.get("dqn", {}))
+    if resume:
+        model = DQN.load(checkpoint, env=env, device=device)
+        buffer_path = out_dir / REPLAY_BUFFER
+        if buffer_path.is_file():
+            model.load_replay_buffer(buffer_path)
+        else:  # refill with random actions, as at the start of a run
+            model.learning_starts = model.num_timesteps + int(dqn_kwargs.get("learning_starts", 100))
+    else:
+        model = DQN(train_cfg["policy"], env, seed=seed, device=device, verbose=0, **dqn_kwargs)
+
+    evaluation = EvalCallback(
+        eval_env,
+        n_eval_episodes=int(train_cfg.get("eval_episodes", 10)),
+        eval_freq=int(train_cfg.get("eval_freq", 10_000)),
+        log_path=str(out_dir),
+        callback_on_new_best=SaveBestCallback(out_dir / BEST_MODEL),
+        verbose=verbose,
+    )
+    _restore_evaluations(evaluation, out_dir / EVALUATIONS)
+    callbacks = CallbackList(
+        [AtomicCheckpointCallback(checkpoint, int(train_cfg.get("checkpoint_freq", 10_000))), evaluation]
+    )
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        model.learn(
+            total_timesteps=max(total_timesteps - model.num_timesteps, 0),
+            callback=callbacks,
+            reset_num_timesteps=not resume,
+            progress_bar=progress,
+        )
+    except KeyboardInterrupt:
+        print(f"interrupted at step {model.num_timesteps}; saving a checkpoint to resume with --resume {out_dir}")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        save_model(model, checkpoint)
+        if train_cfg.get("save_replay_buffer", True):
+            with atomic_path(out_dir / REPLAY_BUFFER) as temporary, open(temporary, "wb") as file:
+                model.save_replay_buffer(file)
+        env.close()
+        eval_env.close()
+
+    best = out_dir / BEST_MODEL
+    source = DQN.load(best, device=device) if best.is_file() else model
+    save_model(source, out_dir / ANN, keep_optimizer_state=False)
+    return out_dir / ANN
