@@ -34,6 +34,7 @@ def _run_train(args: argparse.Namespace) -> None:
             raise UsageError(f"nothing to resume in {args.resume} (config.yaml missing); start a run with --out")
         saved = yaml.safe_load(config_path.read_text())
         env_id, seed, out = saved.pop("env_id"), saved.pop("seed"), args.resume
+        saved.pop("command", None)
         preset = saved
     else:
         env_id, seed = args.env, args.seed
@@ -42,9 +43,16 @@ def _run_train(args: argparse.Namespace) -> None:
     _set_threads(args, preset)
     ann = train(
         env_id, preset, out, seed=seed, n_timesteps=args.n_timesteps, device=args.device,
-        resume=bool(args.resume), progress=args.progress,
+        resume=bool(args.resume), progress=args.progress, command=_command_line(),
     )
     print(f"ANN agent: {ann}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +100,24 @@ def _env_of_agent(agent: str, env: str | None) -> str:
     raise UsageError(f"cannot tell which environment {agent} was trained on; pass --env ENV_ID")
 
 
+def _command_line() -> str:
+    """This process's command line as a user would type it."""
+    import shlex
+
+    return "spikerl " + " ".join(shlex.quote(part) for part in sys.argv[1:])
+
+
+def _agent_commands(agent: str) -> list[str]:
+    """The command that trained ``agent``, when its run folder recorded it."""
+    from pathlib import Path
+
+    import yaml
+
+    config = Path(agent).parent / "config.yaml"
+    command = yaml.safe_load(config.read_text()).get("command") if config.is_file() else None
+    return [command] if command else []
+
+
 def _add_compress(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("compress", help="convert an ANN agent to an SNN and compress it in time (IIR)")
     parser.add_argument("--agent", required=True, help="ANN DQN checkpoint (.zip)")
@@ -112,8 +138,6 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_compress(args: argparse.Namespace) -> None:
-    import shlex
-
     from spikerl.compress import compress
     from spikerl.config import load_preset
 
@@ -125,10 +149,9 @@ def _run_compress(args: argparse.Namespace) -> None:
     }
     preset["compress"].update({key: value for key, value in overrides.items() if value is not None})
     _set_threads(args, preset)
-    command = "spikerl " + " ".join(shlex.quote(part) for part in sys.argv[1:])
     compress(
         args.agent, env_id, preset, args.out or f"runs/{env_id}_snn", seed=args.seed, device=args.device,
-        resume=args.resume, force=args.force, progress=args.progress, command=command,
+        resume=args.resume, force=args.force, progress=args.progress, commands=_agent_commands(args.agent) + [_command_line()],
     )
 
 
@@ -166,7 +189,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spikerl", description=__doc__)
+    parser = _Parser(prog="spikerl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train(commands)
     _add_compress(commands)

@@ -50,9 +50,12 @@ def compress(
     resume: bool = False,
     force: bool = False,
     progress: bool = True,
-    command: str = "",
+    commands: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run the IIR schedule of ``preset['compress']`` on the ANN at ``agent``; returns the results."""
+    """Run the IIR schedule of ``preset['compress']`` on the ANN at ``agent``; returns the results.
+
+    ``commands`` (the command lines that made the ANN and run this) go into the results.
+    """
     settings, protocol = preset["compress"], preset["evaluate"]
     schedule = check_schedule(settings["schedule"])
     objective = settings["objective"]
@@ -95,7 +98,7 @@ def compress(
         "steps_per_stage": steps,
         "seed": seed,
         "evaluation": {key: eval_args[key] for key in ("episodes", "seed", "n_envs")},
-        "commands": [command] if command else [],
+        "commands": list(commands or []),
         "rows": [],
     }
 
@@ -114,7 +117,7 @@ def compress(
 
         previous = json.loads(results_path.read_text())
         results["rows"] = previous["rows"]
-        results["commands"] = previous.get("commands", []) + results["commands"]
+        results["commands"] = list(dict.fromkeys(previous.get("commands", []) + results["commands"]))
         done = [row["T"] for row in previous["rows"] if row["stage"] == "retrained"]
     else:
         started = time.perf_counter()
@@ -122,8 +125,11 @@ def compress(
 
     started = time.perf_counter()
     calibration = collect_observations(ann, env, int(settings.get("calibration_samples", 512)), rng=np.random.default_rng(seed))
-    td_kwargs = dict(settings.get("td", {}), seed=seed) if objective == "td" else {}
-    student = convert(ann, env, calibration, schedule[0], percentile, settings.get("neuron_kwargs"), **td_kwargs)
+    # The student carries the preset's TD settings; distillation needs no replay buffer.
+    dqn_kwargs = dict(settings.get("td", {}), seed=seed)
+    if objective == "distill":
+        dqn_kwargs["buffer_size"] = 1
+    student = convert(ann, env, calibration, schedule[0], percentile, settings.get("neuron_kwargs"), **dqn_kwargs)
     if done:
         student.set_parameters(str(out_dir / f"T{done[-1]}.zip"), device=device)
     else:

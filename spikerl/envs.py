@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import ale_py
@@ -53,11 +54,16 @@ def make_env(
     resumed run keeps its earlier episodes).
     """
     check_env_id(env_id)
-    monitor_kwargs = {"override_existing": False}
+    # SB3's Monitor writes its CSV header only when it overrides the file: append only to an existing one
+    resumed = monitor_dir is not None and (Path(monitor_dir) / "0.monitor.csv").is_file()
+    monitor_kwargs = {"override_existing": not resumed}
+    env_kwargs = env_config.get("env_kwargs")  # keyword arguments of gymnasium.make, e.g. max_episode_steps
     if env_config.get("atari", False):
         venv = make_atari_env(
-            env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, monitor_kwargs=monitor_kwargs, wrapper_kwargs=env_config.get("wrapper_kwargs")
+            env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, monitor_kwargs=monitor_kwargs, env_kwargs=env_kwargs, wrapper_kwargs=env_config.get("wrapper_kwargs")
         )
         frame_stack = int(env_config.get("frame_stack", 1))
         return VecTransposeImage(VecFrameStack(venv, frame_stack) if frame_stack > 1 else venv)
-    return make_vec_env(env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, monitor_kwargs=monitor_kwargs)
+    return make_vec_env(
+        env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, monitor_kwargs=monitor_kwargs, env_kwargs=env_kwargs
+    )

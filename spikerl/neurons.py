@@ -95,7 +95,7 @@ class IFNeuron(nn.Module):
             spikes.append(spike)
         out = torch.stack(spikes)
         if self.record:
-            self.spike_count += float(out.sum())
+            self.spike_count += float(out.detach().sum())
             self.neuron_steps += out.numel()
         return out
 

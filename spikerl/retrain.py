@@ -50,6 +50,7 @@ class DistillationRetrainer:
     :param teacher_states: ``[N, ...]`` observations from teacher rollouts (the initial pool)
     :param student_states: observations added from student rollouts before each stage
     :param epsilon: exploration rate of those rollouts
+    :param cosine: anneal the learning rate to 0 over each stage (restarting at every stage)
     """
 
     def __init__(
@@ -58,13 +59,14 @@ class DistillationRetrainer:
         student: DQN,
         env: VecEnv,
         teacher_states: np.ndarray,
-        student_states: int = 2000,
-        epsilon: float = 0.05,
+        student_states: int = 5000,
+        epsilon: float = 0.2,
         batch_size: int = 256,
         learning_rate: float = 1e-3,
         temperature: float = 1.0,
         kl_weight: float = 1.0,
         max_pool: int = 100_000,
+        cosine: bool = True,
         seed: int = 0,
         progress: bool = True,
     ):
@@ -72,6 +74,7 @@ class DistillationRetrainer:
         self.student_states, self.epsilon = student_states, epsilon
         self.batch_size, self.temperature, self.kl_weight = batch_size, temperature, kl_weight
         self.max_pool, self.progress = max_pool, progress
+        self.learning_rate, self.cosine = learning_rate, cosine
         self.rng = np.random.default_rng(seed)
         self.optimizer = torch.optim.Adam(student.q_net.parameters(), lr=learning_rate)
         self.states = np.empty((0, *teacher_states.shape[1:]), dtype=teacher_states.dtype)
@@ -103,6 +106,9 @@ class DistillationRetrainer:
             self._add_states(collect_observations(self.student, self.env, self.student_states, self.epsilon, self.rng))
         q_net = self.student.q_net
         q_net.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(steps, 1)) if self.cosine else None
         for _ in tqdm(range(steps), desc=f"distill T={q_net.timesteps}", disable=not self.progress, unit="step"):
             batch = self.rng.integers(len(self.states), size=self.batch_size)
             loss = self.loss(q_net(self._tensor(self.states[batch])), self.teacher_q[batch].to(q_net.device))
@@ -110,6 +116,8 @@ class DistillationRetrainer:
             loss.backward()
             self.optimizer.step()
             q_net.clamp_leaks()
+            if schedule is not None:
+                schedule.step()
         q_net.eval()
         self.student.q_net_target.load_state_dict(q_net.state_dict())
 

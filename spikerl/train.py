@@ -87,8 +87,12 @@ def train(
     resume: bool = False,
     progress: bool = True,
     verbose: int = 1,
+    command: str = "",
 ) -> Path:
-    """Train (or resume) a DQN agent as ``preset`` describes; returns the path of ``ann.zip``."""
+    """Train (or resume) a DQN agent as ``preset`` describes; returns the path of ``ann.zip``.
+
+    ``command`` (the command line, if any) is kept in ``config.yaml`` beside the preset.
+    """
     if not 0 <= seed < EVAL_SEED_BASE:
         raise UsageError(f"--seed must be in [0, {EVAL_SEED_BASE}) (evaluation seeds start at {EVAL_SEED_BASE})")
     out_dir = Path(out_dir)
@@ -104,7 +108,8 @@ def train(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(out_dir / "config.yaml") as temporary:
-            temporary.write_text(yaml.safe_dump({"env_id": env_id, "seed": seed, **preset}, sort_keys=False))
+            run_info = {"env_id": env_id, "seed": seed, "command": command}
+            temporary.write_text(yaml.safe_dump({**run_info, **preset}, sort_keys=False))
     except OSError as error:
         raise UsageError(f"cannot write to output folder {out_dir} ({error.strerror}); choose a writable --out") from None
 

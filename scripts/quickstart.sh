@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: set up, train a CartPole-v1 DQN, compress it to a
+# 1-timestep SNN (T = 5, 4, 3, 2, 1) and evaluate every stage. Pass another env id to run
+# its preset instead (PongNoFrameskip-v4 takes hours on a CPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+env_id="${1:-CartPole-v1}"
+bash scripts/setup.sh
+run="runs/$env_id"
+if [ -f "$run/checkpoint.zip" ]; then  # a run started before: continue it (a finished one just re-exports ann.zip)
+  .venv/bin/spikerl train --resume "$run"
+else
+  .venv/bin/spikerl train --env "$env_id" --out "$run"
+fi
+.venv/bin/spikerl compress --agent "$run/ann.zip" --out "runs/${env_id}_snn" --force

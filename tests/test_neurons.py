@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from spikerl.neurons import IFNeuron, PiecewiseLinearSpike, if_step
+
+
+def test_integrate_fire_and_soft_reset():
+    neuron = IFNeuron(threshold=1.0)
+    currents = torch.tensor([0.6, 0.6, 0.6, 2.5, 0.0]).reshape(5, 1, 1)  # [T, B, 1]
+    spikes = neuron(currents).flatten().tolist()
+    # u: 0.6 | 1.2 -> spike, 0.2 | 0.8 | 3.3 -> spike, 2.3 (soft reset keeps the excess) | 2.3 -> spike
+    assert spikes == [0.0, 1.0, 0.0, 1.0, 1.0]
+
+
+def test_soft_reset_subtracts_threshold():
+    spike, u = if_step(torch.tensor(0.0), torch.tensor(2.5), torch.tensor(1.0), torch.tensor(1.0))
+    assert spike.item() == 1.0 and u.item() == pytest.approx(1.5)
+
+
+def test_leak_scales_membrane():
+    spike, u = if_step(torch.tensor(0.8), torch.tensor(0.1), torch.tensor(1.0), torch.tensor(0.5))
+    assert spike.item() == 0.0 and u.item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("v, expected", [(0.0, 0.3), (0.5, 0.15), (-0.5, 0.15), (1.0, 0.0), (-2.0, 0.0)])
+def test_surrogate_gradient_is_piecewise_linear(v, expected):
+    x = torch.tensor(v, requires_grad=True)
+    PiecewiseLinearSpike.apply(x, 0.3).backward()
+    assert x.grad.item() == pytest.approx(expected)
+
+
+def test_gradients_reach_threshold_and_leak():
+    neuron = IFNeuron(threshold=1.0, leak=0.9, learn_leak=True)
+    currents = torch.full((3, 4, 2), 0.7, requires_grad=True)
+    neuron(currents).sum().backward()
+    assert neuron.threshold.grad is not None and neuron.threshold.grad.abs().item() > 0
+    assert neuron.leak.grad is not None and neuron.leak.grad.abs().item() > 0
+    assert currents.grad.abs().sum().item() > 0
+
+
+def test_integrate_and_fire_by_default_keeps_leak_fixed():
+    neuron = IFNeuron()
+    assert neuron.leak.item() == 1.0 and not neuron.leak.requires_grad
+
+
+def test_clamp_leak():
+    neuron = IFNeuron(leak=1.3, learn_leak=True)
+    neuron.clamp_leak()
+    assert neuron.leak.item() == 1.0
+
+
+def test_spike_rate_counts_only_while_recording():
+    neuron = IFNeuron(threshold=1.0)
+    neuron(torch.full((2, 1, 4), 5.0))
+    assert neuron.spike_rate() == 0.0
+    neuron.record = True
+    neuron(torch.tensor([[[2.0, 0.0]], [[2.0, 0.0]]]))
+    assert neuron.spike_rate() == pytest.approx(0.5)
