@@ -188,12 +188,30 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         print(f"spike rate {name}: {rate:.4f}")
 
 
+def _add_report(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("report", help="rewrite results.md and the PNG plots of a compress folder")
+    parser.add_argument("dir", help="folder written by 'spikerl compress' (holds results.json and ann.zip)")
+    parser.set_defaults(run=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from spikerl.report import write_report
+
+    if not (Path(args.dir) / "results.json").is_file():
+        raise UsageError(f"{args.dir} holds no results.json; pass the --out folder of 'spikerl compress'")
+    write_report(args.dir)
+    print(f"wrote {Path(args.dir) / 'results.md'} and its plots")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="spikerl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train(commands)
     _add_compress(commands)
     _add_evaluate(commands)
+    _add_report(commands)
     return parser
 
 

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.utils import set_random_seed
 
-from spikerl.checkpoints import save_model, write_json, write_text
+from spikerl.checkpoints import save_model, write_json
 from spikerl.convert import check_percentile, collect_observations, convert
 from spikerl.envs import EVAL_SEED_BASE, check_agent_fits, make_env
 from spikerl.errors import UsageError
 from spikerl.evaluate import evaluate_agent
 from spikerl.loading import load_agent
 from spikerl.policy import set_timesteps
-from spikerl.report import render_markdown
+from spikerl.energy import layer_costs
+from spikerl.report import write_report
 from spikerl.retrain import OBJECTIVES, make_retrainer
 
 RESULTS_JSON = "results.json"
@@ -99,6 +101,7 @@ def compress(
         "seed": seed,
         "evaluation": {key: eval_args[key] for key in ("episodes", "seed", "n_envs")},
         "commands": list(commands or []),
+        "layers": [asdict(cost) for cost in layer_costs(ann.q_net, ann.observation_space)],
         "rows": [],
     }
 
@@ -107,7 +110,7 @@ def compress(
         row = {"stage": stage, "T": timesteps, "wall_time_s": time.perf_counter() - started, **evaluation.as_dict()}
         results["rows"].append(row)
         write_json(results_path, results)
-        write_text(out_dir / "results.md", render_markdown(results))
+        write_report(out_dir, results, plots=False)
         if progress:
             print(f"{stage:>10} T={timesteps or '-'}: {evaluation.mean:.2f} +- {evaluation.std:.2f} over {eval_episodes} episodes")
 
@@ -146,4 +149,4 @@ def compress(
         save_model(student, out_dir / f"T{timesteps}.zip", keep_optimizer_state=False)
         record("retrained", timesteps, student, started)
     env.close()
-    return results
+    return write_report(out_dir, results)

@@ -88,16 +88,35 @@ class IFNeuron(nn.Module):
         """Input currents ``[T, B, ...]`` -> spikes ``[T, B, ...]``; the membrane starts at 0."""
         if self.capture_input:
             self.captured_input = currents.detach()
-        u = torch.zeros_like(currents[0])
-        spikes = []
-        for current in currents:
-            spike, u = if_step(u, current, self.threshold, self.leak, self.surrogate_scale)
-            spikes.append(spike)
-        out = torch.stack(spikes)
+        if torch.is_grad_enabled():
+            u = torch.zeros_like(currents[0])
+            spikes = []
+            for current in currents:
+                spike, u = if_step(u, current, self.threshold, self.leak, self.surrogate_scale)
+                spikes.append(spike)
+            out = torch.stack(spikes)
+        else:
+            out = self._infer(currents)
         if self.record:
             self.spike_count += float(out.detach().sum())
             self.neuron_steps += out.numel()
         return out
+
+    def _infer(self, currents: torch.Tensor) -> torch.Tensor:
+        """The same dynamics without autograd: ``u >= threshold`` fires (assumes threshold > 0).
+
+        At T=1 this is one comparison per neuron, about as cheap as a ReLU.
+        """
+        u = currents[0]
+        spikes = []
+        for t in range(len(currents)):
+            if t:
+                u = self.leak * u + currents[t]
+            spike = (u >= self.threshold).to(currents.dtype)
+            spikes.append(spike)
+            if t < len(currents) - 1:
+                u = u - spike * self.threshold
+        return torch.stack(spikes) if len(spikes) > 1 else spikes[0].unsqueeze(0)
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold.item():.4g}, leak={self.leak.item():.4g}, learn_leak={self.leak.requires_grad}"

@@ -59,10 +59,13 @@ class SpikingQNetwork(QNetwork):
         self.timesteps = check_timesteps(timesteps)
         self.neuron_kwargs = dict(neuron_kwargs or {})
         replace_relus(self, lambda: IFNeuron(**self.neuron_kwargs))
-        self.layers()  # refuse unsupported layers now, not at the first forward pass
+        self._layers = self._leaf_layers()  # refuses unsupported layers now, not at the first forward pass
 
     def layers(self) -> list[nn.Module]:
         """The leaf modules in execution order: weighted, stateless and neuron layers."""
+        return list(self._layers)
+
+    def _leaf_layers(self) -> tuple[nn.Module, ...]:
         leaves = [m for part in (self.features_extractor, self.q_net) for m in part.modules() if not list(m.children())]
         for layer in leaves:
             if not isinstance(layer, WEIGHTED_LAYERS + STATELESS_LAYERS + (IFNeuron,)):
@@ -72,7 +75,7 @@ class SpikingQNetwork(QNetwork):
                 )
         if not isinstance(leaves[-1], WEIGHTED_LAYERS):
             raise UsageError("the Q-network must end in a Linear layer (the Q-value read-out)")
-        return leaves
+        return tuple(leaves)
 
     def neurons(self) -> dict[str, IFNeuron]:
         """Neuron layers by module name, in execution order."""
@@ -82,7 +85,7 @@ class SpikingQNetwork(QNetwork):
         """Observations ``[B, ...]`` -> Q-values ``[B, n_actions]`` after T timesteps."""
         h = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
         batch, steps = h.shape[0], self.timesteps
-        *hidden, readout = self.layers()
+        *hidden, readout = self._layers
         time_major = False
         for layer in hidden:
             if isinstance(layer, IFNeuron):

@@ -56,3 +56,14 @@ def test_spike_rate_counts_only_while_recording():
     neuron.record = True
     neuron(torch.tensor([[[2.0, 0.0]], [[2.0, 0.0]]]))
     assert neuron.spike_rate() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("timesteps", [1, 2, 5])
+def test_inference_path_matches_training_path(timesteps):
+    torch.manual_seed(0)
+    neuron = IFNeuron(threshold=0.7, leak=0.9)
+    currents = torch.randn(timesteps, 16, 50)
+    trained_path = neuron(currents)
+    with torch.no_grad():
+        inference_path = neuron(currents)
+    assert torch.equal(trained_path, inference_path)

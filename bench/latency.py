@@ -1,0 +1,65 @@
+"""Latency per decision on the CPU: ANN against SNN at T=1..5, batch 1 and 32.
+
+    python bench/latency.py [--repeats 200] [--threads 1]
+
+Medians over repeated forward passes in one process (after warm-up), with the ratio to the
+ANN of the same network and batch, and of T to T=1. Weights are random: the dense path does
+the same work whatever the spikes are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.dqn.policies import CnnPolicy, MlpPolicy
+
+from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
+
+NETWORKS = {
+    "CartPole MLP 256x256": (MlpPolicy, SpikingMlpPolicy, gym.spaces.Box(-1, 1, (4,), np.float32), 2, dict(net_arch=[256, 256])),
+    "Pong NatureCNN": (CnnPolicy, SpikingCnnPolicy, gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), 6, {}),
+}
+
+
+def median_ms(q_net: torch.nn.Module, obs: torch.Tensor, repeats: int) -> float:
+    times = []
+    with torch.no_grad():
+        for index in range(repeats + 10):
+            start = time.perf_counter()
+            q_net(obs)
+            if index >= 10:
+                times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats} forward passes (ms)")
+    print(f"{'network':<22} {'batch':>5} {'model':>6} {'ms':>8} {'x ANN':>7} {'x T=1':>7}")
+    for name, (ann_class, snn_class, space, actions, kwargs) in NETWORKS.items():
+        for batch in (1, 32):
+            obs = torch.as_tensor(np.stack([space.sample() for _ in range(batch)]))
+            ann = ann_class(space, gym.spaces.Discrete(actions), lambda _: 1e-4, **kwargs).q_net.eval()
+            ann_ms = median_ms(ann, obs, args.repeats)
+            print(f"{name:<22} {batch:>5} {'ANN':>6} {ann_ms:>8.3f} {1:>7.2f} {'':>7}")
+            snn = snn_class(space, gym.spaces.Discrete(actions), lambda _: 1e-4, timesteps=1, **kwargs).q_net.eval()
+            snn.load_state_dict(ann.state_dict(), strict=False)
+            t1_ms = None
+            for timesteps in range(1, 6):
+                snn.timesteps = timesteps
+                ms = median_ms(snn, obs, args.repeats)
+                t1_ms = t1_ms or ms
+                print(f"{name:<22} {batch:>5} {'T=' + str(timesteps):>6} {ms:>8.3f} {ms / ann_ms:>7.2f} {ms / t1_ms:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""PNG plots of a compression run (reward vs T, spike rates, energy) and of a training run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(figure: Any, path: Path) -> str:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path.name
+
+
+def plot_compression(results: dict[str, Any], out_dir: Path) -> list[str]:
+    """Write reward_vs_T.png, spike_rates.png and energy.png; return their file names."""
+    rows = results["rows"]
+    ann = next(row for row in rows if row["stage"] == "ANN")
+    stages = [row for row in rows if row["stage"] == "retrained"]
+    converted = [row for row in rows if row["stage"] == "converted"]
+    names = []
+
+    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+    axis.axhline(ann["mean_reward"], color="gray", linestyle="--", label="ANN")
+    if stages:
+        axis.errorbar([r["T"] for r in stages], [r["mean_reward"] for r in stages], [r["std_reward"] for r in stages], marker="o", capsize=3, label="SNN, retrained")
+    if converted:
+        axis.plot([r["T"] for r in converted], [r["mean_reward"] for r in converted], "x", color="red", label="SNN, converted only")
+    axis.set(xlabel="timesteps T per decision", ylabel=f"mean reward ({results['evaluation']['episodes']} episodes)", title=results["env_id"])
+    axis.invert_xaxis()
+    axis.legend()
+    names.append(_save(figure, out_dir / "reward_vs_T.png"))
+
+    if stages:
+        layers = list(stages[0]["spike_rates"])
+        figure, axis = plt.subplots(figsize=(5.5, 3.8))
+        width = 0.8 / len(stages)
+        for index, row in enumerate(stages):
+            axis.bar(np.arange(len(layers)) + index * width, [row["spike_rates"][layer] for layer in layers], width, label=f"T={row['T']}")
+        axis.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, layers, rotation=20)
+        axis.set(ylabel="spikes per neuron per timestep", title="spike rate per layer")
+        axis.legend()
+        names.append(_save(figure, out_dir / "spike_rates.png"))
+
+    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+    labels = ["ANN"] + [f"T={row['T']}" for row in stages]
+    energies = [ann["cost"]["energy_pj"] / 1000] + [row["cost"]["energy_pj"] / 1000 for row in stages]
+    axis.bar(labels, energies, color=["gray"] + ["tab:blue"] * len(stages))
+    axis.set(ylabel="energy per decision (nJ, 45 nm estimate)", title="energy per decision")
+    names.append(_save(figure, out_dir / "energy.png"))
+    return names
+
+
+def plot_training_curve(run_dir: Path, path: Path, frames_per_step: int = 1) -> None:
+    """Evaluation reward (and training-episode reward) against agent steps, from a train run.
+
+    ``frames_per_step`` converts Monitor lengths to agent steps (4 under Atari frame skipping).
+    """
+    from stable_baselines3.common.monitor import load_results
+
+    figure, axis = plt.subplots(figsize=(6, 3.8))
+    episodes = load_results(str(run_dir))
+    if len(episodes):
+        steps = np.cumsum(episodes["l"].to_numpy()) / frames_per_step
+        axis.plot(steps, episodes["r"].rolling(10, min_periods=1).mean(), color="lightsteelblue", label="training episodes (mean of 10)")
+    evaluations = np.load(run_dir / "evaluations.npz")
+    axis.errorbar(evaluations["timesteps"], evaluations["results"].mean(axis=1), evaluations["results"].std(axis=1), marker="o", capsize=3, label="evaluation")
+    axis.set(xlabel="agent steps", ylabel="episode reward", title=run_dir.name)
+    axis.legend()
+    _save(figure, path)
