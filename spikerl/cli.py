@@ -178,7 +178,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     _set_threads(args, preset)
     episodes = args.episodes if args.episodes is not None else int(protocol.get("episodes", 10))
     seed = args.seed if args.seed is not None else int(protocol.get("seed", EVAL_SEED_BASE))
-    model = load_agent(args.agent, args.device)
+    model = load_agent(args.agent, env_id, preset["env"], args.device)
     result = evaluate_agent(model, env_id, preset["env"], episodes, seed=seed, n_envs=int(protocol.get("n_envs", 10)))
     timesteps = getattr(model.policy, "timesteps", None)
     print(f"agent {args.agent} ({'SNN, T=%d' % timesteps if timesteps else 'ANN'}) on {env_id}, {episodes} episodes from seed {seed}")

@@ -18,11 +18,11 @@ from stable_baselines3.common.utils import set_random_seed
 
 from spikerl.checkpoints import save_model, write_json
 from spikerl.convert import check_percentile, collect_observations, convert
-from spikerl.envs import EVAL_SEED_BASE, check_agent_fits, make_env
+from spikerl.envs import EVAL_SEED_BASE, make_env
 from spikerl.errors import UsageError
 from spikerl.evaluate import evaluate_agent
 from spikerl.loading import load_agent
-from spikerl.policy import set_timesteps
+from spikerl.policy import SpikingMlpPolicy, set_timesteps
 from spikerl.energy import layer_costs
 from spikerl.report import write_report
 from spikerl.retrain import OBJECTIVES, make_retrainer
@@ -76,12 +76,11 @@ def compress(
     if results_path.is_file() and not (resume or force):
         raise UsageError(f"{out_dir} already holds results; pass --resume to continue, --force to overwrite, or another --out")
 
-    ann = load_agent(agent, device)
-    if ann.policy.__class__.__name__.startswith("Spiking"):
+    ann = load_agent(agent, env_id, preset["env"], device)
+    if isinstance(ann.policy, SpikingMlpPolicy):
         raise UsageError(f"{agent} is already a spiking agent; pass the ANN checkpoint (ann.zip from 'spikerl train')")
     set_random_seed(seed)
     env = make_env(env_id, preset["env"], seed=seed)
-    check_agent_fits(ann, env, env_id)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         if Path(agent).resolve() != (out_dir / "ann.zip").resolve():
@@ -135,7 +134,7 @@ def compress(
     student = convert(ann, env, calibration, schedule[0], percentile, settings.get("neuron_kwargs"), **dqn_kwargs)
     if done:
         student.set_parameters(str(out_dir / f"T{done[-1]}.zip"), device=device)
-    else:
+    elif not any(row["stage"] == "converted" for row in results["rows"]):
         record("converted", schedule[0], student, started)
 
     teacher_states = collect_observations(ann, env, int(settings.get("teacher_states", 5000)), epsilon=0.05, rng=np.random.default_rng(seed + 1))

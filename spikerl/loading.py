@@ -1,32 +1,109 @@
-"""Opening agent checkpoints with one clear error for every way that can fail."""
+"""Opening agent checkpoints without unpickling anything, with one clear error for every failure.
+
+SB3's ``DQN.load`` unpickles objects stored in the zip (the policy class, the spaces, the
+schedules), so opening an untrusted file can run arbitrary code. ``load_agent`` reads only:
+
+- ``data``: JSON; of it, the policy class's *name* (a string) and plain JSON fields
+  (``policy_kwargs``, hyperparameters). Every pickled (``:serialized:``) field is ignored.
+- ``policy.pth``: tensors, through ``torch.load(..., weights_only=True)``.
+
+The spaces come from the environment preset, and the policy is rebuilt from spikerl's or
+SB3's own classes. Plain ``stable_baselines3.DQN.load`` keeps working for trusted files.
+"""
 
 from __future__ import annotations
 
+import io
+import json
+import re
+import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
+import torch
 from stable_baselines3 import DQN
+from stable_baselines3.dqn.policies import CnnPolicy, DQNPolicy
 
+from spikerl.envs import make_env
 from spikerl.errors import UsageError
+from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
+
+POLICIES = {
+    ("stable_baselines3.dqn.policies", "DQNPolicy"): DQNPolicy,
+    ("stable_baselines3.dqn.policies", "CnnPolicy"): CnnPolicy,
+    ("spikerl.policy", "SpikingMlpPolicy"): SpikingMlpPolicy,
+    ("spikerl.policy", "SpikingCnnPolicy"): SpikingCnnPolicy,
+}
+#: Plain-JSON DQN hyperparameters carried over from the checkpoint (the rest keep defaults).
+HYPERPARAMETERS = (
+    "learning_rate", "batch_size", "learning_starts", "tau", "gamma", "gradient_steps", "n_steps",
+    "target_update_interval", "exploration_initial_eps", "exploration_final_eps", "exploration_fraction", "max_grad_norm",
+)
 
 
-def load_agent(path: str | Path, device: str = "auto") -> DQN:
-    """Load an SB3 DQN zip (ANN or spiking), or raise a ``UsageError`` naming the problem."""
-    path = Path(path)
+def _policy_class(data: dict[str, Any], path: Path) -> type:
+    """The policy class named in ``data`` (read as text: module and class name), if allowed."""
+    stored = data.get("policy_class")
+    name = re.match(r"<function (\w+)\.__init__", str(stored.get("__init__", ""))) if isinstance(stored, dict) else None
+    key = (stored.get("__module__"), name.group(1)) if name else None
+    if key not in POLICIES:
+        found = ".".join(key) if key else "an unknown policy"
+        raise UsageError(
+            f"{path} holds {found}, not a DQN agent (agents of other algorithms cannot be converted); "
+            "pass a checkpoint written by 'spikerl train', 'spikerl compress' or SB3's DQN"
+        )
+    return POLICIES[key]
+
+
+def _read_archive(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The ``data`` JSON and the ``policy.pth`` tensors of an SB3 zip, or a ``UsageError``."""
     if not path.exists():
         raise UsageError(f"agent file {path} not found; pass the .zip written by 'spikerl train' or 'spikerl compress'")
     if not path.is_file():
         raise UsageError(f"agent path {path} is a directory; pass the .zip file inside it (for example {path}/ann.zip)")
     if not zipfile.is_zipfile(path):
         raise UsageError(f"agent file {path} is not a zip archive (empty, truncated or another format); pass an SB3 DQN .zip")
-    with zipfile.ZipFile(path) as archive:
-        names = set(archive.namelist())
-    if not {"data", "policy.pth"} <= names:
-        raise UsageError(f"{path} is not a Stable-Baselines3 checkpoint (no data/policy.pth inside); pass an SB3 DQN .zip")
     try:
-        return DQN.load(path, device=device)
-    except Exception as error:  # SB3 raises many types for a checkpoint of another algorithm or version
+        with zipfile.ZipFile(path) as archive:
+            if not {"data", "policy.pth"} <= set(archive.namelist()):
+                raise UsageError(f"{path} is not a Stable-Baselines3 checkpoint (no data/policy.pth inside); pass an SB3 DQN .zip")
+            data = json.loads(archive.read("data"))
+            weights = torch.load(io.BytesIO(archive.read("policy.pth")), map_location="cpu", weights_only=True)
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, RuntimeError, EOFError, OSError) as error:
+        raise UsageError(f"agent file {path} is damaged ({type(error).__name__}: {error}); pass an intact SB3 DQN .zip") from None
+    return data, weights
+
+
+def load_agent(path: str | Path, env_id: str, env_config: dict[str, Any], device: str = "auto") -> DQN:
+    """Rebuild the DQN agent (ANN or spiking) stored at ``path`` for ``env_id``, never unpickling.
+
+    The returned model has a one-transition replay buffer: it is for acting, evaluating and
+    converting. Raises ``UsageError`` when the file is missing, damaged, not a DQN agent,
+    made for another environment, or holds non-finite weights.
+    """
+    path = Path(path)
+    data, weights = _read_archive(path)
+    policy_class = _policy_class(data, path)
+    policy_kwargs = data.get("policy_kwargs", {})
+    if not isinstance(policy_kwargs, dict) or ":serialized:" in policy_kwargs:
         raise UsageError(
-            f"cannot load {path} as a DQN agent ({type(error).__name__}: {error}); "
-            "pass a DQN checkpoint (agents of other algorithms cannot be converted)"
+            f"{path} stores policy_kwargs as pickled objects (custom classes), which spikerl does not unpickle; "
+            "load it with stable_baselines3.DQN.load if you trust the file"
+        )
+    for name, tensor in weights.items():
+        if torch.is_floating_point(tensor) and not torch.isfinite(tensor).all():
+            raise UsageError(f"{path} holds NaN or infinite weights in {name}; retrain or pass another checkpoint")
+    hyperparameters = {key: data[key] for key in HYPERPARAMETERS if isinstance(data.get(key), (int, float))}
+    env = make_env(env_id, env_config, seed=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*n_steps.*is ignored")
+        model = DQN(policy_class, env, policy_kwargs=policy_kwargs, buffer_size=1, device=device, **hyperparameters)
+    try:
+        model.policy.load_state_dict(weights)
+    except RuntimeError:
+        raise UsageError(
+            f"the network in {path} does not fit {env_id} (observation space {env.observation_space}, "
+            f"action space {env.action_space}); pass --env with the environment the agent was trained on"
         ) from None
+    return model

@@ -18,9 +18,11 @@ from spikerl.energy import LayerCost, decision_cost, layer_costs
 def network_costs(results: dict[str, Any], out_dir: Path) -> list[LayerCost]:
     """The per-layer MACs stored in the results, or computed from ``out_dir/ann.zip``."""
     if "layers" not in results:
+        from spikerl.config import load_preset
         from spikerl.loading import load_agent
 
-        ann = load_agent(out_dir / "ann.zip", "cpu")
+        env_id = results["env_id"]
+        ann = load_agent(out_dir / "ann.zip", env_id, load_preset(env_id)["env"], "cpu")
         results["layers"] = [asdict(c) for c in layer_costs(ann.q_net, ann.observation_space)]
     return [LayerCost(**layer) for layer in results["layers"]]
 
