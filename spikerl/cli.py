@@ -205,6 +205,26 @@ def _run_report(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.dir) / 'results.md'} and its plots")
 
 
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("export", help="write a T=1 spiking agent as a NIR graph for neuromorphic hardware")
+    parser.add_argument("--agent", required=True, help="spiking T=1 checkpoint (.zip), e.g. T1.zip from 'spikerl compress'")
+    parser.add_argument("--env", help="Gymnasium id (default: from the agent's folder)")
+    parser.add_argument("--config", help="preset YAML file (default: envs/<env>.yaml)")
+    parser.add_argument("--out", required=True, help="NIR file to write (HDF5), e.g. agent.nir")
+    parser.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    from spikerl.config import load_preset
+    from spikerl.export import export_nir
+    from spikerl.loading import load_agent
+
+    env_id = _env_of_agent(args.agent, args.env)
+    model = load_agent(args.agent, env_id, load_preset(env_id, args.config)["env"], "cpu")
+    graph = export_nir(model, args.out)
+    print(f"wrote {args.out}: {len(graph.nodes)} NIR nodes ({', '.join(type(node).__name__ for node in graph.nodes.values())})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="spikerl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -212,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compress(commands)
     _add_evaluate(commands)
     _add_report(commands)
+    _add_export(commands)
     return parser
 
 

@@ -5,9 +5,14 @@
 ``distill`` fits the spiking student to the ANN teacher on a pool of states gathered from
             teacher rollouts and, at every stage, from rollouts of the student itself (so it
             learns to act well on the states it reaches). The loss is scale-free:
-            ``MSE(A_s, A_t) / sigma^2 + KL(softmax(Q_t / tau) || softmax(Q_s / tau))``, with
-            ``A = Q - mean_a Q`` the action advantages, ``sigma`` the teacher advantages' std
+            ``CE(softmax(Q_s / tau), argmax_a Q_t) + advantage_weight * MSE(A_s, A_t) / sigma^2``:
+            cross-entropy towards the teacher's greedy action, plus (optionally) a fit of the
+            action advantages ``A = Q - mean_a Q``; ``sigma`` is the teacher advantages' std
             over the pool and ``tau = temperature * sigma``. ``steps`` counts gradient steps.
+
+            Measured on CartPole-v1 (T=1 reward over 30 episodes, seed 2's ANN): the
+            cross-entropy alone 500.0; with advantage MSE and a softened KL added 472.6;
+            advantage MSE + softened KL without it 189-225 (and 152 over 100 episodes).
 """
 
 from __future__ import annotations
@@ -63,8 +68,8 @@ class DistillationRetrainer:
         epsilon: float = 0.2,
         batch_size: int = 256,
         learning_rate: float = 1e-3,
-        temperature: float = 1.0,
-        kl_weight: float = 1.0,
+        temperature: float = 0.1,
+        advantage_weight: float = 0.0,
         max_pool: int = 100_000,
         cosine: bool = True,
         seed: int = 0,
@@ -72,7 +77,7 @@ class DistillationRetrainer:
     ):
         self.teacher, self.student, self.env = teacher, student, env
         self.student_states, self.epsilon = student_states, epsilon
-        self.batch_size, self.temperature, self.kl_weight = batch_size, temperature, kl_weight
+        self.batch_size, self.temperature, self.advantage_weight = batch_size, temperature, advantage_weight
         self.max_pool, self.progress = max_pool, progress
         self.learning_rate, self.cosine = learning_rate, cosine
         self.rng = np.random.default_rng(seed)
@@ -95,11 +100,12 @@ class DistillationRetrainer:
 
     def loss(self, student_q: torch.Tensor, teacher_q: torch.Tensor) -> torch.Tensor:
         """The distillation loss for Q-values ``[B, n_actions]`` of student and teacher."""
-        student_advantage = student_q - student_q.mean(dim=1, keepdim=True)
-        teacher_advantage = teacher_q - teacher_q.mean(dim=1, keepdim=True)
-        tau = self.temperature * self.sigma
-        kl = F.kl_div(F.log_softmax(student_q / tau, dim=1), F.log_softmax(teacher_q / tau, dim=1), log_target=True, reduction="batchmean")
-        return F.mse_loss(student_advantage, teacher_advantage) / self.sigma**2 + self.kl_weight * kl
+        loss = F.cross_entropy(student_q / (self.temperature * self.sigma), teacher_q.argmax(dim=1))
+        if self.advantage_weight:
+            student_advantage = student_q - student_q.mean(dim=1, keepdim=True)
+            teacher_advantage = teacher_q - teacher_q.mean(dim=1, keepdim=True)
+            loss = loss + self.advantage_weight * F.mse_loss(student_advantage, teacher_advantage) / self.sigma**2
+        return loss
 
     def retrain(self, steps: int) -> None:
         if self.student_states:

@@ -1,0 +1,127 @@
+"""Export a T=1 spiking agent's Q-network to NIR, the Neuromorphic Intermediate Representation.
+
+The graph is a chain, one node per leaf layer of ``SpikingQNetwork.layers()`` under the same
+module name, between ``input`` and ``output``. Shapes are per sample, without a batch
+dimension, as NIR defines them:
+
+============================  ======================================================
+spikerl layer                 NIR node
+============================  ======================================================
+observation ``[*obs_shape]``  ``Input`` (the raw observation: uint8 pixel values
+                              for images, not divided by 255)
+``nn.Flatten``                ``Flatten`` (``start_dim=0``: NIR counts no batch dim)
+``nn.Linear``                 ``Affine`` (``Linear`` when it has no bias)
+``nn.Conv2d``                 ``Conv2d`` (a zero ``bias`` when it has none)
+``IFNeuron``                  ``IF`` with ``r = 1``, ``v_threshold`` = the float32
+                              just below ``threshold`` (``v_reset``: NIR's default 0)
+last ``nn.Linear``            ``Affine`` (not spiking): Q-values ``[n_actions]``,
+                              then ``Output``
+============================  ======================================================
+
+Image normalization: SB3 divides image observations by 255 before the network. The export
+folds that into the first weighted layer (its weight times 1/255, its bias unchanged), so
+the NIR graph takes the raw pixel values.
+
+Neurons: NIR's IF integrates ``dv/dt = r * I`` and fires where ``v > v_threshold``. With
+one step of length 1 per decision (``dt = 1``) and ``v`` starting at 0, ``v = r * I``: one
+NIR step is one spikerl decision at T=1. spikerl fires where ``u >= threshold``; for
+float32 potentials that is exactly ``u > nextafter(threshold, -inf)``, hence the value of
+``v_threshold``. At T=1 no membrane state outlives the decision, so the reset and leak
+do not matter; for T > 1 they would, and NIR's IF cannot express spikerl's soft reset
+(subtraction of the threshold, where NIR sets ``v = v_reset``): such agents are refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nir
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3 import DQN
+from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
+from torch import nn
+
+from spikerl.errors import UsageError
+from spikerl.neurons import IFNeuron
+from spikerl.snn import WEIGHTED_LAYERS, SpikingQNetwork
+
+
+def export_nir(model: DQN, path: str | Path) -> nir.NIRGraph:
+    """Write the Q-network of the T=1 spiking DQN ``model`` to ``path`` as NIR; return the graph.
+
+    The graph maps one observation ``[*obs_shape]`` (as the environment gives it) to the
+    Q-values ``[n_actions]`` in one timestep; the greedy action is their argmax. An existing
+    file at ``path`` is overwritten.
+    Raises ``UsageError`` for an ANN agent, an agent with T > 1, an observation space other
+    than a Box, or a ``path`` that cannot be written.
+    """
+    q_net = _checked_q_net(model)
+    graph = _graph(q_net)
+    try:
+        with open(path, "w+b") as file:  # opened here for a plain OSError ("Is a directory", ...) rather than HDF5's
+            nir.write(file, graph)
+    except OSError as error:
+        raise UsageError(f"cannot write the NIR graph to {path} ({error.strerror or error}); pass a file path in an existing, writable directory") from None
+    return graph
+
+
+def _checked_q_net(model: DQN) -> SpikingQNetwork:
+    """``model``'s spiking Q-network, or a ``UsageError`` saying why it cannot be exported."""
+    q_net = model.policy.q_net
+    if not isinstance(q_net, SpikingQNetwork):
+        raise UsageError("the agent is an ANN (no spiking Q-network); export a spiking T=1 agent, such as the T1.zip written by 'spikerl compress'")
+    if q_net.timesteps != 1:
+        raise UsageError(
+            f"the agent runs T={q_net.timesteps} timesteps per decision; only T=1 agents can be exported, because NIR's IF neuron "
+            "resets to v_reset where spikerl's resets by subtracting the threshold; export a T=1 agent, such as the T1.zip written by 'spikerl compress'"
+        )
+    if not isinstance(q_net.observation_space, spaces.Box):
+        raise UsageError(f"cannot export an agent with a {type(q_net.observation_space).__name__} observation space; only Box observations map to a NIR input")
+    return q_net
+
+
+@torch.no_grad()
+def _graph(q_net: SpikingQNetwork) -> nir.NIRGraph:
+    """The chain ``input -> layers... -> output`` of ``q_net`` (T=1) as a ``NIRGraph``."""
+    names = {id(module): name for name, module in q_net.named_modules()}
+    layers = q_net.layers()
+    obs_space = q_net.observation_space
+    # the per-sample shape entering every layer, from one zero observation ([1, ...] with the batch)
+    h = preprocess_obs(torch.zeros(1, *obs_space.shape, device=q_net.device), obs_space, normalize_images=q_net.normalize_images)
+    input_shapes = []
+    for layer in layers:
+        input_shapes.append(tuple(h.shape[1:]))
+        h = layer(h.unsqueeze(0))[0] if isinstance(layer, IFNeuron) else layer(h)
+    input_scale = 1 / 255 if q_net.normalize_images and is_image_space(obs_space) else 1.0
+    first_weighted = next(layer for layer in layers if isinstance(layer, WEIGHTED_LAYERS))
+
+    nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(obs_space.shape))}
+    for layer, shape in zip(layers, input_shapes):
+        nodes[names[id(layer)]] = _node(layer, shape, input_scale if layer is first_weighted else 1.0)
+    nodes["output"] = nir.Output(output_type=np.array(h.shape[1:]))
+    names_in_order = list(nodes)
+    return nir.NIRGraph(nodes=nodes, edges=list(zip(names_in_order, names_in_order[1:])))
+
+
+def _node(layer: nn.Module, input_shape: tuple[int, ...], weight_scale: float) -> nir.NIRNode:
+    """The NIR node of one leaf ``layer`` whose per-sample input is ``input_shape``."""
+    if isinstance(layer, nn.Flatten):
+        end_dim = layer.end_dim - 1 if layer.end_dim > 0 else layer.end_dim  # NIR dims count without the batch
+        return nir.Flatten(input_type=np.array(input_shape), start_dim=layer.start_dim - 1, end_dim=end_dim)
+    if isinstance(layer, IFNeuron):
+        threshold = np.nextafter(np.float32(layer.threshold.item()), np.float32(-np.inf))
+        return nir.IF(r=np.ones(input_shape, np.float32), v_threshold=np.full(input_shape, threshold, np.float32))
+    weight = _array(layer.weight) * np.float32(weight_scale)
+    bias = _array(layer.bias) if layer.bias is not None else None
+    if isinstance(layer, nn.Conv2d):
+        return nir.Conv2d(
+            input_shape=input_shape[1:], weight=weight, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+            groups=layer.groups, bias=bias if bias is not None else np.zeros(weight.shape[0], np.float32),
+        )
+    return nir.Affine(weight=weight, bias=bias) if bias is not None else nir.Linear(weight=weight)
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy().astype(np.float32)
