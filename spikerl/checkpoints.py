@@ -12,6 +12,8 @@ from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
 
+from spikerl.errors import UsageError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -27,6 +29,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
+
+
+@contextlib.contextmanager
+def writable_folder(folder: str | Path) -> Iterator[Path]:
+    """Create ``folder``; an ``OSError`` inside the block becomes a one-line ``UsageError``."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        yield Path(folder)
+    except OSError as error:
+        raise UsageError(f"cannot write to output folder {folder} ({error.strerror or error}); choose a writable --out") from None
 
 
 def save_model(model: BaseAlgorithm, path: str | Path, keep_optimizer_state: bool = True) -> None:

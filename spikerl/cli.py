@@ -26,16 +26,13 @@ def _run_train(args: argparse.Namespace) -> None:
     from spikerl.train import train
 
     if args.resume:
-        import yaml
-        from pathlib import Path
+        from spikerl.config import SECTIONS, read_run_config
 
-        config_path = Path(args.resume) / "config.yaml"
-        if not config_path.is_file():
+        saved = read_run_config(args.resume)
+        if saved is None:
             raise UsageError(f"nothing to resume in {args.resume} (config.yaml missing); start a run with --out")
-        saved = yaml.safe_load(config_path.read_text())
-        env_id, seed, out = saved.pop("env_id"), saved.pop("seed"), args.resume
-        saved.pop("command", None)
-        preset = saved
+        env_id, seed, out = saved["env_id"], saved["seed"], args.resume
+        preset = {section: saved[section] for section in SECTIONS}
     else:
         env_id, seed = args.env, args.seed
         preset = load_preset(env_id, args.config)
@@ -67,7 +64,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _set_threads(args: argparse.Namespace, preset: dict) -> None:
     import torch
 
-    threads = args.num_threads or preset["env"].get("num_threads")
+    threads = args.num_threads if args.num_threads is not None else preset["env"].get("num_threads")
     if threads is not None:
         if threads < 1:
             raise UsageError(f"--num-threads must be at least 1, got {threads}")
@@ -85,16 +82,14 @@ def _env_of_agent(agent: str, env: str | None) -> str:
     """``--env`` if given, else the env of the run folder or shipped-agent folder holding ``agent``."""
     from pathlib import Path
 
-    import yaml
-
-    from spikerl.config import available_presets
+    from spikerl.config import available_presets, read_run_config
 
     if env:
         return env
     folder = Path(agent).parent
-    config = folder / "config.yaml"
-    if config.is_file():
-        return yaml.safe_load(config.read_text())["env_id"]
+    run_config = read_run_config(folder)
+    if run_config is not None:
+        return run_config["env_id"]
     if folder.name in available_presets():
         return folder.name
     raise UsageError(f"cannot tell which environment {agent} was trained on; pass --env ENV_ID")
@@ -108,14 +103,13 @@ def _command_line() -> str:
 
 
 def _agent_commands(agent: str) -> list[str]:
-    """The command that trained ``agent``, when its run folder recorded it."""
+    """The commands that trained ``agent``, when its run folder recorded them."""
     from pathlib import Path
 
-    import yaml
+    from spikerl.config import read_run_config
 
-    config = Path(agent).parent / "config.yaml"
-    command = yaml.safe_load(config.read_text()).get("command") if config.is_file() else None
-    return [command] if command else []
+    run_config = read_run_config(Path(agent).parent)
+    return list(run_config["commands"]) if run_config else []
 
 
 def _add_compress(commands: argparse._SubParsersAction) -> None:
@@ -241,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except UsageError as error:
-        print(f"spikerl {args.command}: error: {error}", file=sys.stderr)
+        print(f"spikerl {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

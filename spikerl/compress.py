@@ -7,6 +7,7 @@ and rewrite ``results.json`` / ``results.md``. A stopped run resumes after its l
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import asdict
@@ -16,13 +17,14 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.utils import set_random_seed
 
-from spikerl.checkpoints import save_model, write_json
+from spikerl.checkpoints import atomic_path, save_model, write_json, writable_folder
 from spikerl.convert import check_percentile, collect_observations, convert
-from spikerl.envs import EVAL_SEED_BASE, make_env
+from spikerl.envs import EVAL_SEED_BASE, check_training_seed, make_env
 from spikerl.errors import UsageError
 from spikerl.evaluate import evaluate_agent
 from spikerl.loading import load_agent
 from spikerl.policy import SpikingMlpPolicy, set_timesteps
+from spikerl.snn import check_timesteps
 from spikerl.energy import layer_costs
 from spikerl.report import write_report
 from spikerl.retrain import OBJECTIVES, make_retrainer
@@ -35,11 +37,27 @@ def check_schedule(schedule: list[Any]) -> list[int]:
     if not schedule:
         raise UsageError("--schedule is empty; give decreasing timesteps such as 5,4,3,2,1")
     for t in schedule:
-        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
-            raise UsageError(f"--schedule values must be positive integers, got {t!r}; for example 5,4,3,2,1")
+        try:
+            check_timesteps(t)
+        except UsageError:
+            raise UsageError(f"--schedule values must be positive integers, got {t!r}; for example 5,4,3,2,1") from None
     if any(later >= earlier for earlier, later in zip(schedule, schedule[1:])):
         raise UsageError(f"--schedule must decrease strictly (IIR lowers T stage by stage), got {','.join(map(str, schedule))}")
     return schedule
+
+
+def _resumable(previous: dict[str, Any], results: dict[str, Any], out_dir: Path) -> list[int]:
+    """The T values already finished in ``previous``, after checking it is the same run."""
+    for key in ("env_id", "objective", "schedule", "percentile", "steps_per_stage", "seed", "evaluation"):
+        if previous.get(key) != results[key]:
+            raise UsageError(
+                f"{out_dir} holds a run with {key}={previous.get(key)!r}, not {results[key]!r}; "
+                "resume with the same settings, or pass --force to start over"
+            )
+    done = [row["T"] for row in previous["rows"] if row["stage"] == "retrained"]
+    if done and not (out_dir / f"T{done[-1]}.zip").is_file():
+        raise UsageError(f"{out_dir}/T{done[-1]}.zip is missing, so the run cannot resume; pass --force to start over")
+    return done
 
 
 def compress(
@@ -67,8 +85,7 @@ def compress(
     steps = int(settings["steps_per_stage"])
     if steps < 0:
         raise UsageError(f"--steps-per-stage must be >= 0, got {steps}")
-    if not 0 <= seed < EVAL_SEED_BASE:
-        raise UsageError(f"--seed must be in [0, {EVAL_SEED_BASE}) (evaluation seeds start at {EVAL_SEED_BASE})")
+    check_training_seed(seed)
     out_dir = Path(out_dir)
     results_path = out_dir / RESULTS_JSON
     if resume and not results_path.is_file():
@@ -81,14 +98,12 @@ def compress(
         raise UsageError(f"{agent} is already a spiking agent; pass the ANN checkpoint (ann.zip from 'spikerl train')")
     set_random_seed(seed)
     env = make_env(env_id, preset["env"], seed=seed)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    with writable_folder(out_dir):
         if Path(agent).resolve() != (out_dir / "ann.zip").resolve():
-            shutil.copyfile(agent, out_dir / "ann.zip")
-    except OSError as error:
-        raise UsageError(f"cannot write to output folder {out_dir} ({error.strerror}); choose a writable --out") from None
+            with atomic_path(out_dir / "ann.zip") as temporary:
+                shutil.copyfile(agent, temporary)
 
-    eval_episodes = int(protocol.get("stage_episodes", settings.get("stage_eval_episodes", protocol.get("episodes", 10))))
+    eval_episodes = int(settings.get("stage_eval_episodes", protocol.get("episodes", 10)))
     eval_args = dict(env_id=env_id, env_config=preset["env"], episodes=eval_episodes, seed=int(protocol.get("seed", EVAL_SEED_BASE)), n_envs=int(protocol.get("n_envs", 10)))
     results: dict[str, Any] = {
         "env_id": env_id,
@@ -108,19 +123,17 @@ def compress(
         evaluation = evaluate_agent(model, **eval_args)
         row = {"stage": stage, "T": timesteps, "wall_time_s": time.perf_counter() - started, **evaluation.as_dict()}
         results["rows"].append(row)
-        write_json(results_path, results)
         write_report(out_dir, results, plots=False)
+        write_json(results_path, results)
         if progress:
             print(f"{stage:>10} T={timesteps or '-'}: {evaluation.mean:.2f} +- {evaluation.std:.2f} over {eval_episodes} episodes")
 
     done: list[int] = []
     if resume:
-        import json
-
         previous = json.loads(results_path.read_text())
+        done = _resumable(previous, results, out_dir)
         results["rows"] = previous["rows"]
         results["commands"] = list(dict.fromkeys(previous.get("commands", []) + results["commands"]))
-        done = [row["T"] for row in previous["rows"] if row["stage"] == "retrained"]
     else:
         started = time.perf_counter()
         record("ANN", None, ann, started)
@@ -137,8 +150,7 @@ def compress(
     elif not any(row["stage"] == "converted" for row in results["rows"]):
         record("converted", schedule[0], student, started)
 
-    teacher_states = collect_observations(ann, env, int(settings.get("teacher_states", 5000)), epsilon=0.05, rng=np.random.default_rng(seed + 1))
-    retrainer = make_retrainer(objective, ann, student, env, teacher_states, settings.get("distill", {}), seed, progress)
+    retrainer = make_retrainer(objective, ann, student, env, settings, seed, progress)
     for timesteps in schedule:
         if timesteps in done:
             continue
@@ -148,4 +160,6 @@ def compress(
         save_model(student, out_dir / f"T{timesteps}.zip", keep_optimizer_state=False)
         record("retrained", timesteps, student, started)
     env.close()
-    return write_report(out_dir, results)
+    write_report(out_dir, results)
+    write_json(results_path, results)
+    return results

@@ -44,3 +44,24 @@ def load_preset(env_id: str, path: str | Path | None = None) -> dict[str, Any]:
     if not isinstance(preset, dict) or set(preset) - set(SECTIONS):
         raise UsageError(f"preset {preset_path} must be a mapping with the sections {', '.join(SECTIONS)}")
     return {section: copy.deepcopy(preset.get(section) or {}) for section in SECTIONS}
+
+
+RUN_CONFIG = "config.yaml"
+
+
+def read_run_config(folder: str | Path) -> dict[str, Any] | None:
+    """The ``config.yaml`` that ``spikerl train`` wrote in ``folder`` (None if there is none).
+
+    Keys: ``env_id``, ``seed``, ``commands`` (the command lines of the run, first to last) and
+    the preset's sections.
+    """
+    path = Path(folder) / RUN_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        config = None
+    if not isinstance(config, dict) or not {"env_id", "seed"} <= set(config) or set(config) - {"env_id", "seed", "commands", *SECTIONS}:
+        raise UsageError(f"{path} is not a run configuration written by 'spikerl train'; pass --env (or --out) explicitly")
+    return {"commands": [], **{section: {} for section in SECTIONS}, **config}

@@ -23,7 +23,7 @@ from stable_baselines3.dqn.policies import CnnPolicy
 
 from spikerl.errors import UsageError
 from spikerl.neurons import IFNeuron
-from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy, set_timesteps
+from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
 from spikerl.snn import WEIGHTED_LAYERS, SpikingQNetwork
 
 
@@ -111,5 +111,4 @@ def convert(
     observations = snn.policy.obs_to_tensor(calibration_observations)[0]
     set_thresholds(snn.q_net, observations, percentile)
     snn.q_net_target.load_state_dict(snn.q_net.state_dict())
-    set_timesteps(snn, timesteps)
     return snn

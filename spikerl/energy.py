@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from stable_baselines3.common.preprocessing import preprocess_obs
 from torch import nn
 
 MAC_PJ = 4.6
@@ -58,16 +57,12 @@ def layer_costs(q_net: nn.Module, observation_space: Any) -> list[LayerCost]:
             hooks.append(module.register_forward_hook(lambda m, i, o, name=name: on_forward(name, m, o)))
     weighted = [name for name, m in leaves if isinstance(m, (nn.Linear, nn.Conv2d))]
     activations = [name for name, m in leaves if not isinstance(m, (nn.Linear, nn.Conv2d, nn.Flatten))]
-    sample = torch.as_tensor(observation_space.sample()[None])
-    was_timesteps = getattr(q_net, "timesteps", None)
+    device = next(q_net.parameters()).device
+    sample = torch.as_tensor(observation_space.sample()[None], device=device)  # [1, *obs_shape]
     try:
-        if was_timesteps is not None:
-            q_net.timesteps = 1
         with torch.no_grad():
-            q_net(preprocess_obs(sample, observation_space) if was_timesteps is None else sample)
+            q_net(sample)
     finally:
-        if was_timesteps is not None:
-            q_net.timesteps = was_timesteps
         for hook in hooks:
             hook.remove()
     for cost, name in zip(costs, weighted):

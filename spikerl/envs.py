@@ -9,6 +9,7 @@ import ale_py
 import gymnasium as gym
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_atari_env, make_vec_env
+from stable_baselines3.common.utils import check_for_correct_spaces
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecTransposeImage
 
 from spikerl.errors import UsageError
@@ -17,6 +18,12 @@ gym.register_envs(ale_py)
 
 #: Evaluation episodes are seeded from here upwards; training seeds must stay below it.
 EVAL_SEED_BASE = 1_000_000
+
+
+def check_training_seed(seed: int) -> None:
+    """Refuse a training seed that would overlap the evaluation seeds."""
+    if not 0 <= seed < EVAL_SEED_BASE:
+        raise UsageError(f"--seed must be in [0, {EVAL_SEED_BASE}) (evaluation seeds start at {EVAL_SEED_BASE})")
 
 
 def check_env_id(env_id: str) -> None:
@@ -29,15 +36,10 @@ def check_env_id(env_id: str) -> None:
 
 def check_agent_fits(model: BaseAlgorithm, env: VecEnv, env_id: str) -> None:
     """Refuse an agent whose observation or action space differs from ``env``'s."""
-    for kind, agent_space, env_space in (
-        ("observation", model.observation_space, env.observation_space),
-        ("action", model.action_space, env.action_space),
-    ):
-        if agent_space != env_space:
-            raise UsageError(
-                f"the agent's {kind} space {agent_space} does not match {env_id}'s {env_space}; "
-                "pass --env with the environment the agent was trained on"
-            )
+    try:
+        check_for_correct_spaces(env, model.observation_space, model.action_space)
+    except ValueError as error:
+        raise UsageError(f"the agent does not fit {env_id} ({error}); pass --env with the environment the agent was trained on") from None
 
 
 def make_env(

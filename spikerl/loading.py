@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 import re
 import warnings
 import zipfile
@@ -46,7 +47,7 @@ def _policy_class(data: dict[str, Any], path: Path) -> type:
     """The policy class named in ``data`` (read as text: module and class name), if allowed."""
     stored = data.get("policy_class")
     name = re.match(r"<function (\w+)\.__init__", str(stored.get("__init__", ""))) if isinstance(stored, dict) else None
-    key = (stored.get("__module__"), name.group(1)) if name else None
+    key = (str(stored.get("__module__")), name.group(1)) if name else None
     if key not in POLICIES:
         found = ".".join(key) if key else "an unknown policy"
         raise UsageError(
@@ -70,8 +71,10 @@ def _read_archive(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
                 raise UsageError(f"{path} is not a Stable-Baselines3 checkpoint (no data/policy.pth inside); pass an SB3 DQN .zip")
             data = json.loads(archive.read("data"))
             weights = torch.load(io.BytesIO(archive.read("policy.pth")), map_location="cpu", weights_only=True)
-    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, RuntimeError, EOFError, OSError) as error:
+    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
         raise UsageError(f"agent file {path} is damaged ({type(error).__name__}: {error}); pass an intact SB3 DQN .zip") from None
+    if not isinstance(data, dict) or not isinstance(weights, dict):
+        raise UsageError(f"{path} is not a Stable-Baselines3 checkpoint (unexpected data/policy.pth contents); pass an SB3 DQN .zip")
     return data, weights
 
 
@@ -96,11 +99,13 @@ def load_agent(path: str | Path, env_id: str, env_config: dict[str, Any], device
             raise UsageError(f"{path} holds NaN or infinite weights in {name}; retrain or pass another checkpoint")
     hyperparameters = {key: data[key] for key in HYPERPARAMETERS if isinstance(data.get(key), (int, float))}
     env = make_env(env_id, env_config, seed=0)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*n_steps.*is ignored")
-        model = DQN(policy_class, env, policy_kwargs=policy_kwargs, buffer_size=1, device=device, **hyperparameters)
     try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*n_steps.*is ignored")
+            model = DQN(policy_class, env, policy_kwargs=policy_kwargs, buffer_size=1, device=device, **hyperparameters)
         model.policy.load_state_dict(weights)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"{path} holds settings spikerl cannot rebuild a DQN agent from ({error}); pass an SB3 DQN .zip") from None
     except RuntimeError:
         raise UsageError(
             f"the network in {path} does not fit {env_id} (observation space {env.observation_space}, "

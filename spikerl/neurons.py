@@ -8,8 +8,10 @@ One neuron layer updates its membrane potential ``u`` once per timestep ``t``::
 
 ``H`` is the Heaviside step; its gradient is replaced by the piecewise-linear surrogate of
 Bellec et al. (2018), ``ds/dv = scale * max(0, 1 - |v|)`` with ``v = u / threshold - 1``
-and ``scale = 0.3``. ``threshold`` and ``leak`` are learnable scalars, one per layer, and get
-their gradients from autograd; ``leak`` is kept at most 1 (see ``clamp_leak``).
+and ``scale = 0.3``. As in the authors' code, the reset passes no gradient through the
+spike (only through ``threshold``). ``threshold`` and ``leak`` are learnable scalars, one per
+layer, and get their gradients from autograd; ``constrain`` keeps ``leak <= 1`` and
+``threshold >= MIN_THRESHOLD`` (the inference path relies on a positive threshold).
 
 Tensors are time-first: ``[T, B, ...]``.
 
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+MIN_THRESHOLD = 1e-4
 
 
 class PiecewiseLinearSpike(torch.autograd.Function):
@@ -48,7 +52,7 @@ def if_step(
     """One timestep of a layer: returns ``(spikes, membrane after reset)``, both shaped like ``x``."""
     u = leak * u + x
     spikes = PiecewiseLinearSpike.apply(u / threshold - 1.0, scale)
-    return spikes, u - threshold * spikes
+    return spikes, u - threshold * spikes.detach()
 
 
 class IFNeuron(nn.Module):
@@ -80,9 +84,10 @@ class IFNeuron(nn.Module):
         return self.spike_count / max(self.neuron_steps, 1)
 
     @torch.no_grad()
-    def clamp_leak(self) -> None:
-        """Keep the leak at most 1 (called after every optimizer step)."""
+    def constrain(self) -> None:
+        """Keep ``leak <= 1`` and ``threshold >= MIN_THRESHOLD`` (after every optimizer step)."""
         self.leak.clamp_(max=1.0)
+        self.threshold.clamp_(min=MIN_THRESHOLD)
 
     def forward(self, currents: torch.Tensor) -> torch.Tensor:
         """Input currents ``[T, B, ...]`` -> spikes ``[T, B, ...]``; the membrane starts at 0."""

@@ -70,8 +70,9 @@ def plot_training_curve(run_dir: Path, path: Path, frames_per_step: int = 1) -> 
     if len(episodes):
         steps = np.cumsum(episodes["l"].to_numpy()) / frames_per_step
         axis.plot(steps, episodes["r"].rolling(10, min_periods=1).mean(), color="lightsteelblue", label="training episodes (mean of 10)")
-    evaluations = np.load(run_dir / "evaluations.npz")
-    axis.errorbar(evaluations["timesteps"], evaluations["results"].mean(axis=1), evaluations["results"].std(axis=1), marker="o", capsize=3, label="evaluation")
+    if (run_dir / "evaluations.npz").is_file():
+        evaluations = np.load(run_dir / "evaluations.npz")
+        axis.errorbar(evaluations["timesteps"], evaluations["results"].mean(axis=1), evaluations["results"].std(axis=1), marker="o", capsize=3, label="evaluation")
     axis.set(xlabel="agent steps", ylabel="episode reward", title=run_dir.name)
     axis.legend()
     _save(figure, path)

@@ -9,7 +9,8 @@ Use them like SB3's own::
 T and the neuron settings travel in ``policy_kwargs`` (``timesteps``, ``neuron_kwargs``), so a
 saved agent loads with plain ``stable_baselines3.DQN.load`` wherever spikerl is installed.
 Thresholds and leaks are parameters of the Q-network: the optimizer trains them and the
-target-network sync copies them. After every optimizer step the leaks are clamped to <= 1.
+target-network sync copies them. After every optimizer step leaks are clamped to <= 1 and
+thresholds kept positive.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class SpikingMlpPolicy(DQNPolicy):
 
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)
-        self.optimizer.register_step_post_hook(lambda *_: self.q_net.clamp_leaks())
+        self.optimizer.register_step_post_hook(lambda *_: self.q_net.constrain_neurons())
 
     def set_timesteps(self, timesteps: int) -> None:
         """Change T of the Q-network and its target (weights, thresholds and leaks stay)."""

@@ -51,8 +51,8 @@ class DistillationRetrainer:
 
     :param teacher: the ANN agent
     :param student: the spiking agent (trained in place)
-    :param env: environment for student rollouts
-    :param teacher_states: ``[N, ...]`` observations from teacher rollouts (the initial pool)
+    :param env: environment for teacher and student rollouts
+    :param teacher_states: observations from teacher rollouts (epsilon 0.05) in the initial pool
     :param student_states: observations added from student rollouts before each stage
     :param epsilon: exploration rate of those rollouts
     :param cosine: anneal the learning rate to 0 over each stage (restarting at every stage)
@@ -63,7 +63,7 @@ class DistillationRetrainer:
         teacher: DQN,
         student: DQN,
         env: VecEnv,
-        teacher_states: np.ndarray,
+        teacher_states: int = 5000,
         student_states: int = 5000,
         epsilon: float = 0.2,
         batch_size: int = 256,
@@ -82,9 +82,10 @@ class DistillationRetrainer:
         self.learning_rate, self.cosine = learning_rate, cosine
         self.rng = np.random.default_rng(seed)
         self.optimizer = torch.optim.Adam(student.q_net.parameters(), lr=learning_rate)
-        self.states = np.empty((0, *teacher_states.shape[1:]), dtype=teacher_states.dtype)
+        initial_states = collect_observations(teacher, env, teacher_states, epsilon=0.05, rng=self.rng)
+        self.states = np.empty((0, *initial_states.shape[1:]), dtype=initial_states.dtype)
         self.teacher_q = torch.empty(0, int(teacher.action_space.n))
-        self._add_states(teacher_states)
+        self._add_states(initial_states)
 
     @torch.no_grad()
     def _add_states(self, states: np.ndarray) -> None:
@@ -121,15 +122,16 @@ class DistillationRetrainer:
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()
-            q_net.clamp_leaks()
+            q_net.constrain_neurons()
             if schedule is not None:
                 schedule.step()
         q_net.eval()
         self.student.q_net_target.load_state_dict(q_net.state_dict())
 
 
-def make_retrainer(objective: str, teacher: DQN, student: DQN, env: VecEnv, teacher_states: np.ndarray, settings: dict[str, Any], seed: int, progress: bool) -> Retrainer:
-    """The retrainer for ``objective`` with the preset's ``distill`` settings."""
+def make_retrainer(objective: str, teacher: DQN, student: DQN, env: VecEnv, settings: dict[str, Any], seed: int, progress: bool) -> Retrainer:
+    """The retrainer for ``objective``, configured by the preset's ``compress`` section."""
     if objective == "td":
         return TDRetrainer(student, progress)
-    return DistillationRetrainer(teacher, student, env, teacher_states, seed=seed, progress=progress, **settings)
+    distill = {"teacher_states": int(settings.get("teacher_states", 5000)), **settings.get("distill", {})}
+    return DistillationRetrainer(teacher, student, env, seed=seed, progress=progress, **distill)

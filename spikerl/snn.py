@@ -114,10 +114,10 @@ class SpikingQNetwork(QNetwork):
                 rates[name] = neuron.spike_rate()
 
     @torch.no_grad()
-    def clamp_leaks(self) -> None:
-        """Keep every leak at most 1."""
+    def constrain_neurons(self) -> None:
+        """Keep every leak <= 1 and every threshold positive (``IFNeuron.constrain``)."""
         for neuron in self.neurons().values():
-            neuron.clamp_leak()
+            neuron.constrain()
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {**super()._get_constructor_parameters(), "timesteps": self.timesteps, "neuron_kwargs": self.neuron_kwargs}

@@ -4,10 +4,12 @@ A run folder holds:
 
 ``config.yaml``          the preset as run (with command-line overrides)
 ``checkpoint.zip``       periodic, resumable checkpoint (model + optimizer + counters)
-``replay_buffer.pkl``    written when the run stops (finished or interrupted), for resuming
+``replay_buffer_N.pkl``  written when the run stops (finished or interrupted) at step N,
+                         for resuming from the checkpoint of that same step
 ``best_model.zip``       the model with the best evaluation so far
 ``ann.zip``              the model to hand to ``spikerl compress``: best model, fresh optimizer
 ``evaluations.npz``      SB3's evaluation log; ``0.monitor.csv`` the training episodes
+``training_curve.png``   evaluation and training-episode rewards against agent steps
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import yaml
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 
-from spikerl.checkpoints import atomic_path, save_model
-from spikerl.envs import EVAL_SEED_BASE, make_env
+from spikerl.checkpoints import atomic_path, save_model, writable_folder
+from spikerl.config import RUN_CONFIG, read_run_config
+from spikerl.envs import EVAL_SEED_BASE, check_training_seed, make_env
 from spikerl.errors import UsageError
+from spikerl.plots import plot_training_curve
 
 CHECKPOINT = "checkpoint.zip"
-REPLAY_BUFFER = "replay_buffer.pkl"
+REPLAY_BUFFER = "replay_buffer_{}.pkl"  # named after the checkpoint's num_timesteps
 BEST_MODEL = "best_model.zip"
 ANN = "ann.zip"
 EVALUATIONS = "evaluations.npz"
@@ -69,7 +73,11 @@ def _restore_evaluations(callback: EvalCallback, path: Path) -> None:
     """Continue the evaluation log and the best-so-far of an earlier run of this folder."""
     if not path.is_file():
         return
-    log = np.load(path)
+    try:
+        log = np.load(path)
+    except (OSError, ValueError, EOFError):  # SB3 writes it in place: a kill can truncate it
+        print(f"warning: {path} is damaged; the evaluation log starts afresh")
+        return
     callback.evaluations_timesteps = log["timesteps"].tolist()
     callback.evaluations_results = log["results"].tolist()
     callback.evaluations_length = log["ep_lengths"].tolist()
@@ -91,35 +99,31 @@ def train(
 ) -> Path:
     """Train (or resume) a DQN agent as ``preset`` describes; returns the path of ``ann.zip``.
 
-    ``command`` (the command line, if any) is kept in ``config.yaml`` beside the preset.
+    ``command`` (the command line, if any) is added to the run's ``config.yaml``.
     """
-    if not 0 <= seed < EVAL_SEED_BASE:
-        raise UsageError(f"--seed must be in [0, {EVAL_SEED_BASE}) (evaluation seeds start at {EVAL_SEED_BASE})")
+    check_training_seed(seed)
     out_dir = Path(out_dir)
     train_cfg = preset["train"]
-    total_timesteps = int(n_timesteps or train_cfg["n_timesteps"])
+    total_timesteps = int(n_timesteps if n_timesteps is not None else train_cfg["n_timesteps"])
     if total_timesteps <= 0:
         raise UsageError(f"-n/--n-timesteps must be positive, got {total_timesteps}")
     checkpoint = out_dir / CHECKPOINT
+    previous = read_run_config(out_dir)
     if resume and not checkpoint.is_file():
-        raise UsageError(f"nothing to resume in {out_dir} ({CHECKPOINT} missing); start a run with --out {out_dir}")
-    if not resume and checkpoint.is_file():
-        raise UsageError(f"{out_dir} already holds a run; continue it with --resume {out_dir} or choose another --out")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out_dir / "config.yaml") as temporary:
-            run_info = {"env_id": env_id, "seed": seed, "command": command}
-            temporary.write_text(yaml.safe_dump({**run_info, **preset}, sort_keys=False))
-    except OSError as error:
-        raise UsageError(f"cannot write to output folder {out_dir} ({error.strerror}); choose a writable --out") from None
+        raise UsageError(f"nothing to resume in {out_dir} ({CHECKPOINT} missing); delete it and start again, or choose another --out")
+    if not resume and previous is not None:
+        raise UsageError(f"{out_dir} already holds a run; continue it with --resume {out_dir}, delete it, or choose another --out")
+    commands = (previous["commands"] if previous else []) + ([command] if command else [])
+    with writable_folder(out_dir), atomic_path(out_dir / RUN_CONFIG) as temporary:
+        temporary.write_text(yaml.safe_dump({"env_id": env_id, "seed": seed, "commands": commands, **preset}, sort_keys=False))
 
     env = make_env(env_id, preset["env"], seed=seed, monitor_dir=str(out_dir))
     eval_env = make_env(env_id, preset["env"], seed=EVAL_SEED_BASE)
     dqn_kwargs = dict(train_cfg.get("dqn", {}))
     if resume:
         model = DQN.load(checkpoint, env=env, device=device)
-        buffer_path = out_dir / REPLAY_BUFFER
-        if buffer_path.is_file():
+        buffer_path = out_dir / REPLAY_BUFFER.format(model.num_timesteps)
+        if buffer_path.is_file():  # only the buffer saved with this very checkpoint
             model.load_replay_buffer(buffer_path)
         else:  # refill with random actions, as at the start of a run
             model.learning_starts = model.num_timesteps + int(dqn_kwargs.get("learning_starts", 100))
@@ -134,7 +138,8 @@ def train(
         callback_on_new_best=SaveBestCallback(out_dir / BEST_MODEL),
         verbose=verbose,
     )
-    _restore_evaluations(evaluation, out_dir / EVALUATIONS)
+    if resume:
+        _restore_evaluations(evaluation, out_dir / EVALUATIONS)
     callbacks = CallbackList(
         [AtomicCheckpointCallback(checkpoint, int(train_cfg.get("checkpoint_freq", 10_000))), evaluation]
     )
@@ -153,7 +158,9 @@ def train(
         signal.signal(signal.SIGTERM, previous_handler)
         save_model(model, checkpoint)
         if train_cfg.get("save_replay_buffer", True):
-            with atomic_path(out_dir / REPLAY_BUFFER) as temporary, open(temporary, "wb") as file:
+            for stale in out_dir.glob(REPLAY_BUFFER.format("*")):
+                stale.unlink()
+            with atomic_path(out_dir / REPLAY_BUFFER.format(model.num_timesteps)) as temporary, open(temporary, "wb") as file:
                 model.save_replay_buffer(file)
         env.close()
         eval_env.close()
@@ -161,4 +168,6 @@ def train(
     best = out_dir / BEST_MODEL
     source = DQN.load(best, device=device) if best.is_file() else model
     save_model(source, out_dir / ANN, keep_optimizer_state=False)
+    frames_per_step = preset["env"].get("wrapper_kwargs", {}).get("frame_skip", 4) if preset["env"].get("atari") else 1
+    plot_training_curve(out_dir, out_dir / "training_curve.png", frames_per_step)
     return out_dir / ANN

@@ -43,10 +43,18 @@ def test_integrate_and_fire_by_default_keeps_leak_fixed():
     assert neuron.leak.item() == 1.0 and not neuron.leak.requires_grad
 
 
-def test_clamp_leak():
-    neuron = IFNeuron(leak=1.3, learn_leak=True)
-    neuron.clamp_leak()
-    assert neuron.leak.item() == 1.0
+def test_constrain_clamps_leak_and_keeps_threshold_positive():
+    neuron = IFNeuron(threshold=-0.5, leak=1.3, learn_leak=True)
+    neuron.constrain()
+    assert neuron.leak.item() == 1.0 and neuron.threshold.item() > 0
+
+
+def test_reset_passes_no_gradient_through_the_spike():
+    # u = 1.5 fires; u_after = u - threshold * s: d(u_after)/dx is 1 (not 1 - threshold * ds/du)
+    x = torch.tensor(1.5, requires_grad=True)
+    _, u = if_step(torch.tensor(0.0), x, torch.tensor(1.0), torch.tensor(1.0))
+    u.backward()
+    assert x.grad.item() == 1.0
 
 
 def test_spike_rate_counts_only_while_recording():
