@@ -34,6 +34,7 @@ def plot_compression(results: dict[str, Any], out_dir: Path) -> list[str]:
     if converted:
         axis.plot([r["T"] for r in converted], [r["mean_reward"] for r in converted], "x", color="red", label="SNN, converted only")
     axis.set(xlabel="timesteps T per decision", ylabel=f"mean reward ({results['evaluation']['episodes']} episodes)", title=results["env_id"])
+    axis.set_xticks(sorted({row["T"] for row in stages + converted}))
     axis.invert_xaxis()
     axis.legend()
     names.append(_save(figure, out_dir / "reward_vs_T.png"))

@@ -47,7 +47,7 @@ class TDRetrainer:
 
 
 class DistillationRetrainer:
-    """Fits the student's advantages and softened policy to the teacher's on visited states.
+    """Teaches the student the teacher's greedy actions (and optionally advantages) on visited states.
 
     :param teacher: the ANN agent
     :param student: the spiking agent (trained in place)
