@@ -71,6 +71,12 @@ def _set_threads(args: argparse.Namespace, preset: dict) -> None:
         torch.set_num_threads(threads)
 
 
+def _add_agent_arguments(parser: argparse.ArgumentParser, agent_help: str) -> None:
+    parser.add_argument("--agent", required=True, help=agent_help)
+    parser.add_argument("--env", help="Gymnasium id (default: from the agent's folder)")
+    parser.add_argument("--config", help="preset YAML file (default: envs/<env>.yaml)")
+
+
 def _positive_ints(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",")]
@@ -114,9 +120,7 @@ def _agent_commands(agent: str) -> list[str]:
 
 def _add_compress(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("compress", help="convert an ANN agent to an SNN and compress it in time (IIR)")
-    parser.add_argument("--agent", required=True, help="ANN DQN checkpoint (.zip)")
-    parser.add_argument("--env", help="Gymnasium id (default: from the agent's folder)")
-    parser.add_argument("--config", help="preset YAML file (default: envs/<env>.yaml)")
+    _add_agent_arguments(parser, "ANN DQN checkpoint (.zip)")
     parser.add_argument("--schedule", type=_positive_ints, help="decreasing T values (default: the preset's, 5,4,3,2,1)")
     parser.add_argument("--objective", help="retraining objective: distill (default) or td")
     parser.add_argument("--steps-per-stage", type=int, help="gradient steps (distill) or agent steps (td) per stage")
@@ -151,9 +155,7 @@ def _run_compress(args: argparse.Namespace) -> None:
 
 def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("evaluate", help="evaluate an agent (ANN or SNN) on fixed seeds")
-    parser.add_argument("--agent", required=True, help="DQN checkpoint (.zip)")
-    parser.add_argument("--env", help="Gymnasium id (default: from the agent's folder)")
-    parser.add_argument("--config", help="preset YAML file (default: envs/<env>.yaml)")
+    _add_agent_arguments(parser, "DQN checkpoint (.zip)")
     parser.add_argument("--episodes", type=int, help="episodes (default: the preset's)")
     parser.add_argument("--seed", type=int, help="first evaluation seed (default 1000000)")
     _add_common(parser)
@@ -201,9 +203,7 @@ def _run_report(args: argparse.Namespace) -> None:
 
 def _add_export(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("export", help="write a T=1 spiking agent as a NIR graph for neuromorphic hardware")
-    parser.add_argument("--agent", required=True, help="spiking T=1 checkpoint (.zip), e.g. T1.zip from 'spikerl compress'")
-    parser.add_argument("--env", help="Gymnasium id (default: from the agent's folder)")
-    parser.add_argument("--config", help="preset YAML file (default: envs/<env>.yaml)")
+    _add_agent_arguments(parser, "spiking T=1 checkpoint (.zip), e.g. T1.zip from 'spikerl compress'")
     parser.add_argument("--out", required=True, help="NIR file to write (HDF5), e.g. agent.nir")
     parser.set_defaults(run=_run_export)
 
