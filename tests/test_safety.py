@@ -154,3 +154,37 @@ def test_killed_compress_resumes_after_its_last_stage(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert [row["T"] for row in results["rows"] if row["stage"] == "retrained"] == [3, 2, 1]
     assert (out / "T1.zip").is_file()
+
+
+def test_killed_train_resumes_from_its_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--env", "CartPole-v1", "-n", "200000", "--out", str(run), "--no-progress"]
+    process = subprocess.Popen([sys.executable, "-m", "spikerl", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (run / "checkpoint.zip").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr  # interrupted, not crashed
+    from stable_baselines3 import DQN
+
+    stopped_at = DQN.load(run / "checkpoint.zip").num_timesteps
+    assert 0 < stopped_at < 200_000
+    assert list(run.glob(f"replay_buffer_{stopped_at}.pkl"))  # the buffer of that very checkpoint
+    resumed = run_cli("train", "--resume", str(run), "-n", str(stopped_at + 1500), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    assert DQN.load(run / "checkpoint.zip").num_timesteps >= stopped_at + 1500
+    assert (run / "ann.zip").is_file()
+
+
+def test_same_command_and_seed_give_the_same_results(tmp_path):
+    args = [
+        "compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--schedule", "2,1", "--steps-per-stage", "50",
+        "--eval-episodes", "5", "--seed", "3", "--no-progress",
+    ]
+    rewards = []
+    for name in ("a", "b"):
+        assert run_cli(*args, "--out", str(tmp_path / name)).returncode == 0
+        rows = json.loads((tmp_path / name / "results.json").read_text())["rows"]
+        rewards.append([row["rewards"] for row in rows])
+    assert rewards[0] == rewards[1]
