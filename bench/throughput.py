@@ -54,7 +54,8 @@ def main() -> None:
         print(f"{'spiking T=' + str(timesteps):<24} {rate:>9.0f} {rate / base:>10.2f}")
 
     student = convert(ann, env, states, 5)
-    trainer = DistillationRetrainer(ann, student, env, states, student_states=0, progress=False, **{k: v for k, v in settings["distill"].items() if k != "student_states"})
+    distill = {**settings["distill"], "teacher_states": 2000, "student_states": 0}
+    trainer = DistillationRetrainer(ann, student, env, progress=False, **distill)
     print(f"\nDistillation, {args.steps} gradient steps at batch {trainer.batch_size}")
     print(f"{'T':<24} {'steps/s':>9} {'x T=1':>10}")
     rates = {}
