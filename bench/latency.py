@@ -2,7 +2,8 @@
 
     python bench/latency.py [--repeats 200] [--threads 1]
 
-Medians over repeated forward passes in one process (after warm-up), with the ratio to the
+Medians over repeated forward passes in one process (after warm-up; the models take turns,
+so background load slows them alike), with the ratio to the
 ANN of the same network and batch, and of T to T=1. Weights are random: the dense path does
 the same work whatever the spikes are.
 """
@@ -26,15 +27,19 @@ NETWORKS = {
 }
 
 
-def median_ms(q_net: torch.nn.Module, obs: torch.Tensor, repeats: int) -> float:
-    times = []
+def median_ms(variants: dict[str, tuple[torch.nn.Module, int | None]], obs: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median ms per forward pass of each ``(q_net, T)``, timed in turns so load hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
     with torch.no_grad():
         for index in range(repeats + 10):
-            start = time.perf_counter()
-            q_net(obs)
-            if index >= 10:
-                times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+            for name, (q_net, timesteps) in variants.items():
+                if timesteps is not None:
+                    q_net.timesteps = timesteps
+                start = time.perf_counter()
+                q_net(obs)
+                if index >= 10:
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(samples) * 1000 for name, samples in times.items()}
 
 
 def main() -> None:
@@ -49,17 +54,13 @@ def main() -> None:
         for batch in (1, 32):
             obs = torch.as_tensor(np.stack([space.sample() for _ in range(batch)]))
             ann = ann_class(space, gym.spaces.Discrete(actions), lambda _: 1e-4, **kwargs).q_net.eval()
-            ann_ms = median_ms(ann, obs, args.repeats)
-            print(f"{name:<22} {batch:>5} {'ANN':>6} {ann_ms:>8.3f} {1:>7.2f} {'':>7}")
             snn = snn_class(space, gym.spaces.Discrete(actions), lambda _: 1e-4, timesteps=1, **kwargs).q_net.eval()
             snn.load_state_dict(ann.state_dict(), strict=False)
-            t1_ms = None
-            for timesteps in range(1, 6):
-                snn.timesteps = timesteps
-                ms = median_ms(snn, obs, args.repeats)
-                t1_ms = t1_ms or ms
-                print(f"{name:<22} {batch:>5} {'T=' + str(timesteps):>6} {ms:>8.3f} {ms / ann_ms:>7.2f} {ms / t1_ms:>7.2f}")
-
+            variants = {"ANN": (ann, None), **{f"T={t}": (snn, t) for t in range(1, 6)}}
+            ms = median_ms(variants, obs, args.repeats)
+            for model, value in ms.items():
+                ratio_t1 = "" if model == "ANN" else f"{value / ms['T=1']:.2f}"
+                print(f"{name:<22} {batch:>5} {model:>6} {value:>8.3f} {value / ms['ANN']:>7.2f} {ratio_t1:>7}")
 
 if __name__ == "__main__":
     main()

@@ -91,27 +91,39 @@ class IFNeuron(nn.Module):
 
     def forward(self, currents: torch.Tensor) -> torch.Tensor:
         """Input currents ``[T, B, ...]`` -> spikes ``[T, B, ...]``; the membrane starts at 0."""
-        if self.capture_input:
-            self.captured_input = currents.detach()
         if torch.is_grad_enabled():
             u = torch.zeros_like(currents[0])
             spikes = []
             for current in currents:
                 spike, u = if_step(u, current, self.threshold, self.leak, self.surrogate_scale)
                 spikes.append(spike)
-            out = torch.stack(spikes)
+            return self._observe(currents, torch.stack(spikes))
+        return self._observe(currents, self._infer(currents))
+
+    def fire_once(self, currents: torch.Tensor) -> torch.Tensor:
+        """One timestep from rest (T=1): input currents ``[B, ...]`` -> spikes ``[B, ...]``.
+
+        Equals ``forward(currents[None])[0]`` without carrying a time axis: the membrane is
+        the input itself and no reset follows. Without autograd it is one comparison per
+        neuron, about as cheap as a ReLU.
+        """
+        if torch.is_grad_enabled():
+            spikes = PiecewiseLinearSpike.apply(currents / self.threshold - 1.0, self.surrogate_scale)
         else:
-            out = self._infer(currents)
+            spikes = (currents >= self.threshold).to(currents.dtype)
+        return self._observe(currents, spikes)
+
+    def _observe(self, currents: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
+        """Keep the input (``capture_input``) and count the spikes (``record``); returns ``spikes``."""
+        if self.capture_input:
+            self.captured_input = currents.detach()
         if self.record:
-            self.spike_count += float(out.detach().sum())
-            self.neuron_steps += out.numel()
-        return out
+            self.spike_count += float(spikes.detach().sum())
+            self.neuron_steps += spikes.numel()
+        return spikes
 
     def _infer(self, currents: torch.Tensor) -> torch.Tensor:
-        """The same dynamics without autograd: ``u >= threshold`` fires (assumes threshold > 0).
-
-        At T=1 this is one comparison per neuron, about as cheap as a ReLU.
-        """
+        """``forward``'s dynamics without autograd: ``u >= threshold`` fires (assumes threshold > 0)."""
         u = currents[0]
         spikes = []
         for t in range(len(currents)):
@@ -121,7 +133,7 @@ class IFNeuron(nn.Module):
             spikes.append(spike)
             if t < len(currents) - 1:
                 u = u - spike * self.threshold
-        return torch.stack(spikes) if len(spikes) > 1 else spikes[0].unsqueeze(0)
+        return torch.stack(spikes)
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold.item():.4g}, leak={self.leak.item():.4g}, learn_leak={self.leak.requires_grad}"

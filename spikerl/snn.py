@@ -12,6 +12,9 @@ thresholds/leaks are extra entries beside them. Per decision, for observations `
    divided by T, is read as the Q-values ``[B, n_actions]``. Being linear, that equals the
    output layer applied to the mean spike map, which is how it is computed.
 
+At T=1 no time axis is carried at all (``IFNeuron.fire_once``): the network costs what the
+ANN costs, with each ReLU replaced by one comparison against the threshold.
+
 No membrane state survives a decision (every neuron starts at 0).
 """
 
@@ -86,6 +89,10 @@ class SpikingQNetwork(QNetwork):
         h = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
         batch, steps = h.shape[0], self.timesteps
         *hidden, readout = self._layers
+        if steps == 1:  # no time axis to carry: every neuron fires at most once, from rest
+            for layer in hidden:
+                h = layer.fire_once(h) if isinstance(layer, IFNeuron) else layer(h)
+            return readout(h)
         time_major = False
         for layer in hidden:
             if isinstance(layer, IFNeuron):

@@ -75,3 +75,22 @@ def test_inference_path_matches_training_path(timesteps):
     with torch.no_grad():
         inference_path = neuron(currents)
     assert torch.equal(trained_path, inference_path)
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_fire_once_is_one_timestep_from_rest(grad):
+    torch.manual_seed(0)
+    currents = torch.randn(16, 50) * 2
+    spikes, gradients = [], []
+    for step in (lambda n: n(currents[None])[0], lambda n: n.fire_once(currents)):
+        neuron = IFNeuron(threshold=0.7)
+        with torch.set_grad_enabled(grad):
+            out = step(neuron)
+        spikes.append(out)
+        if grad:
+            (out * torch.arange(50.0)).sum().backward()
+            gradients.append(neuron.threshold.grad)
+    assert spikes[0].shape == (16, 50) and 0 < spikes[0].mean() < 1
+    assert torch.equal(spikes[0], spikes[1])
+    if grad:
+        assert gradients[0] != 0 and torch.allclose(gradients[0], gradients[1])
