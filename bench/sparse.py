@@ -1,6 +1,7 @@
 """Event-driven (sparse) against dense inference for a Linear layer fed with binary spikes.
 
     python bench/sparse.py [--rates 0.05,0.1,0.2,0.3] [--repeats 300] [--threads 1]
+                           [--agent agents/PongNoFrameskip-v4/T1.zip]
 
 The layers whose input is spikes in spikerl's two networks: CartPole's hidden 256 -> 256 and
 NatureCNN's 3136 -> 512 (the largest fully connected layer of Pong's network). For each spike
@@ -10,6 +11,10 @@ rate and batch size it times, in turns, with medians over ``--repeats``:
 ``gather``  batch 1 only: ``b + W^T[active].sum(0)``, adding the weight rows of the inputs
             that spiked (an accumulate per spike and output, as event-driven hardware does);
 ``csr``     ``torch.sparse.mm`` on the spikes converted to CSR (conversion timed too).
+
+With ``--agent`` (a T=1 agent) it also times whole decisions on states from the agent's own
+games: dense, against the same network with each Linear layer fed by spikes computed the
+``csr`` way, at the spike rates the agent really has.
 
 A ratio below 1 means the sparse path is faster. spikerl keeps only the dense path: see the
 README's "What the spikes buy" for the measured table and the decision.
@@ -24,6 +29,14 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from spikerl.cli import _env_of_agent
+from spikerl.config import load_preset
+from spikerl.convert import collect_observations
+from spikerl.envs import make_env
+from spikerl.loading import load_agent
+from spikerl.neurons import IFNeuron
 
 LAYERS = {"CartPole hidden": (256, 256), "NatureCNN fc": (3136, 512)}
 
@@ -55,11 +68,58 @@ def sparse_paths(spikes: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor)
     return paths
 
 
+class CsrInputLinear(nn.Module):
+    """A Linear layer computed as ``bias + CSR(spikes) @ W^T``: work only where inputs spiked."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.weight_t = linear.weight.detach().t().contiguous()  # [in, out]
+        self.bias = linear.bias.detach()
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        """Binary spikes ``[B, in]`` -> ``[B, out]``."""
+        return torch.addmm(self.bias, spikes.to_sparse_csr(), self.weight_t)
+
+
+def whole_decisions(agent_path: str, states: int, repeats: int) -> None:
+    """Time the agent's dense decisions against ones with spike-fed Linear layers in CSR."""
+    env_id = _env_of_agent(agent_path, None)
+    preset = load_preset(env_id)
+    model = load_agent(agent_path, env_id, preset["env"], "cpu")
+    q_net = model.q_net.eval()
+    if q_net.timesteps != 1:
+        raise SystemExit(f"{agent_path} runs T={q_net.timesteps}; pass a T=1 agent")
+    observations = collect_observations(model, make_env(env_id, preset["env"], seed=1_000_000), states)
+    dense_layers = q_net._layers
+    sparse_layers = tuple(
+        CsrInputLinear(layer) if isinstance(layer, nn.Linear) and isinstance(before, IFNeuron) else layer
+        for before, layer in zip((None,) + dense_layers, dense_layers)
+    )
+    print(f"\nwhole decisions of {agent_path} (T=1) on {states} states of its own games, median ms per decision")
+    print(f"{'batch':>5} {'dense':>8} {'csr':>8} {'ratio':>6}")
+    for batch in (1, 32):
+        times: dict[str, list[float]] = {"dense": [], "csr": []}
+        with torch.no_grad(), q_net.recording_spikes() as rates:
+            for index in range(repeats):
+                obs = torch.as_tensor(observations[(index * batch) % states :][:batch])
+                for name, layers in (("dense", dense_layers), ("csr", sparse_layers)):
+                    q_net._layers = layers
+                    start = time.perf_counter()
+                    q_net(obs)
+                    times[name].append(time.perf_counter() - start)
+        q_net._layers = dense_layers
+        dense, csr = (statistics.median(times[name]) * 1000 for name in ("dense", "csr"))
+        print(f"{batch:>5} {dense:>8.3f} {csr:>8.3f} {csr / dense:>6.2f}")
+    print("spike rates per layer: " + ", ".join(f"{name} {rate:.3f}" for name, rate in rates.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="0.05,0.1,0.2,0.3", help="input spike rates to try")
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--agent", help="a T=1 agent whose whole decisions to time as well")
+    parser.add_argument("--states", type=int, default=512, help="states recorded for --agent")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -78,6 +138,8 @@ def main() -> None:
                     f"{name:<16} {f'{inputs}->{outputs}':>10} {rate:>5.2f} {batch:>5} {ms['dense']:>8.4f} "
                     f"{gather} {ms['csr']:>8.4f} {ms['csr'] / ms['dense']:>6.2f}"
                 )
+    if args.agent:
+        whole_decisions(args.agent, args.states, args.repeats)
 
 
 if __name__ == "__main__":

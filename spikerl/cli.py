@@ -85,7 +85,10 @@ def _positive_ints(text: str) -> list[int]:
 
 
 def _env_of_agent(agent: str, env: str | None) -> str:
-    """``--env`` if given, else the env of the run folder or shipped-agent folder holding ``agent``."""
+    """``--env`` if given, else the env of the folder holding ``agent``: a training run's
+    ``config.yaml``, a compression's ``results.json``, or a shipped-agent folder's name."""
+    import contextlib
+    import json
     from pathlib import Path
 
     from spikerl.config import available_presets, read_run_config
@@ -96,6 +99,10 @@ def _env_of_agent(agent: str, env: str | None) -> str:
     run_config = read_run_config(folder)
     if run_config is not None:
         return run_config["env_id"]
+    compress_results = folder / "results.json"
+    if compress_results.is_file():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return str(json.loads(compress_results.read_text())["env_id"])
     if folder.name in available_presets():
         return folder.name
     raise UsageError(f"cannot tell which environment {agent} was trained on; pass --env ENV_ID")

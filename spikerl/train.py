@@ -15,6 +15,7 @@ A run folder holds:
 from __future__ import annotations
 
 import signal
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,18 @@ def _restore_evaluations(callback: EvalCallback, path: Path) -> None:
         callback.best_mean_reward = float(np.max(np.mean(log["results"], axis=1)))
 
 
+def _load_checkpoint(path: Path, **kwargs: Any) -> DQN:
+    """``DQN.load`` of this run's own (trusted) checkpoint, without SB3's false n-step warning.
+
+    SB3 warns that ``n_steps`` is ignored whenever a saved model names its replay buffer
+    class, but the ``NStepReplayBuffer`` it chose itself is saved with ``n_steps`` and
+    ``gamma`` in ``replay_buffer_kwargs``, so the n-step returns carry on.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`n_steps=\d+` is ignored because a custom `replay_buffer_class`")
+        return DQN.load(path, **kwargs)
+
+
 def train(
     env_id: str,
     preset: dict[str, Any],
@@ -121,7 +134,7 @@ def train(
     eval_env = make_env(env_id, preset["env"], seed=EVAL_SEED_BASE)
     dqn_kwargs = dict(train_cfg.get("dqn", {}))
     if resume:
-        model = DQN.load(checkpoint, env=env, device=device)
+        model = _load_checkpoint(checkpoint, env=env, device=device)
         buffer_path = out_dir / REPLAY_BUFFER.format(model.num_timesteps)
         if buffer_path.is_file():  # only the buffer saved with this very checkpoint
             model.load_replay_buffer(buffer_path)
@@ -166,7 +179,7 @@ def train(
         eval_env.close()
 
     best = out_dir / BEST_MODEL
-    source = DQN.load(best, device=device) if best.is_file() else model
+    source = _load_checkpoint(best, device=device) if best.is_file() else model
     save_model(source, out_dir / ANN, keep_optimizer_state=False)
     frames_per_step = preset["env"].get("wrapper_kwargs", {}).get("frame_skip", 4) if preset["env"].get("atari") else 1
     plot_training_curve(out_dir, out_dir / "training_curve.png", frames_per_step)

@@ -44,7 +44,8 @@ def test_compress_writes_every_stage_and_results(tiny_run):
 
 
 def test_evaluate_prints_rewards_and_spike_rates(tiny_run):
-    result = run_cli("evaluate", "--agent", str(tiny_run / "snn" / "T1.zip"), "--env", "CartPole-v1", "--episodes", "2")
+    # no --env: it is read from the compression's results.json beside the agent
+    result = run_cli("evaluate", "--agent", str(tiny_run / "snn" / "T1.zip"), "--episodes", "2")
     assert result.returncode == 0, result.stderr
     assert "SNN, T=1" in result.stdout and "reward" in result.stdout and "spike rate q_net.3" in result.stdout
 
