@@ -75,11 +75,17 @@ def decision_cost(
     costs: list[LayerCost], spike_rates: dict[str, float] | None = None, timesteps: int | None = None,
     mac_pj: float = MAC_PJ, ac_pj: float = AC_PJ,
 ) -> dict[str, float]:
-    """Operations and energy (pJ) per decision: an ANN when ``timesteps`` is None, else an SNN."""
+    """Operations and energy (pJ) per decision: an ANN when ``timesteps`` is None, else an SNN.
+
+    ``mac_energy_pj`` and ``ac_energy_pj`` split ``energy_pj`` by operation kind.
+    """
     if timesteps is None:
-        macs = sum(c.macs for c in costs)
-        return {"macs": macs, "acs": 0.0, "energy_pj": macs * mac_pj, "membrane_values": 0}
-    macs = sum(c.macs for c in costs if c.input_layer is None)
-    acs = sum(c.macs * spike_rates[c.input_layer] * timesteps for c in costs if c.input_layer is not None)
-    membrane = sum(c.outputs for c in costs) if timesteps > 1 else 0
-    return {"macs": macs, "acs": acs, "energy_pj": macs * mac_pj + acs * ac_pj, "membrane_values": membrane}
+        macs, acs, membrane = sum(c.macs for c in costs), 0.0, 0
+    else:
+        macs = sum(c.macs for c in costs if c.input_layer is None)
+        acs = sum(c.macs * spike_rates[c.input_layer] * timesteps for c in costs if c.input_layer is not None)
+        membrane = sum(c.outputs for c in costs) if timesteps > 1 else 0
+    return {
+        "macs": macs, "acs": acs, "energy_pj": macs * mac_pj + acs * ac_pj,
+        "mac_energy_pj": macs * mac_pj, "ac_energy_pj": acs * ac_pj, "membrane_values": membrane,
+    }

@@ -47,14 +47,17 @@ def plot_compression(results: dict[str, Any], out_dir: Path) -> list[str]:
             axis.bar(np.arange(len(layers)) + index * width, [row["spike_rates"][layer] for layer in layers], width, label=f"T={row['T']}")
         axis.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, layers, rotation=20)
         axis.set(ylabel="spikes per neuron per timestep", title="spike rate per layer")
-        axis.legend()
+        axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
         names.append(_save(figure, out_dir / "spike_rates.png"))
 
     figure, axis = plt.subplots(figsize=(5.5, 3.8))
     labels = ["ANN"] + [f"T={row['T']}" for row in stages]
-    energies = [ann["cost"]["energy_pj"] / 1000] + [row["cost"]["energy_pj"] / 1000 for row in stages]
-    axis.bar(labels, energies, color=["gray"] + ["tab:blue"] * len(stages))
+    costs = [ann["cost"]] + [row["cost"] for row in stages]
+    mac_nj = [cost["mac_energy_pj"] / 1000 for cost in costs]
+    axis.bar(labels, mac_nj, color="gray", label="MACs (ANN; SNN first layer, analog input)")
+    axis.bar(labels, [cost["ac_energy_pj"] / 1000 for cost in costs], bottom=mac_nj, color="tab:blue", label="ACs (SNN layers driven by spikes)")
     axis.set(ylabel="energy per decision (nJ, 45 nm estimate)", title="energy per decision")
+    axis.legend(fontsize="small")
     names.append(_save(figure, out_dir / "energy.png"))
     return names
 

@@ -35,11 +35,15 @@ def test_layer_macs_of_a_convolution():
 def test_ann_and_snn_energy_by_hand():
     costs = layer_costs(tiny_snn(), BOX)
     ann = decision_cost(costs)
-    assert ann == {"macs": 12, "acs": 0.0, "energy_pj": pytest.approx(12 * 4.6), "membrane_values": 0}
+    assert ann == {
+        "macs": 12, "acs": 0.0, "energy_pj": pytest.approx(12 * 4.6),
+        "mac_energy_pj": pytest.approx(12 * 4.6), "ac_energy_pj": 0.0, "membrane_values": 0,
+    }
     snn = decision_cost(costs, {"q_net.1": 0.5}, timesteps=2)
     # first layer: 6 MACs (analog input, once); second: 6 MACs x rate 0.5 x T 2 = 6 ACs
     assert snn["macs"] == 6 and snn["acs"] == pytest.approx(6)
     assert snn["energy_pj"] == pytest.approx(6 * 4.6 + 6 * 0.9)
+    assert (snn["mac_energy_pj"], snn["ac_energy_pj"]) == (pytest.approx(6 * 4.6), pytest.approx(6 * 0.9))
     assert snn["membrane_values"] == 3 + 2  # hidden neurons and the output accumulator
     assert decision_cost(costs, {"q_net.1": 0.5}, timesteps=1)["membrane_values"] == 0
     assert decision_cost(costs, {"q_net.1": 0.5}, timesteps=2, mac_pj=1.0, ac_pj=0.0)["energy_pj"] == 6
