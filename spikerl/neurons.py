@@ -123,17 +123,20 @@ class IFNeuron(nn.Module):
         return spikes
 
     def _infer(self, currents: torch.Tensor) -> torch.Tensor:
-        """``forward``'s dynamics without autograd: ``u >= threshold`` fires (assumes threshold > 0)."""
+        """``forward``'s dynamics without autograd: ``u >= threshold`` fires (assumes threshold > 0).
+
+        Four passes over the layer per timestep (integrate, compare, store, reset), written
+        into one preallocated ``[T, B, ...]`` spike tensor.
+        """
+        spikes = torch.empty(currents.shape, dtype=currents.dtype, device=currents.device)
         u = currents[0]
-        spikes = []
         for t in range(len(currents)):
             if t:
-                u = self.leak * u + currents[t]
-            spike = (u >= self.threshold).to(currents.dtype)
-            spikes.append(spike)
+                u = torch.addcmul(currents[t], u, self.leak)  # leak * u + x
+            spikes[t] = u >= self.threshold
             if t < len(currents) - 1:
-                u = u - spike * self.threshold
-        return torch.stack(spikes)
+                u = torch.addcmul(u, spikes[t], self.threshold, value=-1.0)  # soft reset
+        return spikes
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold.item():.4g}, leak={self.leak.item():.4g}, learn_leak={self.leak.requires_grad}"
