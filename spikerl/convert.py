@@ -65,21 +65,34 @@ def spiking_model(ann: DQN, env: VecEnv, timesteps: int, neuron_kwargs: dict[str
 
 @torch.no_grad()
 def set_thresholds(q_net: SpikingQNetwork, observations: torch.Tensor, percentile: float) -> dict[str, float]:
-    """Set each neuron layer's threshold, first to last, from its input currents ``[T, N, ...]``."""
+    """Set each neuron layer's threshold, first to last, from its input currents ``[T, N, ...]``.
+
+    The threshold is the ``percentile`` of the layer's pre-activations (the paper's rule).
+    Where that is not positive (a layer whose currents are mostly negative, as in a trained
+    NatureCNN's 512-unit layer on Pong), it is the ``percentile`` of the positive ones.
+    """
     thresholds = {}
     layers = q_net.layers()
     for name, neuron in q_net.neurons().items():
         neuron.capture_input = True
         try:
             q_net(observations)
-            threshold = percentile_value(neuron.captured_input, percentile)
+            currents = neuron.captured_input
         finally:
             neuron.capture_input = False
             neuron.reset_counts()
-        if threshold <= 0:
-            raise UsageError(
-                f"layer {name}: the {percentile}th percentile of its pre-activations is {threshold:.3g} <= 0 "
-                "(the layer is almost silent on the calibration states); raise --percentile"
+        threshold = percentile_value(currents, percentile)
+        if threshold <= 0:  # most currents are negative: scale to the ones that can make it fire
+            positive = currents[currents > 0]
+            if not len(positive):
+                raise UsageError(
+                    f"layer {name} never receives a positive current on the {len(observations)} calibration states, "
+                    "so it can never fire; check the agent, or calibrate on more states"
+                )
+            threshold = percentile_value(positive, percentile)
+            print(
+                f"layer {name}: fewer than {100 - percentile:g}% of its pre-activations are positive; "
+                f"threshold set to the {percentile:g}th percentile of the positive ones ({threshold:.4g})"
             )
         neuron.threshold.fill_(threshold)
         next_weighted = next(m for m in layers[layers.index(neuron) :] if isinstance(m, WEIGHTED_LAYERS))

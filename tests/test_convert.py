@@ -1,11 +1,15 @@
+import gymnasium as gym
 import numpy as np
+import pytest
+import torch
 
 from spikerl.config import load_preset
-from spikerl.convert import collect_observations, convert, percentile_value
+from spikerl.convert import collect_observations, convert, percentile_value, set_thresholds
 from spikerl.envs import make_env
+from spikerl.errors import UsageError
 from spikerl.loading import load_agent
-
-import torch
+from spikerl.policy import SpikingMlpPolicy
+from spikerl.snn import SpikingQNetwork
 
 
 def test_percentile_value_matches_numpy():
@@ -37,3 +41,25 @@ def test_thresholds_are_layerwise_percentiles(cartpole_ann):
     first = snn.q_net.q_net[1]
     pre_activations = ann.q_net.q_net[0](torch.as_tensor(states))
     assert abs(first.threshold.item() - percentile_value(pre_activations.detach(), 90)) < 1e-3
+
+
+def mostly_silent_network(positive_units: int) -> SpikingQNetwork:
+    """A 4 -> 64 -> 2 spiking network whose hidden currents are +1 on ``positive_units`` units, else -1."""
+    q_net = SpikingMlpPolicy(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2), lambda _: 1e-4, net_arch=[64], timesteps=2).q_net
+    with torch.no_grad():
+        hidden = q_net.q_net[0]
+        hidden.weight.zero_()
+        hidden.bias.fill_(-1.0)
+        hidden.bias[:positive_units] = 1.0
+    return q_net
+
+
+def test_mostly_negative_currents_take_the_percentile_of_the_positive_ones():
+    q_net = mostly_silent_network(positive_units=5)  # 5 of 64 currents positive: the 90th percentile is -1
+    thresholds = set_thresholds(q_net, torch.rand(32, 4), percentile=90)
+    assert thresholds == {"q_net.1": 1.0}
+
+
+def test_a_layer_that_can_never_fire_is_refused():
+    with pytest.raises(UsageError, match="q_net.1 never receives a positive current .* calibrate on more states"):
+        set_thresholds(mostly_silent_network(positive_units=0), torch.rand(32, 4), percentile=90)
