@@ -66,11 +66,16 @@ def plot_training_curve(run_dir: Path, path: Path, frames_per_step: int = 1) -> 
     """Evaluation reward (and training-episode reward) against agent steps, from a train run.
 
     ``frames_per_step`` converts Monitor lengths to agent steps (4 under Atari frame skipping).
+    Episodes are taken in file order, which is the order they were played in: a resumed run
+    appends to the Monitor file with its clock restarted, so SB3's ``load_results`` (which
+    sorts by that clock) would shuffle them.
     """
-    from stable_baselines3.common.monitor import load_results
+    import pandas
+    from stable_baselines3.common.monitor import get_monitor_files
 
     figure, axis = plt.subplots(figsize=(6, 3.8))
-    episodes = load_results(str(run_dir))
+    files = get_monitor_files(str(run_dir))
+    episodes = pandas.concat([pandas.read_csv(file, skiprows=1) for file in files]) if files else pandas.DataFrame()
     if len(episodes):
         steps = np.cumsum(episodes["l"].to_numpy()) / frames_per_step
         axis.plot(steps, episodes["r"].rolling(10, min_periods=1).mean(), color="lightsteelblue", label="training episodes (mean of 10)")
