@@ -3,7 +3,8 @@
     python bench/latency.py [--repeats 200] [--threads 1]
 
 Medians over repeated forward passes in one process (after warm-up; the models take turns,
-so background load slows them alike), with the ratio to the
+so background load slows them alike, and each timed pass follows an untimed one of the
+same model, so none pays for the caches its predecessor left cold), with the ratio to the
 ANN of the same network and batch, and of T to T=1. Weights are random: the dense path does
 the same work whatever the spikes are.
 """
@@ -35,6 +36,7 @@ def median_ms(variants: dict[str, tuple[torch.nn.Module, int | None]], obs: torc
             for name, (q_net, timesteps) in variants.items():
                 if timesteps is not None:
                     q_net.timesteps = timesteps
+                q_net(obs)  # untimed: the caches warm to this model after the previous one
                 start = time.perf_counter()
                 q_net(obs)
                 if index >= 10:

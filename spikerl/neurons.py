@@ -109,8 +109,8 @@ class IFNeuron(nn.Module):
         """
         if torch.is_grad_enabled():
             spikes = PiecewiseLinearSpike.apply(currents / self.threshold - 1.0, self.surrogate_scale)
-        else:
-            spikes = (currents >= self.threshold).to(currents.dtype)
+        else:  # one kernel: the comparison writes 0.0 / 1.0 straight into a float tensor
+            spikes = torch.ge(currents, self.threshold, out=torch.empty_like(currents))
         return self._observe(currents, spikes)
 
     def _observe(self, currents: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
@@ -125,15 +125,15 @@ class IFNeuron(nn.Module):
     def _infer(self, currents: torch.Tensor) -> torch.Tensor:
         """``forward``'s dynamics without autograd: ``u >= threshold`` fires (assumes threshold > 0).
 
-        Four passes over the layer per timestep (integrate, compare, store, reset), written
-        into one preallocated ``[T, B, ...]`` spike tensor.
+        Three passes over the layer per timestep (integrate, fire, reset), the spikes written
+        straight into one preallocated ``[T, B, ...]`` float tensor.
         """
         spikes = torch.empty(currents.shape, dtype=currents.dtype, device=currents.device)
         u = currents[0]
         for t in range(len(currents)):
             if t:
                 u = torch.addcmul(currents[t], u, self.leak)  # leak * u + x
-            spikes[t] = u >= self.threshold
+            torch.ge(u, self.threshold, out=spikes[t])
             if t < len(currents) - 1:
                 u = torch.addcmul(u, spikes[t], self.threshold, value=-1.0)  # soft reset
         return spikes

@@ -7,6 +7,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CARTPOLE = REPO / "agents" / "CartPole-v1"
+SHIPPED_PONG = REPO / "agents" / "PongNoFrameskip-v4"
 
 torch.set_num_threads(1)
 

@@ -23,10 +23,11 @@ import numpy as np
 import pytest
 import snntorch as snn
 import torch
-from conftest import SHIPPED_CARTPOLE
+from conftest import SHIPPED_CARTPOLE, SHIPPED_PONG
 from snntorch.import_nir import import_from_nir
 from stable_baselines3 import DQN
 
+from spikerl.config import load_preset
 from spikerl.convert import collect_observations, set_thresholds
 from spikerl.envs import make_env
 from spikerl.errors import UsageError
@@ -56,10 +57,9 @@ def cartpole_t1():
     return load_agent(SHIPPED_CARTPOLE / "T1.zip", "CartPole-v1", {}, "cpu")
 
 
-def test_cartpole_t1_export_acts_like_spikerl_in_snntorch(cartpole_t1, tmp_path):
-    path = tmp_path / "agent.nir"
-    export_nir(cartpole_t1, path)
-    graph = nir.read(path)
+def test_cartpole_t1_export_maps_every_layer(cartpole_t1, tmp_path):
+    export_nir(cartpole_t1, tmp_path / "agent.nir")
+    graph = nir.read(tmp_path / "agent.nir")
     kinds = {name: type(node).__name__ for name, node in graph.nodes.items()}
     assert kinds == {
         "input": "Input", "features_extractor.flatten": "Flatten", "q_net.0": "Affine", "q_net.1": "IF",
@@ -70,10 +70,18 @@ def test_cartpole_t1_export_acts_like_spikerl_in_snntorch(cartpole_t1, tmp_path)
         assert np.all(graph.nodes[name].r == 1)
         assert np.all(graph.nodes[name].v_threshold == np.nextafter(threshold, np.float32(-np.inf)))  # u >= threshold
 
+
+@pytest.mark.parametrize("folder, states", [(SHIPPED_CARTPOLE, 1000), (SHIPPED_PONG, 300)], ids=["CartPole", "Pong"])
+def test_shipped_t1_export_acts_like_spikerl_in_snntorch(folder, states, tmp_path):
+    if not (folder / "T1.zip").is_file():
+        pytest.fail(f"{folder}/T1.zip is not shipped")
+    env_config = load_preset(folder.name)["env"]
+    agent = load_agent(folder / "T1.zip", folder.name, env_config, "cpu")
+    export_nir(agent, tmp_path / "agent.nir")
     # epsilon-greedy, so that the states stray beyond the agent's own trajectories
-    states = collect_observations(cartpole_t1, make_env("CartPole-v1", {}, seed=7), 1000, epsilon=0.2)
-    spikerl_actions = cartpole_t1.predict(states, deterministic=True)[0]
-    snntorch_actions = snntorch_q_values(path, states).argmax(dim=1).numpy()
+    observations = collect_observations(agent, make_env(folder.name, env_config, seed=7), states, epsilon=0.2)
+    spikerl_actions = agent.predict(observations, deterministic=True)[0]
+    snntorch_actions = snntorch_q_values(tmp_path / "agent.nir", observations).argmax(dim=1).numpy()
     assert (snntorch_actions == spikerl_actions).mean() >= 0.99
 
 
