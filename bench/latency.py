@@ -7,6 +7,11 @@ so background load slows them alike, and each timed pass follows an untimed one 
 same model, so none pays for the caches its predecessor left cold), with the ratio to the
 ANN of the same network and batch, and of T to T=1. Weights are random: the dense path does
 the same work whatever the spikes are.
+
+With glibc's default allocator, tensors of 8 MB and more are mapped fresh on every call
+(NatureCNN at T=5, batch 32), which adds page faults; run with
+``MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000`` to time the
+arithmetic alone.
 """
 
 from __future__ import annotations
