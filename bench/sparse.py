@@ -17,7 +17,7 @@ games: dense, against the same network with each Linear layer fed by spikes comp
 ``csr`` way, at the spike rates the agent really has.
 
 A ratio below 1 means the sparse path is faster. spikerl keeps only the dense path: see the
-README's "What the spikes buy" for the measured table and the decision.
+README's "What the spikes buy" for the measured numbers and the decision.
 """
 
 from __future__ import annotations
@@ -91,10 +91,12 @@ def whole_decisions(agent_path: str, states: int, repeats: int) -> None:
         raise SystemExit(f"{agent_path} runs T={q_net.timesteps}; pass a T=1 agent")
     observations = collect_observations(model, make_env(env_id, preset["env"], seed=1_000_000), states)
     dense_layers = q_net._layers
-    sparse_layers = tuple(
-        CsrInputLinear(layer) if isinstance(layer, nn.Linear) and isinstance(before, IFNeuron) else layer
-        for before, layer in zip((None,) + dense_layers, dense_layers)
-    )
+    sparse_layers, fed_by_spikes = [], False
+    for layer in dense_layers:  # a Linear layer is fed by spikes when a neuron layer comes before it (Flatten between is fine)
+        sparse_layers.append(CsrInputLinear(layer) if isinstance(layer, nn.Linear) and fed_by_spikes else layer)
+        if not isinstance(layer, nn.Flatten):
+            fed_by_spikes = isinstance(layer, IFNeuron)
+    sparse_layers = tuple(sparse_layers)
     print(f"\nwhole decisions of {agent_path} (T=1) on {states} states of its own games, median ms per decision")
     print(f"{'batch':>5} {'dense':>8} {'csr':>8} {'ratio':>6}")
     for batch in (1, 32):

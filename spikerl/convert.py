@@ -65,7 +65,8 @@ def spiking_model(ann: DQN, env: VecEnv, timesteps: int, neuron_kwargs: dict[str
 
 @torch.no_grad()
 def set_thresholds(q_net: SpikingQNetwork, observations: torch.Tensor, percentile: float) -> dict[str, float]:
-    """Set each neuron layer's threshold, first to last, from its input currents ``[T, N, ...]``.
+    """Set each neuron layer's threshold, first to last, from its input currents
+    (``[T, N, ...]``, or ``[N, ...]`` at T=1).
 
     The threshold is the ``percentile`` of the layer's pre-activations (the paper's rule).
     Where that is not positive (a layer whose currents are mostly negative, as in a trained
@@ -91,7 +92,7 @@ def set_thresholds(q_net: SpikingQNetwork, observations: torch.Tensor, percentil
                 )
             threshold = percentile_value(positive, percentile)
             print(
-                f"layer {name}: fewer than {100 - percentile:g}% of its pre-activations are positive; "
+                f"layer {name}: at most {100 - percentile:g}% of its pre-activations are positive; "
                 f"threshold set to the {percentile:g}th percentile of the positive ones ({threshold:.4g})"
             )
         neuron.threshold.fill_(threshold)
