@@ -2,9 +2,8 @@
 
     python bench/latency.py [--repeats 200] [--threads 1]
 
-Medians over repeated forward passes in one process (after warm-up; the models take turns,
-so background load slows them alike, and each timed pass follows an untimed one of the
-same model, so none pays for the caches its predecessor left cold), with the ratio to the
+Medians over repeated forward passes in one process taken in turns by
+``timing.medians_ms``), with the ratio to the
 ANN of the same network and batch, and of T to T=1. Weights are random: the dense path does
 the same work whatever the spikes are.
 
@@ -17,8 +16,6 @@ arithmetic alone.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import gymnasium as gym
 import numpy as np
@@ -26,6 +23,7 @@ import torch
 from stable_baselines3.dqn.policies import CnnPolicy, MlpPolicy
 
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
+from timing import medians_ms
 
 NETWORKS = {
     "CartPole MLP 256x256": (MlpPolicy, SpikingMlpPolicy, gym.spaces.Box(-1, 1, (4,), np.float32), 2, dict(net_arch=[256, 256])),
@@ -33,20 +31,15 @@ NETWORKS = {
 }
 
 
-def median_ms(variants: dict[str, tuple[torch.nn.Module, int | None]], obs: torch.Tensor, repeats: int) -> dict[str, float]:
-    """Median ms per forward pass of each ``(q_net, T)``, timed in turns so load hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    with torch.no_grad():
-        for index in range(repeats + 10):
-            for name, (q_net, timesteps) in variants.items():
-                if timesteps is not None:
-                    q_net.timesteps = timesteps
-                q_net(obs)  # untimed: the caches warm to this model after the previous one
-                start = time.perf_counter()
-                q_net(obs)
-                if index >= 10:
-                    times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(samples) * 1000 for name, samples in times.items()}
+def forward_at(q_net: torch.nn.Module, timesteps: int | None, obs: torch.Tensor):
+    """A zero-argument call of ``q_net`` on ``obs`` at ``timesteps`` (None: an ANN)."""
+
+    def run() -> torch.Tensor:
+        if timesteps is not None:
+            q_net.timesteps = timesteps
+        return q_net(obs)
+
+    return run
 
 
 def main() -> None:
@@ -63,8 +56,9 @@ def main() -> None:
             ann = ann_class(space, gym.spaces.Discrete(actions), lambda _: 1e-4, **kwargs).q_net.eval()
             snn = snn_class(space, gym.spaces.Discrete(actions), lambda _: 1e-4, timesteps=1, **kwargs).q_net.eval()
             snn.load_state_dict(ann.state_dict(), strict=False)
-            variants = {"ANN": (ann, None), **{f"T={t}": (snn, t) for t in range(1, 6)}}
-            ms = median_ms(variants, obs, args.repeats)
+            paths = {"ANN": forward_at(ann, None, obs), **{f"T={t}": forward_at(snn, t, obs) for t in range(1, 6)}}
+            with torch.no_grad():
+                ms = medians_ms(paths, args.repeats)
             for model, value in ms.items():
                 ratio_t1 = "" if model == "ANN" else f"{value / ms['T=1']:.2f}"
                 print(f"{name:<22} {batch:>5} {model:>6} {value:>8.3f} {value / ms['ANN']:>7.2f} {ratio_t1:>7}")

@@ -23,8 +23,6 @@ README's "What the spikes buy" for the measured numbers and the decision.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -37,20 +35,9 @@ from spikerl.convert import collect_observations
 from spikerl.envs import make_env
 from spikerl.loading import load_agent
 from spikerl.neurons import IFNeuron
+from timing import medians_ms
 
 LAYERS = {"CartPole hidden": (256, 256), "NatureCNN fc": (3136, 512)}
-
-
-def medians_ms(paths: dict[str, Callable[[], torch.Tensor]], repeats: int) -> dict[str, float]:
-    """Median ms of each zero-argument callable, timed in turns after 10 warm-up rounds."""
-    times: dict[str, list[float]] = {name: [] for name in paths}
-    for index in range(repeats + 10):
-        for name, path in paths.items():
-            start = time.perf_counter()
-            path()
-            if index >= 10:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(samples) * 1000 for name, samples in times.items()}
 
 
 def sparse_paths(spikes: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
@@ -97,21 +84,24 @@ def whole_decisions(agent_path: str, states: int, repeats: int) -> None:
         if not isinstance(layer, nn.Flatten):
             fed_by_spikes = isinstance(layer, IFNeuron)
     sparse_layers = tuple(sparse_layers)
-    print(f"\nwhole decisions of {agent_path} (T=1) on {states} states of its own games, median ms per decision")
+    print(f"\nwhole decisions of {agent_path} (T=1) (its own game states), median ms per decision")
     print(f"{'batch':>5} {'dense':>8} {'csr':>8} {'ratio':>6}")
-    for batch in (1, 32):
-        times: dict[str, list[float]] = {"dense": [], "csr": []}
-        with torch.no_grad(), q_net.recording_spikes() as rates:
-            for index in range(repeats):
-                obs = torch.as_tensor(observations[(index * batch) % states :][:batch])
-                for name, layers in (("dense", dense_layers), ("csr", sparse_layers)):
-                    q_net._layers = layers
-                    start = time.perf_counter()
-                    q_net(obs)
-                    times[name].append(time.perf_counter() - start)
+
+    def decide_with(layers: tuple[nn.Module, ...], obs: torch.Tensor):
+        def run() -> torch.Tensor:
+            q_net._layers = layers
+            return q_net(obs)
+
+        return run
+
+    with torch.no_grad():
+        for batch in (1, 32):
+            obs = torch.as_tensor(observations[:batch])
+            ms = medians_ms({"dense": decide_with(dense_layers, obs), "csr": decide_with(sparse_layers, obs)}, repeats)
+            print(f"{batch:>5} {ms['dense']:>8.3f} {ms['csr']:>8.3f} {ms['csr'] / ms['dense']:>6.2f}")
         q_net._layers = dense_layers
-        dense, csr = (statistics.median(times[name]) * 1000 for name in ("dense", "csr"))
-        print(f"{batch:>5} {dense:>8.3f} {csr:>8.3f} {csr / dense:>6.2f}")
+        with q_net.recording_spikes() as rates:
+            q_net(torch.as_tensor(observations))
     print("spike rates per layer: " + ", ".join(f"{name} {rate:.3f}" for name, rate in rates.items()))
 
 

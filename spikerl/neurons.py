@@ -51,8 +51,13 @@ def if_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One timestep of a layer: returns ``(spikes, membrane after reset)``, both shaped like ``x``."""
     u = leak * u + x
-    spikes = PiecewiseLinearSpike.apply(u / threshold - 1.0, scale)
+    spikes = fire(u, threshold, scale)
     return spikes, u - threshold * spikes.detach()
+
+
+def fire(u: torch.Tensor, threshold: torch.Tensor, scale: float = 0.3) -> torch.Tensor:
+    """Spikes ``H(u / threshold - 1)``, shaped like ``u``, with the surrogate gradient."""
+    return PiecewiseLinearSpike.apply(u / threshold - 1.0, scale)
 
 
 class IFNeuron(nn.Module):
@@ -108,7 +113,7 @@ class IFNeuron(nn.Module):
         neuron, about as cheap as a ReLU.
         """
         if torch.is_grad_enabled():
-            spikes = PiecewiseLinearSpike.apply(currents / self.threshold - 1.0, self.surrogate_scale)
+            spikes = fire(currents, self.threshold, self.surrogate_scale)
         else:  # one kernel: the comparison writes 0.0 / 1.0 straight into a float tensor
             spikes = torch.ge(currents, self.threshold, out=torch.empty_like(currents))
         return self._observe(currents, spikes)
