@@ -2,13 +2,12 @@
 
     python bench/latency.py [--repeats 200] [--threads 1]
 
-Medians over repeated forward passes in one process taken in turns by
-``timing.medians_ms``), with the ratio to the
-ANN of the same network and batch, and of T to T=1. Weights are random: the dense path does
-the same work whatever the spikes are.
+Medians over repeated forward passes in one process, taken in turns (``timing.medians_ms``),
+with the ratio to the ANN of the same network and batch, and of T to T=1. Weights are
+random: the dense path does the same work whatever the spikes are.
 
 With glibc's default allocator, tensors of 8 MB and more are mapped fresh on every call
-(NatureCNN at T=5, batch 32), which adds page faults; run with
+(NatureCNN at T=5, batch 32), which adds page faults (about 4% there); run with
 ``MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000`` to time the
 arithmetic alone.
 """

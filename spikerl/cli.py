@@ -84,30 +84,6 @@ def _positive_ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers such as 5,4,3,2,1") from None
 
 
-def _env_of_agent(agent: str, env: str | None) -> str:
-    """``--env`` if given, else the env of the folder holding ``agent``: a training run's
-    ``config.yaml``, a compression's ``results.json``, or a shipped-agent folder's name."""
-    import contextlib
-    import json
-    from pathlib import Path
-
-    from spikerl.config import available_presets, read_run_config
-
-    if env:
-        return env
-    folder = Path(agent).parent
-    run_config = read_run_config(folder)
-    if run_config is not None:
-        return run_config["env_id"]
-    compress_results = folder / "results.json"
-    if compress_results.is_file():
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            return str(json.loads(compress_results.read_text())["env_id"])
-    if folder.name in available_presets():
-        return folder.name
-    raise UsageError(f"cannot tell which environment {agent} was trained on; pass --env ENV_ID")
-
-
 def _command_line() -> str:
     """This process's command line as a user would type it."""
     import shlex
@@ -145,8 +121,9 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
 def _run_compress(args: argparse.Namespace) -> None:
     from spikerl.compress import compress
     from spikerl.config import load_preset
+    from spikerl.loading import env_of_agent
 
-    env_id = _env_of_agent(args.agent, args.env)
+    env_id = env_of_agent(args.agent, args.env)
     preset = load_preset(env_id, args.config)
     overrides = {
         "schedule": args.schedule, "objective": args.objective,
@@ -165,6 +142,10 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     _add_agent_arguments(parser, "DQN checkpoint (.zip)")
     parser.add_argument("--episodes", type=int, help="episodes (default: the preset's)")
     parser.add_argument("--seed", type=int, help="first evaluation seed (default 1000000)")
+    parser.add_argument(
+        "--event-driven", action="store_true",
+        help="SNN only: compute large spike-fed Linear layers from the spikes alone (sparse; faster on NatureCNN)",
+    )
     _add_common(parser)
     parser.set_defaults(run=_run_evaluate)
 
@@ -173,15 +154,17 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     from spikerl.config import load_preset
     from spikerl.envs import EVAL_SEED_BASE
     from spikerl.evaluate import evaluate_agent
-    from spikerl.loading import load_agent
+    from spikerl.loading import env_of_agent, load_agent
 
-    env_id = _env_of_agent(args.agent, args.env)
+    env_id = env_of_agent(args.agent, args.env)
     preset = load_preset(env_id, args.config)
     protocol = preset["evaluate"]
     _set_threads(args, preset)
     episodes = args.episodes if args.episodes is not None else int(protocol.get("episodes", 10))
     seed = args.seed if args.seed is not None else int(protocol.get("seed", EVAL_SEED_BASE))
     model = load_agent(args.agent, env_id, preset["env"], args.device)
+    if args.event_driven:
+        _use_event_driven(model)
     result = evaluate_agent(model, env_id, preset["env"], episodes, seed=seed, n_envs=int(protocol.get("n_envs", 10)))
     timesteps = getattr(model.policy, "timesteps", None)
     print(f"agent {args.agent} ({'SNN, T=%d' % timesteps if timesteps else 'ANN'}) on {env_id}, {episodes} episodes from seed {seed}")
@@ -189,6 +172,17 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     print(f"episode length {sum(result.lengths) / len(result.lengths):.1f} (min {min(result.lengths)}, max {max(result.lengths)})")
     for name, rate in result.spike_rates.items():
         print(f"spike rate {name}: {rate:.4f}")
+
+
+def _use_event_driven(model) -> None:
+    """Switch ``model``'s spiking Q-network to event-driven inference and say which layers take it."""
+    from spikerl.snn import SpikingQNetwork
+
+    if not isinstance(model.q_net, SpikingQNetwork):
+        raise UsageError("--event-driven needs a spiking agent (from 'spikerl compress'); drop it for an ANN")
+    model.q_net.use_event_driven()
+    names = model.q_net.event_driven_layer_names()
+    print(f"event-driven layers: {', '.join(names)}" if names else "event-driven layers: none (no spike-fed Linear layer is large enough to gain); running dense")
 
 
 def _add_report(commands: argparse._SubParsersAction) -> None:
@@ -200,9 +194,10 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
 def _run_report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from spikerl.config import RESULTS_JSON
     from spikerl.report import write_report
 
-    if not (Path(args.dir) / "results.json").is_file():
+    if not (Path(args.dir) / RESULTS_JSON).is_file():
         raise UsageError(f"{args.dir} holds no results.json; pass the --out folder of 'spikerl compress'")
     write_report(args.dir)
     print(f"wrote {Path(args.dir) / 'results.md'} and its plots")
@@ -218,9 +213,9 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
 def _run_export(args: argparse.Namespace) -> None:
     from spikerl.config import load_preset
     from spikerl.export import export_nir
-    from spikerl.loading import load_agent
+    from spikerl.loading import env_of_agent, load_agent
 
-    env_id = _env_of_agent(args.agent, args.env)
+    env_id = env_of_agent(args.agent, args.env)
     model = load_agent(args.agent, env_id, load_preset(env_id, args.config)["env"], "cpu")
     graph = export_nir(model, args.out)
     print(f"wrote {args.out}: {len(graph.nodes)} NIR nodes ({', '.join(type(node).__name__ for node in graph.nodes.values())})")

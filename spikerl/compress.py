@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.utils import set_random_seed
 
+from spikerl.config import RESULTS_JSON
 from spikerl.checkpoints import atomic_path, save_model, write_json, writable_folder
 from spikerl.convert import check_percentile, collect_observations, convert
 from spikerl.envs import EVAL_SEED_BASE, check_training_seed, make_env
@@ -29,7 +30,6 @@ from spikerl.energy import layer_costs
 from spikerl.report import write_report
 from spikerl.retrain import OBJECTIVES, make_retrainer
 
-RESULTS_JSON = "results.json"
 
 
 def check_schedule(schedule: list[Any]) -> list[int]:

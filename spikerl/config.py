@@ -47,6 +47,8 @@ def load_preset(env_id: str, path: str | Path | None = None) -> dict[str, Any]:
 
 
 RUN_CONFIG = "config.yaml"
+#: The file ``spikerl compress`` keeps its per-stage results in (and resumes from).
+RESULTS_JSON = "results.json"
 
 
 def read_run_config(folder: str | Path) -> dict[str, Any] | None:

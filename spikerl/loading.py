@@ -13,6 +13,7 @@ SB3's own classes. Plain ``stable_baselines3.DQN.load`` keeps working for truste
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import pickle
@@ -26,6 +27,7 @@ import torch
 from stable_baselines3 import DQN
 from stable_baselines3.dqn.policies import CnnPolicy, DQNPolicy
 
+from spikerl.config import RESULTS_JSON, available_presets, read_run_config
 from spikerl.envs import make_env
 from spikerl.errors import UsageError
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
@@ -112,3 +114,21 @@ def load_agent(path: str | Path, env_id: str, env_config: dict[str, Any], device
             f"action space {env.action_space}); pass --env with the environment the agent was trained on"
         ) from None
     return model
+
+
+def env_of_agent(agent: str, env: str | None) -> str:
+    """``--env`` if given, else the env of the folder holding ``agent``: a training run's
+    ``config.yaml``, a compression's ``results.json``, or a shipped-agent folder's name."""
+    if env:
+        return env
+    folder = Path(agent).parent
+    run_config = read_run_config(folder)
+    if run_config is not None:
+        return run_config["env_id"]
+    compress_results = folder / RESULTS_JSON
+    if compress_results.is_file():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return str(json.loads(compress_results.read_text())["env_id"])
+    if folder.name in available_presets():
+        return folder.name
+    raise UsageError(f"cannot tell which environment {agent} was trained on; pass --env ENV_ID")

@@ -118,6 +118,25 @@ class IFNeuron(nn.Module):
             spikes = torch.ge(currents, self.threshold, out=torch.empty_like(currents))
         return self._observe(currents, spikes)
 
+    def fire_constant(self, currents: torch.Tensor, steps: int) -> torch.Tensor:
+        """The same input currents ``[B, ...]`` at each of ``steps`` timesteps -> spikes ``[T, B, ...]``.
+
+        Equals ``forward(currents.expand(steps, *currents.shape))``, the case of the first
+        neuron layer under direct encoding. Without autograd and with ``leak = 1`` it skips the
+        timestep loop: from rest, an IF neuron under a constant current ``x`` has fired
+        ``N[t] = floor(t * clamp(x / threshold, 0, 1))`` times after ``t`` steps (at most once a
+        step, every step once ``x >= threshold``), so ``s[t] = N[t] - N[t-1]``: three passes over
+        ``[T, B, ...]`` instead of three per timestep. Spikes agree with the loop up to float
+        rounding where ``t * x`` lands exactly on a multiple of the threshold.
+        """
+        repeated = currents.expand(steps, *currents.shape)
+        if torch.is_grad_enabled() or self.leak.item() != 1.0:
+            return self(repeated)
+        rate = torch.clamp(currents / self.threshold, 0.0, 1.0)  # spikes per step, in the long run
+        step = torch.arange(steps + 1, dtype=currents.dtype, device=currents.device).view(-1, *[1] * currents.dim())
+        counts = torch.floor_(step * rate)  # N[0..T], [T + 1, B, ...]
+        return self._observe(repeated, torch.sub(counts[1:], counts[:-1]))
+
     def _observe(self, currents: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
         """Keep the input (``capture_input``) and count the spikes (``record``); returns ``spikes``."""
         if self.capture_input:

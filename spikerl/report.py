@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from spikerl.checkpoints import write_text
+from spikerl.config import RESULTS_JSON
 from spikerl.energy import LayerCost, decision_cost, layer_costs
 
 
@@ -73,7 +74,7 @@ def write_report(out_dir: str | Path, results: dict[str, Any] | None = None, plo
     """Rewrite ``results.md`` (and the PNG plots) of the compression run in ``out_dir``."""
     out_dir = Path(out_dir)
     if results is None:
-        results = json.loads((out_dir / "results.json").read_text())
+        results = json.loads((out_dir / RESULTS_JSON).read_text())
     add_costs(results, network_costs(results, out_dir))
     if plots:
         from spikerl.plots import plot_compression

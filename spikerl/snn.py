@@ -6,7 +6,8 @@ thresholds/leaks are extra entries beside them. Per decision, for observations `
 
 1. everything up to the first neuron layer runs once: under direct encoding its input is
    the same analog observation at every timestep;
-2. each neuron layer turns input currents ``[T, B, ...]`` into spikes ``[T, B, ...]``;
+2. each neuron layer turns input currents ``[T, B, ...]`` into spikes ``[T, B, ...]`` (the
+   first one from its constant input ``[B, ...]``, in closed form: ``IFNeuron.fire_constant``);
    weighted and stateless layers between them run once on the folded ``[T * B, ...]``;
 3. the output layer is not spiking: its membrane potential, accumulated over the T steps and
    divided by T, is read as the Q-values ``[B, n_actions]``. Being linear, that equals the
@@ -30,6 +31,7 @@ from stable_baselines3.dqn.policies import QNetwork
 from torch import nn
 
 from spikerl.errors import UsageError
+from spikerl.event_driven import SpikeDrivenLinear, event_driven_layers
 from spikerl.neurons import IFNeuron
 
 WEIGHTED_LAYERS = (nn.Linear, nn.Conv2d)
@@ -63,6 +65,8 @@ class SpikingQNetwork(QNetwork):
         self.neuron_kwargs = dict(neuron_kwargs or {})
         replace_relus(self, lambda: IFNeuron(**self.neuron_kwargs))
         self._layers = self._leaf_layers()  # refuses unsupported layers now, not at the first forward pass
+        self._event_driven_layers = event_driven_layers(self._layers)  # stand-ins sharing the same parameters
+        self._forward_layers = self._layers  # what forward runs: _layers or _event_driven_layers
 
     def layers(self) -> list[nn.Module]:
         """The leaf modules in execution order: weighted, stateless and neuron layers."""
@@ -80,6 +84,25 @@ class SpikingQNetwork(QNetwork):
             raise UsageError("the Q-network must end in a Linear layer (the Q-value read-out)")
         return tuple(leaves)
 
+    @property
+    def event_driven(self) -> bool:
+        """Whether inference computes spike-fed Linear layers event-driven (``use_event_driven``)."""
+        return self._forward_layers is self._event_driven_layers
+
+    def use_event_driven(self, enabled: bool = True) -> None:
+        """Compute every Linear layer fed by spikes from the spikes alone (``spikerl.event_driven``).
+
+        Inference only and not saved with the agent: the Q-values are the dense ones up to
+        float rounding, training still runs dense. Faster where spike maps are large and
+        sparse (NatureCNN's 3136 -> 512 layer), slower for small layers; see the README.
+        """
+        self._forward_layers = self._event_driven_layers if enabled else self._layers
+
+    def event_driven_layer_names(self) -> list[str]:
+        """Module names of the layers ``use_event_driven`` computes from spikes alone."""
+        stand_ins = {id(layer.linear) for layer in self._event_driven_layers if isinstance(layer, SpikeDrivenLinear)}
+        return [name for name, module in self.named_modules() if id(module) in stand_ins]
+
     def neurons(self) -> dict[str, IFNeuron]:
         """Neuron layers by module name, in execution order."""
         return {name: m for name, m in self.named_modules() if isinstance(m, IFNeuron)}
@@ -88,7 +111,7 @@ class SpikingQNetwork(QNetwork):
         """Observations ``[B, ...]`` -> Q-values ``[B, n_actions]`` after T timesteps."""
         h = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
         batch, steps = h.shape[0], self.timesteps
-        *hidden, readout = self._layers
+        *hidden, readout = self._forward_layers
         if steps == 1:  # no time axis to carry: every neuron fires at most once, from rest
             for layer in hidden:
                 h = layer.fire_once(h) if isinstance(layer, IFNeuron) else layer(h)
@@ -96,9 +119,10 @@ class SpikingQNetwork(QNetwork):
         time_major = False
         for layer in hidden:
             if isinstance(layer, IFNeuron):
-                if not time_major:  # direct encoding: the same currents at every timestep
-                    h, time_major = h.expand(steps, *h.shape), True
-                h = layer(h)
+                if time_major:
+                    h = layer(h)
+                else:  # direct encoding: the same currents at every timestep
+                    h, time_major = layer.fire_constant(h, steps), True
             elif time_major:
                 h = layer(h.flatten(0, 1)).unflatten(0, (steps, batch))
             else:

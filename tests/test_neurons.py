@@ -94,3 +94,27 @@ def test_fire_once_is_one_timestep_from_rest(grad):
     assert torch.equal(spikes[0], spikes[1])
     if grad:
         assert gradients[0] != 0 and torch.allclose(gradients[0], gradients[1])
+
+
+@pytest.mark.parametrize("leak", [1.0, 0.8])
+@pytest.mark.parametrize("timesteps", [2, 5])
+def test_fire_constant_is_the_loop_over_repeated_currents(leak, timesteps):
+    torch.manual_seed(0)
+    currents = torch.randn(16, 50) * 1.5
+    currents[0, :6] = torch.tensor([0.35, 0.7, 0.175, 0.7 / 3, 2.1, 0.0])  # on and near threshold multiples
+    neuron = IFNeuron(threshold=0.7, leak=leak)
+    neuron.record = True
+    with torch.no_grad():
+        looped = neuron(currents.expand(timesteps, 16, 50))
+        closed_form = neuron.fire_constant(currents, timesteps)
+    assert closed_form.shape == (timesteps, 16, 50) and 0 < closed_form.mean() < 1
+    assert torch.equal(looped, closed_form)
+    assert neuron.spike_rate() == pytest.approx(float(looped.mean()))  # both calls recorded alike
+
+
+def test_fire_constant_keeps_the_surrogate_gradient():
+    currents = torch.tensor([[0.5, 1.2]], requires_grad=True)
+    spikes = IFNeuron(threshold=1.0).fire_constant(currents, 3)
+    spikes.sum().backward()
+    assert spikes[:, 0].tolist() == [[0.0, 1.0], [1.0, 1.0], [0.0, 1.0]]  # u: 0.5, 1.0 fires, 0.5 | 1.2, 1.4, 1.6 all fire
+    assert currents.grad is not None and (currents.grad != 0).all()
