@@ -23,6 +23,7 @@ A ratio below 1 means the event-driven path is faster.
 from __future__ import annotations
 
 import argparse
+import copy
 from collections.abc import Callable
 
 import torch
@@ -60,24 +61,17 @@ def whole_decisions(agent_path: str, states: int, repeats: int) -> None:
     preset = load_preset(env_id)
     model = load_agent(agent_path, env_id, preset["env"], "cpu")
     q_net = model.q_net.eval()
+    event_driven = copy.deepcopy(q_net)
+    event_driven.use_event_driven()
     observations = collect_observations(model, make_env(env_id, preset["env"], seed=1_000_000), states)
-
-    def decide(event_driven: bool, obs: torch.Tensor) -> Callable[[], torch.Tensor]:
-        def run() -> torch.Tensor:
-            q_net.use_event_driven(event_driven)
-            return q_net(obs)
-
-        return run
-
     print(f"\nwhole decisions of {agent_path} (T={q_net.timesteps}, its own game states), median ms per decision")
     print(f"{'batch':>5} {'dense':>8} {'event':>8} {'ratio':>6}")
     with torch.no_grad():
         for batch in (1, 32):
             obs = torch.as_tensor(observations[:batch])
-            torch.testing.assert_close(decide(True, obs)(), decide(False, obs)(), rtol=1e-4, atol=1e-4)
-            ms = medians_ms({"dense": decide(False, obs), "event": decide(True, obs)}, repeats)
+            torch.testing.assert_close(event_driven(obs), q_net(obs), rtol=1e-4, atol=1e-4)
+            ms = medians_ms({"dense": lambda: q_net(obs), "event": lambda: event_driven(obs)}, repeats)
             print(f"{batch:>5} {ms['dense']:>8.3f} {ms['event']:>8.3f} {ms['event'] / ms['dense']:>6.2f}")
-        q_net.use_event_driven(False)
         with q_net.recording_spikes() as rates:
             q_net(torch.as_tensor(observations))
     print("spike rates per layer: " + ", ".join(f"{name} {rate:.3f}" for name, rate in rates.items()))

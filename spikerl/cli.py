@@ -144,7 +144,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, help="first evaluation seed (default 1000000)")
     parser.add_argument(
         "--event-driven", action="store_true",
-        help="SNN only: compute large spike-fed Linear layers from the spikes alone (sparse; faster on NatureCNN)",
+        help="SNN only: compute large spike-fed Linear layers from the spikes alone (sparse; faster for NatureCNN on a CPU)",
     )
     _add_common(parser)
     parser.set_defaults(run=_run_evaluate)

@@ -17,19 +17,18 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.utils import set_random_seed
 
-from spikerl.config import RESULTS_JSON
 from spikerl.checkpoints import atomic_path, save_model, write_json, writable_folder
+from spikerl.config import RESULTS_JSON
 from spikerl.convert import check_percentile, collect_observations, convert
+from spikerl.energy import layer_costs
 from spikerl.envs import EVAL_SEED_BASE, check_training_seed, make_env
 from spikerl.errors import UsageError
 from spikerl.evaluate import evaluate_agent
 from spikerl.loading import load_agent
 from spikerl.policy import SpikingMlpPolicy, set_timesteps
-from spikerl.snn import check_timesteps
-from spikerl.energy import layer_costs
 from spikerl.report import write_report
 from spikerl.retrain import OBJECTIVES, make_retrainer
-
+from spikerl.snn import check_timesteps
 
 
 def check_schedule(schedule: list[Any]) -> list[int]:

@@ -5,14 +5,15 @@ A spike map is mostly zeros (input rates 0.04-0.3 in the shipped agents), yet a 
 a CSR sparse matrix and computes ``bias + spikes @ W^T`` with ``torch.addmm`` (sparse x
 dense), so the cost grows with the number of spikes, as on event-driven hardware.
 
-It pays only for large layers fed sparse inputs. Measured on one CPU thread
-(``bench/sparse.py``, time against the dense product): a 256x256 layer takes 4x as long at
-batch 1, a 1024x512 one 0.81x (batch 1) and 0.46x (batch 32) at spike rate 0.05 but 1.4x at
-rate 0.2, batch 32. So
+It pays only on the CPU, for large layers fed sparse inputs. Measured on one CPU thread
+(``bench/sparse.py``, time against the dense product): a 256x256 layer takes 4.3x as long
+at batch 1, a 1024x512 one 0.88x (batch 1) and 0.46x (batch 32) at spike rate 0.05 but 1.4x
+at rate 0.2, batch 32. So
 only layers of at least ``MIN_WEIGHTS`` weights are made event-driven, and each call checks
 its input and takes the dense product when more than ``MAX_INPUT_DENSITY`` of it is non-zero.
 Convolutions stay dense (PyTorch has no sparse convolution kernel on the CPU). It is an
-inference path: under autograd the layer is the plain ``nn.Linear``.
+inference path for 2-D inputs on the CPU: under autograd, on a GPU (not measured there:
+no GPU was available) or for other shapes the layer is the plain ``nn.Linear``.
 ``SpikingQNetwork.use_event_driven`` switches a network to it.
 """
 
@@ -25,10 +26,11 @@ from torch import nn
 
 from spikerl.neurons import IFNeuron
 
-# CSR tensors work for what is done here (conversion and sparse x dense products on CPU and
-# CUDA); PyTorch's "support is in beta" notice would only alarm users of this path.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
-
+# CSR tensors work for what is done here (conversion, sparse x dense product); PyTorch warns
+# once per process that their support is in beta. Take that one warning here, silently.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    torch.zeros(1, 1).to_sparse_csr()
 
 #: Layers with fewer weights stay dense: there the CSR conversion costs more than it saves.
 MIN_WEIGHTS = 2**19
@@ -42,8 +44,10 @@ class SpikeDrivenLinear(nn.Module):
     :param linear: the layer computed
     :param max_input_density: inputs with a larger share of non-zeros take the dense product
 
-    The transposed weight ``[in, out]`` the sparse product needs is kept and rebuilt only
-    when the weight changes (training, ``load_state_dict``, a move to another device).
+    The transposed weight ``[in, out]`` the sparse product needs is kept, and rebuilt when the
+    weight's version counter moves (optimizer steps, ``load_state_dict``, in-place ops) or it
+    moves to other memory (``.to``). Writes through ``weight.data`` (SB3's ``polyak_update``
+    does that to target networks) bypass the counter: call ``forget_weight`` after them.
     """
 
     def __init__(self, linear: nn.Linear, max_input_density: float = MAX_INPUT_DENSITY):
@@ -55,12 +59,19 @@ class SpikeDrivenLinear(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Spikes (or spike counts / T) ``[N, in]`` -> ``[N, out]``, as ``linear`` computes it."""
-        if torch.is_grad_enabled() or torch.count_nonzero(inputs) > self.max_input_density * inputs.numel():
+        weight = self.linear.weight
+        if torch.is_grad_enabled() or inputs.dim() != 2 or weight.device.type != "cpu" or weight.is_inference():
+            return self.linear(inputs)
+        if torch.count_nonzero(inputs) > self.max_input_density * inputs.numel():
             return self.linear(inputs)
         sparse = inputs.to_sparse_csr()
         if self.linear.bias is None:
             return torch.sparse.mm(sparse, self._transposed_weight())
         return torch.addmm(self.linear.bias, sparse, self._transposed_weight())
+
+    def forget_weight(self) -> None:
+        """Drop the kept transposed weight; the next call rebuilds it from ``linear.weight``."""
+        self._weight_t = self._weight_key = None
 
     def _transposed_weight(self) -> torch.Tensor:
         weight = self.linear.weight

@@ -7,7 +7,8 @@ thresholds/leaks are extra entries beside them. Per decision, for observations `
 1. everything up to the first neuron layer runs once: under direct encoding its input is
    the same analog observation at every timestep;
 2. each neuron layer turns input currents ``[T, B, ...]`` into spikes ``[T, B, ...]`` (the
-   first one from its constant input ``[B, ...]``, in closed form: ``IFNeuron.fire_constant``);
+   first one from its constant input ``[B, ...]``, in closed form where it has no leak and
+   autograd is off: ``IFNeuron.fire_constant``);
    weighted and stateless layers between them run once on the folded ``[T * B, ...]``;
 3. the output layer is not spiking: its membrane potential, accumulated over the T steps and
    divided by T, is read as the Q-values ``[B, n_actions]``. Being linear, that equals the
@@ -92,10 +93,14 @@ class SpikingQNetwork(QNetwork):
     def use_event_driven(self, enabled: bool = True) -> None:
         """Compute every Linear layer fed by spikes from the spikes alone (``spikerl.event_driven``).
 
-        Inference only and not saved with the agent: the Q-values are the dense ones up to
-        float rounding, training still runs dense. Faster where spike maps are large and
-        sparse (NatureCNN's 3136 -> 512 layer), slower for small layers; see the README.
+        Inference on the CPU only, and not saved with the agent: the Q-values are the dense
+        ones up to float rounding, training still runs dense. Faster where spike maps are large
+        and sparse (NatureCNN's 3136 -> 512 layer); smaller layers stay dense (see the README).
+        Calling it again after writing weights through ``.data`` makes it see the new ones.
         """
+        for layer in self._event_driven_layers:
+            if isinstance(layer, SpikeDrivenLinear):
+                layer.forget_weight()
         self._forward_layers = self._event_driven_layers if enabled else self._layers
 
     def event_driven_layer_names(self) -> list[str]:

@@ -59,6 +59,32 @@ def test_a_changed_weight_is_used_at_once():
         torch.testing.assert_close(layer(inputs), linear(inputs), rtol=1e-5, atol=1e-5)
 
 
+def test_weights_written_through_data_are_seen_after_use_event_driven():
+    policy = SpikingCnnPolicy(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6), lambda _: 1e-4)
+    target = policy.q_net_target
+    inputs = spikes(2, 3136, 0.05)
+    fc = target.features_extractor.linear[0]
+    event_driven_fc = next(layer for layer in target._event_driven_layers if isinstance(layer, SpikeDrivenLinear))
+    with torch.no_grad():
+        target.use_event_driven()
+        event_driven_fc(inputs)  # keeps fc's transposed weight
+        fc.weight.data.mul_(2)  # as SB3's polyak_update writes target networks: the version counter does not move
+        target.use_event_driven()
+        torch.testing.assert_close(event_driven_fc(inputs), fc(inputs), rtol=1e-5, atol=1e-5)
+
+
+def test_other_shapes_and_inference_mode_weights_take_the_dense_product(sparse_products):
+    with torch.inference_mode():
+        frozen = nn.Linear(300, 40)
+    linear = nn.Linear(300, 40)
+    inputs = spikes(6, 300, 0.05)
+    with torch.no_grad():
+        torch.testing.assert_close(SpikeDrivenLinear(linear)(inputs.view(2, 3, 300)), linear(inputs.view(2, 3, 300)))
+    with torch.inference_mode():
+        torch.testing.assert_close(SpikeDrivenLinear(frozen)(inputs), frozen(inputs))
+    assert sparse_products == []
+
+
 def test_only_large_spike_fed_linear_layers_are_made_event_driven():
     cnn = SpikingCnnPolicy(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6), lambda _: 1e-4).q_net
     assert cnn.event_driven_layer_names() == ["features_extractor.linear.0"]  # 3136 x 512; the 512 x 6 read-out stays dense

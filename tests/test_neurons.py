@@ -96,20 +96,33 @@ def test_fire_once_is_one_timestep_from_rest(grad):
         assert gradients[0] != 0 and torch.allclose(gradients[0], gradients[1])
 
 
-@pytest.mark.parametrize("leak", [1.0, 0.8])
 @pytest.mark.parametrize("timesteps", [2, 5])
-def test_fire_constant_is_the_loop_over_repeated_currents(leak, timesteps):
+def test_fire_constant_is_the_loop_over_repeated_currents(timesteps, monkeypatch):
     torch.manual_seed(0)
     currents = torch.randn(16, 50) * 1.5
-    currents[0, :6] = torch.tensor([0.35, 0.7, 0.175, 0.7 / 3, 2.1, 0.0])  # on and near threshold multiples
-    neuron = IFNeuron(threshold=0.7, leak=leak)
+    currents[0, :4] = torch.tensor([0.7, 2.1, 0.0, -1.0])  # at the threshold, far above it, zero, negative
+    neuron = IFNeuron(threshold=0.7)
     neuron.record = True
     with torch.no_grad():
         looped = neuron(currents.expand(timesteps, 16, 50))
+        monkeypatch.setattr(IFNeuron, "_infer", lambda *_: pytest.fail("fire_constant ran the timestep loop"))
         closed_form = neuron.fire_constant(currents, timesteps)
     assert closed_form.shape == (timesteps, 16, 50) and 0 < closed_form.mean() < 1
     assert torch.equal(looped, closed_form)
+    assert closed_form[:, 0, :4].tolist() == [[1.0, 1.0, 0.0, 0.0]] * timesteps
     assert neuron.spike_rate() == pytest.approx(float(looped.mean()))  # both calls recorded alike
+
+
+@pytest.mark.parametrize("kwargs", [dict(threshold=0.7, leak=0.8), dict(threshold=0.0)], ids=["leaky", "zero threshold"])
+def test_fire_constant_runs_the_loop_where_the_closed_form_does_not_hold(kwargs, monkeypatch):
+    currents = torch.randn(8, 20)
+    neuron = IFNeuron(**kwargs)
+    with torch.no_grad():
+        expected = neuron(currents.expand(3, 8, 20))
+        loops = []
+        infer = IFNeuron._infer
+        monkeypatch.setattr(IFNeuron, "_infer", lambda self, c: loops.append(1) or infer(self, c))
+        assert torch.equal(neuron.fire_constant(currents, 3), expected) and loops == [1]
 
 
 def test_fire_constant_keeps_the_surrogate_gradient():

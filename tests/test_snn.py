@@ -6,7 +6,13 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.torch_layers import NatureCNN
 from torch import nn
 
+from conftest import REPO
+from spikerl.config import load_preset
+from spikerl.convert import collect_observations
+from spikerl.envs import make_env
 from spikerl.errors import UsageError
+from spikerl.loading import load_agent
+from spikerl.neurons import IFNeuron
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy, set_timesteps
 
 BOX = gym.spaces.Box(-1, 1, (4,), np.float32)
@@ -106,3 +112,15 @@ def test_leak_is_clamped_after_every_optimizer_step():
     model = DQN(SpikingMlpPolicy, "CartPole-v1", policy_kwargs=dict(neuron_kwargs=dict(learn_leak=True, leak=1.5)))
     model.policy.optimizer.step()
     assert all(n.leak.item() == 1.0 for n in model.q_net.neurons().values())
+
+
+@pytest.mark.parametrize("env_id, states", [("CartPole-v1", 512), ("PongNoFrameskip-v4", 64)])
+def test_shipped_t5_agents_decide_the_same_with_the_first_layer_looped(env_id, states, monkeypatch):
+    preset = load_preset(env_id)
+    model = load_agent(str(REPO / "agents" / env_id / "T5.zip"), env_id, preset["env"], "cpu")
+    observations = torch.as_tensor(collect_observations(model, make_env(env_id, preset["env"], seed=1_000_000), states))
+    with torch.no_grad():
+        closed_form = model.q_net(observations)
+        monkeypatch.setattr(IFNeuron, "fire_constant", lambda neuron, currents, steps: neuron(currents.expand(steps, *currents.shape)))
+        looped = model.q_net(observations)
+    assert torch.equal(closed_form, looped)
