@@ -137,7 +137,7 @@ class IFNeuron(nn.Module):
         repeated = currents.expand(steps, *currents.shape)
         if torch.is_grad_enabled() or self.leak.item() != 1.0 or self.threshold.item() <= 0:
             return self(repeated)
-        rate = torch.clamp(currents / self.threshold, 0.0, 1.0)  # spikes per step, in the long run
+        rate = torch.clamp(currents / self.threshold, 0.0, 1.0).nan_to_num_(0.0)  # spikes per step (NaN: none, as in the loop)
         step = torch.arange(steps + 1, dtype=currents.dtype, device=currents.device).view(-1, *[1] * currents.dim())
         counts = torch.floor_(step * rate)  # N[0..T], [T + 1, B, ...]
         return self._observe(repeated, torch.sub(counts[1:], counts[:-1]))

@@ -44,20 +44,22 @@ def test_thresholds_are_layerwise_percentiles(cartpole_ann):
 
 
 def mostly_silent_network(positive_units: int) -> SpikingQNetwork:
-    """A 4 -> 64 -> 2 spiking network whose hidden currents are +1 on ``positive_units`` units, else -1."""
+    """A 4 -> 64 -> 2 spiking network whose hidden currents are +2 on ``positive_units`` units, else -1."""
     q_net = SpikingMlpPolicy(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2), lambda _: 1e-4, net_arch=[64], timesteps=2).q_net
     with torch.no_grad():
         hidden = q_net.q_net[0]
         hidden.weight.zero_()
         hidden.bias.fill_(-1.0)
-        hidden.bias[:positive_units] = 1.0
+        hidden.bias[:positive_units] = 2.0
     return q_net
 
 
 def test_mostly_negative_currents_take_the_percentile_of_the_positive_ones():
     q_net = mostly_silent_network(positive_units=5)  # 5 of 64 currents positive: the 90th percentile is -1
+    readout = q_net.q_net[2].weight.detach().clone()
     thresholds = set_thresholds(q_net, torch.rand(32, 4), percentile=90)
-    assert thresholds == {"q_net.1": 1.0}
+    assert thresholds == {"q_net.1": 2.0}
+    torch.testing.assert_close(q_net.q_net[2].weight.detach(), readout * 2.0)  # a spike stands for the threshold's current
 
 
 def test_a_layer_that_can_never_fire_is_refused():

@@ -100,7 +100,7 @@ def test_fire_once_is_one_timestep_from_rest(grad):
 def test_fire_constant_is_the_loop_over_repeated_currents(timesteps, monkeypatch):
     torch.manual_seed(0)
     currents = torch.randn(16, 50) * 1.5
-    currents[0, :4] = torch.tensor([0.7, 2.1, 0.0, -1.0])  # at the threshold, far above it, zero, negative
+    currents[0, :5] = torch.tensor([0.7, 2.1, 0.0, -1.0, float("nan")])  # at the threshold, far above, zero, below, NaN
     neuron = IFNeuron(threshold=0.7)
     neuron.record = True
     with torch.no_grad():
@@ -109,7 +109,7 @@ def test_fire_constant_is_the_loop_over_repeated_currents(timesteps, monkeypatch
         closed_form = neuron.fire_constant(currents, timesteps)
     assert closed_form.shape == (timesteps, 16, 50) and 0 < closed_form.mean() < 1
     assert torch.equal(looped, closed_form)
-    assert closed_form[:, 0, :4].tolist() == [[1.0, 1.0, 0.0, 0.0]] * timesteps
+    assert closed_form[:, 0, :5].tolist() == [[1.0, 1.0, 0.0, 0.0, 0.0]] * timesteps
     assert neuron.spike_rate() == pytest.approx(float(looped.mean()))  # both calls recorded alike
 
 
