@@ -7,7 +7,7 @@ with the ratio to the ANN of the same network and batch, and of T to T=1. Weight
 random: the dense path does the same work whatever the spikes are.
 
 With glibc's default allocator, tensors of 8 MB and more are mapped fresh on every call
-(NatureCNN at T=5, batch 32), which adds page faults (about 4% there); run with
+(NatureCNN at T=5, batch 32), which adds page faults (about 3-5% there); run with
 ``MALLOC_MMAP_THRESHOLD_=1000000000 MALLOC_TRIM_THRESHOLD_=1000000000`` to time the
 arithmetic alone.
 """

@@ -125,6 +125,8 @@ def train(
     if resume and not checkpoint.is_file():
         raise UsageError(f"nothing to resume in {out_dir} ({CHECKPOINT} missing); delete it and start again, or choose another --out")
     if not resume and previous is not None:
+        if not checkpoint.is_file():
+            raise UsageError(f"{out_dir} holds a run that stopped before its first checkpoint (nothing to resume); delete it or choose another --out")
         raise UsageError(f"{out_dir} already holds a run; continue it with --resume {out_dir}, delete it, or choose another --out")
     commands = (previous["commands"] if previous else []) + ([command] if command else [])
     with writable_folder(out_dir), atomic_path(out_dir / RUN_CONFIG) as temporary:

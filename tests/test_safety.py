@@ -126,6 +126,10 @@ def test_train_refuses_to_overwrite_a_run_and_resumes_it(tmp_path):
     from stable_baselines3 import DQN
 
     assert DQN.load(run / "checkpoint.zip").num_timesteps >= 900
+    (run / "checkpoint.zip").unlink()  # as after a hard kill before the first checkpoint
+    stale = run_cli("train", "-n", "600", "--out", str(run))
+    assert stale.returncode == 2 and stale.stderr.count("\n") == 1
+    assert "stopped before its first checkpoint (nothing to resume); delete it" in stale.stderr
 
 
 def test_killed_compress_resumes_after_its_last_stage(tmp_path):
