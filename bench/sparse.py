@@ -40,10 +40,9 @@ from timing import medians_ms
 LAYERS = {"CartPole hidden": (256, 256), "mid-size": (1024, 512), "NatureCNN fc": (3136, 512)}
 
 
-def sparse_paths(spikes: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
-    """The dense and sparse ways to compute ``spikes [B, in] -> [B, out]``, checked to agree."""
-    linear = nn.Linear(weight.shape[1], weight.shape[0])
-    linear.weight.data, linear.bias.data = weight, bias
+def sparse_paths(spikes: torch.Tensor, linear: nn.Linear) -> dict[str, Callable[[], torch.Tensor]]:
+    """The dense and sparse ways to compute ``linear(spikes)``, ``[B, in] -> [B, out]``, checked to agree."""
+    weight, bias = linear.weight.detach(), linear.bias.detach()
     event_driven = SpikeDrivenLinear(linear, max_input_density=1.0)  # always the sparse product
     paths = {"dense": lambda: F.linear(spikes, weight, bias), "csr": lambda: event_driven(spikes)}
     if len(spikes) == 1:
@@ -90,13 +89,12 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats} runs (ms); ratio = path / dense")
     print(f"{'layer':<16} {'in->out':>10} {'rate':>5} {'batch':>5} {'dense':>8} {'gather':>8} {'ratio':>6} {'csr':>8} {'ratio':>6}")
     for name, (inputs, outputs) in LAYERS.items():
-        layer = torch.nn.Linear(inputs, outputs)
-        weight, bias = layer.weight.detach(), layer.bias.detach()
+        layer = nn.Linear(inputs, outputs)
         for rate in (float(r) for r in args.rates.split(",")):
             for batch in (1, 32):
                 spikes = (torch.rand(batch, inputs) < rate).float()
                 with torch.no_grad():
-                    ms = medians_ms(sparse_paths(spikes, weight, bias), args.repeats)
+                    ms = medians_ms(sparse_paths(spikes, layer), args.repeats)
                 gather = f"{ms['gather']:>8.4f} {ms['gather'] / ms['dense']:>6.2f}" if "gather" in ms else f"{'-':>8} {'-':>6}"
                 print(
                     f"{name:<16} {f'{inputs}->{outputs}':>10} {rate:>5.2f} {batch:>5} {ms['dense']:>8.4f} "
