@@ -27,7 +27,7 @@ from spikerl.evaluate import evaluate_agent
 from spikerl.loading import load_agent
 from spikerl.policy import SpikingMlpPolicy, set_timesteps
 from spikerl.report import write_report
-from spikerl.retrain import OBJECTIVES, make_retrainer
+from spikerl.retrain import OBJECTIVES, TD_EVAL_SEED_OFFSET, make_retrainer, td_dqn_kwargs
 from spikerl.snn import check_timesteps
 
 
@@ -140,7 +140,7 @@ def compress(
     started = time.perf_counter()
     calibration = collect_observations(ann, env, int(settings.get("calibration_samples", 512)), rng=np.random.default_rng(seed))
     # The student carries the preset's TD settings; distillation needs no replay buffer.
-    dqn_kwargs = dict(settings.get("td", {}), seed=seed)
+    dqn_kwargs = dict(td_dqn_kwargs(settings.get("td", {})), seed=seed)
     if objective == "distill":
         dqn_kwargs["buffer_size"] = 1
     student = convert(ann, env, calibration, schedule[0], percentile, settings.get("neuron_kwargs"), **dqn_kwargs)
@@ -149,7 +149,7 @@ def compress(
     elif not any(row["stage"] == "converted" for row in results["rows"]):
         record("converted", schedule[0], student, started)
 
-    retrainer = make_retrainer(objective, ann, student, env, settings, seed, progress)
+    retrainer = make_retrainer(objective, ann, student, env, settings, seed, progress, lambda: make_env(env_id, preset["env"], seed=seed + TD_EVAL_SEED_OFFSET))
     for timesteps in schedule:
         if timesteps in done:
             continue

@@ -13,12 +13,13 @@ from typing import Any
 
 from spikerl.checkpoints import write_text
 from spikerl.config import RESULTS_JSON
-from spikerl.energy import LayerCost, decision_cost, layer_costs
+from spikerl.energy import LayerCost, decision_cost, energy_ratios, layer_costs
 
 
 def network_costs(results: dict[str, Any], out_dir: Path) -> list[LayerCost]:
-    """The per-layer MACs stored in the results, or computed from ``out_dir/ann.zip``."""
-    if "layers" not in results:
+    """The per-layer MACs stored in the results, or computed from ``out_dir/ann.zip`` (also when
+    the stored ones predate the input sizes)."""
+    if "layers" not in results or any("inputs" not in layer for layer in results["layers"]):
         from spikerl.config import load_preset
         from spikerl.loading import load_agent
 
@@ -29,11 +30,9 @@ def network_costs(results: dict[str, Any], out_dir: Path) -> list[LayerCost]:
 
 
 def add_costs(results: dict[str, Any], costs: list[LayerCost]) -> None:
-    """Give every row its operations, energy per decision and the ANN/SNN energy ratio."""
-    ann_energy = decision_cost(costs)["energy_pj"]
+    """Give every row its operations, energy per decision and the ANN/SNN energy ratios."""
     for row in results["rows"]:
-        row["cost"] = decision_cost(costs, row["spike_rates"], row["T"])
-        row["cost"]["ann_energy_ratio"] = ann_energy / row["cost"]["energy_pj"]
+        row["cost"] = {**decision_cost(costs, row["spike_rates"], row["T"]), **energy_ratios(costs, row["spike_rates"], row["T"])}
 
 
 def _spike_rates(rates: dict[str, float]) -> str:
@@ -51,11 +50,13 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Objective `{results['objective']}`, {results['steps_per_stage']} steps per stage, "
         f"conversion percentile {results['percentile']}, seed {results['seed']}.",
         "Energy per decision: MAC 4.6 pJ, AC 0.9 pJ (45 nm); SNN layers after the first cost "
-        "MACs x input spike rate x T accumulates (see spikerl/energy.py).",
+        "MACs x input spike rate x T accumulates; with memory, every byte of weights, biases, membrane potentials "
+        "and activations read or written costs 24.96 pJ (see spikerl/energy.py).",
         "",
         "| stage | T | mean reward | std | mean length | spike rate per layer | MACs | ACs | energy / decision (nJ) "
-        "| ANN / this energy | membrane values kept | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| ANN / this energy "
+        "| with memory (nJ) | ANN / this, with memory | membrane values kept | wall time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["rows"]:
         cost = row["cost"]
@@ -63,7 +64,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"| {row['stage']} | {row['T'] if row['T'] is not None else '-'} | {row['mean_reward']:.2f} | {row['std_reward']:.2f} "
             f"| {sum(row['lengths']) / len(row['lengths']):.1f} | {_spike_rates(row['spike_rates'])} "
             f"| {cost['macs']:,.0f} | {cost['acs']:,.0f} | {cost['energy_pj'] / 1000:.1f} | {cost['ann_energy_ratio']:.1f}x "
-            f"| {cost['membrane_values']:,} | {row['wall_time_s']:.1f} |"
+            f"| {cost['total_energy_pj'] / 1000:.1f} | {cost['ann_total_energy_ratio']:.1f}x | {cost['membrane_values']:,} | {row['wall_time_s']:.1f} |"
         )
     plots = results.get("plots", [])
     lines += ["", *[f"![{Path(p).stem}]({p})" for p in plots], "", "Commands:", "", "```", *results["commands"], "```", ""]

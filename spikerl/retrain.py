@@ -17,12 +17,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from stable_baselines3 import DQN
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm.auto import tqdm
 
@@ -37,13 +39,89 @@ class Retrainer(Protocol):
 
 
 class TDRetrainer:
-    """The paper's objective: DQN's TD loss through SB3's ``learn`` loop."""
+    """The paper's objective: DQN's TD loss through SB3's ``learn`` loop, stage by stage.
 
-    def __init__(self, student: DQN, progress: bool = True):
-        self.student, self.progress = student, progress
+    :param teacher: the ANN agent, whose rollouts can fill the replay buffer first
+    :param student: the spiking agent (trained in place); its DQN settings (learning rate,
+        target network interval, exploration, ...) come from the preset's ``td`` section
+    :param teacher_transitions: transitions of teacher rollouts put in the replay buffer
+        before the first stage
+    :param teacher_epsilon: exploration rate of those rollouts
+    :param fresh_optimizer: start every stage with fresh Adam moments (as the authors do)
+    :param eval_env: environment (seeded apart from the evaluation seeds) on which the student is
+        evaluated every ``eval_freq`` agent steps; each stage ends with the weights that scored
+        best there (as ``spikerl train`` keeps the ANN's best checkpoint); None: the last weights
+    :param eval_episodes: greedy episodes of those evaluations
+    :param seed: seed of the teacher rollouts' exploration
+    """
+
+    def __init__(
+        self,
+        teacher: DQN,
+        student: DQN,
+        teacher_transitions: int = 0,
+        teacher_epsilon: float = 0.1,
+        fresh_optimizer: bool = False,
+        eval_env: VecEnv | None = None,
+        eval_freq: int = 1000,
+        eval_episodes: int = 5,
+        seed: int = 0,
+        progress: bool = True,
+    ):
+        self.teacher, self.student, self.progress = teacher, student, progress
+        self.fresh_optimizer = fresh_optimizer
+        self.eval_env, self.eval_freq, self.eval_episodes = eval_env, eval_freq, eval_episodes
+        if teacher_transitions:
+            self._add_teacher_transitions(teacher_transitions, teacher_epsilon, np.random.default_rng(seed))
+
+    def _add_teacher_transitions(self, n_transitions: int, epsilon: float, rng: np.random.Generator) -> None:
+        """Roll out the teacher epsilon-greedily in the student's env, storing into its replay buffer."""
+        student, env = self.student, self.student.get_env()
+        student._last_obs = env.reset()
+        for _ in range(-(-n_transitions // env.num_envs)):
+            actions, _ = self.teacher.predict(student._last_obs, deterministic=True)
+            explore = rng.random(env.num_envs) < epsilon
+            actions = np.where(explore, rng.integers(env.action_space.n, size=env.num_envs), actions)
+            new_obs, rewards, dones, infos = env.step(actions)
+            student._store_transition(student.replay_buffer, actions, new_obs, rewards, dones, infos)
 
     def retrain(self, steps: int) -> None:
-        self.student.learn(steps, reset_num_timesteps=False, progress_bar=self.progress)
+        if self.fresh_optimizer:
+            self.student.policy.optimizer.state.clear()
+        q_net = self.student.q_net
+        self.student.q_net_target.load_state_dict(q_net.state_dict())
+        best = _BestWeights()
+        evaluation = None
+        if self.eval_env is not None:
+            evaluation = EvalCallback(self.eval_env, callback_on_new_best=best, n_eval_episodes=self.eval_episodes, eval_freq=self.eval_freq, verbose=0)
+        self.student.learn(steps, callback=evaluation, reset_num_timesteps=False, progress_bar=self.progress)
+        if best.state is not None:
+            q_net.load_state_dict(best.state)
+            self.student.q_net_target.load_state_dict(best.state)
+
+
+class _BestWeights(BaseCallback):
+    """Called by ``EvalCallback`` on a new best mean reward: keeps a copy of the Q-network's weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def _on_step(self) -> bool:
+        self.state = {name: value.clone() for name, value in self.model.q_net.state_dict().items()}
+        return True
+
+
+#: Seeds of ``td``'s in-stage evaluation environment: the training seed plus this (below the evaluation seeds).
+TD_EVAL_SEED_OFFSET = 100_000
+
+#: Keys of the preset's ``td`` section that configure ``TDRetrainer``; the others are ``DQN`` arguments.
+TD_RETRAINER_OPTIONS = ("teacher_transitions", "teacher_epsilon", "fresh_optimizer", "keep_best", "eval_freq", "eval_episodes")
+
+
+def td_dqn_kwargs(td_settings: dict[str, Any]) -> dict[str, Any]:
+    """The ``DQN`` keyword arguments of the preset's ``td`` section (without ``TDRetrainer``'s)."""
+    return {key: value for key, value in td_settings.items() if key not in TD_RETRAINER_OPTIONS}
 
 
 class DistillationRetrainer:
@@ -129,9 +207,15 @@ class DistillationRetrainer:
         self.student.q_net_target.load_state_dict(q_net.state_dict())
 
 
-def make_retrainer(objective: str, teacher: DQN, student: DQN, env: VecEnv, settings: dict[str, Any], seed: int, progress: bool) -> Retrainer:
-    """The retrainer for ``objective``, configured by the preset's ``compress`` section."""
+def make_retrainer(
+    objective: str, teacher: DQN, student: DQN, env: VecEnv, settings: dict[str, Any], seed: int, progress: bool,
+    make_eval_env: Callable[[], VecEnv] | None = None,
+) -> Retrainer:
+    """The retrainer for ``objective``, configured by the preset's ``compress`` section
+    (``make_eval_env``: the environment of ``td``'s in-stage evaluations with ``keep_best``)."""
     if objective == "td":
-        return TDRetrainer(student, progress)
+        td = {key: value for key, value in settings.get("td", {}).items() if key in TD_RETRAINER_OPTIONS}
+        eval_env = make_eval_env() if td.pop("keep_best", False) and make_eval_env is not None else None
+        return TDRetrainer(teacher, student, eval_env=eval_env, seed=seed, progress=progress, **td)
     distill = {"teacher_states": int(settings.get("teacher_states", 5000)), **settings.get("distill", {})}
     return DistillationRetrainer(teacher, student, env, seed=seed, progress=progress, **distill)
