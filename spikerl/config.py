@@ -13,25 +13,35 @@ A preset has four sections, each a plain mapping:
 from __future__ import annotations
 
 import copy
+import importlib.resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from spikerl.errors import UsageError
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "envs"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 SECTIONS = ("env", "train", "compress", "evaluate")
+
+
+def preset_dir() -> Traversable:
+    """The presets: package data ``spikerl/presets`` of an installed wheel (the build maps the
+    source's top-level ``envs/`` there), else ``envs/`` beside the package in a source checkout."""
+    installed = importlib.resources.files("spikerl") / "presets"
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "envs"
 
 
 def available_presets() -> list[str]:
     """Environment ids that have a preset file."""
-    return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
+    return sorted(entry.name.removesuffix(".yaml") for entry in preset_dir().iterdir() if entry.name.endswith(".yaml"))
 
 
 def load_preset(env_id: str, path: str | Path | None = None) -> dict[str, Any]:
     """Read the preset for ``env_id`` (or the YAML file at ``path``) as a dict of sections."""
-    preset_path = Path(path) if path is not None else PRESET_DIR / f"{env_id}.yaml"
+    preset_path = Path(path) if path is not None else preset_dir() / f"{env_id}.yaml"
     if not preset_path.is_file():
         raise UsageError(
             f"no preset for env '{env_id}' ({preset_path} not found); "
