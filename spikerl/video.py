@@ -8,6 +8,7 @@ rendering (for Atari the full-colour screen), one per agent step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -23,6 +24,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from spikerl.envs import EVAL_SEED_BASE, check_agent_fits, make_env
 from spikerl.errors import UsageError
+from spikerl.settings import EnvSettings
 from spikerl.snn import SpikingQNetwork
 
 FORMATS = ("mp4", "gif")
@@ -33,7 +35,7 @@ MIN_HEIGHT = 400
 def record_videos(
     model: DQN,
     env_id: str,
-    env_config: dict[str, Any],
+    env_config: EnvSettings,
     out_dir: str | Path,
     episodes: int = 1,
     seed: int = EVAL_SEED_BASE,
@@ -62,8 +64,8 @@ def record_videos(
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot write to video folder {out_dir} ({error.strerror or error}); choose a writable --video") from None
-    env_config = {**env_config, "env_kwargs": {**(env_config.get("env_kwargs") or {}), "render_mode": "rgb_array"}}
-    frames_per_step = int(env_config.get("wrapper_kwargs", {}).get("frame_skip", 4)) if env_config.get("atari") else 1
+    env_config = dataclasses.replace(env_config, env_kwargs={**env_config.env_kwargs, "render_mode": "rgb_array"})
+    frames_per_step = int(env_config.wrapper_kwargs.get("frame_skip", 4)) if env_config.atari else 1
     for k, path in enumerate(paths):
         env = make_env(env_id, env_config, seed=seed + k)
         check_agent_fits(model, env, env_id)
