@@ -34,7 +34,7 @@ treats currents and spikes as on-chip signal flow) and not the output accumulato
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -51,13 +51,15 @@ SPIKE_BYTES = 1 / 8  # one bit per neuron per timestep
 class LayerCost:
     """One weighted layer: its name, MACs per observation, the activation layer that feeds it
     (``None`` for the first layer, which sees the observation), its output and input sizes
-    and whether it adds a bias."""
+    and whether it adds a bias. ``inputs`` is None in results written before it was stored;
+    ``decision_cost`` then takes the previous layer's outputs, and the fan-in of the first
+    layer (its input size if it is a ``Linear``; an undercount for a first ``Conv2d``)."""
 
     name: str
     macs: int
     input_layer: str | None
     outputs: int
-    inputs: int
+    inputs: int | None = None
     bias: bool = True
 
 
@@ -108,6 +110,7 @@ def decision_cost(
     ``memory_bytes``), costing ``memory_energy_pj``. ``total_energy_pj`` = compute + memory.
     ``membrane_values`` is the number of potentials kept between timesteps.
     """
+    costs = _with_input_sizes(costs)
     if timesteps is None:
         macs, acs = sum(c.macs for c in costs), 0.0
         bias_values = sum(c.outputs for c in costs if c.bias)
@@ -135,6 +138,16 @@ def decision_cost(
         **memory, "memory_bytes": memory_bytes, "memory_energy_pj": memory_bytes * memory_pj_per_byte,
         "total_energy_pj": compute_pj + memory_bytes * memory_pj_per_byte,
     }
+
+
+def _with_input_sizes(costs: list[LayerCost]) -> list[LayerCost]:
+    """``costs`` with every ``inputs`` filled in (see ``LayerCost``)."""
+    filled = []
+    for index, cost in enumerate(costs):
+        if cost.inputs is None:
+            cost = replace(cost, inputs=costs[index - 1].outputs if index else cost.macs // cost.outputs)
+        filled.append(cost)
+    return filled
 
 
 def energy_ratios(costs: list[LayerCost], spike_rates: dict[str, float], timesteps: int | None) -> dict[str, float]:

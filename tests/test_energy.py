@@ -70,7 +70,7 @@ def test_report_rewrites_markdown_and_plots(tmp_path):
     assert "energy / decision" in text and "| ANN | - |" in text
     for name in ("reward_vs_T.png", "spike_rates.png", "energy.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
-    assert all(row["cost"]["ann_energy_ratio"] > 0 for row in results["rows"])
+    assert all(row.cost["ann_energy_ratio"] > 0 for row in results.rows)
 
 
 def _spiking_net(timesteps: int):
@@ -151,16 +151,16 @@ def test_compute_and_memory_energy_match_spikingjelly(timesteps):
 def test_shipped_cartpole_energy_with_memory():
     """The shipped CartPole agents' energy with memory, from their stored spike rates: weights
     dominate, so T=1 saves far less with memory counted than compute alone suggests."""
-    import json
-
     from conftest import SHIPPED_CARTPOLE
-    from spikerl.energy import energy_ratios
-    from spikerl.report import network_costs
 
-    results = json.loads((SHIPPED_CARTPOLE / "results.json").read_text())
-    costs = network_costs(results, SHIPPED_CARTPOLE)
+    from spikerl.energy import energy_ratios
+    from spikerl.results import read_results
+
+    results = read_results(SHIPPED_CARTPOLE)
+    costs = results.layer_costs()
     ann = decision_cost(costs)
     assert ann["weight_bytes"] == 67072 * 4 and ann["bias_bytes"] == 514 * 4
-    t1 = next(row for row in results["rows"] if row["T"] == 1)
-    ratios = energy_ratios(costs, t1["spike_rates"], 1)
+    t1 = next(row for row in results.with_costs().rows if row.T == 1)
+    ratios = energy_ratios(costs, t1.spike_rates, 1)
     assert ratios["ann_energy_ratio"] > 10 > ratios["ann_total_energy_ratio"] > 1
+    assert t1.cost["ann_total_energy_ratio"] == pytest.approx(ratios["ann_total_energy_ratio"])
