@@ -137,7 +137,7 @@ def test_resume_refuses_other_settings(tiny_run, capsys, tmp_path):
 def test_td_objective_retrains_every_stage(tmp_path, capsys):
     """The paper's TD objective on a tiny budget: every stage is trained by SB3's loop and recorded."""
     preset = yaml.safe_load(open(REPO / "envs" / "CartPole-v1.yaml"))
-    preset["compress"]["td"]["dqn"].update(learning_starts=20, buffer_size=500, batch_size=16, train_freq=1)
+    preset["compress"]["td"]["dqn"].update(learning_starts=20, buffer_size=500, batch_size=16, train_freq=1, gradient_steps=1)
     preset["compress"]["td"].update(teacher_transitions=50)
     config = tmp_path / "td.yaml"
     config.write_text(yaml.safe_dump(preset))
