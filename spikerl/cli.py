@@ -16,6 +16,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("-n", "--n-timesteps", type=int, help="agent steps (default: the preset's)")
     parser.add_argument("--out", help="run folder (default: runs/<env>_<seed>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    parser.add_argument("--force", action="store_true", help="start over in --out even if it holds a run or results (they are replaced)")
     _add_common(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     parser.set_defaults(run=_run_train)
@@ -40,7 +41,7 @@ def _run_train(args: argparse.Namespace) -> None:
     _set_threads(args, preset)
     ann = train(
         env_id, preset, out, seed=seed, n_timesteps=args.n_timesteps, device=args.device,
-        resume=bool(args.resume), progress=args.progress, command=_command_line(),
+        resume=bool(args.resume), force=args.force, progress=args.progress, command=_command_line(),
     )
     print(f"ANN agent: {ann}")
 
@@ -195,11 +196,13 @@ def _run_report(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from spikerl.config import RESULTS_JSON
+    from spikerl.locks import folder_lock
     from spikerl.report import write_report
 
     if not (Path(args.dir) / RESULTS_JSON).is_file():
         raise UsageError(f"{args.dir} holds no results.json; pass the --out folder of 'spikerl compress'")
-    write_report(args.dir)
+    with folder_lock(args.dir):
+        write_report(args.dir)
     print(f"wrote {Path(args.dir) / 'results.md'} and its plots")
 
 
@@ -207,6 +210,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("export", help="write a T=1 spiking agent as a NIR graph for neuromorphic hardware")
     _add_agent_arguments(parser, "spiking T=1 checkpoint (.zip), e.g. T1.zip from 'spikerl compress'")
     parser.add_argument("--out", required=True, help="NIR file to write (HDF5), e.g. agent.nir")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.set_defaults(run=_run_export)
 
 
@@ -217,7 +221,7 @@ def _run_export(args: argparse.Namespace) -> None:
 
     env_id = env_of_agent(args.agent, args.env)
     model = load_agent(args.agent, env_id, load_preset(env_id, args.config)["env"], "cpu")
-    graph = export_nir(model, args.out)
+    graph = export_nir(model, args.out, force=args.force)
     print(f"wrote {args.out}: {len(graph.nodes)} NIR nodes ({', '.join(type(node).__name__ for node in graph.nodes.values())})")
 
 

@@ -25,6 +25,7 @@ from spikerl.envs import EVAL_SEED_BASE, check_training_seed, make_env
 from spikerl.errors import UsageError
 from spikerl.evaluate import evaluate_agent
 from spikerl.loading import load_agent
+from spikerl.locks import holds_folder_lock
 from spikerl.policy import SpikingMlpPolicy, set_timesteps
 from spikerl.report import write_report
 from spikerl.retrain import OBJECTIVES, make_retrainer
@@ -59,6 +60,7 @@ def _resumable(previous: dict[str, Any], results: dict[str, Any], out_dir: Path)
     return done
 
 
+@holds_folder_lock("out_dir")
 def compress(
     agent: str | Path,
     env_id: str,

@@ -11,10 +11,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from spikerl.checkpoints import atomic_path  # noqa: E402
+
 
 def _save(figure: Any, path: Path) -> str:
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)
     plt.close(figure)
     return path.name
 

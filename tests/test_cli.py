@@ -27,7 +27,7 @@ def tiny_run(tmp_path_factory):
 
 def test_train_writes_a_loadable_ann(tiny_run):
     run = tiny_run / "run"
-    for name in ("ann.zip", "checkpoint.zip", "config.yaml", "0.monitor.csv", "training_curve.png"):
+    for name in ("ann.zip", "checkpoint.json", "config.yaml", "0.monitor.csv", "training_curve.png"):
         assert (run / name).is_file(), name
 
 
