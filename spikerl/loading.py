@@ -56,6 +56,8 @@ MAX_TIMESTEPS = 64
 MAX_LAYERS = 16
 MAX_LAYER_SIZE = 8192
 MAX_PARAMETERS = 50_000_000  # weights of the fully connected layers
+#: Any entry larger than the biggest network allowed (twice: Q-network and target) is refused at once.
+MAX_ENTRY_BYTES = 2 * 4 * MAX_PARAMETERS + MAX_DATA_BYTES
 
 
 def _policy_class(data: dict[str, Any], path: Path) -> type:
@@ -105,6 +107,13 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
     if not {"data", "policy.pth"} <= set(archive.namelist()):
         archive.close()
         raise UsageError(f"{path} is not a Stable-Baselines3 checkpoint (no data/policy.pth inside); pass an SB3 DQN .zip")
+    largest = max(archive.infolist(), key=lambda info: info.file_size)
+    if largest.file_size > MAX_ENTRY_BYTES:
+        archive.close()
+        raise UsageError(
+            f"{path}: its {largest.filename} declares {largest.file_size:,} bytes, more than any agent spikerl loads ({MAX_ENTRY_BYTES:,}); "
+            "the file is damaged or not an agent"
+        )
     return archive
 
 

@@ -197,14 +197,14 @@ def train(
     with folder_lock(out_dir):
         if resume:
             run_id, previous = read_index(out_dir)["run_id"], read_run_config(out_dir)
-            _repair_monitor(out_dir / MONITOR)
         else:
             _check_fresh_folder(out_dir, force)
             run_id, previous = new_run_id(), None
         commands = (previous["commands"] if previous else []) + ([command] if command else [])
         run_config = {"env_id": env_id, "seed": seed, "commands": commands, **preset, "train": {**train_cfg, "n_timesteps": total_timesteps}}
 
-        env = make_env(env_id, preset["env"], seed=seed, monitor_dir=str(out_dir))
+        # A resumed run's state is loaded and checked before the monitored env opens the folder's files.
+        env = make_env(env_id, preset["env"], seed=seed, monitor_dir=None if resume else str(out_dir))
         eval_env = make_env(env_id, preset["env"], seed=EVAL_SEED_BASE)
         try:
             model = DQN(train_cfg["policy"], env, seed=seed, device=device, verbose=0, **train_cfg.get("dqn", {}))
@@ -223,6 +223,10 @@ def train(
                 _restore_evaluations(evaluation, out_dir / EVALUATIONS)
                 evaluation.best_mean_reward = best_mean_reward(out_dir, run_id) or -np.inf
                 evaluation.n_calls = model.num_timesteps  # evaluations stay at multiples of eval_freq
+                _repair_monitor(out_dir / MONITOR)
+                env.close()
+                env = make_env(env_id, preset["env"], seed=seed, monitor_dir=str(out_dir))
+                model.set_env(env)  # the resumed run starts a new episode (seeded as the first one)
             evaluation.callback_on_new_best = SaveBestCallback(out_dir, run_id)
             evaluation.callback_on_new_best.parent = evaluation
             with atomic_path(out_dir / RUN_CONFIG) as temporary:

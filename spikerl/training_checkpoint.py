@@ -9,7 +9,7 @@ NumPy arrays, read back with ``torch.load(weights_only=True)``, ``json`` and
 Files in the run folder (``N`` is the step count the checkpoint was taken at):
 
 ``checkpoint.json``        the index, written last: format, run id, ``num_timesteps`` = N,
-                           whether a replay buffer was saved, SB3's counters (``_n_updates``,
+                           whether a replay buffer was saved, the SHA-256 of the files below, SB3's counters (``_n_updates``,
                            ``_n_calls``, ``_episode_num``, progress, exploration rate, recent
                            episode statistics) and the random states (Python, NumPy, the
                            action space's generator)
@@ -33,6 +33,7 @@ do not run across it). Everything else continues as if the run had not stopped.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import pickle
 import random
@@ -73,16 +74,21 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
     tensors = {"policy": model.policy.state_dict(), "optimizer": model.policy.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
     if torch.cuda.is_available() and model.device.type == "cuda":
         tensors["cuda_rng"] = torch.cuda.get_rng_state_all()
+    digests = {}
     with atomic_path(folder / WEIGHTS.format(step)) as temporary:
         torch.save(tensors, temporary)
+        digests["weights"] = file_sha256(temporary)
     if with_replay_buffer:
         with atomic_path(folder / REPLAY_BUFFER.format(step)) as temporary, open(temporary, "wb") as file:
             np.savez(file, **_buffer_arrays(model))
+            file.close()
+            digests["replay_buffer"] = file_sha256(temporary)
     numpy_state = np.random.get_state()
     write_json(folder / INDEX, {
         "format": FORMAT,
         "run_id": run_id,
         "replay_buffer": with_replay_buffer,
+        "sha256": digests,
         "counters": {name: getattr(model, name) for name in COUNTERS},
         "episodes": {
             "info": [{key: float(value) for key, value in info.items()} for info in model.ep_info_buffer or []],
@@ -95,6 +101,23 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
         },
     })
     _remove_other_steps(folder, step)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of the file at ``path`` (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_digest(path: Path, expected: str) -> None:
+    """``UsageError`` unless the file at ``path`` exists and has the SHA-256 the index recorded."""
+    if not path.is_file():
+        raise UsageError(f"{path} is missing, so the run cannot resume; delete the run folder and start again")
+    if file_sha256(path) != expected:
+        raise UsageError(f"{path} is damaged (its SHA-256 differs from the one recorded in {INDEX}); delete the run folder and start again")
 
 
 def _buffer_arrays(model: DQN) -> dict[str, np.ndarray]:
@@ -138,6 +161,9 @@ def read_index(folder: Path) -> dict[str, Any]:
             raise ValueError("bad counters")
         if not all(isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) for value in counters.values()):
             raise ValueError("non-numeric counters")
+        digests = index["sha256"]
+        if not isinstance(digests, dict) or not isinstance(digests["weights"], str) or (index["replay_buffer"] and not isinstance(digests["replay_buffer"], str)):
+            raise ValueError("bad file digests")
         if not isinstance(episodes["info"], list) or not isinstance(episodes["success"], list) or not isinstance(rng, dict):
             raise ValueError("bad episode statistics")
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -155,6 +181,9 @@ def load_checkpoint(model: DQN, folder: Path) -> dict[str, Any]:
     index = read_index(folder)
     counters = index["counters"]
     step = counters["num_timesteps"]
+    _check_digest(folder / WEIGHTS.format(step), index["sha256"]["weights"])
+    if index["replay_buffer"]:
+        _check_digest(folder / REPLAY_BUFFER.format(step), index["sha256"]["replay_buffer"])
     tensors = _load_tensors(folder / WEIGHTS.format(step), ("policy", "optimizer", "torch_rng"))
     _load_policy(model, tensors["policy"], folder / WEIGHTS.format(step))
     configured_learning_starts = model.learning_starts
