@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import signal
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ def _restore_evaluations(callback: EvalCallback, path: Path) -> None:
             raise ValueError("arrays of inconsistent shapes")
         if not (np.isfinite(results).all() and np.isfinite(timesteps).all()):
             raise ValueError("non-finite values")
-    except (OSError, ValueError, KeyError, EOFError) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise UsageError(f"{path} is damaged ({error}); delete it to resume with a fresh evaluation log") from None
     callback.evaluations_timesteps = timesteps.tolist()
     callback.evaluations_results = results.tolist()

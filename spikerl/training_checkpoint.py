@@ -9,7 +9,8 @@ NumPy arrays, read back with ``torch.load(weights_only=True)``, ``json`` and
 Files in the run folder (``N`` is the step count the checkpoint was taken at):
 
 ``checkpoint.json``        the index, written last: format, run id, ``num_timesteps`` = N,
-                           whether a replay buffer was saved, the SHA-256 of the files below, SB3's counters (``_n_updates``,
+                           whether a replay buffer was saved, the SHA-256 of the files below
+                           and of the index itself (``index_sha256``), SB3's counters (``_n_updates``,
                            ``_n_calls``, ``_episode_num``, progress, exploration rate, recent
                            episode statistics) and the random states (Python, NumPy, the
                            action space's generator)
@@ -84,7 +85,7 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
             file.close()
             digests["replay_buffer"] = file_sha256(temporary)
     numpy_state = np.random.get_state()
-    write_json(folder / INDEX, {
+    write_json(folder / INDEX, with_index_digest({
         "format": FORMAT,
         "run_id": run_id,
         "replay_buffer": with_replay_buffer,
@@ -99,8 +100,14 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
             "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
             "action_space": model.action_space.np_random.bit_generator.state,
         },
-    })
+    }))
     _remove_other_steps(folder, step)
+
+
+def with_index_digest(index: dict[str, Any]) -> dict[str, Any]:
+    """``index`` with ``index_sha256``: the SHA-256 of its other fields as canonical JSON."""
+    fields = {key: value for key, value in index.items() if key != "index_sha256"}
+    return {**fields, "index_sha256": hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()}
 
 
 def file_sha256(path: Path) -> str:
@@ -154,6 +161,8 @@ def read_index(folder: Path) -> dict[str, Any]:
         if path.stat().st_size > MAX_INDEX_BYTES:
             raise ValueError(f"larger than {MAX_INDEX_BYTES} bytes")
         index = json.loads(path.read_text())
+        if not isinstance(index, dict) or with_index_digest(index) != index:
+            raise ValueError("its content differs from its recorded SHA-256")
         counters, rng, episodes = index["counters"], index["rng"], index["episodes"]
         if index["format"] != FORMAT or not isinstance(index["run_id"], str) or not isinstance(index["replay_buffer"], bool):
             raise ValueError("unknown format")
@@ -235,6 +244,10 @@ def _load_tensors(path: Path, required: tuple[str, ...]) -> dict[str, Any]:
     if not path.is_file():
         raise UsageError(f"{path} is missing, so the run cannot resume; delete the run folder and start again")
     try:
+        with zipfile.ZipFile(path) as archive:  # torch's format is a zip: check every entry's CRC first
+            damaged_entry = archive.testzip()
+        if damaged_entry is not None:
+            raise ValueError(f"bad CRC in {damaged_entry}")
         tensors = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile, AttributeError, TypeError) as error:
         raise UsageError(f"{path} is damaged ({type(error).__name__}); delete the run folder and start again") from None
