@@ -33,10 +33,12 @@ import torch
 from stable_baselines3 import DQN
 from stable_baselines3.dqn.policies import CnnPolicy, DQNPolicy
 
-from spikerl.config import RESULTS_JSON, available_presets, read_run_config
+from spikerl.config import available_presets, read_run_config
 from spikerl.envs import check_env_id, make_env
 from spikerl.errors import UsageError
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
+from spikerl.run_folder import RunFolder
+from spikerl.settings import MAX_TIMESTEPS, EnvSettings
 
 POLICIES = {
     ("stable_baselines3.dqn.policies", "DQNPolicy"): DQNPolicy,
@@ -52,7 +54,6 @@ HYPERPARAMETERS = (
 #: Bounds for untrusted agents, far above anything spikerl trains (CartPole 256x256, Pong NatureCNN).
 MAX_DATA_BYTES = 16 << 20  # the SB3 "data" JSON (Pong's: 0.25 MB)
 WEIGHTS_OVERHEAD_BYTES = 1 << 20  # torch's file format around the tensors
-MAX_TIMESTEPS = 64
 MAX_LAYERS = 16
 MAX_LAYER_SIZE = 8192
 MAX_PARAMETERS = 50_000_000  # weights of the fully connected layers
@@ -142,8 +143,12 @@ def _read_data(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_weights(archive: zipfile.ZipFile, path: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The ``policy.pth`` tensors, read only if their declared sizes fit the ``expected`` network."""
+def _read_weights(archive: zipfile.ZipFile, path: Path, expected: dict[str, torch.Tensor], saved_names: set[str]) -> dict[str, torch.Tensor]:
+    """The ``policy.pth`` tensors, read only if their declared sizes fit the ``expected`` network.
+
+    The names must be all of ``expected``'s, or ``saved_names`` (a spiking policy saves its
+    target network only where it differs from the Q-network).
+    """
     limit = 2 * sum(tensor.numel() * tensor.element_size() for tensor in expected.values()) + WEIGHTS_OVERHEAD_BYTES
     what = "the network these settings describe"
     raw = _read_entry(archive, "policy.pth", limit, path, what)
@@ -158,7 +163,7 @@ def _read_weights(archive: zipfile.ZipFile, path: Path, expected: dict[str, torc
         weights = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError, IndexError, KeyError, zipfile.BadZipFile) as error:
         raise _damaged(path, error) from None
-    if not isinstance(weights, dict) or set(weights) != set(expected):
+    if not isinstance(weights, dict) or set(weights) not in (set(expected), saved_names):
         names = sorted(weights) if isinstance(weights, dict) else type(weights).__name__
         raise UsageError(f"{path} holds other layers ({names}) than its settings describe; the file is damaged, pass an intact SB3 DQN .zip")
     return weights
@@ -185,7 +190,7 @@ def _checked_policy_kwargs(data: dict[str, Any], path: Path) -> dict[str, Any]:
     return policy_kwargs
 
 
-def load_agent(path: str | Path, env_id: str, env_config: dict[str, Any], device: str = "auto") -> DQN:
+def load_agent(path: str | Path, env_id: str, env_config: EnvSettings, device: str = "auto") -> DQN:
     """Rebuild the DQN agent (ANN or spiking) stored at ``path`` for ``env_id``, never unpickling.
 
     The returned model has a one-transition replay buffer: it is for acting, evaluating and
@@ -201,8 +206,8 @@ def load_agent(path: str | Path, env_id: str, env_config: dict[str, Any], device
         policy_class = _policy_class(data, path)
         policy_kwargs = _checked_policy_kwargs(data, path)
         model = _build(policy_class, policy_kwargs, data, env_id, env_config, device, path)
-        expected = model.policy.state_dict()
-        weights = _read_weights(archive, path, expected)
+        expected = torch.nn.Module.state_dict(model.policy)  # every tensor, the target network's included
+        weights = _read_weights(archive, path, expected, {*model.policy.state_dict()})
     for name, tensor in weights.items():
         if not isinstance(tensor, torch.Tensor):
             raise UsageError(f"{path} holds {type(tensor).__name__} in place of the tensor {name}; the file is damaged, pass an intact SB3 DQN .zip")
@@ -218,7 +223,7 @@ def load_agent(path: str | Path, env_id: str, env_config: dict[str, Any], device
     return model
 
 
-def _build(policy_class: type, policy_kwargs: dict[str, Any], data: dict[str, Any], env_id: str, env_config: dict[str, Any], device: str, path: Path) -> DQN:
+def _build(policy_class: type, policy_kwargs: dict[str, Any], data: dict[str, Any], env_id: str, env_config: EnvSettings, device: str, path: Path) -> DQN:
     """A DQN for ``env_id`` with the agent's policy and settings (its weights not yet loaded)."""
     hyperparameters = {key: data[key] for key in HYPERPARAMETERS if isinstance(data.get(key), (int, float)) and not isinstance(data.get(key), bool)}
     env = make_env(env_id, env_config, seed=0)
@@ -254,8 +259,8 @@ def env_of_agent(agent: str, env: str | None) -> str:
     folder = Path(agent).parent
     run_config = read_run_config(folder)
     if run_config is not None:
-        return run_config["env_id"]
-    compress_results = folder / RESULTS_JSON
+        return run_config.env_id
+    compress_results = RunFolder(folder).results_json
     if compress_results.is_file():
         with contextlib.suppress(ValueError, KeyError, TypeError):
             return str(json.loads(compress_results.read_text())["env_id"])

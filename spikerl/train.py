@@ -2,7 +2,7 @@
 
 A run folder holds:
 
-``config.yaml``          the preset as run (with command-line overrides, ``n_timesteps`` the
+``config.yaml``          the settings as run (with command-line overrides, ``n_timesteps`` the
                          run's target step count)
 ``checkpoint.json``,     spikerl's resumable training checkpoint (weights, optimizer, counters,
 ``checkpoint_N.pt``,     random states; the replay buffer when the run stopped at step N):
@@ -26,29 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 
 from spikerl.checkpoints import TEMPORARY_SUFFIX, atomic_path, save_model, signals_held, write_text
-from spikerl.config import RUN_CONFIG, read_run_config
-from spikerl.envs import EVAL_SEED_BASE, check_training_seed, make_env
+from spikerl.config import RunConfig, read_run_config
+from spikerl.envs import EVAL_SEED_BASE, check_env_id, check_training_seed, make_env
 from spikerl.errors import UsageError
 from spikerl.loading import check_device
 from spikerl.locks import folder_lock
 from spikerl.plots import plot_training_curve
-from spikerl.training_checkpoint import (
-    BEST_MODEL, INDEX, REPLAY_BUFFER, WEIGHTS, best_mean_reward, load_best, load_checkpoint, new_run_id, read_index, save_best, save_checkpoint,
-)
-
-ANN = "ann.zip"
-EVALUATIONS = "evaluations.npz"
-MONITOR = "0.monitor.csv"
-TRAINING_CURVE = "training_curve.png"
-#: Files of a training run: removed when ``force`` starts the folder over.
-RUN_FILES = (RUN_CONFIG, INDEX, WEIGHTS.format("*"), REPLAY_BUFFER.format("*"), BEST_MODEL, EVALUATIONS, MONITOR, TRAINING_CURVE)
-#: Results that a fresh run must not replace without ``force``.
-RESULT_FILES = (ANN, "T*.zip", "results.*", BEST_MODEL, "checkpoint.zip", "best_model.zip")
+from spikerl.run_folder import RunFolder
+from spikerl.settings import Settings, TrainSettings
+from spikerl.training_checkpoint import best_mean_reward, load_best, load_checkpoint, new_run_id, read_index, save_best, save_checkpoint
 
 
 class CheckpointCallback(BaseCallback):
@@ -83,13 +73,13 @@ class WriteEvaluationsCallback(BaseCallback):
     a temporary file instead, removed here.)
     """
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: RunFolder):
         super().__init__()
         self.folder = folder
 
     def _on_step(self) -> bool:
         log = self.parent
-        with atomic_path(self.folder / EVALUATIONS) as temporary, open(temporary, "wb") as file:
+        with atomic_path(self.folder.evaluations) as temporary, open(temporary, "wb") as file:
             np.savez(file, timesteps=log.evaluations_timesteps, results=log.evaluations_results, ep_lengths=log.evaluations_length)
         Path(log.log_path + ".npz").unlink(missing_ok=True)
         return True
@@ -147,35 +137,25 @@ def _repair_monitor(path: Path) -> None:
         write_text(path, repaired if repaired.endswith("\n") else repaired + "\n")
 
 
-def _check_fresh_folder(out_dir: Path, force: bool) -> None:
+def _check_fresh_folder(folder: RunFolder, force: bool) -> None:
     """Refuse to start a run over an earlier run or over results, unless ``force``; then clear the run's files."""
-    run_config = out_dir / RUN_CONFIG
     if not force:
-        if run_config.is_file() and (out_dir / INDEX).is_file():
-            raise UsageError(f"{out_dir} already holds a run; continue it with --resume {out_dir}, pass --force to start over, or choose another --out")
-        if run_config.is_file():
-            raise UsageError(f"{out_dir} holds a run that stopped before its first checkpoint (nothing to resume); delete it, pass --force, or choose another --out")
-        results = sorted({path.name for pattern in RESULT_FILES for path in out_dir.glob(pattern)})
+        if folder.config.is_file() and folder.checkpoint.is_file():
+            raise UsageError(f"{folder.path} already holds a run; continue it with --resume {folder.path}, pass --force to start over, or choose another --out")
+        if folder.config.is_file():
+            raise UsageError(f"{folder.path} holds a run that stopped before its first checkpoint (nothing to resume); delete it, pass --force, or choose another --out")
+        results = sorted(path.name for path in folder.results())
         if results:
-            raise UsageError(f"{out_dir} already holds results ({', '.join(results)}); pass --force to replace them, or choose another --out")
-    for pattern in RUN_FILES:
-        for path in out_dir.glob(pattern):
-            path.unlink()
-
-
-def _target_steps(n_timesteps: int | None, train_cfg: dict[str, Any]) -> int:
-    total = n_timesteps if n_timesteps is not None else train_cfg.get("n_timesteps")
-    if isinstance(total, bool) or not isinstance(total, int) or total <= 0:
-        raise UsageError(f"-n/--n-timesteps must be a positive integer, got {total!r}")
-    return total
+            raise UsageError(f"{folder.path} already holds results ({', '.join(results)}); pass --force to replace them, or choose another --out")
+    for path in folder.training_files():
+        path.unlink()
 
 
 def train(
     env_id: str,
-    preset: dict[str, Any],
+    settings: Settings,
     out_dir: str | Path,
     seed: int = 0,
-    n_timesteps: int | None = None,
     device: str = "auto",
     resume: bool = False,
     force: bool = False,
@@ -183,76 +163,70 @@ def train(
     verbose: int = 1,
     command: str = "",
 ) -> Path:
-    """Train (or resume) a DQN agent as ``preset`` describes; returns the path of ``ann.zip``.
+    """Train (or resume) a DQN agent as ``settings`` describe; returns the path of ``ann.zip``.
 
-    ``n_timesteps`` (default: the preset's, which for a resumed run is the run's own target)
-    counts agent steps from the start of the run. ``command`` (the command line, if any) is
+    ``settings.train.n_timesteps`` counts agent steps from the start of the run (a resumed
+    run's saved settings hold its own target). ``command`` (the command line, if any) is
     added to the run's ``config.yaml``. ``force`` starts a fresh run over a folder holding
     another run or results.
     """
+    check_env_id(env_id)  # before the default --out (runs/<env>_<seed>) is made of it
     check_training_seed(seed)
     check_device(device)
-    out_dir = Path(out_dir)
-    train_cfg = preset["train"]
-    total_timesteps = _target_steps(n_timesteps, train_cfg)
-    with folder_lock(out_dir):
+    folder = RunFolder(out_dir)
+    with folder_lock(folder.path):
         if resume:
-            run_id, previous = read_index(out_dir)["run_id"], read_run_config(out_dir)
+            run_id, previous = read_index(folder.path)["run_id"], read_run_config(folder.path)
         else:
-            _check_fresh_folder(out_dir, force)
+            _check_fresh_folder(folder, force)
             run_id, previous = new_run_id(), None
-        commands = (previous["commands"] if previous else []) + ([command] if command else [])
-        run_config = {"env_id": env_id, "seed": seed, "commands": commands, **preset, "train": {**train_cfg, "n_timesteps": total_timesteps}}
+        commands = (previous.commands if previous else []) + ([command] if command else [])
 
         # A resumed run's state is loaded and checked before the monitored env opens the folder's files.
-        env = make_env(env_id, preset["env"], seed=seed, monitor_dir=None if resume else str(out_dir))
-        eval_env = make_env(env_id, preset["env"], seed=EVAL_SEED_BASE)
+        env = make_env(env_id, settings.env, seed=seed, monitor_dir=None if resume else str(folder.path))
+        eval_env = make_env(env_id, settings.env, seed=EVAL_SEED_BASE)
         try:
-            model = DQN(train_cfg["policy"], env, seed=seed, device=device, verbose=0, **train_cfg.get("dqn", {}))
+            model = DQN(settings.train.policy, env, seed=seed, device=device, verbose=0, **settings.train.dqn)
             evaluation = EvalCallback(
                 eval_env,
-                n_eval_episodes=int(train_cfg.get("eval_episodes", 10)),
-                eval_freq=int(train_cfg.get("eval_freq", 10_000)),
-                log_path=str(out_dir),
-                callback_on_new_best=None,
-                callback_after_eval=WriteEvaluationsCallback(out_dir),
+                n_eval_episodes=settings.train.eval_episodes,
+                eval_freq=settings.train.eval_freq,
+                log_path=str(folder.path),
+                callback_after_eval=WriteEvaluationsCallback(folder),
                 verbose=verbose,
             )
-            evaluation.log_path = str(out_dir / f".{EVALUATIONS}{TEMPORARY_SUFFIX}")  # see WriteEvaluationsCallback
+            evaluation.log_path = str(folder.path / f".{folder.evaluations.name}{TEMPORARY_SUFFIX}")  # see WriteEvaluationsCallback
             if resume:
-                load_checkpoint(model, out_dir)
-                _restore_evaluations(evaluation, out_dir / EVALUATIONS)
-                evaluation.best_mean_reward = best_mean_reward(out_dir, run_id) or -np.inf
+                load_checkpoint(model, folder.path)
+                _restore_evaluations(evaluation, folder.evaluations)
+                evaluation.best_mean_reward = best_mean_reward(folder.path, run_id) or -np.inf
                 evaluation.n_calls = model.num_timesteps  # evaluations stay at multiples of eval_freq
-                _repair_monitor(out_dir / MONITOR)
+                _repair_monitor(folder.monitor)
                 env.close()
-                env = make_env(env_id, preset["env"], seed=seed, monitor_dir=str(out_dir))
+                env = make_env(env_id, settings.env, seed=seed, monitor_dir=str(folder.path))
                 model.set_env(env)  # the resumed run starts a new episode (seeded as the first one)
-            evaluation.callback_on_new_best = SaveBestCallback(out_dir, run_id)
+            evaluation.callback_on_new_best = SaveBestCallback(folder.path, run_id)
             evaluation.callback_on_new_best.parent = evaluation
-            with atomic_path(out_dir / RUN_CONFIG) as temporary:
-                temporary.write_text(yaml.safe_dump(run_config, sort_keys=False))
-            _learn(model, out_dir, run_id, total_timesteps, evaluation, train_cfg, resume, progress)
+            RunConfig(env_id, seed, settings, commands).write(folder.path)
+            _learn(model, folder.path, run_id, evaluation, settings.train, resume, progress)
         finally:
             env.close()
             eval_env.close()
 
-        load_best(model, out_dir, run_id)
-        save_model(model, out_dir / ANN, keep_optimizer_state=False)
-        frames_per_step = preset["env"].get("wrapper_kwargs", {}).get("frame_skip", 4) if preset["env"].get("atari") else 1
-        plot_training_curve(out_dir, out_dir / TRAINING_CURVE, frames_per_step)
-    return out_dir / ANN
+        load_best(model, folder.path, run_id)
+        save_model(model, folder.ann, keep_optimizer_state=False)
+        frames_per_step = settings.env.wrapper_kwargs.get("frame_skip", 4) if settings.env.atari else 1
+        plot_training_curve(folder.path, folder.training_curve, frames_per_step)
+    return folder.ann
 
 
-def _learn(
-    model: DQN, out_dir: Path, run_id: str, total_timesteps: int, evaluation: EvalCallback, train_cfg: dict[str, Any], resume: bool, progress: bool
-) -> None:
-    """Train ``model`` up to ``total_timesteps``; on any stop (Ctrl-C, SIGTERM) save a checkpoint to resume from."""
-    callbacks = CallbackList([CheckpointCallback(out_dir, run_id, int(train_cfg.get("checkpoint_freq", 10_000))), evaluation])
+def _learn(model: DQN, out_dir: Path, run_id: str, evaluation: EvalCallback, train: TrainSettings, resume: bool, progress: bool) -> None:
+    """Train ``model`` up to ``train.n_timesteps``; on any stop (Ctrl-C, SIGTERM) save a checkpoint to resume from."""
+    callbacks = CallbackList([CheckpointCallback(out_dir, run_id, train.checkpoint_freq), evaluation])
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         model.learn(
-            total_timesteps=max(total_timesteps - model.num_timesteps, 0),
+            total_timesteps=max(train.n_timesteps - model.num_timesteps, 0),
             callback=callbacks,
             reset_num_timesteps=not resume,
             progress_bar=progress,
@@ -263,4 +237,4 @@ def _learn(
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         with signals_held():
-            save_checkpoint(model, out_dir, run_id, with_replay_buffer=bool(train_cfg.get("save_replay_buffer", True)))
+            save_checkpoint(model, out_dir, run_id, with_replay_buffer=train.save_replay_buffer)

@@ -51,12 +51,9 @@ from stable_baselines3.common.buffers import NStepReplayBuffer
 
 from spikerl.checkpoints import atomic_path, write_json
 from spikerl.errors import UsageError
+from spikerl.run_folder import RunFolder
 
 FORMAT = "spikerl-training-checkpoint/1"
-INDEX = "checkpoint.json"
-WEIGHTS = "checkpoint_{}.pt"
-REPLAY_BUFFER = "replay_buffer_{}.npz"
-BEST_MODEL = "best_model.pt"
 LEGACY_CHECKPOINT = "checkpoint.zip"  # SB3 format of earlier spikerl versions (pickled): never read
 #: SB3 attributes saved in the index, as plain numbers.
 COUNTERS = ("num_timesteps", "_n_updates", "_n_calls", "_episode_num", "_current_progress_remaining", "exploration_rate", "learning_starts")
@@ -76,16 +73,16 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
     if torch.cuda.is_available() and model.device.type == "cuda":
         tensors["cuda_rng"] = torch.cuda.get_rng_state_all()
     digests = {}
-    with atomic_path(folder / WEIGHTS.format(step)) as temporary:
+    with atomic_path(RunFolder(folder).checkpoint_tensors(step)) as temporary:
         torch.save(tensors, temporary)
         digests["weights"] = file_sha256(temporary)
     if with_replay_buffer:
-        with atomic_path(folder / REPLAY_BUFFER.format(step)) as temporary, open(temporary, "wb") as file:
+        with atomic_path(RunFolder(folder).replay_buffer(step)) as temporary, open(temporary, "wb") as file:
             np.savez(file, **_buffer_arrays(model))
             file.close()
             digests["replay_buffer"] = file_sha256(temporary)
     numpy_state = np.random.get_state()
-    write_json(folder / INDEX, with_index_digest({
+    write_json(RunFolder(folder).checkpoint, with_index_digest({
         "format": FORMAT,
         "run_id": run_id,
         "replay_buffer": with_replay_buffer,
@@ -124,7 +121,7 @@ def _check_digest(path: Path, expected: str) -> None:
     if not path.is_file():
         raise UsageError(f"{path} is missing, so the run cannot resume; delete the run folder and start again")
     if file_sha256(path) != expected:
-        raise UsageError(f"{path} is damaged (its SHA-256 differs from the one recorded in {INDEX}); delete the run folder and start again")
+        raise UsageError(f"{path} is damaged (its SHA-256 differs from the one recorded in {RunFolder(path.parent).checkpoint.name}); delete the run folder and start again")
 
 
 def _buffer_arrays(model: DQN) -> dict[str, np.ndarray]:
@@ -140,23 +137,24 @@ def _buffer_arrays(model: DQN) -> dict[str, np.ndarray]:
 
 def _remove_other_steps(folder: Path, step: int) -> None:
     """Delete checkpoint weights and replay buffers of steps other than ``step``."""
-    for pattern in (WEIGHTS, REPLAY_BUFFER):
-        for path in folder.glob(pattern.format("*")):
-            if path.name != pattern.format(step):
+    run = RunFolder(folder)
+    for name in (run.checkpoint_tensors, run.replay_buffer):
+        for path in folder.glob(name("*").name):
+            if path != name(step):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
 
 def read_index(folder: Path) -> dict[str, Any]:
     """The checkpoint index of ``folder``, checked; ``UsageError`` if missing or damaged."""
-    path = folder / INDEX
+    path = RunFolder(folder).checkpoint
     if not path.is_file() and (folder / LEGACY_CHECKPOINT).is_file():
         raise UsageError(
             f"{folder} holds an SB3 {LEGACY_CHECKPOINT} (earlier spikerl), which only unpickling can read, so spikerl does not resume it; "
             "start a new run, or load it with stable_baselines3.DQN.load if you trust the folder"
         )
     if not path.is_file():
-        raise UsageError(f"nothing to resume in {folder} ({INDEX} missing: the run stopped before its first checkpoint); delete it and start again")
+        raise UsageError(f"nothing to resume in {folder} ({path.name} missing: the run stopped before its first checkpoint); delete it and start again")
     try:
         if path.stat().st_size > MAX_INDEX_BYTES:
             raise ValueError(f"larger than {MAX_INDEX_BYTES} bytes")
@@ -190,11 +188,11 @@ def load_checkpoint(model: DQN, folder: Path) -> dict[str, Any]:
     index = read_index(folder)
     counters = index["counters"]
     step = counters["num_timesteps"]
-    _check_digest(folder / WEIGHTS.format(step), index["sha256"]["weights"])
+    _check_digest(RunFolder(folder).checkpoint_tensors(step), index["sha256"]["weights"])
     if index["replay_buffer"]:
-        _check_digest(folder / REPLAY_BUFFER.format(step), index["sha256"]["replay_buffer"])
-    tensors = _load_tensors(folder / WEIGHTS.format(step), ("policy", "optimizer", "torch_rng"))
-    _load_policy(model, tensors["policy"], folder / WEIGHTS.format(step))
+        _check_digest(RunFolder(folder).replay_buffer(step), index["sha256"]["replay_buffer"])
+    tensors = _load_tensors(RunFolder(folder).checkpoint_tensors(step), ("policy", "optimizer", "torch_rng"))
+    _load_policy(model, tensors["policy"], RunFolder(folder).checkpoint_tensors(step))
     configured_learning_starts = model.learning_starts
     try:
         _check_optimizer_state(model.policy.optimizer, tensors["optimizer"])
@@ -210,7 +208,7 @@ def load_checkpoint(model: DQN, folder: Path) -> dict[str, Any]:
     for name, value in counters.items():
         setattr(model, name, value)
     if index["replay_buffer"]:
-        _load_buffer(model, folder / REPLAY_BUFFER.format(step))
+        _load_buffer(model, RunFolder(folder).replay_buffer(step))
     else:
         model.learning_starts = step + configured_learning_starts
     return index
@@ -300,7 +298,7 @@ def _load_buffer(model: DQN, path: Path) -> None:
 
 def save_best(model: DQN, folder: Path, run_id: str, mean_reward: float) -> None:
     """Keep ``model``'s policy as this run's best (``best_model.pt``)."""
-    with atomic_path(folder / BEST_MODEL) as temporary:
+    with atomic_path(RunFolder(folder).best_model) as temporary:
         torch.save({"policy": model.policy.state_dict(), "run_id": run_id, "mean_reward": float(mean_reward), "num_timesteps": model.num_timesteps}, temporary)
 
 
@@ -309,7 +307,7 @@ def load_best(model: DQN, folder: Path, run_id: str) -> float | None:
 
     A ``best_model.pt`` of another run (another ``run_id``) is ignored, never adopted.
     """
-    path = folder / BEST_MODEL
+    path = RunFolder(folder).best_model
     if not path.is_file():
         return None
     best = _load_tensors(path, ("policy", "run_id", "mean_reward"))
@@ -321,7 +319,7 @@ def load_best(model: DQN, folder: Path, run_id: str) -> float | None:
 
 def best_mean_reward(folder: Path, run_id: str) -> float | None:
     """The mean reward of this run's ``best_model.pt`` (None without one)."""
-    path = folder / BEST_MODEL
+    path = RunFolder(folder).best_model
     if not path.is_file():
         return None
     best = _load_tensors(path, ("policy", "run_id", "mean_reward"))
