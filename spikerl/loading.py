@@ -38,7 +38,7 @@ from spikerl.envs import check_env_id, make_env
 from spikerl.errors import UsageError
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
 from spikerl.run_folder import RunFolder
-from spikerl.settings import MAX_TIMESTEPS, EnvSettings
+from spikerl.settings import EnvSettings, check_network_size
 
 POLICIES = {
     ("stable_baselines3.dqn.policies", "DQNPolicy"): DQNPolicy,
@@ -54,8 +54,6 @@ HYPERPARAMETERS = (
 #: Bounds for untrusted agents, far above anything spikerl trains (CartPole 256x256, Pong NatureCNN).
 MAX_DATA_BYTES = 16 << 20  # the SB3 "data" JSON (Pong's: 0.25 MB)
 WEIGHTS_OVERHEAD_BYTES = 1 << 20  # torch's file format around the tensors
-MAX_LAYERS = 16
-MAX_LAYER_SIZE = 8192
 MAX_PARAMETERS = 50_000_000  # weights of the fully connected layers
 #: Any entry larger than the biggest network allowed (twice: Q-network and target) is refused at once.
 MAX_ENTRY_BYTES = 2 * 4 * MAX_PARAMETERS + MAX_DATA_BYTES
@@ -177,16 +175,10 @@ def _checked_policy_kwargs(data: dict[str, Any], path: Path) -> dict[str, Any]:
             f"{path} stores policy_kwargs as pickled objects (custom classes), which spikerl does not unpickle; "
             "load it with stable_baselines3.DQN.load if you trust the file"
         )
-    timesteps = policy_kwargs.get("timesteps", 1)
-    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or not 1 <= timesteps <= MAX_TIMESTEPS:
-        raise UsageError(f"{path} asks for timesteps={timesteps!r}; spikerl runs 1 to {MAX_TIMESTEPS} timesteps per decision: the file is damaged or not spikerl's")
-    net_arch = policy_kwargs.get("net_arch", [])
-    sizes = [*net_arch, policy_kwargs.get("features_extractor_kwargs", {}).get("features_dim", 1)] if isinstance(net_arch, list) and isinstance(policy_kwargs.get("features_extractor_kwargs", {}), dict) else None
-    if sizes is None or len(net_arch) > MAX_LAYERS or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_LAYER_SIZE for n in sizes):
-        raise UsageError(
-            f"{path} describes a network (net_arch {net_arch!r}) outside what spikerl loads: at most {MAX_LAYERS} layers of 1 to {MAX_LAYER_SIZE} units; "
-            "the file is damaged or not spikerl's"
-        )
+    try:
+        check_network_size(policy_kwargs, "policy_kwargs")
+    except UsageError as error:
+        raise UsageError(f"{path} describes a network outside what spikerl loads ({error}); the file is damaged or not spikerl's") from None
     return policy_kwargs
 
 

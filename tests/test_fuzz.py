@@ -417,3 +417,155 @@ def test_damaged_run_folders_are_refused_on_resume(run_folder, tmp_path, capsys)
         shutil.rmtree(folder)
     assert len(cases) >= 100
     print(f"run folders: {len(cases)} cases")
+
+
+# ---------------------------------------------------------------- results files and presets
+
+def leaves(value, path=()):
+    """Every (path, leaf value) of a JSON-like ``value``: scalars and empty containers."""
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            yield from leaves(item, (*path, key))
+    elif isinstance(value, list) and value:
+        for index, item in enumerate(value):
+            yield from leaves(item, (*path, index))
+    else:
+        yield path, value
+
+
+def replaced(value, path, new):
+    """A deep copy of ``value`` with the leaf at ``path`` replaced by ``new``."""
+    copy = json.loads(json.dumps(value))
+    target = copy
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = new
+    return copy
+
+
+def wrong_type(rng: random.Random, value):
+    """A value of another JSON type than ``value`` (never one that a checked reader could take for it)."""
+    if isinstance(value, str):
+        return rng.choice([[value], {"x": 1}, 12345])
+    if isinstance(value, bool) or value is None:
+        return rng.choice(["yes", [1], {"x": 1}])
+    if isinstance(value, (int, float)):
+        return rng.choice(["many", [value], {"value": value}, True])
+    return rng.choice(["text", 7])
+
+
+def results_cases(rng: random.Random, results: dict) -> list[tuple[str, bytes]]:
+    """(name, bytes) damages of a ``results.json``."""
+    raw = json.dumps(results, indent=2).encode()
+    cases = []
+    for _ in range(15):
+        cut = rng.randrange(1, len(raw) - 1)  # the whole text but its last character is still JSON only without that character
+        cases.append((f"truncated at {cut}", raw[:cut]))
+    # ``cost`` is derived (recomputed from layers and spike rates), ``commands`` free text: not mutated
+    paths = [path for path, value in leaves(results) if path and path[0] != "commands" and "cost" not in path]
+    for _ in range(40):
+        path = rng.choice(paths)
+        value = dict(leaves(results))[path]
+        new = wrong_type(rng, value)
+        cases.append((f"{'.'.join(map(str, path))} = {new!r}", json.dumps(replaced(results, path, new)).encode()))
+    for key in rng.sample(sorted(results), 5):
+        cases.append((f"{key} missing", json.dumps({k: v for k, v in results.items() if k != key}).encode()))
+    cases += [
+        ("unknown key", json.dumps({**results, "surprise": 1}).encode()),
+        ("a list", b"[]"),
+        ("not UTF-8", b'{"env_id": "\xff\xfe"}'),
+        ("deeply nested", b"[" * 100_000 + b"]" * 100_000),
+        ("empty", b""),
+        ("NaN reward", json.dumps(replaced(results, ("rows", 0, "mean_reward"), float("nan"))).encode()),
+        ("no rows", json.dumps({**results, "rows": []}).encode()),
+        ("T of the ANN row", json.dumps(replaced(results, ("rows", 0, "T"), 3)).encode()),
+        ("T 10**9", json.dumps(replaced(results, ("rows", 2, "T"), 10**9)).encode()),
+        ("rewards empty", json.dumps(replaced(results, ("rows", 1, "rewards"), [])).encode()),
+    ]
+    return cases
+
+
+def test_damaged_results_files_are_refused_by_report_and_compress_resume(tmp_path, capsys):
+    rng = random.Random(SEED + 2)
+    results = json.loads((SHIPPED_CARTPOLE / "results.json").read_text())
+    cases = results_cases(rng, results)
+    for index, (name, content) in enumerate(cases):
+        folder = tmp_path / f"snn{index}"
+        folder.mkdir()
+        for file_name in ("ann.zip", "T1.zip", "results.md"):
+            shutil.copyfile(SHIPPED_CARTPOLE / file_name, folder / file_name)
+        (folder / "results.json").write_bytes(content)
+        command = rng.choice([
+            ["report", str(folder)],
+            ["compress", "--agent", str(folder / "ann.zip"), "--env", "CartPole-v1", "--out", str(folder), "--resume", "--no-progress"],
+        ])
+        try:
+            assert_refused(command, tmp_path, capsys)
+        except AssertionError as error:
+            raise AssertionError(f"case {index} ({name}): {error}") from None
+        shutil.rmtree(folder)
+    assert len(cases) >= 60
+    print(f"results files: {len(cases)} cases")
+
+
+def preset_cases(rng: random.Random, preset: dict) -> list[tuple[str, str]]:
+    """(name, YAML text) damages of an environment preset."""
+    import yaml
+
+    text = yaml.safe_dump(preset)
+    cases = []
+    paths = [path for path, _ in leaves(preset) if path]
+    for _ in range(30):
+        path = rng.choice(paths)
+        new = wrong_type(rng, dict(leaves(preset))[path])
+        cases.append((f"{'.'.join(map(str, path))} = {new!r}", yaml.safe_dump(replaced(preset, path, new))))
+    for _ in range(10):
+        path = rng.choice(paths)
+        cases.append((f"unknown key beside {'.'.join(map(str, path))}", yaml.safe_dump(replaced(preset, (*path[:-1], "no_such_setting"), 1))))
+    for _ in range(8):
+        cut = rng.randrange(1, len(text) - 1)
+        truncated = text[:cut]
+        try:  # a cut that still parses may be a complete, smaller preset: keep only the broken ones
+            parsed = yaml.safe_load(truncated)
+        except yaml.YAMLError:
+            parsed = None
+        if parsed != preset and parsed is not None and not isinstance(parsed, dict):
+            cases.append((f"truncated at {cut}", truncated))
+        elif parsed is None:
+            cases.append((f"truncated at {cut}", truncated))
+    cases += [
+        ("python tag", "env: !!python/object/apply:os.system ['true']\n"),
+        ("gamma NaN", yaml.safe_dump(replaced(preset, ("train", "dqn", "gamma"), float("nan")))),
+        ("n_timesteps 10**30", yaml.safe_dump(replaced(preset, ("train", "n_timesteps"), 10**30))),
+        ("checkpoint_freq 0", yaml.safe_dump(replaced(preset, ("train", "checkpoint_freq"), 0))),
+        ("not UTF-8", "env: {}\n".encode().decode() + "\udcff"),
+        ("a list", "- 1\n- 2\n"),
+    ]
+    return cases
+
+
+def test_damaged_presets_are_refused_before_any_work(tmp_path, capsys):
+    import yaml
+
+    rng = random.Random(SEED + 3)
+    preset = yaml.safe_load((Path(__file__).resolve().parent.parent / "envs" / "CartPole-v1.yaml").read_text())
+    # tiny budgets, so that a damage that were accepted would fail fast rather than train for minutes
+    preset["train"].update(n_timesteps=200, eval_freq=100, eval_episodes=1)
+    preset["compress"].update(schedule=[1], steps_per_stage=1, stage_eval_episodes=1, calibration_samples=64, teacher_states=100)
+    preset["evaluate"]["episodes"] = 1
+    cases = preset_cases(rng, preset)
+    for index, (name, text) in enumerate(cases):
+        path = tmp_path / f"preset{index}.yaml"
+        path.write_bytes(text.encode("utf-8", errors="surrogateescape"))
+        command = rng.choice([
+            ["train", "--config", str(path), "--out", str(tmp_path / "run"), "--no-progress"],
+            ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--config", str(path), "--out", str(tmp_path / "snn"), "--no-progress"],
+            ["evaluate", "--agent", str(SHIPPED_CARTPOLE / "T1.zip"), "--config", str(path), "--episodes", "1"],
+        ])
+        try:
+            assert_refused(command, tmp_path, capsys)
+        except AssertionError as error:
+            raise AssertionError(f"case {index} ({name}): {error}") from None
+        path.unlink()
+    assert len(cases) >= 45
+    print(f"presets: {len(cases)} cases")
