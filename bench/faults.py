@@ -31,17 +31,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's spikerl, as the subprocesses (run in REPO) use
 SHIPPED = REPO / "agents" / "CartPole-v1"
 TINY_PRESET = """
 env: {num_threads: 1}
 train:
   policy: MlpPolicy
-  n_timesteps: 1500
-  eval_freq: 500
+  n_timesteps: 800
+  eval_freq: 400
   eval_episodes: 2
   checkpoint_freq: 250
   dqn: {learning_rate: 1.0e-3, batch_size: 32, buffer_size: 2000, learning_starts: 100, train_freq: 16,
-        gradient_steps: 4, target_update_interval: 50, policy_kwargs: {net_arch: [32, 32]}}
+        gradient_steps: 2, target_update_interval: 50, policy_kwargs: {net_arch: [32, 32]}}
 compress: {schedule: [2, 1], objective: distill, steps_per_stage: 50, stage_eval_episodes: 2, calibration_samples: 128,
            teacher_states: 500, distill: {student_states: 200}}
 evaluate: {episodes: 2}
@@ -192,7 +193,7 @@ def run_trial(name: str, stop: signal.Signals, delay: float, work: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=20, help="trials per command and signal")
+    parser.add_argument("--trials", type=int, default=10, help="trials per command and signal")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--commands", default=",".join(COMMANDS))
     parser.add_argument("--max-delay", type=float, default=None, help="latest signal time in seconds (default: each command's measured duration)")
