@@ -244,6 +244,27 @@ def _run_export(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(graph.nodes)} NIR nodes ({', '.join(type(node).__name__ for node in graph.nodes.values())})")
 
 
+def _add_package(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("package", help="write an agent as a Hugging Face Hub folder (huggingface_sb3's layout, with a model card)")
+    _add_agent_arguments(parser, "DQN checkpoint (.zip), e.g. T1.zip from 'spikerl compress'")
+    parser.add_argument("--out", required=True, help="folder to write (must not exist, or be empty); push it with huggingface-cli upload")
+    parser.add_argument("--episodes", type=int, help="evaluation episodes for the model card (default: the preset's)")
+    parser.add_argument("--video-steps", type=int, default=1000, help="agent steps of replay.mp4 (default 1000; 0: no video)")
+    parser.add_argument("--num-threads", type=int, help="torch CPU threads (default: the preset's)")
+    parser.set_defaults(run=_run_package)
+
+
+def _run_package(args: argparse.Namespace) -> None:
+    from spikerl.loading import env_of_agent
+    from spikerl.package import package_agent
+
+    env_id = env_of_agent(args.agent, args.env)
+    settings = _settings(env_id, args.config, {"evaluate": {"episodes": args.episodes}, "env": {"num_threads": args.num_threads}})
+    _set_threads(settings)
+    out = package_agent(args.agent, env_id, settings, args.out, video_steps=args.video_steps)
+    print(f"wrote {out} (model card README.md, results.json, config.json); push it with: huggingface-cli upload USER/REPO {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from spikerl import __version__
 
@@ -255,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(commands)
     _add_report(commands)
     _add_export(commands)
+    _add_package(commands)
     return parser
 
 
