@@ -283,7 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``spikerl`` command line ``argv`` (default: this process's); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # argparse has printed its one line (or the help)
+        return exit.code if isinstance(exit.code, int) else 2
     args.command_line = "spikerl " + shlex.join(argv)  # as a user would type it, for the records of the run
     try:
         args.run(args)

@@ -301,7 +301,7 @@ def _preset_text():
 
 
 class NoWork:
-    """Fails the test if an agent is loaded, evaluated, trained or compressed."""
+    """Fails the test if an agent is loaded or evaluated, or training starts."""
 
     def __init__(self, monkeypatch):
         import spikerl.compress
@@ -310,7 +310,10 @@ class NoWork:
         import spikerl.train
 
         self.monkeypatch, self.loading = monkeypatch, spikerl.loading
-        for module, name in [(spikerl.loading, "load_agent"), (spikerl.evaluate, "evaluate_agent"), (spikerl.train, "train"), (spikerl.compress, "compress")]:
+        patched = [
+            (spikerl.loading, "load_agent"), (spikerl.compress, "load_agent"), (spikerl.evaluate, "evaluate_agent"), (spikerl.train, "train"),
+        ]
+        for module, name in patched:
             monkeypatch.setattr(module, name, self._refuse(name))
 
     @staticmethod
