@@ -39,6 +39,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="run folder (default: runs/<env>_<seed>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     _add_common(parser)
+    _add_tensorboard(parser, "SB3's training scalars (rollout/, train/, eval/)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     parser.set_defaults(run=_run_train)
 
@@ -59,7 +60,10 @@ def _run_train(args: argparse.Namespace) -> None:
         settings = _settings(env_id, args.config, overrides)
         out = args.out or f"runs/{env_id}_{seed}"
     _set_threads(settings)
-    ann = train(env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), progress=args.progress, command=args.command_line)
+    ann = train(
+        env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), progress=args.progress,
+        command=args.command_line, tensorboard=args.tensorboard,
+    )
     print(f"ANN agent: {ann}")
 
 
@@ -77,6 +81,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="torch CPU threads (default: the preset's; small networks run far faster on 1, "
         "and several processes on 2 cores must not oversubscribe them)",
     )
+
+
+def _add_tensorboard(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--tensorboard", metavar="DIR", help=f"log {what} to DIR for TensorBoard (needs pip install 'spikerl[tensorboard]')")
 
 
 def _common_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -133,6 +141,7 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out after its last saved stage")
     parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
     _add_common(parser)
+    _add_tensorboard(parser, "per stage the distillation loss and learning rate per step, evaluation reward, spike rate and threshold per layer")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.set_defaults(run=_run_compress)
 
@@ -151,6 +160,7 @@ def _run_compress(args: argparse.Namespace) -> None:
     compress(
         args.agent, env_id, settings, args.out or f"runs/{env_id}_snn", seed=args.seed, device=args.device,
         resume=args.resume, force=args.force, progress=args.progress, commands=_agent_commands(args.agent) + [args.command_line],
+        tensorboard=args.tensorboard,
     )
 
 

@@ -34,6 +34,7 @@ from spikerl.retrain import make_retrainer
 from spikerl.run_folder import RunFolder
 from spikerl.schema import Record
 from spikerl.settings import CompressSettings, Settings
+from spikerl.tensorboard import check_tensorboard, log_stage, open_writer
 
 
 def compress(
@@ -47,11 +48,15 @@ def compress(
     force: bool = False,
     progress: bool = True,
     commands: list[str] | None = None,
+    tensorboard: str | Path | None = None,
 ) -> CompressionResult:
     """Run the IIR schedule of ``settings.compress`` on the ANN at ``agent``; returns the results.
 
-    ``commands`` (the command lines that made the ANN and run this) go into the results.
+    ``commands`` (the command lines that made the ANN and run this) go into the results;
+    ``tensorboard``: a folder for TensorBoard logs (``spikerl.tensorboard``).
     """
+    if tensorboard:
+        check_tensorboard()
     check_training_seed(seed)
     folder = RunFolder(out_dir)
     previous = _previous_result(folder, resume, force)
@@ -62,27 +67,32 @@ def compress(
         result = dataclasses.replace(result, rows=previous.rows, commands=list(dict.fromkeys(previous.commands + result.commands)))
     set_random_seed(seed)
     env = make_env(env_id, settings.env, seed=seed)
+    writer = open_writer(Path(tensorboard) / "compress") if tensorboard else None
     try:
         _copy_ann(agent, folder)
         if not previous:
-            result = _evaluate_stage(folder, result, Stage.ANN, None, ann, time.perf_counter(), settings, progress)
+            result = _evaluate_stage(folder, result, Stage.ANN, None, ann, time.perf_counter(), settings, progress, writer)
         started = time.perf_counter()
         if done:
             student = _restore(ann, env, env_id, settings, seed, folder.stage(done[-1]), device)
         else:
             student = _convert(ann, env, settings.compress, seed)
             if not result.rows_of(Stage.CONVERTED):
-                result = _evaluate_stage(folder, result, Stage.CONVERTED, settings.compress.schedule[0], student, started, settings, progress)
-        retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress)
+                result = _evaluate_stage(folder, result, Stage.CONVERTED, settings.compress.schedule[0], student, started, settings, progress, writer)
+        retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress, writer)
+        if tensorboard:
+            student.tensorboard_log = str(tensorboard)  # the td objective: SB3 logs its training scalars there
         for timesteps in settings.compress.schedule:
             if timesteps not in done:
                 started = time.perf_counter()
                 set_timesteps(student, timesteps)
                 retrainer.retrain(settings.compress.steps_per_stage)
                 save_model(student, folder.stage(timesteps), keep_optimizer_state=False)
-                result = _evaluate_stage(folder, result, Stage.RETRAINED, timesteps, student, started, settings, progress)
+                result = _evaluate_stage(folder, result, Stage.RETRAINED, timesteps, student, started, settings, progress, writer)
     finally:
         env.close()
+        if writer is not None:
+            writer.close()
     result = write_report(folder, result)
     write_results(folder, result)
     return result
@@ -163,12 +173,15 @@ def _restore(ann: DQN, env: VecEnv, env_id: str, settings: Settings, seed: int, 
 
 def _evaluate_stage(
     folder: RunFolder, result: CompressionResult, stage: Stage, timesteps: int | None, model: DQN, started: float, settings: Settings,
-    progress: bool,
+    progress: bool, writer: Any = None,
 ) -> CompressionResult:
-    """Evaluate ``model`` on the run's protocol, add its row, rewrite results.json and results.md (the one place stages are evaluated)."""
+    """Evaluate ``model`` on the run's protocol, add its row, rewrite results.json and results.md (the one place stages are evaluated);
+    log it to TensorBoard's ``writer`` if given, at the retraining steps done so far."""
     protocol = result.evaluation
     evaluation = evaluate_agent(model, result.env_id, settings.env, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
     result = result.with_row(stage, timesteps, evaluation, time.perf_counter() - started)
+    if writer is not None:
+        log_stage(writer, len(result.rows_of(Stage.RETRAINED)) * settings.compress.steps_per_stage, timesteps, evaluation, model.q_net)
     write_report(folder, result, plots=False)
     write_results(folder, result)
     if progress:

@@ -30,6 +30,7 @@ from spikerl.errors import UsageError
 from spikerl.plots import plot_training_curve
 from spikerl.run_folder import RunFolder
 from spikerl.settings import Settings
+from spikerl.tensorboard import check_tensorboard
 from spikerl.zoo import write_zoo_layout
 
 
@@ -104,12 +105,16 @@ def train(
     progress: bool = True,
     verbose: int = 1,
     command: str = "",
+    tensorboard: str | Path | None = None,
 ) -> Path:
     """Train (or resume) a DQN agent as ``settings`` describe; returns the path of ``ann.zip``.
 
-    ``command`` (the command line, if any) is added to the run's ``config.yaml``.
+    ``command`` (the command line, if any) is added to the run's ``config.yaml``;
+    ``tensorboard``: a folder where SB3 logs its training scalars for TensorBoard.
     """
     check_training_seed(seed)
+    if tensorboard:
+        check_tensorboard()
     out_dir = Path(out_dir)
     folder = RunFolder(out_dir)
     train_cfg = settings.train
@@ -139,6 +144,8 @@ def train(
     else:
         model = DQN(train_cfg.policy, env, seed=seed, device=device, verbose=0, **dqn_kwargs)
 
+    if tensorboard:
+        model.tensorboard_log = str(tensorboard)
     evaluation = EvalCallback(
         eval_env,
         n_eval_episodes=train_cfg.eval_episodes,
