@@ -184,6 +184,5 @@ def _evaluate_stage(
         log_stage(writer, len(result.rows_of(Stage.RETRAINED)) * settings.compress.steps_per_stage, timesteps, evaluation, model.q_net)
     write_report(folder, result, plots=False)
     write_results(folder, result)
-    if progress:
-        print(f"{stage.value:>10} T={timesteps or '-'}: {evaluation.mean:.2f} +- {evaluation.std:.2f} over {protocol.episodes} episodes")
+    print(f"{stage.value:>10} T={timesteps or '-'}: {evaluation.mean:.2f} +- {evaluation.std:.2f} over {protocol.episodes} episodes")
     return result
