@@ -59,7 +59,10 @@ def _run_train(args: argparse.Namespace) -> None:
         settings = _settings(env_id, args.config, overrides)
         out = args.out or f"runs/{env_id}_{seed}"
     _set_threads(settings)
-    ann = train(env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), progress=args.progress, command=args.command_line)
+    ann = train(
+        env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), progress=args.progress,
+        command=args.command_line,
+    )
     print(f"ANN agent: {ann}")
 
 
@@ -150,7 +153,8 @@ def _run_compress(args: argparse.Namespace) -> None:
     _set_threads(settings)
     compress(
         args.agent, env_id, settings, args.out or f"runs/{env_id}_snn", seed=args.seed, device=args.device,
-        resume=args.resume, force=args.force, progress=args.progress, commands=_agent_commands(args.agent) + [args.command_line],
+        resume=args.resume, force=args.force, progress=args.progress,
+        commands=_agent_commands(args.agent) + [args.command_line],
     )
 
 
@@ -172,7 +176,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     from spikerl.loading import env_of_agent, load_agent
 
     env_id = env_of_agent(args.agent, args.env)
-    settings = _settings(env_id, args.config, {"evaluate": {"episodes": args.episodes, "seed": args.seed}, **_common_overrides(args)})
+    protocol_overrides = {"episodes": args.episodes, "seed": args.seed}
+    settings = _settings(env_id, args.config, {"evaluate": protocol_overrides, **_common_overrides(args)})
     protocol = settings.evaluate
     _set_threads(settings)
     model = load_agent(args.agent, env_id, settings.env, args.device)
@@ -180,9 +185,11 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         _use_event_driven(model)
     result = evaluate_agent(model, env_id, settings.env, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
     timesteps = getattr(model.policy, "timesteps", None)
-    print(f"agent {args.agent} ({'SNN, T=%d' % timesteps if timesteps else 'ANN'}) on {env_id}, {protocol.episodes} episodes from seed {protocol.seed}")
+    kind = f"SNN, T={timesteps}" if timesteps else "ANN"
+    print(f"agent {args.agent} ({kind}) on {env_id}, {protocol.episodes} episodes from seed {protocol.seed}")
     print(f"reward {result.mean:.2f} +- {result.std:.2f} (min {min(result.rewards):.1f}, max {max(result.rewards):.1f})")
-    print(f"episode length {sum(result.lengths) / len(result.lengths):.1f} (min {min(result.lengths)}, max {max(result.lengths)})")
+    lengths = result.lengths
+    print(f"episode length {sum(lengths) / len(lengths):.1f} (min {min(lengths)}, max {max(lengths)})")
     for name, rate in result.spike_rates.items():
         print(f"spike rate {name}: {rate:.4f}")
 
@@ -195,7 +202,8 @@ def _use_event_driven(model) -> None:
         raise UsageError("--event-driven needs a spiking agent (from 'spikerl compress'); drop it for an ANN")
     model.q_net.use_event_driven()
     names = model.q_net.event_driven_layer_names()
-    print(f"event-driven layers: {', '.join(names)}" if names else "event-driven layers: none (no spike-fed Linear layer is large enough to gain); running dense")
+    none = "none (no spike-fed Linear layer is large enough to gain); running dense"
+    print(f"event-driven layers: {', '.join(names) if names else none}")
 
 
 def _add_report(commands: argparse._SubParsersAction) -> None:
@@ -227,7 +235,8 @@ def _run_export(args: argparse.Namespace) -> None:
     env_id = env_of_agent(args.agent, args.env)
     model = load_agent(args.agent, env_id, load_preset(env_id, args.config).env, "cpu")
     graph = export_nir(model, args.out)
-    print(f"wrote {args.out}: {len(graph.nodes)} NIR nodes ({', '.join(type(node).__name__ for node in graph.nodes.values())})")
+    kinds = ", ".join(type(node).__name__ for node in graph.nodes.values())
+    print(f"wrote {args.out}: {len(graph.nodes)} NIR nodes ({kinds})")
 
 
 def build_parser() -> argparse.ArgumentParser:
