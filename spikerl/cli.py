@@ -167,6 +167,12 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
         "--event-driven", action="store_true",
         help="SNN only: compute large spike-fed Linear layers from the spikes alone (sparse; faster for NatureCNN on a CPU)",
     )
+    video = parser.add_argument_group("video")
+    video.add_argument("--video", metavar="DIR", help="also write videos of greedy games to DIR (<env>_seed<seed>.mp4)")
+    video.add_argument("--video-episodes", type=int, default=1, help="games to film, seeded like the first game of each evaluation environment (default 1)")
+    video.add_argument("--video-steps", type=int, help="at most this many agent steps per video (default: whole games)")
+    video.add_argument("--video-format", choices=("mp4", "gif"), default="mp4", help="mp4 (default) or gif (short clips)")
+    video.add_argument("--spike-maps", action="store_true", help="SNN only: show each layer's spikes at every decision beside the frame")
     _add_common(parser)
     parser.set_defaults(run=_run_evaluate)
 
@@ -192,6 +198,14 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     print(f"episode length {sum(lengths) / len(lengths):.1f} (min {min(lengths)}, max {max(lengths)})")
     for name, rate in result.spike_rates.items():
         print(f"spike rate {name}: {rate:.4f}")
+    if args.video:
+        from spikerl.video import record_videos
+
+        videos = record_videos(
+            model, env_id, settings.env, args.video, args.video_episodes, seed=protocol.seed,
+            spike_maps=args.spike_maps, max_steps=args.video_steps, video_format=args.video_format,
+        )
+        print(f"wrote {', '.join(map(str, videos))}")
 
 
 def _use_event_driven(model) -> None:
@@ -240,7 +254,10 @@ def _run_export(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from spikerl import __version__
+
     parser = _Parser(prog="spikerl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train(commands)
     _add_compress(commands)

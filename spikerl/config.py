@@ -8,11 +8,12 @@ Command-line overrides merge in here (``with_overrides``), checked the same way.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -20,11 +21,19 @@ from spikerl.errors import UsageError
 from spikerl.run_folder import RunFolder
 from spikerl.settings import Settings, from_mapping
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
-def preset_files() -> dict[str, Path]:
-    """The preset file of each environment id that has one (the one place that knows where they live)."""
-    folder = Path(__file__).resolve().parent.parent / "envs"
-    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+def preset_files() -> dict[str, Traversable]:
+    """The preset file of each environment id that has one (the one place that knows where they
+    live): package data ``spikerl/presets`` of an installed wheel (the build maps the source's
+    top-level ``envs/`` there), else ``envs/`` beside the package in a source checkout."""
+    folder = importlib.resources.files("spikerl") / "presets"
+    if not folder.is_dir():
+        folder = Path(__file__).resolve().parent.parent / "envs"
+    files = sorted((entry for entry in folder.iterdir() if entry.name.endswith(".yaml")), key=lambda entry: entry.name)
+    return {entry.name.removesuffix(".yaml"): entry for entry in files}
 
 
 def available_presets() -> list[str]:
