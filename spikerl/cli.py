@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from spikerl.errors import UsageError
@@ -113,6 +114,21 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers such as 5,4,3,2,1") from None
 
 
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (for options that are no preset setting)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not in [{low}, {high}]")
+        return value
+
+    return parse
+
+
 def _agent_commands(agent: str) -> list[str]:
     """The commands that trained ``agent``, when its run folder recorded them."""
     from pathlib import Path
@@ -169,10 +185,17 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     )
     video = parser.add_argument_group("video")
     video.add_argument("--video", metavar="DIR", help="also write videos of greedy games to DIR (<env>_seed<seed>.mp4)")
-    video.add_argument("--video-episodes", type=int, default=1, help="games to film, seeded like the first game of each evaluation environment (default 1)")
-    video.add_argument("--video-steps", type=int, help="at most this many agent steps per video (default: whole games)")
+    video.add_argument(
+        "--video-episodes", type=_int_in(1, 1000), default=1,
+        help="games to film, seeded like the first game of each evaluation environment (default 1)",
+    )
+    video.add_argument(
+        "--video-steps", type=_int_in(1, 10**7), help="at most this many agent steps per video (default: whole games)"
+    )
     video.add_argument("--video-format", choices=("mp4", "gif"), default="mp4", help="mp4 (default) or gif (short clips)")
-    video.add_argument("--spike-maps", action="store_true", help="SNN only: show each layer's spikes at every decision beside the frame")
+    video.add_argument(
+        "--spike-maps", action="store_true", help="SNN only: show each layer's spikes at every decision beside the frame"
+    )
     _add_common(parser)
     parser.set_defaults(run=_run_evaluate)
 

@@ -44,6 +44,11 @@ class EnvSettings(Record):
     num_threads: int | None = setting(default=None, low=1, high=MAX_THREADS)
     """Torch CPU threads (None: torch's default)."""
 
+    @property
+    def frames_per_step(self) -> int:
+        """Emulator frames per agent step: the Atari wrapper's ``frame_skip`` (SB3's default 4), else 1."""
+        return int(self.wrapper_kwargs.get("frame_skip", 4)) if self.atari else 1
+
 
 class TrainSettings(Record):
     """``train``: the ANN's training by ``spikerl train``."""
