@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -28,6 +29,10 @@ FLAGS = {
     "evaluate.seed": "--seed",
     "episodes": "--episodes",
     "seed": "--seed",
+    "percentile": "--percentile",
+    "env": "--env",
+    "env_id": "--env",
+    "out_dir": "--out",
 }
 
 
@@ -314,5 +319,5 @@ def _with_flag(error: UsageError) -> str:
     parameter = error.parameter or ""
     for name, flag in FLAGS.items():
         if parameter == name or parameter.startswith(name + "["):
-            return message.replace(name, flag, 1)
+            return re.sub(rf"(?<![\w.-]){re.escape(name)}(?!\w)", flag, message, count=1)
     return message
