@@ -93,7 +93,10 @@ def run_sweep(grid_file: str | Path, out_dir: str | Path, address: str | None = 
 
 def connect(address: str | None) -> bool:
     """Initialize Ray; returns whether this call started it (and so must shut it down)."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("spikerl sweep runs on Ray, which is not installed; pip install 'spikerl[sweep]' (scripts/setup.sh does)") from None
 
     if address is None:
         if ray.is_initialized():
