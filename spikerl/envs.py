@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import ale_py
 import gymnasium as gym
@@ -13,17 +12,15 @@ from stable_baselines3.common.utils import check_for_correct_spaces
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecTransposeImage
 
 from spikerl.errors import UsageError
+from spikerl.settings import EVAL_SEED_BASE, EnvSettings
 
 gym.register_envs(ale_py)
-
-#: Evaluation episodes are seeded from here upwards; training seeds must stay below it.
-EVAL_SEED_BASE = 1_000_000
 
 
 def check_training_seed(seed: int) -> None:
     """Refuse a training seed that would overlap the evaluation seeds."""
     if not 0 <= seed < EVAL_SEED_BASE:
-        raise UsageError(f"--seed must be in [0, {EVAL_SEED_BASE}) (evaluation seeds start at {EVAL_SEED_BASE})")
+        raise UsageError(f"seed must be in [0, {EVAL_SEED_BASE}) (evaluation seeds start at {EVAL_SEED_BASE}), got {seed}", parameter="seed")
 
 
 def check_env_id(env_id: str) -> None:
@@ -43,7 +40,7 @@ def check_agent_fits(model: BaseAlgorithm, env: VecEnv, env_id: str) -> None:
 
 
 def make_env(
-    env_id: str, env_config: dict[str, Any], seed: int, n_envs: int = 1, monitor_dir: str | None = None
+    env_id: str, env_config: EnvSettings, seed: int, n_envs: int = 1, monitor_dir: str | None = None
 ) -> VecEnv:
     """Build a Monitor-wrapped vectorized env as the preset's ``env`` section describes.
 
@@ -59,12 +56,12 @@ def make_env(
     # SB3's Monitor writes its CSV header only when it overrides the file: append only to an existing one
     resumed = monitor_dir is not None and (Path(monitor_dir) / "0.monitor.csv").is_file()
     monitor_kwargs = {"override_existing": not resumed}
-    env_kwargs = env_config.get("env_kwargs")  # keyword arguments of gymnasium.make, e.g. max_episode_steps
-    if env_config.get("atari", False):
+    env_kwargs = env_config.env_kwargs  # keyword arguments of gymnasium.make, e.g. max_episode_steps
+    if env_config.atari:
         venv = make_atari_env(
-            env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, monitor_kwargs=monitor_kwargs, env_kwargs=env_kwargs, wrapper_kwargs=env_config.get("wrapper_kwargs")
+            env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, monitor_kwargs=monitor_kwargs, env_kwargs=env_kwargs, wrapper_kwargs=env_config.wrapper_kwargs
         )
-        frame_stack = int(env_config.get("frame_stack", 1))
+        frame_stack = env_config.frame_stack
         return VecTransposeImage(VecFrameStack(venv, frame_stack) if frame_stack > 1 else venv)
     return make_vec_env(
         env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, monitor_kwargs=monitor_kwargs, env_kwargs=env_kwargs

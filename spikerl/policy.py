@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.dqn.policies import DQNPolicy
 
@@ -36,21 +37,22 @@ class SpikingMlpPolicy(DQNPolicy):
     q_net_target: SpikingQNetwork
 
     def __init__(self, *args: Any, timesteps: int = 5, neuron_kwargs: dict[str, Any] | None = None, **kwargs: Any):
-        self.timesteps = check_timesteps(timesteps)
+        self._initial_timesteps = check_timesteps(timesteps)  # read by make_q_net while the base class builds
         self.neuron_kwargs = dict(neuron_kwargs or {})
         super().__init__(*args, **kwargs)
 
+    @property
+    def timesteps(self) -> int:
+        """T, timesteps per decision: the Q-network's (``set_timesteps`` changes it)."""
+        return self.q_net.timesteps
+
     def make_q_net(self) -> SpikingQNetwork:
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
-        return SpikingQNetwork(**net_args, timesteps=self.timesteps, neuron_kwargs=self.neuron_kwargs).to(self.device)
+        return SpikingQNetwork(**net_args, timesteps=self._initial_timesteps, neuron_kwargs=self.neuron_kwargs).to(self.device)
 
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)
-        self.optimizer.register_step_post_hook(lambda *_: self.q_net.constrain_neurons())
-
-    def set_timesteps(self, timesteps: int) -> None:
-        """Change T of the Q-network and its target (weights, thresholds and leaks stay)."""
-        self.timesteps = self.q_net.timesteps = self.q_net_target.timesteps = check_timesteps(timesteps)
+        constrain_after_each_step(self.optimizer, self.q_net)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {**super()._get_constructor_parameters(), "timesteps": self.timesteps, "neuron_kwargs": self.neuron_kwargs}
@@ -63,7 +65,15 @@ class SpikingCnnPolicy(SpikingMlpPolicy):
         super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
 
 
+def constrain_after_each_step(optimizer: torch.optim.Optimizer, q_net: SpikingQNetwork) -> None:
+    """Keep ``q_net``'s neuron parameters valid after every step of ``optimizer`` (the one place
+    the constraints are applied: SB3's optimizer and the distillation's both take this hook)."""
+    optimizer.register_step_post_hook(lambda *_: q_net.constrain_neurons())
+
+
 def set_timesteps(model: Any, timesteps: int) -> None:
-    """Change T of a spiking DQN ``model``, including the ``policy_kwargs`` it saves."""
-    model.policy.set_timesteps(timesteps)
-    model.policy_kwargs["timesteps"] = model.policy.timesteps
+    """Change T of a spiking DQN ``model``: its Q-network, target network and the ``policy_kwargs``
+    it saves (the one place T changes; weights, thresholds and leaks stay)."""
+    timesteps = check_timesteps(timesteps)
+    model.policy.q_net.timesteps = model.policy.q_net_target.timesteps = timesteps
+    model.policy_kwargs["timesteps"] = timesteps

@@ -38,8 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from spikerl.checkpoints import write_json
-from spikerl.config import RESULTS_JSON, read_run_config
+from spikerl.config import read_run_config
 from spikerl.errors import UsageError
+from spikerl.run_folder import RunFolder
+from spikerl.settings import Settings
 from spikerl.sweep_grid import Cell, Plan, TrainRun, load_grid
 
 SWEEP_JSON = "sweep.json"
@@ -111,7 +113,7 @@ def connect(address: str | None) -> bool:
         raise UsageError("Ray is already initialized in this process; drop --address or call ray.shutdown() first")
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-    except Exception as error:  # any failure to join a cluster is the user's set-up to fix
+    except Exception as error:  # noqa: BLE001 (any failure to join a cluster is the user's set-up to fix)
         raise UsageError(f"cannot join the Ray cluster at --address {address} ({type(error).__name__}: {_first_line(error)}); "
                          "start it with 'ray start --head' (see README) or check the address") from None
     return True
@@ -150,26 +152,28 @@ def _check_out_dir(out: Path, plan: Plan, resume: bool) -> None:
 
 
 def _check_resources(plan: Plan, resources: dict[str, float]) -> None:
-    largest = max(_cpus(cell.preset) for cell in plan.cells)
+    largest = max(_cpus(cell.settings) for cell in plan.cells)
     if largest > resources.get("CPU", 0):
         raise UsageError(f"cells need {largest} CPUs each (env.num_threads) but the Ray cluster has {resources.get('CPU', 0):g}; "
                          "lower env.num_threads in the grid's settings or add nodes")
 
 
-def _cpus(preset: dict[str, Any]) -> int:
-    return int(preset["env"].get("num_threads") or 1)
+def _cpus(settings: Settings) -> int:
+    """CPUs a task of these settings requests: its torch threads."""
+    return settings.env.num_threads or 1
 
 
 def _execute(plan: Plan, out: Path, command: str) -> Outcome:
     """Submit every unfinished cell (and the training runs they need); wait, showing progress."""
     import ray
+    from ray.exceptions import RayError
 
     gpus = plan.gpus_per_cell if plan.gpus_per_cell is not None else (DEFAULT_GPUS_PER_CELL if ray.cluster_resources().get("GPU") else 0.0)
     device = "cuda" if gpus else "cpu"
     train_remote, compress_remote = ray.remote(train_task), ray.remote(compress_task)
 
-    def options(preset: dict[str, Any]) -> dict[str, Any]:
-        return dict(num_cpus=_cpus(preset), num_gpus=gpus, max_retries=MAX_RETRIES, retry_exceptions=False)
+    def options(settings: Settings) -> dict[str, Any]:
+        return {"num_cpus": _cpus(settings), "num_gpus": gpus, "max_retries": MAX_RETRIES, "retry_exceptions": False}
 
     outcome = Outcome()
     trainings: dict[str, Any] = {}
@@ -180,14 +184,14 @@ def _execute(plan: Plan, out: Path, command: str) -> Outcome:
             continue
         ann: Any = cell.agent
         if cell.train is not None:
-            ann_path = out / cell.train.folder / "ann.zip"
+            ann_path = RunFolder(out / cell.train.folder).ann
             if ann_path.is_file():
                 ann = str(ann_path)
             else:
                 if cell.train.folder not in trainings:
-                    trainings[cell.train.folder] = train_remote.options(**options(cell.train.preset)).remote(str(out), cell.train, command, device)
+                    trainings[cell.train.folder] = train_remote.options(**options(cell.train.settings)).remote(str(out), cell.train, command, device)
                 ann = trainings[cell.train.folder]
-        pending[compress_remote.options(**options(cell.preset)).remote(str(out), cell, ann, command, device)] = cell
+        pending[compress_remote.options(**options(cell.settings)).remote(str(out), cell, ann, command, device)] = cell
     outcome.skipped = len(outcome.finished)
 
     progress = Progress(len(plan.cells), outcome.skipped)
@@ -200,7 +204,7 @@ def _execute(plan: Plan, out: Path, command: str) -> Outcome:
                 try:
                     ray.get(ref)
                     outcome.finished.append(cell.folder)
-                except Exception as error:  # a failed cell is reported; the others carry on
+                except RayError as error:  # a failed cell is reported; the others carry on
                     outcome.failed[cell.folder] = describe_failure(error, cell, trainings)
             progress.show(len(outcome.finished), _running(out, pending.values(), progress.started), len(outcome.failed))
     except KeyboardInterrupt:
@@ -223,7 +227,7 @@ def _stop(refs: list[Any]) -> None:
     print("\ninterrupted; continue with --resume (unfinished cells resume from their checkpoints)", file=sys.stderr)
 
 
-def describe_failure(error: Exception, cell: Cell, trainings: dict[str, Any]) -> str:
+def describe_failure(error: BaseException, cell: Cell, trainings: dict[str, Any]) -> str:
     """One line for a failed cell: the exception raised in its task (or in its training task)."""
     import ray
     from ray.exceptions import RayTaskError
@@ -246,12 +250,15 @@ def _first_line(error: BaseException) -> str:
 
 def is_finished(folder: Path, cell: Cell) -> bool:
     """Whether ``folder`` holds the results of every stage of ``cell``'s schedule."""
-    try:
-        results = json.loads((folder / RESULTS_JSON).read_text())
-    except (OSError, ValueError):
+    from spikerl.results import read_results
+
+    if not RunFolder(folder).results_json.is_file():
         return False
-    done = {row.get("T") for row in results.get("rows", []) if row.get("stage") == "retrained"}
-    return done >= set(cell.preset["compress"]["schedule"])
+    try:
+        done = read_results(folder).finished_stages()
+    except UsageError:  # damaged: not finished (resuming it then says what is wrong)
+        return False
+    return set(done) >= set(cell.settings.compress.schedule)
 
 
 def _running(out: Path, cells: Any, since: float) -> int:
@@ -275,18 +282,19 @@ def _task_state(folder: Path) -> dict[str, Any]:
 
 def train_task(out: str, run: TrainRun, command: str, device: str) -> str:
     """Train (or resume training) the ANN of ``run``; returns the path of its ``ann.zip``."""
-    from spikerl.train import ANN, CHECKPOINT, train
+    from spikerl.train import train
 
     folder = _task_folder(out, run.folder)
-    with _recorded(folder, run.preset):
-        if not (folder / ANN).is_file():
-            resume = (folder / CHECKPOINT).is_file()
-            if not resume and (folder / "config.yaml").is_file():
+    files = RunFolder(folder)
+    with _recorded(folder, run.settings):
+        if not files.ann.is_file():
+            resume = files.checkpoint.is_file()
+            if not resume and files.config.is_file():
                 # Killed before its first checkpoint: nothing to resume; the same run starts over.
                 print(f"{folder} holds no checkpoint; training starts over")
-                (folder / "config.yaml").unlink()
-            train(run.env_id, run.preset, folder, seed=run.seed, device=device, resume=resume, progress=False, command=command)
-    return str(folder / ANN)
+                files.config.unlink()
+            train(run.env_id, run.settings, folder, seed=run.seed, device=device, resume=resume, progress=False, command=command)
+    return str(files.ann)
 
 
 def compress_task(out: str, cell: Cell, ann: str, command: str, device: str) -> None:
@@ -294,13 +302,13 @@ def compress_task(out: str, cell: Cell, ann: str, command: str, device: str) -> 
     from spikerl.compress import compress
 
     folder = _task_folder(out, cell.folder)
-    with _recorded(folder, cell.preset):
+    with _recorded(folder, cell.settings):
         if is_finished(folder, cell):
             return
         run_config = read_run_config(Path(ann).parent)
-        commands = (list(run_config["commands"]) if run_config else []) + [command]
-        compress(ann, cell.env_id, cell.preset, folder, seed=cell.seed, device=device,
-                 resume=(folder / RESULTS_JSON).is_file(), progress=False, commands=commands)
+        commands = (run_config.commands if run_config else []) + [command]
+        compress(ann, cell.env_id, cell.settings, folder, seed=cell.seed, device=device,
+                 resume=RunFolder(folder).results_json.is_file(), progress=False, commands=commands)
 
 
 def _task_folder(out: str, relative: str) -> Path:
@@ -313,12 +321,12 @@ def _task_folder(out: str, relative: str) -> Path:
 
 
 @contextlib.contextmanager
-def _recorded(folder: Path, preset: dict[str, Any]) -> Iterator[None]:
+def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
     """Run a task body with its output in ``sweep.log`` and its state in ``sweep_task.json``."""
     import ray
     import torch
 
-    torch.set_num_threads(_cpus(preset))
+    torch.set_num_threads(_cpus(settings))
     state = {
         "state": "running", "attempts": _task_state(folder).get("attempts", 0) + 1, "host": socket.gethostname(),
         "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "started_at": time.time(),

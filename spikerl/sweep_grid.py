@@ -31,7 +31,7 @@ cells whose names coincide are an error.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import itertools
 import json
 import re
@@ -41,13 +41,13 @@ from typing import Any
 
 import yaml
 
-from spikerl.config import SECTIONS, load_preset
+from spikerl.config import load_preset, with_overrides
 from spikerl.errors import UsageError
+from spikerl.settings import Settings
 
 TOP_LEVEL_KEYS = ("env", "config", "settings", "grid", "cells", "gpus_per_cell")
 CELL_KEYS = ("seed", "agent")
-#: Preset mappings handed to a library as keyword arguments: keys beyond the preset's are allowed there.
-KEYWORD_MAPPINGS = ("dqn", "td", "distill")
+SECTIONS = tuple(field.name for field in dataclasses.fields(Settings))
 #: Settings that shape the ANN: cells that agree on them share one training run.
 TRAIN_SECTIONS = ("env", "train")
 
@@ -58,7 +58,7 @@ class TrainRun:
 
     folder: str
     env_id: str
-    preset: dict[str, Any]
+    settings: Settings
     seed: int
 
 
@@ -66,15 +66,15 @@ class TrainRun:
 class Cell:
     """One ``spikerl compress`` run of the sweep (after its ``train`` run, unless ``agent`` is given).
 
-    ``settings`` are the cell's own settings from the grid file (dotted keys, without the shared
-    ``settings:``); ``preset`` is the full preset they produce.
+    ``own`` are the cell's own settings from the grid file (dotted keys, without the shared
+    ``settings:``); ``settings`` the whole preset with every setting of the cell merged in.
     """
 
     folder: str
     env_id: str
-    preset: dict[str, Any]
+    settings: Settings
     seed: int
-    settings: dict[str, Any]
+    own: dict[str, Any]
     train: TrainRun | None = None
     agent: str | None = None
 
@@ -102,7 +102,7 @@ class Plan:
             "env_id": self.env_id,
             "cells": [
                 {"folder": c.folder, "seed": c.seed, "agent": c.agent, "train": c.train.folder if c.train else None,
-                 "settings": c.settings, "preset": c.preset}
+                 "own": c.own, "settings": c.settings.to_dict()}
                 for c in self.cells
             ],
         }
@@ -129,8 +129,8 @@ def load_grid(path: str | Path) -> Plan:
     except UsageError as error:
         raise UsageError(f"{path}: {error}") from None
 
-    shared = _settings(path, preset, grid.get("settings") or {}, "settings")
-    own = [*_blocks(path, preset, grid.get("grid")), *_explicit_cells(path, preset, grid.get("cells"))]
+    shared = _settings(path, grid.get("settings") or {}, "settings")
+    own = [*_blocks(path, grid.get("grid")), *_explicit_cells(path, grid.get("cells"))]
     if not own:
         raise UsageError(f"{path} has no cells: add a 'grid:' block with a list of values per key, or a 'cells:' list")
     plan = Plan(path, env_id, _cells(path, env_id, preset, shared, own), gpus_per_cell=_gpus(path, grid.get("gpus_per_cell")))
@@ -138,18 +138,19 @@ def load_grid(path: str | Path) -> Plan:
     return plan
 
 
-def apply_settings(preset: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``preset`` with each dotted ``section.key...`` setting in ``settings`` replaced."""
-    merged = copy.deepcopy(preset)
+def apply_settings(preset: Settings, settings: dict[str, Any]) -> Settings:
+    """``preset`` with each dotted ``section.key...`` setting of ``settings`` merged in and checked
+    (``spikerl.config.with_overrides``); ``seed`` and ``agent`` are the cell's, not the preset's."""
+    nested: dict[str, Any] = {}
     for key, value in settings.items():
         if key in CELL_KEYS:
             continue
         *parents, leaf = key.split(".")
-        node = merged
+        node = nested
         for part in parents:
-            node = node[part]
-        node[leaf] = copy.deepcopy(value)
-    return merged
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return with_overrides(preset, nested)
 
 
 def _reject_unknown(path: Path, what: str, keys: set[str], fix: str) -> None:
@@ -157,36 +158,25 @@ def _reject_unknown(path: Path, what: str, keys: set[str], fix: str) -> None:
         raise UsageError(f"{path}: unknown {what} {', '.join(sorted(map(str, keys)))}; {fix}")
 
 
-def _is_setting(preset: dict[str, Any], key: str) -> bool:
-    """Whether ``key`` is ``seed``/``agent`` or a dotted path to a setting of ``preset``."""
-    if key in CELL_KEYS:
-        return True
-    section, *path = str(key).split(".")
-    if section not in SECTIONS or not path:
-        return False
-    node, parent = preset[section], section
-    for part in path:
-        if not isinstance(node, dict):
-            return False
-        if part not in node:
-            return part == path[-1] and parent in KEYWORD_MAPPINGS
-        node, parent = node[part], part
-    return True
+def _is_setting(key: Any) -> bool:
+    """Whether ``key`` names a setting: ``seed``, ``agent`` or a dotted path into a preset section
+    (whether the path exists is checked when the settings are merged)."""
+    return key in CELL_KEYS or (isinstance(key, str) and "." in key and key.split(".")[0] in SECTIONS)
 
 
-def _settings(path: Path, preset: dict[str, Any], settings: Any, where: str) -> dict[str, Any]:
-    """Check that ``settings`` (from ``where`` in the grid file) is a mapping of known settings."""
+def _settings(path: Path, settings: Any, where: str) -> dict[str, Any]:
+    """Check that ``settings`` (from ``where`` in the grid file) is a mapping of settings."""
     if not isinstance(settings, dict):
         raise UsageError(f"{path}: '{where}' must be a mapping of settings such as compress.schedule: [5, 1]")
-    unknown = {key for key in settings if not _is_setting(preset, key)}
+    unknown = {str(key) for key in settings if not _is_setting(key)}
     _reject_unknown(
         path, f"setting in {where}:", unknown,
-        "settings are seed, agent or dotted paths into the preset such as compress.schedule or train.dqn.learning_rate",
+        f"settings are seed, agent or dotted paths into the preset sections {', '.join(SECTIONS)}, such as compress.schedule",
     )
     return dict(settings)
 
 
-def _blocks(path: Path, preset: dict[str, Any], grid: Any) -> list[dict[str, Any]]:
+def _blocks(path: Path, grid: Any) -> list[dict[str, Any]]:
     """The cells of the ``grid:`` blocks: each block's cartesian product, blocks one after another."""
     if grid is None:
         return []
@@ -200,22 +190,22 @@ def _blocks(path: Path, preset: dict[str, Any], grid: Any) -> list[dict[str, Any
         for key, values in block.items():
             if not isinstance(values, list) or not values:
                 raise UsageError(f"{path}: {where}, key {key}: give a non-empty list of values, e.g. {key}: [0, 1, 2]")
-            if _is_setting(preset, key):
+            if _is_setting(key):
                 axes.append([{key: value} for value in values])
             elif all(isinstance(value, dict) for value in values):  # a linked axis
-                axes.append([_settings(path, preset, value, f"{where}, {key}") for value in values])
+                axes.append([_settings(path, value, f"{where}, {key}") for value in values])
             else:
                 _reject_unknown(path, f"key in {where}:", {key}, "use seed, agent, a dotted preset path such as compress.schedule, or a linked key whose values are mappings of those")
         cells += [{k: v for axis_value in combination for k, v in axis_value.items()} for combination in itertools.product(*axes)]
     return cells
 
 
-def _explicit_cells(path: Path, preset: dict[str, Any], cells: Any) -> list[dict[str, Any]]:
+def _explicit_cells(path: Path, cells: Any) -> list[dict[str, Any]]:
     if cells is None:
         return []
     if not isinstance(cells, list):
         raise UsageError(f"{path}: 'cells' must be a list of mappings of settings, e.g. - {{seed: 0, compress.schedule: [1]}}")
-    return [_settings(path, preset, cell, f"cell {index + 1}") for index, cell in enumerate(cells)]
+    return [_settings(path, cell, f"cell {index + 1}") for index, cell in enumerate(cells)]
 
 
 def _gpus(path: Path, value: Any) -> float | None:
@@ -231,7 +221,7 @@ def _canonical(value: Any) -> str:
 
 
 def _lookup(preset: dict[str, Any], settings: dict[str, Any], key: str) -> Any:
-    """The value of ``key`` in a cell: its own setting, else the preset's."""
+    """The value of ``key`` in a cell: its own setting, else the preset's (``preset`` as plain data)."""
     if key in settings:
         return settings[key]
     if key in CELL_KEYS:
@@ -265,27 +255,36 @@ def _name(kind: str, keys: list[str], lookup: dict[str, Any]) -> str:
     return f"{kind}/{','.join(parts)}"
 
 
-def _cells(path: Path, env_id: str, preset: dict[str, Any], shared: dict[str, Any], own: list[dict[str, Any]]) -> list[Cell]:
-    """Cells from each cell's own settings (after the shared ones), named and deduplicated."""
+def _cells(path: Path, env_id: str, preset: Settings, shared: dict[str, Any], own: list[dict[str, Any]]) -> list[Cell]:
+    """Cells from each cell's own settings (after the shared ones), checked, named and deduplicated."""
     everything = [{**shared, **settings} for settings in own]
+    plain = preset.to_dict()
     keys = sorted({key for settings in own for key in settings} | {"seed"})
-    varied = [key for key in keys if len({_canonical(_lookup(preset, s, key)) for s in everything}) > 1 or key == "seed"]
+    varied = [key for key in keys if key == "seed" or len({_canonical(_lookup(plain, s, key)) for s in everything}) > 1]
     train_keys = [key for key in varied if key == "seed" or key.split(".")[0] in TRAIN_SECTIONS]
     trains: dict[str, TrainRun] = {}
     cells: dict[str, Cell] = {}
     for settings, merged_settings in zip(own, everything):
-        lookup = {key: _lookup(preset, merged_settings, key) for key in varied}
+        lookup = {key: _lookup(plain, merged_settings, key) for key in varied}
+        folder = _name("cells", varied, lookup)
         seed = _seed(path, lookup["seed"])
-        cell_preset = apply_settings(preset, merged_settings)
+        cell_settings = _checked(path, folder, preset, merged_settings)
         agent = _agent(path, merged_settings.get("agent"))
         train = None
         if agent is None:
             train_settings = {key: value for key, value in merged_settings.items() if key.split(".")[0] in TRAIN_SECTIONS}
-            train = TrainRun(_name("train", train_keys, lookup), env_id, apply_settings(preset, train_settings), seed)
-            train = _unique(path, trains, train.folder, train, lambda run: _canonical([run.preset["env"], run.preset["train"], run.seed]))
-        cell = Cell(_name("cells", varied, lookup), env_id, cell_preset, seed, settings, train, agent)
-        _unique(path, cells, cell.folder, cell, lambda c: _canonical([c.preset, c.seed, c.agent]))
+            train = TrainRun(_name("train", train_keys, lookup), env_id, _checked(path, folder, preset, train_settings), seed)
+            train = _unique(path, trains, train.folder, train, lambda run: _canonical([run.settings.to_dict(), run.seed]))
+        cell = Cell(folder, env_id, cell_settings, seed, settings, train, agent)
+        _unique(path, cells, cell.folder, cell, lambda c: _canonical([c.settings.to_dict(), c.seed, c.agent]))
     return list(cells.values())
+
+
+def _checked(path: Path, folder: str, preset: Settings, settings: dict[str, Any]) -> Settings:
+    try:
+        return apply_settings(preset, settings)
+    except UsageError as error:  # re-raised without its parameter: the grid file sets it, not a flag
+        raise UsageError(f"{path}, cell {folder}: {error}") from None
 
 
 def _unique(path: Path, known: dict[str, Any], folder: str, item: Any, identity: Any) -> Any:

@@ -21,7 +21,9 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from spikerl.checkpoints import atomic_path, write_text
-from spikerl.config import RESULTS_JSON
+from spikerl.errors import UsageError
+from spikerl.results import Stage, StageRow, read_results
+from spikerl.run_folder import RunFolder
 from spikerl.stats import Summary, summarize
 from spikerl.sweep_grid import Cell, Plan
 
@@ -41,28 +43,28 @@ def collect_rows(out: Path, plan: Plan) -> list[dict[str, Any]]:
     """One flat dict per cell and stage of every cell that has results so far."""
     rows = []
     for cell in plan.cells:
-        try:
-            results = json.loads((out / cell.folder / RESULTS_JSON).read_text())
-        except (OSError, ValueError):
+        if not RunFolder(out / cell.folder).results_json.is_file():
             continue
-        finished = {r["T"] for r in results["rows"] if r["stage"] == "retrained"} >= set(cell.preset["compress"]["schedule"])
-        for row in results["rows"]:
-            rows.append(_flat_row(cell, row, "done" if finished else "unfinished"))
+        try:
+            results = read_results(out / cell.folder)
+        except UsageError:  # damaged: the cell is listed as unfinished
+            continue
+        finished = set(results.finished_stages()) >= set(cell.settings.compress.schedule)
+        rows += [_flat_row(cell, row, "done" if finished else "unfinished") for row in results.rows]
     return rows
 
 
-def _flat_row(cell: Cell, row: dict[str, Any], status: str) -> dict[str, Any]:
+def _flat_row(cell: Cell, row: StageRow, status: str) -> dict[str, Any]:
     flat: dict[str, Any] = {"cell": cell.folder, "group": cell.group, "seed": cell.seed, "status": status}
-    flat.update({key: _text(value) for key, value in cell.settings.items() if key != "seed"})
+    flat.update({key: _text(value) for key, value in cell.own.items() if key != "seed"})
     flat.update({
-        "stage": row["stage"], "T": row["T"], "mean_reward": row["mean_reward"], "std_reward": row["std_reward"],
-        "episodes": len(row["rewards"]), "wall_time_s": row["wall_time_s"],
+        "stage": row.stage.value, "T": row.T, "mean_reward": row.mean_reward, "std_reward": row.std_reward,
+        "episodes": len(row.rewards), "wall_time_s": row.wall_time_s,
     })
-    flat.update({f"spike_rate {layer}": rate for layer, rate in row["spike_rates"].items()})
-    cost = row.get("cost", {})
-    flat.update({key: value for key, value in cost.items() if isinstance(value, (int, float))})
-    if "energy_pj" in cost:
-        flat["energy_nj"] = cost["energy_pj"] / 1000
+    flat.update({f"spike_rate {layer}": rate for layer, rate in row.spike_rates.items()})
+    flat.update({key: value for key, value in row.cost.items() if isinstance(value, (int, float))})
+    if "energy_pj" in row.cost:
+        flat["energy_nj"] = row.cost["energy_pj"] / 1000
     return flat
 
 
@@ -80,7 +82,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 def _stage_label(row: dict[str, Any]) -> str:
-    return "ANN" if row["T"] is None else f"T={row['T']}" + (" (converted)" if row["stage"] == "converted" else "")
+    return "ANN" if row["T"] is None else f"T={row['T']}" + (" (converted)" if row["stage"] == Stage.CONVERTED.value else "")
 
 
 def group_stages(rows: list[dict[str, Any]], metric: str) -> dict[str, dict[str, Summary]]:
@@ -107,9 +109,9 @@ def render_markdown(plan: Plan, rows: list[dict[str, Any]], failed: dict[str, st
     lines = [
         f"# Sweep of {plan.grid_file.name}: {plan.env_id}",
         "",
-        f"{len(done)} of {len(plan.cells)} cells done, {len(failed)} failed. Each entry: mean +- std over the group's "
-        "seeds [95% percentile-bootstrap CI of the mean] (a single seed: its value). Reward: the mean of each seed's "
-        "evaluation episodes; energy per decision: spikerl's 45 nm compute estimate (see spikerl/energy.py).",
+        (f"{len(done)} of {len(plan.cells)} cells done, {len(failed)} failed. Each entry: mean +- std over the group's "
+         "seeds [95% percentile-bootstrap CI of the mean] (a single seed: its value). Reward: the mean of each seed's "
+         "evaluation episodes; energy per decision: spikerl's 45 nm compute estimate (see spikerl/energy.py)."),
         "",
     ]
     for group in dict.fromkeys(row["group"] for row in rows):
@@ -130,7 +132,7 @@ def render_markdown(plan: Plan, rows: list[dict[str, Any]], failed: dict[str, st
 
 def _plot(rows: list[dict[str, Any]], metric: str, label: str, path: Path) -> bool:
     """Per group, the mean of ``metric`` over seeds against T (retrained stages), CI as error bars."""
-    summaries = group_stages([row for row in rows if row["stage"] == "retrained"], metric)
+    summaries = group_stages([row for row in rows if row["stage"] == Stage.RETRAINED.value], metric)
     if not summaries:
         return False
     figure = Figure(figsize=(7.5, 4.2))
