@@ -80,10 +80,10 @@ def run_sweep(grid_file: str | Path, out_dir: str | Path, address: str | None = 
     try:
         import ray
 
-        _check_resources(plan, ray.cluster_resources())
+        gpus = _gpus_per_task(plan, ray.cluster_resources())
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / SWEEP_JSON, {"grid_file": str(plan.grid_file), **plan.as_json()})
-        outcome = _execute(plan, out, command or f"spikerl sweep {grid_file} --out {out_dir}")
+        outcome = _execute(plan, out, command or f"spikerl sweep {grid_file} --out {out_dir}", gpus)
     finally:
         if started_here:
             import ray
@@ -151,11 +151,17 @@ def _check_out_dir(out: Path, plan: Plan, resume: bool) -> None:
         raise UsageError(f"--out {out} is not empty; {hint}, or another --out")
 
 
-def _check_resources(plan: Plan, resources: dict[str, float]) -> None:
+def _gpus_per_task(plan: Plan, resources: dict[str, float]) -> float:
+    """The GPU fraction each task requests, after checking that the cluster can run the cells at all."""
     largest = max(_cpus(cell.settings) for cell in plan.cells)
     if largest > resources.get("CPU", 0):
         raise UsageError(f"cells need {largest} CPUs each (env.num_threads) but the Ray cluster has {resources.get('CPU', 0):g}; "
                          "lower env.num_threads in the grid's settings or add nodes")
+    if plan.gpus_per_cell is None:
+        return DEFAULT_GPUS_PER_CELL if resources.get("GPU") else 0.0
+    if plan.gpus_per_cell and not resources.get("GPU"):
+        raise UsageError(f"{plan.grid_file} asks for gpus_per_cell {plan.gpus_per_cell:g} but the Ray cluster has no GPU; set it to 0 or leave it out")
+    return plan.gpus_per_cell
 
 
 def _cpus(settings: Settings) -> int:
@@ -163,12 +169,11 @@ def _cpus(settings: Settings) -> int:
     return settings.env.num_threads or 1
 
 
-def _execute(plan: Plan, out: Path, command: str) -> Outcome:
-    """Submit every unfinished cell (and the training runs they need); wait, showing progress."""
+def _execute(plan: Plan, out: Path, command: str, gpus: float) -> Outcome:
+    """Submit every unfinished cell (and the training runs they need), each task with ``gpus`` of a GPU; wait, showing progress."""
     import ray
     from ray.exceptions import RayError
 
-    gpus = plan.gpus_per_cell if plan.gpus_per_cell is not None else (DEFAULT_GPUS_PER_CELL if ray.cluster_resources().get("GPU") else 0.0)
     device = "cuda" if gpus else "cpu"
     train_remote, compress_remote = ray.remote(train_task), ray.remote(compress_task)
 

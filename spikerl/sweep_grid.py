@@ -82,7 +82,7 @@ class Cell:
     def group(self) -> str:
         """The cell's name without its seed: cells that differ only in seed share it."""
         name = self.folder.split("/", 1)[1]
-        return ",".join(part for part in name.split(",") if not part.startswith("seed=")) or "all"
+        return ",".join(part for part in name.split(",") if not part.startswith("seed=")) or "all cells"
 
 
 @dataclass

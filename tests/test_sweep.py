@@ -171,6 +171,16 @@ def test_sweep_runs_cells_shares_anns_and_never_reruns_a_finished_cell(local_ray
     assert all(task_state(path.parent)["attempts"] == 1 for path in results)
 
 
+def test_cells_that_the_cluster_cannot_run_are_refused(local_ray, tmp_path, capsys):
+    grid = write_grid(tmp_path, "gpus_per_cell: 0.5\ngrid: {seed: [0]}\n", "gpu.yaml")
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "gpu")]) == 2
+    assert "asks for gpus_per_cell 0.5 but the Ray cluster has no GPU" in capsys.readouterr().err
+    grid = write_grid(tmp_path, "grid: {env.num_threads: [3]}\n", "cpu.yaml")
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "cpu")]) == 2
+    assert "cells need 3 CPUs each (env.num_threads) but the Ray cluster has 2" in capsys.readouterr().err
+    assert not (tmp_path / "gpu").exists() and not (tmp_path / "cpu").exists()
+
+
 def test_a_failed_cell_is_reported_and_the_others_finish(local_ray, tmp_path, capsys):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "ann.zip").write_text("not a checkpoint")
