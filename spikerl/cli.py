@@ -281,6 +281,26 @@ def _run_export(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(graph.nodes)} NIR nodes ({kinds})")
 
 
+def _add_sweep(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("sweep", help="run a grid of train/compress cells on Ray (local or a cluster)")
+    parser.add_argument("grid", help="grid file (YAML), e.g. grids/cartpole-ablation.yaml")
+    parser.add_argument("--out", help="sweep folder (default: runs/sweep_<grid name>)")
+    parser.add_argument("--address", help="Ray cluster: auto, host:port or ray://host:port (default: a local Ray instance)")
+    parser.add_argument("--resume", action="store_true", help="continue the sweep in --out; finished cells are not rerun")
+    parser.set_defaults(run=_run_sweep)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from spikerl.sweep import run_sweep
+
+    out = args.out or f"runs/sweep_{Path(args.grid).stem}"
+    outcome = run_sweep(args.grid, out, address=args.address, resume=args.resume, command=args.command_line)
+    print(f"{len(outcome.finished)} cells done ({outcome.skipped} earlier), {len(outcome.failed)} failed; see {Path(out) / 'sweep.md'}")
+    return 1 if outcome.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from spikerl import __version__
 
@@ -292,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(commands)
     _add_report(commands)
     _add_export(commands)
+    _add_sweep(commands)
     return parser
 
 
@@ -304,13 +325,13 @@ def main(argv: list[str] | None = None) -> int:
         return exit.code if isinstance(exit.code, int) else 2
     args.command_line = "spikerl " + shlex.join(argv)  # as a user would type it, for the records of the run
     try:
-        args.run(args)
+        code = args.run(args)
     except UsageError as error:
         print(f"spikerl {args.command}: error: {_with_flag(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
-    return 0
+    return code or 0
 
 
 def _with_flag(error: UsageError) -> str:
