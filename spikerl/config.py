@@ -9,6 +9,7 @@ Command-line overrides merge in here (``with_overrides``), checked the same way.
 from __future__ import annotations
 
 import importlib.resources
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,7 @@ class RunConfig:
     commands: list[str] = field(default_factory=list)
     """The command lines of the run, first to last."""
 
-    def write(self, folder: str | Path) -> None:
+    def write(self, folder: str | os.PathLike[str]) -> None:
         """Write ``config.yaml`` in ``folder`` atomically (the settings as a preset's sections)."""
         from spikerl.checkpoints import write_text
 
@@ -117,7 +118,7 @@ class RunConfig:
         write_text(RunFolder(folder).config, yaml.safe_dump(data, sort_keys=False))
 
 
-def read_run_config(folder: str | Path) -> RunConfig | None:
+def read_run_config(folder: str | os.PathLike[str]) -> RunConfig | None:
     """The ``config.yaml`` that ``spikerl train`` wrote in ``folder`` (None if there is none)."""
     path = RunFolder(folder).config
     if not path.is_file():

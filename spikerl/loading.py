@@ -138,4 +138,4 @@ def env_of_agent(agent: str, env: str | None) -> str:
     zoo_env = env_of_zoo_folder(folder)
     if zoo_env is not None:
         return zoo_env
-    raise UsageError(f"cannot tell which environment {agent} was trained on; pass --env ENV_ID")
+    raise UsageError(f"cannot tell which environment {agent} was trained on; pass env", parameter="env")

@@ -183,6 +183,5 @@ def train(
     source = _load_checkpoint(best, device=device) if best.is_file() else model
     save_model(source, folder.ann, keep_optimizer_state=False)
     write_zoo_layout(out_dir, env_id, seed, settings, folder.ann)  # so rl-zoo3's enjoy plays this folder
-    frames_per_step = settings.env.wrapper_kwargs.get("frame_skip", 4) if settings.env.atari else 1
-    plot_training_curve(out_dir, folder.training_curve, frames_per_step)
+    plot_training_curve(out_dir, folder.training_curve, settings.env.frames_per_step)
     return folder.ann
