@@ -81,7 +81,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (CUDA when present), cpu or cuda"
+    )
     parser.add_argument(
         "--num-threads", type=int,
         help="torch CPU threads (default: the preset's; small networks run far faster on 1, "
@@ -90,7 +92,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_tensorboard(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--tensorboard", metavar="DIR", help=f"log {what} to DIR for TensorBoard (needs pip install 'spikerl[tensorboard]')")
+    parser.add_argument(
+        "--tensorboard", metavar="DIR", help=f"log {what} to DIR for TensorBoard (needs pip install 'spikerl[tensorboard]')"
+    )
 
 
 def _common_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -157,13 +161,19 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps-per-stage", type=int, help="gradient steps (distill) or agent steps (td) per stage")
     parser.add_argument("--percentile", type=float, help="conversion threshold percentile (default: the preset's)")
     parser.add_argument("--eval-episodes", type=int, help="evaluation episodes per stage")
-    parser.add_argument("--seed", type=int, default=0, help="seed of conversion, rollouts and retraining, below 1000000 (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of conversion, rollouts and retraining, below 1000000 (default 0)"
+    )
     parser.add_argument("--out", help="output folder (default: runs/<env>_snn)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out after its last saved stage")
     parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
     _add_common(parser)
-    _add_tensorboard(parser, "per stage the distillation loss and learning rate per step, evaluation reward, spike rate and threshold per layer")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bars (the stage results are still printed)")
+    _add_tensorboard(
+        parser, "the distillation loss and learning rate per step; per stage the reward, spike rate and threshold per layer"
+    )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide the progress bars (the stage results still print)"
+    )
     parser.set_defaults(run=_run_compress)
 
 
@@ -215,11 +225,13 @@ def _compress_summary(out: str, result: Any, tensorboard: str | None) -> str:
 
     folder = RunFolder(out)
     ann = result.rows_of(Stage.ANN)[0]
-    last = result.rows_of(Stage.RETRAINED)[-1]
-    energy = f", {last.cost['ann_energy_ratio']:.1f}x less energy per decision than the ANN" if "ann_energy_ratio" in last.cost else ""
+    stages = result.rows_of(Stage.RETRAINED)
+    last = stages[-1]
+    ratio = last.cost.get("ann_energy_ratio")
+    energy = f", {ratio:.1f}x less energy per decision than the ANN" if ratio else ""
     return (
         f"Compressed: at T={last.T} the spiking agent scores {last.mean_reward:.2f} +- {last.std_reward:.2f} "
-        f"(ANN {ann.mean_reward:.2f}){energy}. Agents {', '.join(str(path) for path in folder.stages().values())}; "
+        f"(ANN {ann.mean_reward:.2f}){energy}. Agents {', '.join(str(folder.stage(row.T)) for row in stages)}; "
         f"results {folder.results_md} and {folder.results_json}; plots in {folder.path}"
         + (f"; TensorBoard logs in {tensorboard}" if tensorboard else "") + "."
     )
@@ -348,9 +360,11 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 
 def _add_package(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("package", help="write an agent as a Hugging Face Hub folder (huggingface_sb3's layout, with a model card)")
+    parser = commands.add_parser(
+        "package", help="write an agent as a Hugging Face Hub folder (huggingface_sb3's layout, with a model card)"
+    )
     _add_agent_arguments(parser, "DQN checkpoint (.zip), e.g. T1.zip from 'spikerl compress'")
-    parser.add_argument("--out", required=True, help="folder to write (must not exist, or be empty); push it with huggingface-cli upload")
+    parser.add_argument("--out", required=True, help="folder to write (new or empty); push it with huggingface-cli upload")
     parser.add_argument("--episodes", type=int, help="evaluation episodes for the model card (default: the preset's)")
     parser.add_argument("--video-steps", type=int, default=1000, help="agent steps of replay.mp4 (default 1000; 0: no video)")
     parser.add_argument("--num-threads", type=int, help="torch CPU threads (default: the preset's)")
@@ -362,10 +376,10 @@ def _run_package(args: argparse.Namespace) -> None:
     from spikerl.package import package_agent
 
     env_id = env_of_agent(args.agent, args.env)
-    settings = _settings(env_id, args.config, {"evaluate": {"episodes": args.episodes}, "env": {"num_threads": args.num_threads}})
+    settings = _settings(env_id, args.config, {"evaluate": {"episodes": args.episodes}, **_common_overrides(args)})
     _set_threads(settings)
     out = package_agent(args.agent, env_id, settings, args.out, video_steps=args.video_steps)
-    print(f"wrote {out} (model card README.md, results.json, config.json); push it with: huggingface-cli upload USER/REPO {out}")
+    print(f"wrote {out} (model card README.md, results.json, config.json); push it: huggingface-cli upload USER/REPO {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:

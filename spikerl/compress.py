@@ -202,7 +202,8 @@ class _StageRecorder:
         )
         result = result.with_row(stage, timesteps, evaluation, time.perf_counter() - started)
         if self.writer is not None:
-            log_stage(self.writer, len(result.rows_of(Stage.RETRAINED)) * self.steps_per_stage, timesteps, evaluation, model.q_net)
+            steps_done = len(result.rows_of(Stage.RETRAINED)) * self.steps_per_stage
+            log_stage(self.writer, steps_done, timesteps, evaluation, model.q_net)
         write_report(self.folder, result, plots=False)
         write_results(self.folder, result)
         summary = f"{evaluation.mean:.2f} +- {evaluation.std:.2f} over {protocol.episodes} episodes"

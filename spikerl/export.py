@@ -102,7 +102,22 @@ def _graph(q_net: SpikingQNetwork) -> nir.NIRGraph:
         nodes[names[id(layer)]] = _node(layer, shape, input_scale if layer is first_weighted else 1.0)
     nodes["output"] = nir.Output(output_type=np.array(h.shape[1:]))
     names_in_order = list(nodes)
-    return nir.NIRGraph(nodes=nodes, edges=list(zip(names_in_order, names_in_order[1:])))
+    return nir.NIRGraph(nodes=nodes, edges=list(zip(names_in_order, names_in_order[1:])), metadata=_metadata(input_scale))
+
+
+def _metadata(input_scale: float) -> dict[str, str | int | float]:
+    """What a simulator needs beyond the nodes: one timestep per decision, raw observations in
+    (the image scaling is already multiplied into the first layer's weights), argmax read-out."""
+    from spikerl import __version__
+
+    return {
+        "producer": f"spikerl {__version__}",
+        "timesteps": 1,
+        "input": "raw observations as the environment gives them, one timestep per decision",
+        "input_scale_folded_into_first_layer": input_scale,
+        "readout": "argmax",
+        "readout_description": "the output holds the Q-values; the action is their argmax",
+    }
 
 
 def _node(layer: nn.Module, input_shape: tuple[int, ...], weight_scale: float) -> nir.NIRNode:

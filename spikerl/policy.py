@@ -28,7 +28,6 @@ from stable_baselines3.dqn.policies import DQNPolicy
 
 from spikerl.snn import SpikingQNetwork, check_timesteps
 
-
 Q_NET, TARGET = "q_net.", "q_net_target."
 
 
