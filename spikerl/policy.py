@@ -27,7 +27,6 @@ from stable_baselines3.dqn.policies import DQNPolicy
 
 from spikerl.snn import SpikingQNetwork, check_timesteps
 
-
 Q_NET, TARGET = "q_net.", "q_net_target."
 
 
