@@ -39,12 +39,13 @@ FLAGS = {
 def _add_train(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("train", help="train an ANN DQN agent with SB3")
     parser.add_argument("--env", default="CartPole-v1", help="Gymnasium id with a preset in envs/")
-    parser.add_argument("--config", help="preset YAML file (default: envs/<env>.yaml)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", help="preset YAML file, spikerl's or rl-zoo3's hyperparameters (default: envs/<env>.yaml)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed, below 1000000 (default 0)")
     parser.add_argument("-n", "--n-timesteps", type=int, help="agent steps (default: the preset's, or the resumed run's)")
     parser.add_argument("--out", help="run folder (default: runs/<env>_<seed>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     _add_common(parser)
+    _add_tensorboard(parser, "SB3's training scalars (rollout/, train/, eval/)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     parser.set_defaults(run=_run_train)
 
@@ -67,9 +68,9 @@ def _run_train(args: argparse.Namespace) -> None:
     _set_threads(settings)
     ann = train(
         env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), progress=args.progress,
-        command=args.command_line,
+        command=args.command_line, tensorboard=args.tensorboard,
     )
-    print(f"ANN agent: {ann}")
+    print(_train_summary(out, ann, args.tensorboard))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,12 +81,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (CUDA when present), cpu or cuda")
     parser.add_argument(
         "--num-threads", type=int,
         help="torch CPU threads (default: the preset's; small networks run far faster on 1, "
         "and several processes on 2 cores must not oversubscribe them)",
     )
+
+
+def _add_tensorboard(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--tensorboard", metavar="DIR", help=f"log {what} to DIR for TensorBoard (needs pip install 'spikerl[tensorboard]')")
 
 
 def _common_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,12 +157,13 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps-per-stage", type=int, help="gradient steps (distill) or agent steps (td) per stage")
     parser.add_argument("--percentile", type=float, help="conversion threshold percentile (default: the preset's)")
     parser.add_argument("--eval-episodes", type=int, help="evaluation episodes per stage")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of conversion, rollouts and retraining, below 1000000 (default 0)")
     parser.add_argument("--out", help="output folder (default: runs/<env>_snn)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out after its last saved stage")
     parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
     _add_common(parser)
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    _add_tensorboard(parser, "per stage the distillation loss and learning rate per step, evaluation reward, spike rate and threshold per layer")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bars (the stage results are still printed)")
     parser.set_defaults(run=_run_compress)
 
 
@@ -172,10 +178,50 @@ def _run_compress(args: argparse.Namespace) -> None:
     }
     settings = _settings(env_id, args.config, {"compress": stage_overrides, **_common_overrides(args)})
     _set_threads(settings)
-    compress(
-        args.agent, env_id, settings, args.out or f"runs/{env_id}_snn", seed=args.seed, device=args.device,
+    out = args.out or f"runs/{env_id}_snn"
+    result = compress(
+        args.agent, env_id, settings, out, seed=args.seed, device=args.device,
         resume=args.resume, force=args.force, progress=args.progress,
         commands=_agent_commands(args.agent) + [args.command_line],
+        tensorboard=args.tensorboard,
+    )
+    print(_compress_summary(out, result, args.tensorboard))
+
+
+def _train_summary(out: str, ann: Any, tensorboard: str | None) -> str:
+    """The closing paragraph of ``train``: the best evaluation and what was written where."""
+    import numpy as np
+
+    from spikerl.run_folder import RunFolder
+
+    folder = RunFolder(out)
+    best = ""
+    if folder.evaluations.is_file():
+        log = np.load(folder.evaluations)
+        if len(log["results"]):
+            means = log["results"].mean(axis=1)
+            best = f"best evaluation {means.max():.2f} at step {int(log['timesteps'][means.argmax()])}; "
+    return (
+        f"Trained: {best}agent {ann} (hand it to 'spikerl compress --agent {ann}'), training curve {folder.training_curve}, "
+        f"resumable checkpoint {folder.checkpoint}, rl-zoo3 layout in {folder.path / 'dqn'}"
+        + (f", TensorBoard logs in {tensorboard}" if tensorboard else "") + "."
+    )
+
+
+def _compress_summary(out: str, result: Any, tensorboard: str | None) -> str:
+    """The closing paragraph of ``compress``: the last stage's reward and energy, and the files."""
+    from spikerl.results import Stage
+    from spikerl.run_folder import RunFolder
+
+    folder = RunFolder(out)
+    ann = result.rows_of(Stage.ANN)[0]
+    last = result.rows_of(Stage.RETRAINED)[-1]
+    energy = f", {last.cost['ann_energy_ratio']:.1f}x less energy per decision than the ANN" if "ann_energy_ratio" in last.cost else ""
+    return (
+        f"Compressed: at T={last.T} the spiking agent scores {last.mean_reward:.2f} +- {last.std_reward:.2f} "
+        f"(ANN {ann.mean_reward:.2f}){energy}. Agents {', '.join(str(path) for path in folder.stages().values())}; "
+        f"results {folder.results_md} and {folder.results_json}; plots in {folder.path}"
+        + (f"; TensorBoard logs in {tensorboard}" if tensorboard else "") + "."
     )
 
 
@@ -302,6 +348,27 @@ def _run_sweep(args: argparse.Namespace) -> int:
     return 1 if outcome.failed else 0
 
 
+def _add_package(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("package", help="write an agent as a Hugging Face Hub folder (huggingface_sb3's layout, with a model card)")
+    _add_agent_arguments(parser, "DQN checkpoint (.zip), e.g. T1.zip from 'spikerl compress'")
+    parser.add_argument("--out", required=True, help="folder to write (must not exist, or be empty); push it with huggingface-cli upload")
+    parser.add_argument("--episodes", type=int, help="evaluation episodes for the model card (default: the preset's)")
+    parser.add_argument("--video-steps", type=int, default=1000, help="agent steps of replay.mp4 (default 1000; 0: no video)")
+    parser.add_argument("--num-threads", type=int, help="torch CPU threads (default: the preset's)")
+    parser.set_defaults(run=_run_package)
+
+
+def _run_package(args: argparse.Namespace) -> None:
+    from spikerl.loading import env_of_agent
+    from spikerl.package import package_agent
+
+    env_id = env_of_agent(args.agent, args.env)
+    settings = _settings(env_id, args.config, {"evaluate": {"episodes": args.episodes}, "env": {"num_threads": args.num_threads}})
+    _set_threads(settings)
+    out = package_agent(args.agent, env_id, settings, args.out, video_steps=args.video_steps)
+    print(f"wrote {out} (model card README.md, results.json, config.json); push it with: huggingface-cli upload USER/REPO {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from spikerl import __version__
 
@@ -313,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(commands)
     _add_report(commands)
     _add_export(commands)
+    _add_package(commands)
     _add_sweep(commands)
     return parser
 

@@ -34,6 +34,7 @@ from spikerl.retrain import make_retrainer
 from spikerl.run_folder import RunFolder
 from spikerl.schema import Record
 from spikerl.settings import CompressSettings, EnvSettings, Settings
+from spikerl.tensorboard import check_tensorboard, log_stage, open_writer
 
 
 def compress(
@@ -47,12 +48,16 @@ def compress(
     force: bool = False,
     progress: bool = True,
     commands: list[str] | None = None,
+    tensorboard: str | Path | None = None,
 ) -> CompressionResult:
     """Run the IIR schedule of ``settings.compress`` on the ANN at ``agent``; returns the results.
 
-    ``commands`` (the command lines that made the ANN and run this) go into the results.
+    ``commands`` (the command lines that made the ANN and run this) go into the results;
+    ``tensorboard``: a folder for TensorBoard logs (``spikerl.tensorboard``).
     """
     check_training_seed(seed)
+    if tensorboard:
+        check_tensorboard()
     folder = RunFolder(out_dir)
     previous = _previous_result(folder, resume, force)
     ann = _load_ann(agent, env_id, settings, device)
@@ -61,10 +66,11 @@ def compress(
     if previous:
         commands = list(dict.fromkeys(previous.commands + result.commands))
         result = dataclasses.replace(result, rows=previous.rows, commands=commands)
-    record = _StageRecorder(folder, settings.env, progress)
     schedule = settings.compress.schedule
     set_random_seed(seed)
     env = make_env(env_id, settings.env, seed=seed)
+    writer = open_writer(Path(tensorboard) / "compress") if tensorboard else None
+    record = _StageRecorder(folder, settings.env, writer, settings.compress.steps_per_stage)
     try:
         _copy_ann(agent, folder)
         if not previous:
@@ -76,7 +82,9 @@ def compress(
             student = _convert(ann, env, settings.compress, seed)
             if not result.rows_of(Stage.CONVERTED):
                 result = record(result, Stage.CONVERTED, schedule[0], student, started)
-        retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress)
+        retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress, writer)
+        if tensorboard:
+            student.tensorboard_log = str(tensorboard)  # the td objective: SB3 logs its training scalars there
         for timesteps in schedule:
             if timesteps not in done:
                 started = time.perf_counter()
@@ -86,6 +94,8 @@ def compress(
                 result = record(result, Stage.RETRAINED, timesteps, student, started)
     finally:
         env.close()
+        if writer is not None:
+            writer.close()
     result = write_report(folder, result)
     write_results(folder, result)
     return result
@@ -178,7 +188,9 @@ class _StageRecorder:
 
     folder: RunFolder
     env_settings: EnvSettings
-    progress: bool
+    writer: Any = None
+    """A TensorBoard ``SummaryWriter``: each stage is logged at the retraining steps done so far."""
+    steps_per_stage: int = 0
 
     def __call__(
         self, result: CompressionResult, stage: Stage, timesteps: int | None, model: DQN, started: float
@@ -189,9 +201,10 @@ class _StageRecorder:
             model, result.env_id, self.env_settings, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs
         )
         result = result.with_row(stage, timesteps, evaluation, time.perf_counter() - started)
+        if self.writer is not None:
+            log_stage(self.writer, len(result.rows_of(Stage.RETRAINED)) * self.steps_per_stage, timesteps, evaluation, model.q_net)
         write_report(self.folder, result, plots=False)
         write_results(self.folder, result)
-        if self.progress:
-            summary = f"{evaluation.mean:.2f} +- {evaluation.std:.2f} over {protocol.episodes} episodes"
-            print(f"{stage.value:>10} T={timesteps or '-'}: {summary}")
+        summary = f"{evaluation.mean:.2f} +- {evaluation.std:.2f} over {protocol.episodes} episodes"
+        print(f"{stage.value:>10} T={timesteps or '-'}: {summary}")  # also with --no-progress, which hides bars only
         return result
