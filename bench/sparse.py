@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from timing import medians_ms
 from torch import nn
 
 from spikerl.config import load_preset
@@ -35,7 +36,6 @@ from spikerl.convert import collect_observations
 from spikerl.envs import make_env
 from spikerl.event_driven import SpikeDrivenLinear
 from spikerl.loading import env_of_agent, load_agent
-from timing import medians_ms
 
 LAYERS = {"CartPole hidden": (256, 256), "mid-size": (1024, 512), "NatureCNN fc": (3136, 512)}
 

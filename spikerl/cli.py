@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from spikerl.errors import UsageError
@@ -27,6 +29,10 @@ FLAGS = {
     "evaluate.seed": "--seed",
     "episodes": "--episodes",
     "seed": "--seed",
+    "percentile": "--percentile",
+    "env": "--env",
+    "env_id": "--env",
+    "out_dir": "--out",
 }
 
 
@@ -59,7 +65,10 @@ def _run_train(args: argparse.Namespace) -> None:
         settings = _settings(env_id, args.config, overrides)
         out = args.out or f"runs/{env_id}_{seed}"
     _set_threads(settings)
-    ann = train(env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), progress=args.progress, command=args.command_line)
+    ann = train(
+        env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), progress=args.progress,
+        command=args.command_line,
+    )
     print(f"ANN agent: {ann}")
 
 
@@ -110,6 +119,21 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers such as 5,4,3,2,1") from None
 
 
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (for options that are no preset setting)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not in [{low}, {high}]")
+        return value
+
+    return parse
+
+
 def _agent_commands(agent: str) -> list[str]:
     """The commands that trained ``agent``, when its run folder recorded them."""
     from pathlib import Path
@@ -150,7 +174,8 @@ def _run_compress(args: argparse.Namespace) -> None:
     _set_threads(settings)
     compress(
         args.agent, env_id, settings, args.out or f"runs/{env_id}_snn", seed=args.seed, device=args.device,
-        resume=args.resume, force=args.force, progress=args.progress, commands=_agent_commands(args.agent) + [args.command_line],
+        resume=args.resume, force=args.force, progress=args.progress,
+        commands=_agent_commands(args.agent) + [args.command_line],
     )
 
 
@@ -163,6 +188,19 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
         "--event-driven", action="store_true",
         help="SNN only: compute large spike-fed Linear layers from the spikes alone (sparse; faster for NatureCNN on a CPU)",
     )
+    video = parser.add_argument_group("video")
+    video.add_argument("--video", metavar="DIR", help="also write videos of greedy games to DIR (<env>_seed<seed>.mp4)")
+    video.add_argument(
+        "--video-episodes", type=_int_in(1, 1000), default=1,
+        help="games to film, seeded like the first game of each evaluation environment (default 1)",
+    )
+    video.add_argument(
+        "--video-steps", type=_int_in(1, 10**7), help="at most this many agent steps per video (default: whole games)"
+    )
+    video.add_argument("--video-format", choices=("mp4", "gif"), default="mp4", help="mp4 (default) or gif (short clips)")
+    video.add_argument(
+        "--spike-maps", action="store_true", help="SNN only: show each layer's spikes at every decision beside the frame"
+    )
     _add_common(parser)
     parser.set_defaults(run=_run_evaluate)
 
@@ -172,7 +210,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     from spikerl.loading import env_of_agent, load_agent
 
     env_id = env_of_agent(args.agent, args.env)
-    settings = _settings(env_id, args.config, {"evaluate": {"episodes": args.episodes, "seed": args.seed}, **_common_overrides(args)})
+    protocol_overrides = {"episodes": args.episodes, "seed": args.seed}
+    settings = _settings(env_id, args.config, {"evaluate": protocol_overrides, **_common_overrides(args)})
     protocol = settings.evaluate
     _set_threads(settings)
     model = load_agent(args.agent, env_id, settings.env, args.device)
@@ -180,11 +219,21 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         _use_event_driven(model)
     result = evaluate_agent(model, env_id, settings.env, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
     timesteps = getattr(model.policy, "timesteps", None)
-    print(f"agent {args.agent} ({'SNN, T=%d' % timesteps if timesteps else 'ANN'}) on {env_id}, {protocol.episodes} episodes from seed {protocol.seed}")
+    kind = f"SNN, T={timesteps}" if timesteps else "ANN"
+    print(f"agent {args.agent} ({kind}) on {env_id}, {protocol.episodes} episodes from seed {protocol.seed}")
     print(f"reward {result.mean:.2f} +- {result.std:.2f} (min {min(result.rewards):.1f}, max {max(result.rewards):.1f})")
-    print(f"episode length {sum(result.lengths) / len(result.lengths):.1f} (min {min(result.lengths)}, max {max(result.lengths)})")
+    lengths = result.lengths
+    print(f"episode length {sum(lengths) / len(lengths):.1f} (min {min(lengths)}, max {max(lengths)})")
     for name, rate in result.spike_rates.items():
         print(f"spike rate {name}: {rate:.4f}")
+    if args.video:
+        from spikerl.video import record_videos
+
+        videos = record_videos(
+            model, env_id, settings.env, args.video, args.video_episodes, seed=protocol.seed,
+            spike_maps=args.spike_maps, max_steps=args.video_steps, video_format=args.video_format,
+        )
+        print(f"wrote {', '.join(map(str, videos))}")
 
 
 def _use_event_driven(model) -> None:
@@ -195,7 +244,8 @@ def _use_event_driven(model) -> None:
         raise UsageError("--event-driven needs a spiking agent (from 'spikerl compress'); drop it for an ANN")
     model.q_net.use_event_driven()
     names = model.q_net.event_driven_layer_names()
-    print(f"event-driven layers: {', '.join(names)}" if names else "event-driven layers: none (no spike-fed Linear layer is large enough to gain); running dense")
+    none = "none (no spike-fed Linear layer is large enough to gain); running dense"
+    print(f"event-driven layers: {', '.join(names) if names else none}")
 
 
 def _add_report(commands: argparse._SubParsersAction) -> None:
@@ -227,7 +277,8 @@ def _run_export(args: argparse.Namespace) -> None:
     env_id = env_of_agent(args.agent, args.env)
     model = load_agent(args.agent, env_id, load_preset(env_id, args.config).env, "cpu")
     graph = export_nir(model, args.out)
-    print(f"wrote {args.out}: {len(graph.nodes)} NIR nodes ({', '.join(type(node).__name__ for node in graph.nodes.values())})")
+    kinds = ", ".join(type(node).__name__ for node in graph.nodes.values())
+    print(f"wrote {args.out}: {len(graph.nodes)} NIR nodes ({kinds})")
 
 
 def _add_sweep(commands: argparse._SubParsersAction) -> None:
@@ -251,7 +302,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from spikerl import __version__
+
     parser = _Parser(prog="spikerl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train(commands)
     _add_compress(commands)
@@ -265,7 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``spikerl`` command line ``argv`` (default: this process's); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # argparse has printed its one line (or the help)
+        return exit.code if isinstance(exit.code, int) else 2
     args.command_line = "spikerl " + shlex.join(argv)  # as a user would type it, for the records of the run
     try:
         code = args.run(args)
@@ -283,5 +340,5 @@ def _with_flag(error: UsageError) -> str:
     parameter = error.parameter or ""
     for name, flag in FLAGS.items():
         if parameter == name or parameter.startswith(name + "["):
-            return message.replace(name, flag, 1)
+            return re.sub(rf"(?<![\w.-]){re.escape(name)}(?!\w)", flag, message, count=1)
     return message

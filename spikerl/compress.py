@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from spikerl.results import CompressionResult, EvaluationProtocol, Stage, read_r
 from spikerl.retrain import make_retrainer
 from spikerl.run_folder import RunFolder
 from spikerl.schema import Record
-from spikerl.settings import CompressSettings, Settings
+from spikerl.settings import CompressSettings, EnvSettings, Settings
 
 
 def compress(
@@ -59,28 +59,31 @@ def compress(
     result = _new_result(agent, env_id, settings, seed, ann, commands)
     done = _finished_stages(previous, result, folder) if previous else []
     if previous:
-        result = dataclasses.replace(result, rows=previous.rows, commands=list(dict.fromkeys(previous.commands + result.commands)))
+        commands = list(dict.fromkeys(previous.commands + result.commands))
+        result = dataclasses.replace(result, rows=previous.rows, commands=commands)
+    record = _StageRecorder(folder, settings.env, progress)
+    schedule = settings.compress.schedule
     set_random_seed(seed)
     env = make_env(env_id, settings.env, seed=seed)
     try:
         _copy_ann(agent, folder)
         if not previous:
-            result = _evaluate_stage(folder, result, Stage.ANN, None, ann, time.perf_counter(), settings, progress)
+            result = record(result, Stage.ANN, None, ann, time.perf_counter())
         started = time.perf_counter()
         if done:
             student = _restore(ann, env, env_id, settings, seed, folder.stage(done[-1]), device)
         else:
             student = _convert(ann, env, settings.compress, seed)
             if not result.rows_of(Stage.CONVERTED):
-                result = _evaluate_stage(folder, result, Stage.CONVERTED, settings.compress.schedule[0], student, started, settings, progress)
+                result = record(result, Stage.CONVERTED, schedule[0], student, started)
         retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress)
-        for timesteps in settings.compress.schedule:
+        for timesteps in schedule:
             if timesteps not in done:
                 started = time.perf_counter()
                 set_timesteps(student, timesteps)
                 retrainer.retrain(settings.compress.steps_per_stage)
                 save_model(student, folder.stage(timesteps), keep_optimizer_state=False)
-                result = _evaluate_stage(folder, result, Stage.RETRAINED, timesteps, student, started, settings, progress)
+                result = record(result, Stage.RETRAINED, timesteps, student, started)
     finally:
         env.close()
     result = write_report(folder, result)
@@ -95,7 +98,9 @@ def _previous_result(folder: RunFolder, resume: bool, force: bool) -> Compressio
             raise UsageError(f"nothing to resume in {folder.path} (results.json missing); run without --resume")
         return read_results(folder.path)
     if folder.results_json.is_file() and not force:
-        raise UsageError(f"{folder.path} already holds results; pass --resume to continue, --force to overwrite, or another --out")
+        raise UsageError(
+            f"{folder.path} already holds results; pass --resume to continue, --force to overwrite, or another --out"
+        )
     return None
 
 
@@ -106,7 +111,9 @@ def _load_ann(agent: str | Path, env_id: str, settings: Settings, device: str) -
     return ann
 
 
-def _new_result(agent: str | Path, env_id: str, settings: Settings, seed: int, ann: DQN, commands: list[str] | None) -> CompressionResult:
+def _new_result(
+    agent: str | Path, env_id: str, settings: Settings, seed: int, ann: DQN, commands: list[str] | None
+) -> CompressionResult:
     """The header of this run's results (no rows yet)."""
     stage_settings, protocol = settings.compress, settings.evaluate
     episodes = stage_settings.stage_eval_episodes if stage_settings.stage_eval_episodes is not None else protocol.episodes
@@ -123,7 +130,10 @@ def _finished_stages(previous: CompressionResult, result: CompressionResult, fol
     name = previous.differing_setting(result)
     if name is not None:
         before, now = (_shown(getattr(r, name)) for r in (previous, result))
-        raise UsageError(f"{folder.path} holds a run with {name}={before!r}, not {now!r}; resume with the same settings, or pass --force to start over")
+        raise UsageError(
+            f"{folder.path} holds a run with {name}={before!r}, not {now!r}; "
+            "resume with the same settings, or pass --force to start over"
+        )
     done = previous.finished_stages()
     if done and not folder.stage(done[-1]).is_file():
         raise UsageError(f"{folder.stage(done[-1])} is missing, so the run cannot resume; pass --force to start over")
@@ -150,7 +160,8 @@ def _student_dqn_kwargs(settings: CompressSettings, seed: int) -> dict[str, Any]
 def _convert(ann: DQN, env: VecEnv, settings: CompressSettings, seed: int) -> DQN:
     """The spiking student at the schedule's first T, thresholds from calibration rollouts of ``ann``."""
     calibration = collect_observations(ann, env, settings.calibration_samples, rng=np.random.default_rng(seed))
-    return convert(ann, env, calibration, settings.schedule[0], settings.percentile, settings.neuron_kwargs, **_student_dqn_kwargs(settings, seed))
+    dqn_kwargs = _student_dqn_kwargs(settings, seed)
+    return convert(ann, env, calibration, settings.schedule[0], settings.percentile, settings.neuron_kwargs, **dqn_kwargs)
 
 
 def _restore(ann: DQN, env: VecEnv, env_id: str, settings: Settings, seed: int, stage: Path, device: str) -> DQN:
@@ -161,16 +172,26 @@ def _restore(ann: DQN, env: VecEnv, env_id: str, settings: Settings, seed: int, 
     return student
 
 
-def _evaluate_stage(
-    folder: RunFolder, result: CompressionResult, stage: Stage, timesteps: int | None, model: DQN, started: float, settings: Settings,
-    progress: bool,
-) -> CompressionResult:
-    """Evaluate ``model`` on the run's protocol, add its row, rewrite results.json and results.md (the one place stages are evaluated)."""
-    protocol = result.evaluation
-    evaluation = evaluate_agent(model, result.env_id, settings.env, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
-    result = result.with_row(stage, timesteps, evaluation, time.perf_counter() - started)
-    write_report(folder, result, plots=False)
-    write_results(folder, result)
-    if progress:
-        print(f"{stage.value:>10} T={timesteps or '-'}: {evaluation.mean:.2f} +- {evaluation.std:.2f} over {protocol.episodes} episodes")
-    return result
+@dataclass
+class _StageRecorder:
+    """Evaluates a stage on the run's protocol and records it: the one place stages are evaluated."""
+
+    folder: RunFolder
+    env_settings: EnvSettings
+    progress: bool
+
+    def __call__(
+        self, result: CompressionResult, stage: Stage, timesteps: int | None, model: DQN, started: float
+    ) -> CompressionResult:
+        """``result`` with the row of ``model`` (timed from ``started``); rewrites results.json and results.md."""
+        protocol = result.evaluation
+        evaluation = evaluate_agent(
+            model, result.env_id, self.env_settings, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs
+        )
+        result = result.with_row(stage, timesteps, evaluation, time.perf_counter() - started)
+        write_report(self.folder, result, plots=False)
+        write_results(self.folder, result)
+        if self.progress:
+            summary = f"{evaluation.mean:.2f} +- {evaluation.std:.2f} over {protocol.episodes} episodes"
+            print(f"{stage.value:>10} T={timesteps or '-'}: {summary}")
+        return result

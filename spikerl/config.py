@@ -8,10 +8,12 @@ Command-line overrides merge in here (``with_overrides``), checked the same way.
 
 from __future__ import annotations
 
+import importlib.resources
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -19,11 +21,19 @@ from spikerl.errors import UsageError
 from spikerl.run_folder import RunFolder
 from spikerl.settings import Settings, from_mapping
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
-def preset_files() -> dict[str, Path]:
-    """The preset file of each environment id that has one (the one place that knows where they live)."""
-    folder = Path(__file__).resolve().parent.parent / "envs"
-    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+def preset_files() -> dict[str, Traversable]:
+    """The preset file of each environment id that has one (the one place that knows where they
+    live): package data ``spikerl/presets`` of an installed wheel (the build maps the source's
+    top-level ``envs/`` there), else ``envs/`` beside the package in a source checkout."""
+    folder = importlib.resources.files("spikerl") / "presets"
+    if not folder.is_dir():
+        folder = Path(__file__).resolve().parent.parent / "envs"
+    files = sorted((entry for entry in folder.iterdir() if entry.name.endswith(".yaml")), key=lambda entry: entry.name)
+    return {entry.name.removesuffix(".yaml"): entry for entry in files}
 
 
 def available_presets() -> list[str]:
@@ -95,7 +105,7 @@ class RunConfig:
     commands: list[str] = field(default_factory=list)
     """The command lines of the run, first to last."""
 
-    def write(self, folder: str | Path) -> None:
+    def write(self, folder: str | os.PathLike[str]) -> None:
         """Write ``config.yaml`` in ``folder`` atomically (the settings as a preset's sections)."""
         from spikerl.checkpoints import write_text
 
@@ -103,7 +113,7 @@ class RunConfig:
         write_text(RunFolder(folder).config, yaml.safe_dump(data, sort_keys=False))
 
 
-def read_run_config(folder: str | Path) -> RunConfig | None:
+def read_run_config(folder: str | os.PathLike[str]) -> RunConfig | None:
     """The ``config.yaml`` that ``spikerl train`` wrote in ``folder`` (None if there is none)."""
     path = RunFolder(folder).config
     if not path.is_file():

@@ -133,4 +133,4 @@ def env_of_agent(agent: str, env: str | None) -> str:
             return str(json.loads(compress_results.read_text())["env_id"])
     if folder.name in available_presets():
         return folder.name
-    raise UsageError(f"cannot tell which environment {agent} was trained on; pass --env ENV_ID")
+    raise UsageError(f"cannot tell which environment {agent} was trained on; pass env", parameter="env")

@@ -11,6 +11,10 @@ saved agent loads with plain ``stable_baselines3.DQN.load`` wherever spikerl is 
 Thresholds and leaks are parameters of the Q-network: the optimizer trains them and the
 target-network sync copies them. After every optimizer step leaks are clamped to <= 1 and
 thresholds kept positive.
+
+While the target network is an exact copy of the Q-network (always, in the agents ``spikerl
+compress`` saves), the policy's ``state_dict`` leaves it out, halving the zip; loading one
+without ``q_net_target.*`` restores the copy, so plain ``DQN.load`` gives the same agent.
 """
 
 from __future__ import annotations
@@ -22,6 +26,17 @@ from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.dqn.policies import DQNPolicy
 
 from spikerl.snn import SpikingQNetwork, check_timesteps
+
+
+Q_NET, TARGET = "q_net.", "q_net_target."
+
+
+def _restore_target_copy(module: torch.nn.Module, state: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Load-state pre-hook: a state without ``q_net_target.*`` was saved with the target equal to
+    ``q_net``, so the target's tensors are ``q_net``'s."""
+    if not any(key.startswith(prefix + TARGET) for key in state):
+        for key in [key for key in state if key.startswith(prefix + Q_NET)]:
+            state[key.replace(prefix + Q_NET, prefix + TARGET, 1)] = state[key]
 
 
 class SpikingMlpPolicy(DQNPolicy):
@@ -40,6 +55,17 @@ class SpikingMlpPolicy(DQNPolicy):
         self._initial_timesteps = check_timesteps(timesteps)  # read by make_q_net while the base class builds
         self.neuron_kwargs = dict(neuron_kwargs or {})
         super().__init__(*args, **kwargs)
+        self.register_load_state_dict_pre_hook(_restore_target_copy)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """``DQNPolicy``'s state, without ``q_net_target.*`` when the target equals ``q_net``."""
+        state = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        target = {key: key.replace(prefix + TARGET, prefix + Q_NET, 1) for key in state if key.startswith(prefix + TARGET)}
+        if all(source in state and torch.equal(state[key], state[source]) for key, source in target.items()):
+            for key in target:
+                del state[key]
+        return state
 
     @property
     def timesteps(self) -> int:

@@ -12,7 +12,7 @@ import dataclasses
 import enum
 import hashlib
 import json
-from dataclasses import dataclass
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ class Stage(str, enum.Enum):
     """The SNN after the retraining stage at its T."""
 
 
-@dataclass(frozen=True)
 class EvaluationProtocol(Record):
     """The episodes every row was evaluated on (``spikerl.evaluate.evaluate_agent``)."""
 
@@ -45,7 +44,6 @@ class EvaluationProtocol(Record):
     n_envs: int = setting(low=1)
 
 
-@dataclass(frozen=True)
 class StageRow(Record):
     """One evaluated stage: per-episode rewards and lengths, spike rates per neuron layer, cost."""
 
@@ -65,12 +63,12 @@ class StageRow(Record):
 
     def check(self) -> None:
         if (self.stage is Stage.ANN) != (self.T is None):
-            raise UsageError(f"T must be given for an SNN row and only for it, got stage {self.stage.value} with T {self.T}", parameter="T")
+            problem = f"got stage {self.stage.value} with T {self.T}"
+            raise UsageError(f"T must be given for an SNN row and only for it, {problem}", parameter="T")
         if not self.rewards or len(self.rewards) != len(self.lengths):
             raise UsageError("rewards must hold one reward per episode, as many as lengths", parameter="rewards")
 
 
-@dataclass(frozen=True)
 class CompressionResult(Record):
     """A whole ``spikerl compress`` run: header and rows (``results.json``)."""
 
@@ -153,7 +151,7 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_results(folder: str | Path) -> CompressionResult:
+def read_results(folder: str | os.PathLike[str]) -> CompressionResult:
     """The checked ``results.json`` of the compression run in ``folder``, or a one-line ``UsageError``."""
     path = RunFolder(folder).results_json
     if not path.is_file():
@@ -169,6 +167,6 @@ def read_results(folder: str | Path) -> CompressionResult:
         raise UsageError(f"{path} is damaged ({error}); {fix}") from None
 
 
-def write_results(folder: str | Path, result: CompressionResult) -> None:
+def write_results(folder: str | os.PathLike[str], result: CompressionResult) -> None:
     """Write ``result`` as the ``results.json`` of ``folder``, atomically."""
     write_json(RunFolder(folder).results_json, result.to_dict())

@@ -79,7 +79,8 @@ class DistillationRetrainer:
     @torch.no_grad()
     def _add_states(self, states: np.ndarray) -> None:
         """Append ``states [N, ...]`` and the teacher's Q-values ``[N, n_actions]`` to the pool."""
-        q_values = torch.cat([self.teacher.q_net(self._tensor(chunk)).cpu() for chunk in np.array_split(states, max(1, len(states) // 1024))])
+        chunks = np.array_split(states, max(1, len(states) // 1024))
+        q_values = torch.cat([self.teacher.q_net(self._tensor(chunk)).cpu() for chunk in chunks])
         self.states = np.concatenate([self.states, states])[-self.settings.max_pool :]
         self.teacher_q = torch.cat([self.teacher_q, q_values])[-self.settings.max_pool :]
         advantages = self.teacher_q - self.teacher_q.mean(dim=1, keepdim=True)
@@ -118,8 +119,11 @@ class DistillationRetrainer:
         self.student.q_net_target.load_state_dict(q_net.state_dict())
 
 
-def make_retrainer(teacher: DQN, student: DQN, env: VecEnv, settings: CompressSettings, seed: int, progress: bool) -> Retrainer:
+def make_retrainer(
+    teacher: DQN, student: DQN, env: VecEnv, settings: CompressSettings, seed: int, progress: bool
+) -> Retrainer:
     """The retrainer of ``settings.objective``, configured by the rest of ``settings``."""
     if settings.objective == "td":
         return TDRetrainer(student, progress)
-    return DistillationRetrainer(teacher, student, env, settings.distill, settings.teacher_states, seed=seed, progress=progress)
+    distill, teacher_states = settings.distill, settings.teacher_states
+    return DistillationRetrainer(teacher, student, env, distill, teacher_states, seed=seed, progress=progress)

@@ -174,6 +174,5 @@ def train(
     best = folder.best_model
     source = _load_checkpoint(best, device=device) if best.is_file() else model
     save_model(source, folder.ann, keep_optimizer_state=False)
-    frames_per_step = settings.env.wrapper_kwargs.get("frame_skip", 4) if settings.env.atari else 1
-    plot_training_curve(out_dir, folder.training_curve, frames_per_step)
+    plot_training_curve(out_dir, folder.training_curve, settings.env.frames_per_step)
     return folder.ann

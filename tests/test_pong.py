@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from spikerl.compress import compress
 from spikerl.config import load_preset, with_overrides
 from spikerl.envs import make_env
@@ -25,6 +27,7 @@ def test_pong_env_matches_the_paper_wrappers():
     env.close()
 
 
+@pytest.mark.slow
 def test_pong_train_convert_compress(tmp_path):
     preset = tiny_pong_preset()
     ann = train("PongNoFrameskip-v4", preset, tmp_path / "run", seed=0, device="cpu", progress=False, verbose=0)
