@@ -1,9 +1,12 @@
 """The settings of a preset (``envs/<EnvId>.yaml``): one typed class per section, each field
 with its default and meaning, checked when built (see ``spikerl.schema``).
 
-To add a setting: add a field (with ``setting(default=default, bounds)`` and a docstring) to its
-section's class, and read it where it is used. ``spikerl.config`` reads presets into these
-classes and merges command-line overrides into them.
+To add a setting, add a field to its section's class, with its type, ``setting(default=...,
+low=..., high=...)`` and a docstring below it, and read it where it is used. For example
+``sticky_actions: float = setting(default=0.0, low=0, high=1)`` in ``EvaluateSettings``: presets
+then accept ``evaluate: {sticky_actions: 0.25}``, refuse other types and values in one line,
+and ``spikerl.config.with_overrides`` merges a command-line value into it.
+``spikerl.config`` reads preset files into these classes.
 """
 
 from __future__ import annotations

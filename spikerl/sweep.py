@@ -115,7 +115,7 @@ def connect(address: str | None) -> bool:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except Exception as error:  # noqa: BLE001 (any failure to join a cluster is the user's set-up to fix)
         raise UsageError(f"cannot join the Ray cluster at --address {address} ({type(error).__name__}: {_first_line(error)}); "
-                         "start it with 'ray start --head' (see README) or check the address") from None
+                         "check the address, and set RAY_AUTH_MODE=token where the cluster authenticates with a token (see README)") from None
     return True
 
 

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
+from conftest import REPO
 from spikerl.cli import main
 from spikerl.stats import summarize
 from spikerl.sweep_grid import load_grid
