@@ -5,8 +5,8 @@ import nir
 import numpy as np
 import pytest
 import torch
-from conftest import SHIPPED_CARTPOLE
 
+from conftest import SHIPPED_CARTPOLE
 from spikerl.config import load_preset
 from spikerl.convert import collect_observations
 from spikerl.envs import make_env
