@@ -108,6 +108,9 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--objective", help="retraining objective: distill (default) or td")
     parser.add_argument("--steps-per-stage", type=int, help="gradient steps (distill) or agent steps (td) per stage")
     parser.add_argument("--percentile", type=float, help="conversion threshold percentile (default 90)")
+    parser.add_argument(
+        "--encoding", help="input of image observations: direct (analog pixels, default), threshold, event or threshold+event (spikes)"
+    )
     parser.add_argument("--eval-episodes", type=int, help="evaluation episodes per stage")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="output folder (default: runs/<env>_snn)")
@@ -128,6 +131,7 @@ def _run_compress(args: argparse.Namespace) -> None:
     overrides = {
         "schedule": args.schedule, "objective": args.objective,
         "steps_per_stage": args.steps_per_stage, "percentile": args.percentile, "stage_eval_episodes": args.eval_episodes,
+        "encoding": args.encoding,
     }
     preset["compress"].update({key: value for key, value in overrides.items() if value is not None})
     _set_threads(args, preset)

@@ -20,6 +20,7 @@ from stable_baselines3.common.utils import set_random_seed
 from spikerl.checkpoints import atomic_path, save_model, write_json, writable_folder
 from spikerl.config import RESULTS_JSON
 from spikerl.convert import check_percentile, collect_observations, convert
+from spikerl.encoding import INPUT_MARGIN, check_encoding
 from spikerl.energy import layer_costs
 from spikerl.envs import EVAL_SEED_BASE, check_training_seed, make_env
 from spikerl.errors import UsageError
@@ -47,10 +48,11 @@ def check_schedule(schedule: list[Any]) -> list[int]:
 
 def _resumable(previous: dict[str, Any], results: dict[str, Any], out_dir: Path) -> list[int]:
     """The T values already finished in ``previous``, after checking it is the same run."""
-    for key in ("env_id", "objective", "schedule", "percentile", "steps_per_stage", "seed", "evaluation"):
-        if previous.get(key) != results[key]:
+    for key in ("env_id", "objective", "schedule", "percentile", "steps_per_stage", "seed", "evaluation", "encoding"):
+        before = previous.get(key, "direct" if key == "encoding" else None)  # runs before encodings were direct
+        if before != results[key]:
             raise UsageError(
-                f"{out_dir} holds a run with {key}={previous.get(key)!r}, not {results[key]!r}; "
+                f"{out_dir} holds a run with {key}={before!r}, not {results[key]!r}; "
                 "resume with the same settings, or pass --force to start over"
             )
     done = [row["T"] for row in previous["rows"] if row["stage"] == "retrained"]
@@ -81,6 +83,7 @@ def compress(
     if objective not in OBJECTIVES:
         raise UsageError(f"unknown --objective '{objective}'; use one of {', '.join(OBJECTIVES)}")
     percentile = check_percentile(settings.get("percentile", 90))
+    encoding = check_encoding(settings.get("encoding", "direct"))
     steps = int(settings["steps_per_stage"])
     if steps < 0:
         raise UsageError(f"--steps-per-stage must be >= 0, got {steps}")
@@ -110,6 +113,7 @@ def compress(
         "objective": objective,
         "schedule": schedule,
         "percentile": percentile,
+        "encoding": encoding,
         "steps_per_stage": steps,
         "seed": seed,
         "evaluation": {key: eval_args[key] for key in ("episodes", "seed", "n_envs")},
@@ -143,7 +147,12 @@ def compress(
     dqn_kwargs = dict(settings.get("td", {}), seed=seed)
     if objective == "distill":
         dqn_kwargs["buffer_size"] = 1
-    student = convert(ann, env, calibration, schedule[0], percentile, settings.get("neuron_kwargs"), **dqn_kwargs)
+    student = convert(
+        ann, env, calibration, schedule[0], percentile, settings.get("neuron_kwargs"),
+        encoding=encoding, input_margin=float(settings.get("input_margin", INPUT_MARGIN)), **dqn_kwargs,
+    )
+    if encoding != "direct":  # the spiking rows' costs: the encoder and a first layer on spikes
+        results["spiking_layers"] = [asdict(cost) for cost in layer_costs(student.q_net, student.observation_space)]
     if done:
         student.set_parameters(str(out_dir / f"T{done[-1]}.zip"), device=device)
     elif not any(row["stage"] == "converted" for row in results["rows"]):

@@ -29,10 +29,15 @@ def network_costs(results: dict[str, Any], out_dir: Path) -> list[LayerCost]:
 
 
 def add_costs(results: dict[str, Any], costs: list[LayerCost]) -> None:
-    """Give every row its operations, energy per decision and the ANN/SNN energy ratio."""
+    """Give every row its operations, energy per decision and the ANN/SNN energy ratio.
+
+    Spiking rows take ``results["spiking_layers"]`` where a spiking input layer changed the
+    network (``spikerl.encoding``), ``costs`` (the ANN's layers) otherwise.
+    """
     ann_energy = decision_cost(costs)["energy_pj"]
+    spiking_costs = [LayerCost(**layer) for layer in results["spiking_layers"]] if "spiking_layers" in results else costs
     for row in results["rows"]:
-        row["cost"] = decision_cost(costs, row["spike_rates"], row["T"])
+        row["cost"] = decision_cost(costs if row["T"] is None else spiking_costs, row["spike_rates"], row["T"])
         row["cost"]["ann_energy_ratio"] = ann_energy / row["cost"]["energy_pj"]
 
 
@@ -49,7 +54,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Evaluation: {protocol['episodes']} episodes per row, environment seeds from {protocol['seed']} "
         f"({protocol['n_envs']} environments), greedy actions; the same episodes for every row.",
         f"Objective `{results['objective']}`, {results['steps_per_stage']} steps per stage, "
-        f"conversion percentile {results['percentile']}, seed {results['seed']}.",
+        f"conversion percentile {results['percentile']}, input encoding {results.get('encoding', 'direct')}, seed {results['seed']}.",
         "Energy per decision: MAC 4.6 pJ, AC 0.9 pJ (45 nm); SNN layers after the first cost "
         "MACs x input spike rate x T accumulates (see spikerl/energy.py).",
         "",

@@ -97,7 +97,7 @@ def layer_plan(net: nn.Module, observation_space: Any) -> tuple[PlannedLayer, ..
             role = "stateless"
         else:
             role = "readout" if index == len(leaves) - 1 else "weighted"
-        output = layer.fire_once(h) if isinstance(layer, IFNeuron) else layer(h)
+        output = layer.fire_once(h) if role == "neuron" and isinstance(layer, IFNeuron) else layer(h)
         plan.append(PlannedLayer(name, layer, role, input_kind, tuple(h.shape[1:]), tuple(output.shape[1:])))
         if role != "stateless":
             input_kind = "spikes" if isinstance(layer, IFNeuron) else "analog"
