@@ -147,6 +147,10 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--episodes", type=int, help="episodes (default: the preset's)")
     parser.add_argument("--seed", type=int, help="first evaluation seed (default 1000000)")
     parser.add_argument(
+        "--sticky-actions", type=float, nargs="?", const=0.25, metavar="P",
+        help="Atari only: repeat the previous action with probability P at every frame (ALE's protocol; P defaults to 0.25)",
+    )
+    parser.add_argument(
         "--event-driven", action="store_true",
         help="SNN only: compute large spike-fed Linear layers from the spikes alone (sparse; faster for NatureCNN on a CPU)",
     )
@@ -156,7 +160,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> None:
     from spikerl.config import load_preset
-    from spikerl.envs import EVAL_SEED_BASE
+    from spikerl.envs import EVAL_SEED_BASE, with_sticky_actions
     from spikerl.evaluate import evaluate_agent
     from spikerl.loading import env_of_agent, load_agent
 
@@ -166,12 +170,14 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     _set_threads(args, preset)
     episodes = args.episodes if args.episodes is not None else int(protocol.get("episodes", 10))
     seed = args.seed if args.seed is not None else int(protocol.get("seed", EVAL_SEED_BASE))
+    env_config = preset["env"] if args.sticky_actions is None else with_sticky_actions(preset["env"], args.sticky_actions, env_id)
     model = load_agent(args.agent, env_id, preset["env"], args.device)
     if args.event_driven:
         _use_event_driven(model)
-    result = evaluate_agent(model, env_id, preset["env"], episodes, seed=seed, n_envs=int(protocol.get("n_envs", 10)))
+    result = evaluate_agent(model, env_id, env_config, episodes, seed=seed, n_envs=int(protocol.get("n_envs", 10)))
     timesteps = getattr(model.policy, "timesteps", None)
-    print(f"agent {args.agent} ({'SNN, T=%d' % timesteps if timesteps else 'ANN'}) on {env_id}, {episodes} episodes from seed {seed}")
+    sticky = f", sticky actions p={args.sticky_actions}" if args.sticky_actions is not None else ""
+    print(f"agent {args.agent} ({'SNN, T=%d' % timesteps if timesteps else 'ANN'}) on {env_id}{sticky}, {episodes} episodes from seed {seed}")
     print(f"reward {result.mean:.2f} +- {result.std:.2f} (min {min(result.rewards):.1f}, max {max(result.rewards):.1f})")
     print(f"episode length {sum(result.lengths) / len(result.lengths):.1f} (min {min(result.lengths)}, max {max(result.lengths)})")
     for name, rate in result.spike_rates.items():

@@ -22,7 +22,7 @@ from spikerl.config import RESULTS_JSON
 from spikerl.convert import check_percentile, collect_observations, convert
 from spikerl.encoding import INPUT_MARGIN, check_encoding
 from spikerl.energy import layer_costs
-from spikerl.envs import EVAL_SEED_BASE, check_training_seed, make_env
+from spikerl.envs import EVAL_SEED_BASE, check_training_seed, make_env, with_sticky_actions
 from spikerl.errors import UsageError
 from spikerl.evaluate import evaluate_agent
 from spikerl.loading import load_agent
@@ -107,6 +107,8 @@ def compress(
 
     eval_episodes = int(settings.get("stage_eval_episodes", protocol.get("episodes", 10)))
     eval_args = dict(env_id=env_id, env_config=preset["env"], episodes=eval_episodes, seed=int(protocol.get("seed", EVAL_SEED_BASE)), n_envs=int(protocol.get("n_envs", 10)))
+    sticky = protocol.get("sticky_actions")  # also evaluate the ANN and the last stage with ALE's sticky actions
+    sticky_args = {**eval_args, "env_config": with_sticky_actions(preset["env"], float(sticky), env_id)} if sticky is not None else None
     results: dict[str, Any] = {
         "env_id": env_id,
         "agent": str(agent),
@@ -122,8 +124,8 @@ def compress(
         "rows": [],
     }
 
-    def record(stage: str, timesteps: int | None, model: Any, started: float) -> None:
-        evaluation = evaluate_agent(model, **eval_args)
+    def record(stage: str, timesteps: int | None, model: Any, started: float, protocol_args: dict[str, Any] = eval_args) -> None:
+        evaluation = evaluate_agent(model, **protocol_args)
         row = {"stage": stage, "T": timesteps, "wall_time_s": time.perf_counter() - started, **evaluation.as_dict()}
         results["rows"].append(row)
         write_report(out_dir, results, plots=False)
@@ -167,6 +169,10 @@ def compress(
         retrainer.retrain(steps)
         save_model(student, out_dir / f"T{timesteps}.zip", keep_optimizer_state=False)
         record("retrained", timesteps, student, started)
+    if sticky_args is not None:
+        for stage, timesteps, model in ((f"ANN, sticky p={sticky}", None, ann), (f"retrained, sticky p={sticky}", schedule[-1], student)):
+            if not any(row["stage"] == stage for row in results["rows"]):
+                record(stage, timesteps, model, time.perf_counter(), sticky_args)
     env.close()
     write_report(out_dir, results)
     write_json(results_path, results)

@@ -42,6 +42,20 @@ def check_agent_fits(model: BaseAlgorithm, env: VecEnv, env_id: str) -> None:
         raise UsageError(f"the agent does not fit {env_id} ({error}); pass --env with the environment the agent was trained on") from None
 
 
+#: ALE's recommended sticky-action probability (Machado et al. 2018; the default of ``ALE/...-v5``).
+STICKY_ACTIONS = 0.25
+
+
+def with_sticky_actions(env_config: dict[str, Any], probability: float, env_id: str) -> dict[str, Any]:
+    """``env_config`` with ALE's sticky actions: at every emulator frame the previous action is
+    repeated with ``probability`` (``repeat_action_probability``, passed to ``gymnasium.make``)."""
+    if not env_config.get("atari", False):
+        raise UsageError(f"sticky actions are an Atari (ALE) setting and {env_id} is not an Atari env; drop the sticky-action setting")
+    if not 0 <= probability < 1:
+        raise UsageError(f"the sticky-action probability must be in [0, 1), got {probability}; ALE recommends {STICKY_ACTIONS}")
+    return {**env_config, "env_kwargs": {**(env_config.get("env_kwargs") or {}), "repeat_action_probability": float(probability)}}
+
+
 def make_env(
     env_id: str, env_config: dict[str, Any], seed: int, n_envs: int = 1, monitor_dir: str | None = None
 ) -> VecEnv:

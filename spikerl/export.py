@@ -16,15 +16,18 @@ observation ``[*obs_shape]``  ``Input`` (the raw observation: uint8 pixel values
                               just below ``threshold`` (``v_reset``: NIR's default 0)
 last ``nn.Linear``            ``Affine`` (not spiking): Q-values ``[n_actions]``,
                               then ``Output``
-``InputEncoder``              ``Conv2d`` 1x1 ``<name>.mixing`` (frame differences of
-                              event encodings; none for threshold encoding), then
-                              ``IF`` with one threshold per channel, in pixel values
+``InputEncoder``              ``Conv2d`` 1x1 ``<name>.mixing`` (channel mix: identity
+                              or frame differences, each output channel divided by
+                              its threshold in pixel values), then ``IF`` firing at 1
 ============================  ======================================================
 
 Image normalization: SB3 divides image observations by 255 before the network. The export
 folds that into the first weighted layer (its weight times 1/255, its bias unchanged), or,
 with a spiking input layer, into the encoder's thresholds (times 255), so the NIR graph
-takes the raw pixel values.
+takes the raw pixel values. An encoder's thresholds are folded into its channel mix
+(spikerl fires where ``x / 255 >= threshold``, the graph where ``x / (255 threshold) > 1``
+less one float32 step; the two can differ only for a pixel value within float rounding
+of ``255 threshold``).
 
 Neurons: NIR's IF integrates ``dv/dt = r * I`` and fires where ``v > v_threshold``. With
 one step of length 1 per decision (``dt = 1``) and ``v`` starting at 0, ``v = r * I``: one
@@ -105,20 +108,23 @@ def _graph(q_net: SpikingQNetwork) -> nir.NIRGraph:
 
 
 def _encoder_nodes(entry: PlannedLayer, input_scale: float) -> dict[str, nir.NIRNode]:
-    """The spiking input layer: its channel mix as a 1x1 ``Conv2d`` (``<name>.mixing``, absent
-    for the identity mix of threshold encoding), then an ``IF`` node with one threshold per
-    channel, in raw pixel units (``threshold / input_scale``)."""
+    """The spiking input layer as a 1x1 ``Conv2d`` (``<name>.mixing``) and an ``IF`` node.
+
+    The convolution mixes the channels (identity for threshold encoding, frame differences for
+    event encodings) and divides each output channel by its threshold (in raw pixel units,
+    ``threshold / input_scale``), so that every neuron of the ``IF`` node fires at 1: one
+    threshold for all neurons, which simulators such as snnTorch require.
+    """
     encoder = entry.module
-    nodes: dict[str, nir.NIRNode] = {}
-    if encoder.encoding != "threshold":
-        mixing = _array(encoder.mixing)[:, :, None, None]
-        nodes[f"{entry.name}.mixing"] = nir.Conv2d(
-            input_shape=entry.input_shape[1:], weight=mixing, stride=1, padding=0, dilation=1, groups=1,
-            bias=np.zeros(len(mixing), np.float32),
-        )
-    thresholds = np.float32(_array(encoder.threshold) / np.float32(input_scale))
-    nodes[entry.name] = _if_node(np.broadcast_to(thresholds, entry.output_shape))
-    return nodes
+    thresholds = _array(encoder.threshold).reshape(-1, 1) / np.float32(input_scale)  # [C_out, 1]
+    weight = (_array(encoder.mixing) / thresholds)[:, :, None, None]  # [C_out, C, 1, 1]
+    return {
+        f"{entry.name}.mixing": nir.Conv2d(
+            input_shape=entry.input_shape[1:], weight=weight, stride=1, padding=0, dilation=1, groups=1,
+            bias=np.zeros(len(weight), np.float32),
+        ),
+        entry.name: _if_node(np.ones(entry.output_shape, np.float32)),
+    }
 
 
 def _if_node(threshold: np.ndarray) -> nir.IF:

@@ -1,11 +1,14 @@
 """SpikingQNetwork: SB3's Q-network with every ReLU replaced by a layer of spiking neurons.
 
-The weighted layers (``nn.Linear``, ``nn.Conv2d``) are the ANN's own modules under the ANN's
-own names, so an ANN ``state_dict`` loads straight into the spiking network (conversion) and
+Its layers are described once, in execution order, by ``plan`` (``layer_plan``: name,
+module, role, analog or spike input, shapes), which conversion, energy, event-driven
+inference and export read. The weighted layers (``nn.Linear``, ``nn.Conv2d``) are the ANN's
+own modules under the ANN's own names, so an ANN ``state_dict`` loads straight into the spiking network (conversion) and
 thresholds/leaks are extra entries beside them. Per decision, for observations ``[B, ...]``:
 
 1. everything up to the first neuron layer runs once: under direct encoding its input is
-   the same analog observation at every timestep;
+   the same analog observation at every timestep; with a spiking input layer (``encoder``,
+   ``spikerl.encoding``) it is the encoder's spike map, the same at every timestep;
 2. each neuron layer turns input currents ``[T, B, ...]`` into spikes ``[T, B, ...]`` (the
    first one from its constant input ``[B, ...]``, in closed form where it has no leak and
    autograd is off: ``IFNeuron.fire_constant``);
@@ -146,7 +149,7 @@ class SpikingQNetwork(QNetwork):
         self.timesteps = check_timesteps(timesteps)
         self.neuron_kwargs = dict(neuron_kwargs or {})
         self.encoding = encoding
-        self.encoder = make_encoder(self, encoding)  # None for direct encoding; registered first, so planned first
+        self.encoder = make_encoder(self, encoding)  # None for direct encoding; first in the plan
         replace_relus(self, lambda: IFNeuron(**self.neuron_kwargs))
         self.plan = layer_plan(self, self.observation_space)  # refuses unsupported layers now, not at the first forward pass
         self._layers = tuple(entry.module for entry in self.plan if entry.role != "encoder")
