@@ -58,11 +58,11 @@ def whole_decisions(agent_path: str, states: int, repeats: int) -> None:
     """Time the agent's dense decisions against event-driven ones on its own game states."""
     env_id = env_of_agent(agent_path, None)
     preset = load_preset(env_id)
-    model = load_agent(agent_path, env_id, preset["env"], "cpu")
+    model = load_agent(agent_path, env_id, preset.env, "cpu")
     q_net = model.q_net.eval()
     event_driven = copy.deepcopy(q_net)
     event_driven.use_event_driven()
-    observations = collect_observations(model, make_env(env_id, preset["env"], seed=1_000_000), states)
+    observations = collect_observations(model, make_env(env_id, preset.env, seed=1_000_000), states)
     print(f"\nwhole decisions of {agent_path} (T={q_net.timesteps}, its own game states), median ms per decision")
     print(f"{'batch':>5} {'dense':>8} {'event':>8} {'ratio':>6}")
     with torch.no_grad():

@@ -10,6 +10,7 @@ steps/s at each T of the schedule. Ratios are to the baseline row of each table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -37,10 +38,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     preset = load_preset("CartPole-v1")
-    settings = preset["compress"]
-    td = dict(settings["td"], learning_starts=500)
-    env = make_env("CartPole-v1", preset["env"], seed=0)
-    ann = load_agent(args.agent, "CartPole-v1", preset["env"], "cpu")
+    settings = preset.compress
+    td = dict(settings.td, learning_starts=500)
+    env = make_env("CartPole-v1", preset.env, seed=0)
+    ann = load_agent(args.agent, "CartPole-v1", preset.env, "cpu")
     states = collect_observations(ann, env, 2000)
 
     baseline = DQN("MlpPolicy", env, policy_kwargs=ann.policy_kwargs, device="cpu", seed=0, **td)
@@ -54,12 +55,12 @@ def main() -> None:
         print(f"{'spiking T=' + str(timesteps):<24} {rate:>9.0f} {rate / base:>10.2f}")
 
     student = convert(ann, env, states, 5)
-    distill = {**settings["distill"], "teacher_states": 2000, "student_states": 0}
-    trainer = DistillationRetrainer(ann, student, env, progress=False, **distill)
-    print(f"\nDistillation, {args.steps} gradient steps at batch {trainer.batch_size}")
+    distill = dataclasses.replace(settings.distill, student_states=0)
+    trainer = DistillationRetrainer(ann, student, env, distill, teacher_states=2000, progress=False)
+    print(f"\nDistillation, {args.steps} gradient steps at batch {distill.batch_size}")
     print(f"{'T':<24} {'steps/s':>9} {'x T=1':>10}")
     rates = {}
-    for timesteps in settings["schedule"]:
+    for timesteps in settings.schedule:
         set_timesteps(student, timesteps)
         rates[timesteps] = steps_per_second(trainer.retrain, args.steps)
     for timesteps, rate in rates.items():

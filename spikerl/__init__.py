@@ -1,3 +1,8 @@
 """spikerl: deep Q-learning agents as spiking neural networks with one timestep per decision."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("spikerl")  # pyproject.toml's, as installed
+except PackageNotFoundError:  # a source checkout run without installing it
+    __version__ = "0+unknown"

@@ -3,9 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from typing import TYPE_CHECKING, Any
 
 from spikerl.errors import UsageError
+from spikerl.settings import ENCODINGS, OBJECTIVES, STICKY_ACTIONS
+
+if TYPE_CHECKING:
+    from spikerl.settings import Settings
+
+
+#: Flags of the settings and parameters they override; errors naming one are shown with its flag.
+FLAGS = {
+    "env.num_threads": "--num-threads",
+    "train.n_timesteps": "-n/--n-timesteps",
+    "compress.schedule": "--schedule",
+    "compress.objective": "--objective",
+    "compress.steps_per_stage": "--steps-per-stage",
+    "compress.percentile": "--percentile",
+    "compress.encoding": "--encoding",
+    "sticky_actions": "--sticky-actions",
+    "compress.stage_eval_episodes": "--eval-episodes",
+    "evaluate.episodes": "--episodes",
+    "evaluate.seed": "--seed",
+    "episodes": "--episodes",
+    "seed": "--seed",
+}
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
@@ -13,7 +37,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--env", default="CartPole-v1", help="Gymnasium id with a preset in envs/")
     parser.add_argument("--config", help="preset YAML file (default: envs/<env>.yaml)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("-n", "--n-timesteps", type=int, help="agent steps (default: the preset's)")
+    parser.add_argument("-n", "--n-timesteps", type=int, help="agent steps (default: the preset's, or the resumed run's)")
     parser.add_argument("--out", help="run folder (default: runs/<env>_<seed>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     _add_common(parser)
@@ -22,33 +46,29 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from spikerl.config import load_preset
+    from spikerl.config import read_run_config, with_overrides
     from spikerl.train import train
 
+    overrides = {"train": {"n_timesteps": args.n_timesteps}, **_common_overrides(args)}
     if args.resume:
-        from spikerl.config import SECTIONS, read_run_config
-
         saved = read_run_config(args.resume)
         if saved is None:
             raise UsageError(f"nothing to resume in {args.resume} (config.yaml missing); start a run with --out")
-        env_id, seed, out = saved["env_id"], saved["seed"], args.resume
-        preset = {section: saved[section] for section in SECTIONS}
+        env_id, seed, out = saved.env_id, saved.seed, args.resume
+        settings = with_overrides(saved.settings, overrides)
     else:
         env_id, seed = args.env, args.seed
-        preset = load_preset(env_id, args.config)
+        settings = _settings(env_id, args.config, overrides)
         out = args.out or f"runs/{env_id}_{seed}"
-    _set_threads(args, preset)
-    ann = train(
-        env_id, preset, out, seed=seed, n_timesteps=args.n_timesteps, device=args.device,
-        resume=bool(args.resume), progress=args.progress, command=_command_line(),
-    )
+    _set_threads(settings)
+    ann = train(env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), progress=args.progress, command=args.command_line)
     print(f"ANN agent: {ann}")
 
 
 class _Parser(argparse.ArgumentParser):
     """Argument errors as one line (no usage dump), exit code 2."""
 
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
@@ -61,14 +81,22 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _set_threads(args: argparse.Namespace, preset: dict) -> None:
+def _common_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {"env": {"num_threads": args.num_threads}}
+
+
+def _settings(env_id: str, config: str | None, overrides: dict[str, Any]) -> Settings:
+    """The preset of ``env_id`` (or the file ``config``) with the command line's ``overrides``."""
+    from spikerl.config import load_preset, with_overrides
+
+    return with_overrides(load_preset(env_id, config), overrides)
+
+
+def _set_threads(settings: Settings) -> None:
     import torch
 
-    threads = args.num_threads if args.num_threads is not None else preset["env"].get("num_threads")
-    if threads is not None:
-        if threads < 1:
-            raise UsageError(f"--num-threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
+    if settings.env.num_threads is not None:
+        torch.set_num_threads(settings.env.num_threads)
 
 
 def _add_agent_arguments(parser: argparse.ArgumentParser, agent_help: str) -> None:
@@ -77,18 +105,11 @@ def _add_agent_arguments(parser: argparse.ArgumentParser, agent_help: str) -> No
     parser.add_argument("--config", help="preset YAML file (default: envs/<env>.yaml)")
 
 
-def _positive_ints(text: str) -> list[int]:
+def _int_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers such as 5,4,3,2,1") from None
-
-
-def _command_line() -> str:
-    """This process's command line as a user would type it."""
-    import shlex
-
-    return "spikerl " + " ".join(shlex.quote(part) for part in sys.argv[1:])
 
 
 def _agent_commands(agent: str) -> list[str]:
@@ -98,19 +119,17 @@ def _agent_commands(agent: str) -> list[str]:
     from spikerl.config import read_run_config
 
     run_config = read_run_config(Path(agent).parent)
-    return list(run_config["commands"]) if run_config else []
+    return list(run_config.commands) if run_config else []
 
 
 def _add_compress(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("compress", help="convert an ANN agent to an SNN and compress it in time (IIR)")
     _add_agent_arguments(parser, "ANN DQN checkpoint (.zip)")
-    parser.add_argument("--schedule", type=_positive_ints, help="decreasing T values (default: the preset's, 5,4,3,2,1)")
-    parser.add_argument("--objective", help="retraining objective: distill (default) or td")
+    parser.add_argument("--schedule", type=_int_list, help="decreasing T values (default: the preset's, 5,4,3,2,1)")
+    parser.add_argument("--objective", choices=OBJECTIVES, help="retraining objective (default: the preset's)")
     parser.add_argument("--steps-per-stage", type=int, help="gradient steps (distill) or agent steps (td) per stage")
-    parser.add_argument("--percentile", type=float, help="conversion threshold percentile (default 90)")
-    parser.add_argument(
-        "--encoding", help="input of image observations: direct (analog pixels, default), threshold, event or threshold+event (spikes)"
-    )
+    parser.add_argument("--percentile", type=float, help="conversion threshold percentile (default: the preset's)")
+    parser.add_argument("--encoding", choices=ENCODINGS, help="input of image observations: direct (analog pixels) or spikes (default: the preset's)")
     parser.add_argument("--eval-episodes", type=int, help="evaluation episodes per stage")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="output folder (default: runs/<env>_snn)")
@@ -123,21 +142,18 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
 
 def _run_compress(args: argparse.Namespace) -> None:
     from spikerl.compress import compress
-    from spikerl.config import load_preset
     from spikerl.loading import env_of_agent
 
     env_id = env_of_agent(args.agent, args.env)
-    preset = load_preset(env_id, args.config)
-    overrides = {
-        "schedule": args.schedule, "objective": args.objective,
-        "steps_per_stage": args.steps_per_stage, "percentile": args.percentile, "stage_eval_episodes": args.eval_episodes,
-        "encoding": args.encoding,
+    stage_overrides = {
+        "schedule": args.schedule, "objective": args.objective, "steps_per_stage": args.steps_per_stage,
+        "percentile": args.percentile, "stage_eval_episodes": args.eval_episodes, "encoding": args.encoding,
     }
-    preset["compress"].update({key: value for key, value in overrides.items() if value is not None})
-    _set_threads(args, preset)
+    settings = _settings(env_id, args.config, {"compress": stage_overrides, **_common_overrides(args)})
+    _set_threads(settings)
     compress(
-        args.agent, env_id, preset, args.out or f"runs/{env_id}_snn", seed=args.seed, device=args.device,
-        resume=args.resume, force=args.force, progress=args.progress, commands=_agent_commands(args.agent) + [_command_line()],
+        args.agent, env_id, settings, args.out or f"runs/{env_id}_snn", seed=args.seed, device=args.device,
+        resume=args.resume, force=args.force, progress=args.progress, commands=_agent_commands(args.agent) + [args.command_line],
     )
 
 
@@ -145,43 +161,57 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("evaluate", help="evaluate an agent (ANN or SNN) on fixed seeds")
     _add_agent_arguments(parser, "DQN checkpoint (.zip)")
     parser.add_argument("--episodes", type=int, help="episodes (default: the preset's)")
-    parser.add_argument("--seed", type=int, help="first evaluation seed (default 1000000)")
+    parser.add_argument("--seed", type=int, help="first evaluation seed (default: the preset's, 1000000)")
     parser.add_argument(
-        "--sticky-actions", type=float, nargs="?", const=0.25, metavar="P",
-        help="Atari only: repeat the previous action with probability P at every frame (ALE's protocol; P defaults to 0.25)",
+        "--sticky-actions", type=float, nargs="?", const=STICKY_ACTIONS, metavar="P",
+        help=f"Atari only: repeat the previous action with probability P at every frame (ALE's protocol; P defaults to {STICKY_ACTIONS})",
     )
     parser.add_argument(
         "--event-driven", action="store_true",
         help="SNN only: compute large spike-fed Linear layers from the spikes alone (sparse; faster for NatureCNN on a CPU)",
     )
+    video = parser.add_argument_group("video")
+    video.add_argument("--video", metavar="DIR", help="also write videos of greedy games to DIR (<env>_seed<seed>.mp4)")
+    video.add_argument("--video-episodes", type=int, default=1, help="games to film, seeded like the first game of each evaluation environment (default 1)")
+    video.add_argument("--video-steps", type=int, help="at most this many agent steps per video (default: whole games)")
+    video.add_argument("--video-format", choices=("mp4", "gif"), default="mp4", help="mp4 (default) or gif (short clips)")
+    video.add_argument("--spike-maps", action="store_true", help="SNN only: show each layer's spikes at every decision beside the frame")
     _add_common(parser)
     parser.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
-    from spikerl.config import load_preset
-    from spikerl.envs import EVAL_SEED_BASE, with_sticky_actions
+    from spikerl.envs import with_sticky_actions
     from spikerl.evaluate import evaluate_agent
     from spikerl.loading import env_of_agent, load_agent
 
     env_id = env_of_agent(args.agent, args.env)
-    preset = load_preset(env_id, args.config)
-    protocol = preset["evaluate"]
-    _set_threads(args, preset)
-    episodes = args.episodes if args.episodes is not None else int(protocol.get("episodes", 10))
-    seed = args.seed if args.seed is not None else int(protocol.get("seed", EVAL_SEED_BASE))
-    env_config = preset["env"] if args.sticky_actions is None else with_sticky_actions(preset["env"], args.sticky_actions, env_id)
-    model = load_agent(args.agent, env_id, preset["env"], args.device)
+    settings = _settings(env_id, args.config, {"evaluate": {"episodes": args.episodes, "seed": args.seed}, **_common_overrides(args)})
+    protocol = settings.evaluate
+    env_config = settings.env if args.sticky_actions is None else with_sticky_actions(settings.env, args.sticky_actions, env_id)
+    _set_threads(settings)
+    model = load_agent(args.agent, env_id, settings.env, args.device)
     if args.event_driven:
         _use_event_driven(model)
-    result = evaluate_agent(model, env_id, env_config, episodes, seed=seed, n_envs=int(protocol.get("n_envs", 10)))
+    result = evaluate_agent(model, env_id, env_config, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
     timesteps = getattr(model.policy, "timesteps", None)
     sticky = f", sticky actions p={args.sticky_actions}" if args.sticky_actions is not None else ""
-    print(f"agent {args.agent} ({'SNN, T=%d' % timesteps if timesteps else 'ANN'}) on {env_id}{sticky}, {episodes} episodes from seed {seed}")
+    print(
+        f"agent {args.agent} ({'SNN, T=%d' % timesteps if timesteps else 'ANN'}) on {env_id}{sticky}, "
+        f"{protocol.episodes} episodes from seed {protocol.seed}"
+    )
     print(f"reward {result.mean:.2f} +- {result.std:.2f} (min {min(result.rewards):.1f}, max {max(result.rewards):.1f})")
     print(f"episode length {sum(result.lengths) / len(result.lengths):.1f} (min {min(result.lengths)}, max {max(result.lengths)})")
     for name, rate in result.spike_rates.items():
         print(f"spike rate {name}: {rate:.4f}")
+    if args.video:
+        from spikerl.video import record_videos
+
+        videos = record_videos(
+            model, env_id, settings.env, args.video, args.video_episodes, seed=protocol.seed,
+            spike_maps=args.spike_maps, max_steps=args.video_steps, video_format=args.video_format,
+        )
+        print(f"wrote {', '.join(map(str, videos))}")
 
 
 def _use_event_driven(model) -> None:
@@ -202,15 +232,11 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from spikerl.config import RESULTS_JSON
     from spikerl.report import write_report
+    from spikerl.run_folder import RunFolder
 
-    if not (Path(args.dir) / RESULTS_JSON).is_file():
-        raise UsageError(f"{args.dir} holds no results.json; pass the --out folder of 'spikerl compress'")
     write_report(args.dir)
-    print(f"wrote {Path(args.dir) / 'results.md'} and its plots")
+    print(f"wrote {RunFolder(args.dir).results_md} and its plots")
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:
@@ -226,13 +252,16 @@ def _run_export(args: argparse.Namespace) -> None:
     from spikerl.loading import env_of_agent, load_agent
 
     env_id = env_of_agent(args.agent, args.env)
-    model = load_agent(args.agent, env_id, load_preset(env_id, args.config)["env"], "cpu")
+    model = load_agent(args.agent, env_id, load_preset(env_id, args.config).env, "cpu")
     graph = export_nir(model, args.out)
     print(f"wrote {args.out}: {len(graph.nodes)} NIR nodes ({', '.join(type(node).__name__ for node in graph.nodes.values())})")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from spikerl import __version__
+
     parser = _Parser(prog="spikerl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train(commands)
     _add_compress(commands)
@@ -243,12 +272,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the ``spikerl`` command line ``argv`` (default: this process's); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # argparse has printed its one line (or the help)
+        return exit.code if isinstance(exit.code, int) else 2
+    args.command_line = "spikerl " + shlex.join(argv)  # as a user would type it, for the records of the run
     try:
         args.run(args)
     except UsageError as error:
-        print(f"spikerl {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"spikerl {args.command}: error: {_with_flag(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _with_flag(error: UsageError) -> str:
+    """The error's message on one line, its parameter named by the flag that sets it (if one does)."""
+    message = " ".join(str(error).split())
+    parameter = error.parameter or ""
+    for name, flag in FLAGS.items():
+        if parameter == name or parameter.startswith(name + "["):
+            return message.replace(name, flag, 1)
+    return message

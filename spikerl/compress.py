@@ -1,13 +1,14 @@
 """`spikerl compress`: IIR-SNN. Convert an ANN DQN agent, then retrain at each T of the schedule.
 
-For schedule ``(5, 4, 3, 2, 1)``: convert at T=5 and evaluate (row ``converted``), then for each
-T: initialize from the previous stage (same model, new T), retrain, evaluate, save ``T<t>.zip``,
-and rewrite ``results.json`` / ``results.md``. A stopped run resumes after its last saved stage.
+For schedule ``(5, 4, 3, 2, 1)``: evaluate the ANN (row ``ANN``), convert at T=5 and evaluate
+(row ``converted``), then for each T: initialize from the previous stage (same model, new T),
+retrain, save ``T<t>.zip`` and evaluate (row ``retrained``). Every row rewrites
+``results.json`` and ``results.md``. A stopped run resumes after its last saved stage.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import shutil
 import time
 from dataclasses import asdict
@@ -15,56 +16,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stable_baselines3 import DQN
 from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import VecEnv
 
-from spikerl.checkpoints import atomic_path, save_model, write_json, writable_folder
-from spikerl.config import RESULTS_JSON
-from spikerl.convert import check_percentile, collect_observations, convert
-from spikerl.encoding import INPUT_MARGIN, check_encoding
+from spikerl.checkpoints import atomic_path, save_model, writable_folder
+from spikerl.convert import collect_observations, convert, spiking_model
 from spikerl.energy import layer_costs
-from spikerl.envs import EVAL_SEED_BASE, check_training_seed, make_env, with_sticky_actions
+from spikerl.envs import check_training_seed, make_env, with_sticky_actions
 from spikerl.errors import UsageError
 from spikerl.evaluate import evaluate_agent
 from spikerl.loading import load_agent
 from spikerl.policy import SpikingMlpPolicy, set_timesteps
 from spikerl.report import write_report
-from spikerl.retrain import OBJECTIVES, make_retrainer
-from spikerl.snn import check_timesteps
-
-
-def check_schedule(schedule: list[Any]) -> list[int]:
-    """A schedule of positive, strictly decreasing integer T values, or a ``UsageError``."""
-    if not schedule:
-        raise UsageError("--schedule is empty; give decreasing timesteps such as 5,4,3,2,1")
-    for t in schedule:
-        try:
-            check_timesteps(t)
-        except UsageError:
-            raise UsageError(f"--schedule values must be positive integers, got {t!r}; for example 5,4,3,2,1") from None
-    if any(later >= earlier for earlier, later in zip(schedule, schedule[1:])):
-        raise UsageError(f"--schedule must decrease strictly (IIR lowers T stage by stage), got {','.join(map(str, schedule))}")
-    return schedule
-
-
-def _resumable(previous: dict[str, Any], results: dict[str, Any], out_dir: Path) -> list[int]:
-    """The T values already finished in ``previous``, after checking it is the same run."""
-    for key in ("env_id", "objective", "schedule", "percentile", "steps_per_stage", "seed", "evaluation", "encoding"):
-        before = previous.get(key, "direct" if key == "encoding" else None)  # runs before encodings were direct
-        if before != results[key]:
-            raise UsageError(
-                f"{out_dir} holds a run with {key}={before!r}, not {results[key]!r}; "
-                "resume with the same settings, or pass --force to start over"
-            )
-    done = [row["T"] for row in previous["rows"] if row["stage"] == "retrained"]
-    if done and not (out_dir / f"T{done[-1]}.zip").is_file():
-        raise UsageError(f"{out_dir}/T{done[-1]}.zip is missing, so the run cannot resume; pass --force to start over")
-    return done
+from spikerl.results import CompressionResult, EvaluationProtocol, Stage, read_results, sha256, write_results
+from spikerl.retrain import make_retrainer
+from spikerl.run_folder import RunFolder
+from spikerl.schema import Record
+from spikerl.settings import CompressSettings, Settings
 
 
 def compress(
     agent: str | Path,
     env_id: str,
-    preset: dict[str, Any],
+    settings: Settings,
     out_dir: str | Path,
     seed: int = 0,
     device: str = "auto",
@@ -72,108 +47,148 @@ def compress(
     force: bool = False,
     progress: bool = True,
     commands: list[str] | None = None,
-) -> dict[str, Any]:
-    """Run the IIR schedule of ``preset['compress']`` on the ANN at ``agent``; returns the results.
+) -> CompressionResult:
+    """Run the IIR schedule of ``settings.compress`` on the ANN at ``agent``; returns the results.
 
     ``commands`` (the command lines that made the ANN and run this) go into the results.
     """
-    settings, protocol = preset["compress"], preset["evaluate"]
-    schedule = check_schedule(settings["schedule"])
-    objective = settings["objective"]
-    if objective not in OBJECTIVES:
-        raise UsageError(f"unknown --objective '{objective}'; use one of {', '.join(OBJECTIVES)}")
-    percentile = check_percentile(settings.get("percentile", 90))
-    encoding = check_encoding(settings.get("encoding", "direct"))
-    steps = int(settings["steps_per_stage"])
-    if steps < 0:
-        raise UsageError(f"--steps-per-stage must be >= 0, got {steps}")
     check_training_seed(seed)
-    out_dir = Path(out_dir)
-    results_path = out_dir / RESULTS_JSON
-    if resume and not results_path.is_file():
-        raise UsageError(f"nothing to resume in {out_dir} ({RESULTS_JSON} missing); run without --resume")
-    if results_path.is_file() and not (resume or force):
-        raise UsageError(f"{out_dir} already holds results; pass --resume to continue, --force to overwrite, or another --out")
+    folder = RunFolder(out_dir)
+    previous = _previous_result(folder, resume, force)
+    ann = _load_ann(agent, env_id, settings, device)
+    result = _new_result(agent, env_id, settings, seed, ann, commands)
+    done = _finished_stages(previous, result, folder) if previous else []
+    if previous:
+        result = dataclasses.replace(result, rows=previous.rows, commands=list(dict.fromkeys(previous.commands + result.commands)))
+    set_random_seed(seed)
+    env = make_env(env_id, settings.env, seed=seed)
+    try:
+        _copy_ann(agent, folder)
+        if not previous:
+            result = _evaluate_stage(folder, result, Stage.ANN, None, ann, time.perf_counter(), settings, progress)
+        started = time.perf_counter()
+        if done:
+            student = _restore(ann, env, env_id, settings, seed, folder.stage(done[-1]), device)
+        else:
+            student = _convert(ann, env, settings.compress, seed)
+        if student.q_net.encoder is not None:  # the SNN rows' costs: the encoder, a first layer on spikes
+            result = dataclasses.replace(result, spiking_layers=[asdict(cost) for cost in layer_costs(student.q_net, student.observation_space)])
+        if not done:
+            if not result.rows_of(Stage.CONVERTED):
+                result = _evaluate_stage(folder, result, Stage.CONVERTED, settings.compress.schedule[0], student, started, settings, progress)
+        retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress)
+        for timesteps in settings.compress.schedule:
+            if timesteps not in done:
+                started = time.perf_counter()
+                set_timesteps(student, timesteps)
+                retrainer.retrain(settings.compress.steps_per_stage)
+                save_model(student, folder.stage(timesteps), keep_optimizer_state=False)
+                result = _evaluate_stage(folder, result, Stage.RETRAINED, timesteps, student, started, settings, progress)
+        if result.evaluation.sticky_actions is not None:
+            for stage, timesteps, model in ((Stage.ANN_STICKY, None, ann), (Stage.RETRAINED_STICKY, settings.compress.schedule[-1], student)):
+                if not result.rows_of(stage):
+                    result = _evaluate_stage(folder, result, stage, timesteps, model, time.perf_counter(), settings, progress)
+    finally:
+        env.close()
+    result = write_report(folder, result)
+    write_results(folder, result)
+    return result
 
-    ann = load_agent(agent, env_id, preset["env"], device)
+
+def _previous_result(folder: RunFolder, resume: bool, force: bool) -> CompressionResult | None:
+    """The results to resume from (``resume``), after refusing to overwrite results unless ``force``."""
+    if resume:
+        if not folder.results_json.is_file():
+            raise UsageError(f"nothing to resume in {folder.path} (results.json missing); run without --resume")
+        return read_results(folder.path)
+    if folder.results_json.is_file() and not force:
+        raise UsageError(f"{folder.path} already holds results; pass --resume to continue, --force to overwrite, or another --out")
+    return None
+
+
+def _load_ann(agent: str | Path, env_id: str, settings: Settings, device: str) -> DQN:
+    ann = load_agent(agent, env_id, settings.env, device)
     if isinstance(ann.policy, SpikingMlpPolicy):
         raise UsageError(f"{agent} is already a spiking agent; pass the ANN checkpoint (ann.zip from 'spikerl train')")
-    set_random_seed(seed)
-    env = make_env(env_id, preset["env"], seed=seed)
-    with writable_folder(out_dir):
-        if Path(agent).resolve() != (out_dir / "ann.zip").resolve():
-            with atomic_path(out_dir / "ann.zip") as temporary:
+    return ann
+
+
+def _new_result(agent: str | Path, env_id: str, settings: Settings, seed: int, ann: DQN, commands: list[str] | None) -> CompressionResult:
+    """The header of this run's results (no rows yet)."""
+    stage_settings, protocol = settings.compress, settings.evaluate
+    episodes = stage_settings.stage_eval_episodes if stage_settings.stage_eval_episodes is not None else protocol.episodes
+    if protocol.sticky_actions is not None:
+        with_sticky_actions(settings.env, protocol.sticky_actions, env_id)  # refused now for a non-Atari env, not after the stages
+    return CompressionResult(
+        env_id=env_id, agent=str(agent), agent_sha256=sha256(agent), objective=stage_settings.objective,
+        schedule=stage_settings.schedule, percentile=stage_settings.percentile, encoding=stage_settings.encoding,
+        steps_per_stage=stage_settings.steps_per_stage, seed=seed,
+        evaluation=EvaluationProtocol(episodes=episodes, seed=protocol.seed, n_envs=protocol.n_envs, sticky_actions=protocol.sticky_actions),
+        commands=list(commands or []), layers=[asdict(cost) for cost in layer_costs(ann.q_net, ann.observation_space)],
+    )
+
+
+def _finished_stages(previous: CompressionResult, result: CompressionResult, folder: RunFolder) -> list[int]:
+    """The T values already finished in ``previous``, after checking it is the same run as ``result``."""
+    name = previous.differing_setting(result)
+    if name is not None:
+        before, now = (_shown(getattr(r, name)) for r in (previous, result))
+        raise UsageError(f"{folder.path} holds a run with {name}={before!r}, not {now!r}; resume with the same settings, or pass --force to start over")
+    done = previous.finished_stages()
+    if done and not folder.stage(done[-1]).is_file():
+        raise UsageError(f"{folder.stage(done[-1])} is missing, so the run cannot resume; pass --force to start over")
+    return done
+
+
+def _shown(value: Any) -> Any:
+    return value.to_dict() if isinstance(value, Record) else value
+
+
+def _copy_ann(agent: str | Path, folder: RunFolder) -> None:
+    """Keep a copy of the ANN as the folder's ``ann.zip`` (unless it is that file)."""
+    with writable_folder(folder.path):
+        if Path(agent).resolve() != folder.ann.resolve():
+            with atomic_path(folder.ann) as temporary:
                 shutil.copyfile(agent, temporary)
 
-    eval_episodes = int(settings.get("stage_eval_episodes", protocol.get("episodes", 10)))
-    eval_args = dict(env_id=env_id, env_config=preset["env"], episodes=eval_episodes, seed=int(protocol.get("seed", EVAL_SEED_BASE)), n_envs=int(protocol.get("n_envs", 10)))
-    sticky = protocol.get("sticky_actions")  # also evaluate the ANN and the last stage with ALE's sticky actions
-    sticky_args = {**eval_args, "env_config": with_sticky_actions(preset["env"], float(sticky), env_id)} if sticky is not None else None
-    results: dict[str, Any] = {
-        "env_id": env_id,
-        "agent": str(agent),
-        "objective": objective,
-        "schedule": schedule,
-        "percentile": percentile,
-        "encoding": encoding,
-        "steps_per_stage": steps,
-        "seed": seed,
-        "evaluation": {key: eval_args[key] for key in ("episodes", "seed", "n_envs")},
-        "commands": list(commands or []),
-        "layers": [asdict(cost) for cost in layer_costs(ann.q_net, ann.observation_space)],
-        "rows": [],
-    }
 
-    def record(stage: str, timesteps: int | None, model: Any, started: float, protocol_args: dict[str, Any] = eval_args) -> None:
-        evaluation = evaluate_agent(model, **protocol_args)
-        row = {"stage": stage, "T": timesteps, "wall_time_s": time.perf_counter() - started, **evaluation.as_dict()}
-        results["rows"].append(row)
-        write_report(out_dir, results, plots=False)
-        write_json(results_path, results)
-        if progress:
-            print(f"{stage:>10} T={timesteps or '-'}: {evaluation.mean:.2f} +- {evaluation.std:.2f} over {eval_episodes} episodes")
+def _student_dqn_kwargs(settings: CompressSettings, seed: int) -> dict[str, Any]:
+    """DQN settings of the spiking student: the preset's TD ones (distillation needs no replay buffer)."""
+    return {**settings.td, "seed": seed, **({"buffer_size": 1} if settings.objective == "distill" else {})}
 
-    done: list[int] = []
-    if resume:
-        previous = json.loads(results_path.read_text())
-        done = _resumable(previous, results, out_dir)
-        results["rows"] = previous["rows"]
-        results["commands"] = list(dict.fromkeys(previous.get("commands", []) + results["commands"]))
-    else:
-        started = time.perf_counter()
-        record("ANN", None, ann, started)
 
-    started = time.perf_counter()
-    calibration = collect_observations(ann, env, int(settings.get("calibration_samples", 512)), rng=np.random.default_rng(seed))
-    # The student carries the preset's TD settings; distillation needs no replay buffer.
-    dqn_kwargs = dict(settings.get("td", {}), seed=seed)
-    if objective == "distill":
-        dqn_kwargs["buffer_size"] = 1
-    student = convert(
-        ann, env, calibration, schedule[0], percentile, settings.get("neuron_kwargs"),
-        encoding=encoding, input_margin=float(settings.get("input_margin", INPUT_MARGIN)), **dqn_kwargs,
+def _convert(ann: DQN, env: VecEnv, settings: CompressSettings, seed: int) -> DQN:
+    """The spiking student at the schedule's first T, thresholds from calibration rollouts of ``ann``."""
+    calibration = collect_observations(ann, env, settings.calibration_samples, rng=np.random.default_rng(seed))
+    return convert(
+        ann, env, calibration, settings.schedule[0], settings.percentile, settings.neuron_kwargs,
+        encoding=settings.encoding, input_margin=settings.input_margin, **_student_dqn_kwargs(settings, seed),
     )
-    if encoding != "direct":  # the spiking rows' costs: the encoder and a first layer on spikes
-        results["spiking_layers"] = [asdict(cost) for cost in layer_costs(student.q_net, student.observation_space)]
-    if done:
-        student.set_parameters(str(out_dir / f"T{done[-1]}.zip"), device=device)
-    elif not any(row["stage"] == "converted" for row in results["rows"]):
-        record("converted", schedule[0], student, started)
 
-    retrainer = make_retrainer(objective, ann, student, env, settings, seed, progress)
-    for timesteps in schedule:
-        if timesteps in done:
-            continue
-        started = time.perf_counter()
-        set_timesteps(student, timesteps)
-        retrainer.retrain(steps)
-        save_model(student, out_dir / f"T{timesteps}.zip", keep_optimizer_state=False)
-        record("retrained", timesteps, student, started)
-    if sticky_args is not None:
-        for stage, timesteps, model in ((f"ANN, sticky p={sticky}", None, ann), (f"retrained, sticky p={sticky}", schedule[-1], student)):
-            if not any(row["stage"] == stage for row in results["rows"]):
-                record(stage, timesteps, model, time.perf_counter(), sticky_args)
-    env.close()
-    write_report(out_dir, results)
-    write_json(results_path, results)
-    return results
+
+def _restore(ann: DQN, env: VecEnv, env_id: str, settings: Settings, seed: int, stage: Path, device: str) -> DQN:
+    """The spiking student with the weights of the saved ``stage`` (no calibration, no conversion)."""
+    compress = settings.compress
+    student = spiking_model(ann, env, compress.schedule[0], compress.neuron_kwargs, compress.encoding, **_student_dqn_kwargs(compress, seed))
+    student.policy.load_state_dict(load_agent(stage, env_id, settings.env, device).policy.state_dict())
+    return student
+
+
+def _evaluate_stage(
+    folder: RunFolder, result: CompressionResult, stage: Stage, timesteps: int | None, model: DQN, started: float, settings: Settings,
+    progress: bool,
+) -> CompressionResult:
+    """Evaluate ``model`` on the run's protocol, add its row, rewrite results.json and results.md (the one place stages are evaluated).
+
+    The ``*_STICKY`` stages are played with the protocol's sticky actions.
+    """
+    protocol = result.evaluation
+    sticky = stage in (Stage.ANN_STICKY, Stage.RETRAINED_STICKY) and protocol.sticky_actions is not None
+    env_config = with_sticky_actions(settings.env, protocol.sticky_actions, result.env_id) if sticky else settings.env
+    evaluation = evaluate_agent(model, result.env_id, env_config, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
+    result = result.with_row(stage, timesteps, evaluation, time.perf_counter() - started)
+    write_report(folder, result, plots=False)
+    write_results(folder, result)
+    if progress:
+        print(f"{stage.value:>10} T={timesteps or '-'}: {evaluation.mean:.2f} +- {evaluation.std:.2f} over {protocol.episodes} episodes")
+    return result

@@ -1,69 +1,128 @@
-"""Environment presets: one YAML file per Gymnasium id in the repository's ``envs/`` folder.
+"""Reading presets (``envs/<EnvId>.yaml``) and run configurations into typed ``Settings``.
 
-A preset has four sections, each a plain mapping:
-
-``env``      how to build the environment (``atari: true`` selects SB3's Atari wrappers,
-             ``frame_stack``, ``wrapper_kwargs``)
-``train``    ``policy``, ``n_timesteps``, evaluation settings and ``dqn`` (keyword arguments
-             of ``stable_baselines3.DQN``, as in rl-baselines3-zoo)
-``compress`` conversion percentile, T schedule, objective and per-stage budget
-``evaluate`` the evaluation protocol (episodes, first seed)
+A preset has four sections, ``env``, ``train``, ``compress`` and ``evaluate``; their keys,
+defaults and bounds are the fields of ``spikerl.settings``. Everything is checked when read,
+before any work starts: a bad file ends in one ``UsageError`` line naming the file and the key.
+Command-line overrides merge in here (``with_overrides``), checked the same way.
 """
 
 from __future__ import annotations
 
-import copy
+import importlib.resources
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from spikerl.errors import UsageError
+from spikerl.run_folder import RunFolder
+from spikerl.settings import Settings, from_mapping
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "envs"
-SECTIONS = ("env", "train", "compress", "evaluate")
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+
+def preset_files() -> dict[str, Traversable]:
+    """The preset file of each environment id that has one (the one place that knows where they
+    live): package data ``spikerl/presets`` of an installed wheel (the build maps the source's
+    top-level ``envs/`` there), else ``envs/`` beside the package in a source checkout."""
+    folder = importlib.resources.files("spikerl") / "presets"
+    if not folder.is_dir():
+        folder = Path(__file__).resolve().parent.parent / "envs"
+    files = sorted((entry for entry in folder.iterdir() if entry.name.endswith(".yaml")), key=lambda entry: entry.name)
+    return {entry.name.removesuffix(".yaml"): entry for entry in files}
 
 
 def available_presets() -> list[str]:
     """Environment ids that have a preset file."""
-    return sorted(path.stem for path in PRESET_DIR.glob("*.yaml"))
+    return list(preset_files())
 
 
-def load_preset(env_id: str, path: str | Path | None = None) -> dict[str, Any]:
-    """Read the preset for ``env_id`` (or the YAML file at ``path``) as a dict of sections."""
-    preset_path = Path(path) if path is not None else PRESET_DIR / f"{env_id}.yaml"
-    if not preset_path.is_file():
-        raise UsageError(
-            f"no preset for env '{env_id}' ({preset_path} not found); "
-            f"use one of {', '.join(available_presets())} or pass --config FILE.yaml"
-        )
+def _read_yaml(path: Path, fix: str) -> Any:
+    """The YAML document in ``path`` as plain data, or a ``UsageError`` ending in ``fix``."""
     try:
-        preset = yaml.safe_load(preset_path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not UTF-8 text; {fix}") from None
     except yaml.YAMLError as error:
-        raise UsageError(f"preset {preset_path} is not valid YAML ({error}); fix the file") from None
-    if not isinstance(preset, dict) or set(preset) - set(SECTIONS):
-        raise UsageError(f"preset {preset_path} must be a mapping with the sections {', '.join(SECTIONS)}")
-    return {section: copy.deepcopy(preset.get(section) or {}) for section in SECTIONS}
+        raise UsageError(f"{path} is not valid YAML ({' '.join(str(error).split())}); {fix}") from None
+    except OSError as error:
+        raise UsageError(f"cannot read {path} ({error.strerror or error}); {fix}") from None
 
 
-RUN_CONFIG = "config.yaml"
-#: The file ``spikerl compress`` keeps its per-stage results in (and resumes from).
-RESULTS_JSON = "results.json"
+def _settings(data: Any, source: Path, fix: str) -> Settings:
+    """``Settings`` from ``data`` read from ``source``; errors name the file and end in ``fix``."""
+    try:
+        return from_mapping(data)
+    except UsageError as error:
+        raise UsageError(f"{source}: {error}; {fix}") from None
 
 
-def read_run_config(folder: str | Path) -> dict[str, Any] | None:
-    """The ``config.yaml`` that ``spikerl train`` wrote in ``folder`` (None if there is none).
+def load_preset(env_id: str, path: str | Path | None = None) -> Settings:
+    """The checked settings of ``env_id``'s preset (or of the YAML file at ``path``)."""
+    if path is None:
+        presets = preset_files()
+        if env_id not in presets:
+            raise UsageError(f"no preset for env '{env_id}'; use one of {', '.join(presets)} or pass --config FILE.yaml")
+        preset_path = presets[env_id]
+    else:
+        preset_path = Path(path)
+        if not preset_path.is_file():
+            raise UsageError(f"preset file {preset_path} not found; pass an existing --config FILE.yaml")
+    return _settings(_read_yaml(preset_path, "fix the file"), preset_path, "fix the file (see spikerl/settings.py)")
 
-    Keys: ``env_id``, ``seed``, ``commands`` (the command lines of the run, first to last) and
-    the preset's sections.
+
+def with_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """``settings`` with ``overrides`` merged in and checked; ``None`` values are left out.
+
+    ``overrides`` is nested like a preset, e.g. ``{"compress": {"schedule": [2, 1]},
+    "train": {"dqn": {"buffer_size": 500}}}``; mappings merge key by key. An error names the
+    overridden key (``compress.schedule``) as its ``parameter``.
     """
-    path = Path(folder) / RUN_CONFIG
+    return from_mapping(_merge(settings.to_dict(), overrides))
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+@dataclass
+class RunConfig:
+    """What ``spikerl train`` keeps in a run folder's ``config.yaml``: the run and its settings."""
+
+    env_id: str
+    seed: int
+    settings: Settings
+    commands: list[str] = field(default_factory=list)
+    """The command lines of the run, first to last."""
+
+    def write(self, folder: str | Path) -> None:
+        """Write ``config.yaml`` in ``folder`` atomically (the settings as a preset's sections)."""
+        from spikerl.checkpoints import write_text
+
+        data = {"env_id": self.env_id, "seed": self.seed, "commands": self.commands, **self.settings.to_dict()}
+        write_text(RunFolder(folder).config, yaml.safe_dump(data, sort_keys=False))
+
+
+def read_run_config(folder: str | Path) -> RunConfig | None:
+    """The ``config.yaml`` that ``spikerl train`` wrote in ``folder`` (None if there is none)."""
+    path = RunFolder(folder).config
     if not path.is_file():
         return None
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        config = None
-    if not isinstance(config, dict) or not {"env_id", "seed"} <= set(config) or set(config) - {"env_id", "seed", "commands", *SECTIONS}:
-        raise UsageError(f"{path} is not a run configuration written by 'spikerl train'; pass --env (or --out) explicitly")
-    return {"commands": [], **{section: {} for section in SECTIONS}, **config}
+    fix = "it is not a run configuration written by 'spikerl train'; pass --env (or --out) explicitly"
+    data = _read_yaml(path, fix)
+    if not isinstance(data, dict) or not isinstance(data.get("env_id"), str) or not isinstance(data.get("seed"), int):
+        raise UsageError(f"{path}: {fix}")
+    commands = data.pop("commands", None) or []
+    if not isinstance(commands, list) or not all(isinstance(command, str) for command in commands):
+        raise UsageError(f"{path}: commands must be a list of command lines; {fix}")
+    env_id, seed = data.pop("env_id"), data.pop("seed")
+    return RunConfig(env_id, seed, _settings(data, path, fix), commands)

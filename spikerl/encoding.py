@@ -30,8 +30,7 @@ from torch import nn
 
 from spikerl.errors import UsageError
 from spikerl.neurons import IFNeuron
-
-ENCODINGS = ("direct", "threshold", "event", "threshold+event")
+from spikerl.settings import ENCODINGS
 #: Default ``input_margin``: a pixel (or change) fires where it is this much above the
 #: calibration frames' most common value (0.1 of the pixel range, about 25 gray levels).
 INPUT_MARGIN = 0.1
@@ -40,7 +39,7 @@ INPUT_MARGIN = 0.1
 def check_encoding(encoding: str) -> str:
     """``encoding`` if it is one of ``ENCODINGS``, else a ``UsageError``."""
     if encoding not in ENCODINGS:
-        raise UsageError(f"unknown encoding '{encoding}'; use one of {', '.join(ENCODINGS)}")
+        raise UsageError(f"unknown encoding '{encoding}'; use one of {', '.join(ENCODINGS)}", parameter="encoding")
     return encoding
 
 
@@ -124,7 +123,7 @@ def calibrate_encoder(encoder: InputEncoder, frames: torch.Tensor, margin: float
     background, or changed, by ``margin``. Returns the thresholds ``[C_out]``.
     """
     if not 0 < margin < 1:
-        raise UsageError(f"input_margin must be in (0, 1) (a share of the pixel range), got {margin}")
+        raise UsageError(f"input_margin must be in (0, 1) (a share of the pixel range), got {margin}", parameter="input_margin")
     currents = encoder.currents(frames).transpose(0, 1).flatten(1)  # [C_out, N * H * W]
     thresholds = currents.mode(dim=1).values + margin
     encoder.threshold.copy_(thresholds.view_as(encoder.threshold))

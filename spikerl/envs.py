@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
 
 import ale_py
 import gymnasium as gym
@@ -13,17 +13,15 @@ from stable_baselines3.common.utils import check_for_correct_spaces
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecTransposeImage
 
 from spikerl.errors import UsageError
+from spikerl.settings import EVAL_SEED_BASE, STICKY_ACTIONS, EnvSettings
 
 gym.register_envs(ale_py)
-
-#: Evaluation episodes are seeded from here upwards; training seeds must stay below it.
-EVAL_SEED_BASE = 1_000_000
 
 
 def check_training_seed(seed: int) -> None:
     """Refuse a training seed that would overlap the evaluation seeds."""
     if not 0 <= seed < EVAL_SEED_BASE:
-        raise UsageError(f"--seed must be in [0, {EVAL_SEED_BASE}) (evaluation seeds start at {EVAL_SEED_BASE})")
+        raise UsageError(f"seed must be in [0, {EVAL_SEED_BASE}) (evaluation seeds start at {EVAL_SEED_BASE}), got {seed}", parameter="seed")
 
 
 def check_env_id(env_id: str) -> None:
@@ -42,22 +40,22 @@ def check_agent_fits(model: BaseAlgorithm, env: VecEnv, env_id: str) -> None:
         raise UsageError(f"the agent does not fit {env_id} ({error}); pass --env with the environment the agent was trained on") from None
 
 
-#: ALE's recommended sticky-action probability (Machado et al. 2018; the default of ``ALE/...-v5``).
-STICKY_ACTIONS = 0.25
-
-
-def with_sticky_actions(env_config: dict[str, Any], probability: float, env_id: str) -> dict[str, Any]:
+def with_sticky_actions(env_config: EnvSettings, probability: float, env_id: str) -> EnvSettings:
     """``env_config`` with ALE's sticky actions: at every emulator frame the previous action is
     repeated with ``probability`` (``repeat_action_probability``, passed to ``gymnasium.make``)."""
-    if not env_config.get("atari", False):
-        raise UsageError(f"sticky actions are an Atari (ALE) setting and {env_id} is not an Atari env; drop the sticky-action setting")
+    if not env_config.atari:
+        raise UsageError(
+            f"sticky actions are an Atari (ALE) setting and {env_id} is not an Atari env; drop the sticky-action setting", parameter="sticky_actions"
+        )
     if not 0 <= probability < 1:
-        raise UsageError(f"the sticky-action probability must be in [0, 1), got {probability}; ALE recommends {STICKY_ACTIONS}")
-    return {**env_config, "env_kwargs": {**(env_config.get("env_kwargs") or {}), "repeat_action_probability": float(probability)}}
+        raise UsageError(
+            f"the sticky-action probability must be in [0, 1), got {probability}; ALE recommends {STICKY_ACTIONS}", parameter="sticky_actions"
+        )
+    return dataclasses.replace(env_config, env_kwargs={**env_config.env_kwargs, "repeat_action_probability": float(probability)})
 
 
 def make_env(
-    env_id: str, env_config: dict[str, Any], seed: int, n_envs: int = 1, monitor_dir: str | None = None
+    env_id: str, env_config: EnvSettings, seed: int, n_envs: int = 1, monitor_dir: str | None = None
 ) -> VecEnv:
     """Build a Monitor-wrapped vectorized env as the preset's ``env`` section describes.
 
@@ -73,12 +71,12 @@ def make_env(
     # SB3's Monitor writes its CSV header only when it overrides the file: append only to an existing one
     resumed = monitor_dir is not None and (Path(monitor_dir) / "0.monitor.csv").is_file()
     monitor_kwargs = {"override_existing": not resumed}
-    env_kwargs = env_config.get("env_kwargs")  # keyword arguments of gymnasium.make, e.g. max_episode_steps
-    if env_config.get("atari", False):
+    env_kwargs = env_config.env_kwargs  # keyword arguments of gymnasium.make, e.g. max_episode_steps
+    if env_config.atari:
         venv = make_atari_env(
-            env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, monitor_kwargs=monitor_kwargs, env_kwargs=env_kwargs, wrapper_kwargs=env_config.get("wrapper_kwargs")
+            env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, monitor_kwargs=monitor_kwargs, env_kwargs=env_kwargs, wrapper_kwargs=env_config.wrapper_kwargs
         )
-        frame_stack = int(env_config.get("frame_stack", 1))
+        frame_stack = env_config.frame_stack
         return VecTransposeImage(VecFrameStack(venv, frame_stack) if frame_stack > 1 else venv)
     return make_vec_env(
         env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, monitor_kwargs=monitor_kwargs, env_kwargs=env_kwargs

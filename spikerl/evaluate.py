@@ -12,6 +12,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from spikerl.envs import EVAL_SEED_BASE, check_agent_fits, make_env
 from spikerl.errors import UsageError
+from spikerl.settings import EnvSettings
 from spikerl.snn import SpikingQNetwork
 
 
@@ -38,7 +39,7 @@ class Evaluation:
 def evaluate_agent(
     model: DQN,
     env_id: str,
-    env_config: dict[str, Any],
+    env_config: EnvSettings,
     episodes: int,
     seed: int = EVAL_SEED_BASE,
     n_envs: int = 10,
@@ -50,9 +51,12 @@ def evaluate_agent(
     unclipped games on Atari; lengths are then in raw frames).
     """
     if episodes < 1:
-        raise UsageError(f"--episodes must be at least 1, got {episodes}")
+        raise UsageError(f"episodes must be at least 1, got {episodes}", parameter="episodes")
     if seed < EVAL_SEED_BASE:
-        raise UsageError(f"evaluation seeds start at {EVAL_SEED_BASE} (training uses the ones below); got --seed {seed}")
+        raise UsageError(
+            f"seed must be at least {EVAL_SEED_BASE}, got {seed}; evaluation seeds start at {EVAL_SEED_BASE} (training uses the ones below)",
+            parameter="seed",
+        )
     env = make_env(env_id, env_config, seed=seed, n_envs=min(episodes, n_envs))
     check_agent_fits(model, env, env_id)
     q_net = model.policy.q_net

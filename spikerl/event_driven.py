@@ -19,6 +19,7 @@ no GPU was available) or for other shapes the layer is the plain ``nn.Linear``.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import TYPE_CHECKING
 
@@ -28,16 +29,20 @@ from torch import nn
 if TYPE_CHECKING:
     from spikerl.snn import PlannedLayer
 
-# CSR tensors work for what is done here (conversion, sparse x dense product); PyTorch warns
-# once per process that their support is in beta. Take that one warning here, silently.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    torch.zeros(1, 1).to_sparse_csr()
-
 #: Layers with fewer weights stay dense: there the CSR conversion costs more than it saves.
 MIN_WEIGHTS = 2**19
 #: Inputs with a larger share of non-zeros take the dense product, which is then faster.
 MAX_INPUT_DENSITY = 0.1
+
+
+@functools.cache
+def _take_csr_beta_warning() -> None:
+    """CSR tensors work for what is done here (conversion, sparse x dense product); PyTorch warns
+    once per process that their support is in beta. Take that one warning, silently (once, when
+    the first event-driven layer is made)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.zeros(1, 1).to_sparse_csr()
 
 
 class SpikeDrivenLinear(nn.Module):
@@ -54,6 +59,7 @@ class SpikeDrivenLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear, max_input_density: float = MAX_INPUT_DENSITY):
         super().__init__()
+        _take_csr_beta_warning()
         self.linear = linear
         self.max_input_density = max_input_density
         self._weight_t: torch.Tensor | None = None

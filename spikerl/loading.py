@@ -27,10 +27,12 @@ import torch
 from stable_baselines3 import DQN
 from stable_baselines3.dqn.policies import CnnPolicy, DQNPolicy
 
-from spikerl.config import RESULTS_JSON, available_presets, read_run_config
+from spikerl.config import available_presets, read_run_config
 from spikerl.envs import make_env
 from spikerl.errors import UsageError
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
+from spikerl.run_folder import RunFolder
+from spikerl.settings import EnvSettings
 
 POLICIES = {
     ("stable_baselines3.dqn.policies", "DQNPolicy"): DQNPolicy,
@@ -80,7 +82,7 @@ def _read_archive(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return data, weights
 
 
-def load_agent(path: str | Path, env_id: str, env_config: dict[str, Any], device: str = "auto") -> DQN:
+def load_agent(path: str | Path, env_id: str, env_config: EnvSettings, device: str = "auto") -> DQN:
     """Rebuild the DQN agent (ANN or spiking) stored at ``path`` for ``env_id``, never unpickling.
 
     The returned model has a one-transition replay buffer: it is for acting, evaluating and
@@ -124,8 +126,8 @@ def env_of_agent(agent: str, env: str | None) -> str:
     folder = Path(agent).parent
     run_config = read_run_config(folder)
     if run_config is not None:
-        return run_config["env_id"]
-    compress_results = folder / RESULTS_JSON
+        return run_config.env_id
+    compress_results = RunFolder(folder).results_json
     if compress_results.is_file():
         with contextlib.suppress(ValueError, KeyError, TypeError):
             return str(json.loads(compress_results.read_text())["env_id"])

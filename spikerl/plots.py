@@ -1,64 +1,73 @@
-"""PNG plots of a compression run (reward vs T, spike rates, energy) and of a training run."""
+"""PNG plots of a compression run (reward vs T, spike rates, energy) and of a training run.
+
+Figures are made with matplotlib's object API (``matplotlib.figure.Figure``), not pyplot, so
+plotting neither needs nor changes the process's matplotlib backend.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from spikerl.checkpoints import atomic_path
+from spikerl.results import CompressionResult, Stage
+from spikerl.run_folder import RunFolder
 
 
-def _save(figure: Any, path: Path) -> str:
+def _figure(size: tuple[float, float] = (5.5, 3.8)) -> tuple[Figure, Axes]:
+    figure = Figure(figsize=size)
+    return figure, figure.add_subplot()
+
+
+def _save(figure: Figure, path: Path) -> str:
+    """Write ``figure`` as a PNG at ``path`` atomically; returns the file name."""
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
     return path.name
 
 
-def plot_compression(results: dict[str, Any], out_dir: Path) -> list[str]:
-    """Write reward_vs_T.png, spike_rates.png and energy.png; return their file names."""
-    rows = results["rows"]
-    ann = next(row for row in rows if row["stage"] == "ANN")
-    stages = [row for row in rows if row["stage"] == "retrained"]
-    converted = [row for row in rows if row["stage"] == "converted"]
+def plot_compression(result: CompressionResult, folder: RunFolder) -> list[str]:
+    """Write the plots ``spikerl.run_folder.PLOTS`` that have data; return their file names."""
+    (ann,) = result.rows_of(Stage.ANN)
+    stages, converted = result.rows_of(Stage.RETRAINED), result.rows_of(Stage.CONVERTED)
     names = []
 
-    figure, axis = plt.subplots(figsize=(5.5, 3.8))
-    axis.axhline(ann["mean_reward"], color="gray", linestyle="--", label="ANN")
+    figure, axis = _figure()
+    axis.axhline(ann.mean_reward, color="gray", linestyle="--", label="ANN")
     if stages:
-        axis.errorbar([r["T"] for r in stages], [r["mean_reward"] for r in stages], [r["std_reward"] for r in stages], marker="o", capsize=3, label="SNN, retrained")
+        axis.errorbar([r.T for r in stages], [r.mean_reward for r in stages], [r.std_reward for r in stages], marker="o", capsize=3, label="SNN, retrained")
     if converted:
-        axis.plot([r["T"] for r in converted], [r["mean_reward"] for r in converted], "x", color="red", label="SNN, converted only")
-    axis.set(xlabel="timesteps T per decision", ylabel=f"mean reward ({results['evaluation']['episodes']} episodes)", title=results["env_id"])
-    axis.set_xticks(sorted({row["T"] for row in stages + converted}))
+        axis.plot([r.T for r in converted], [r.mean_reward for r in converted], "x", color="red", label="SNN, converted only")
+    axis.set(xlabel="timesteps T per decision", ylabel=f"mean reward ({result.evaluation.episodes} episodes)", title=result.env_id)
+    axis.set_xticks(sorted({row.T for row in stages + converted if row.T is not None}))
     axis.invert_xaxis()
     axis.legend()
-    names.append(_save(figure, out_dir / "reward_vs_T.png"))
+    names.append(_save(figure, folder.plot("reward_vs_T")))
 
     if stages:
-        layers = list(stages[0]["spike_rates"])
-        figure, axis = plt.subplots(figsize=(5.5, 3.8))
+        layers = list(stages[0].spike_rates)
+        figure, axis = _figure()
         width = 0.8 / len(stages)
         for index, row in enumerate(stages):
-            axis.bar(np.arange(len(layers)) + index * width, [row["spike_rates"][layer] for layer in layers], width, label=f"T={row['T']}")
+            axis.bar(np.arange(len(layers)) + index * width, [row.spike_rates[layer] for layer in layers], width, label=f"T={row.T}")
         axis.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, layers, rotation=20)
         axis.set(ylabel="spikes per neuron per timestep", title="spike rate per layer")
         axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
-        names.append(_save(figure, out_dir / "spike_rates.png"))
+        names.append(_save(figure, folder.plot("spike_rates")))
 
-    figure, axis = plt.subplots(figsize=(5.5, 3.8))
-    labels = ["ANN"] + [f"T={row['T']}" for row in stages]
-    costs = [ann["cost"]] + [row["cost"] for row in stages]
+    figure, axis = _figure()
+    labels = ["ANN"] + [f"T={row.T}" for row in stages]
+    costs = [ann.cost] + [row.cost for row in stages]
     mac_nj = [cost["mac_energy_pj"] / 1000 for cost in costs]
     axis.bar(labels, mac_nj, color="gray", label="MACs (ANN; SNN first layer, analog input)")
     axis.bar(labels, [cost["ac_energy_pj"] / 1000 for cost in costs], bottom=mac_nj, color="tab:blue", label="ACs (SNN layers driven by spikes)")
     axis.set(ylabel="energy per decision (nJ, 45 nm estimate)", title="energy per decision")
     axis.legend(fontsize="small")
-    names.append(_save(figure, out_dir / "energy.png"))
+    names.append(_save(figure, folder.plot("energy")))
     return names
 
 
@@ -73,14 +82,14 @@ def plot_training_curve(run_dir: Path, path: Path, frames_per_step: int = 1) -> 
     import pandas
     from stable_baselines3.common.monitor import get_monitor_files
 
-    figure, axis = plt.subplots(figsize=(6, 3.8))
+    figure, axis = _figure((6, 3.8))
     files = get_monitor_files(str(run_dir))
     episodes = pandas.concat([pandas.read_csv(file, skiprows=1) for file in files]) if files else pandas.DataFrame()
     if len(episodes):
         steps = np.cumsum(episodes["l"].to_numpy()) / frames_per_step
         axis.plot(steps, episodes["r"].rolling(10, min_periods=1).mean(), color="lightsteelblue", label="training episodes (mean of 10)")
-    if (run_dir / "evaluations.npz").is_file():
-        evaluations = np.load(run_dir / "evaluations.npz")
+    if RunFolder(run_dir).evaluations.is_file():
+        evaluations = np.load(RunFolder(run_dir).evaluations)
         axis.errorbar(evaluations["timesteps"], evaluations["results"].mean(axis=1), evaluations["results"].std(axis=1), marker="o", capsize=3, label="evaluation")
     axis.set(xlabel="agent steps", ylabel="episode reward", title=run_dir.name)
     axis.legend()

@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -27,8 +27,8 @@ from stable_baselines3.common.vec_env import VecEnv
 from tqdm.auto import tqdm
 
 from spikerl.convert import collect_observations
-
-OBJECTIVES = ("distill", "td")
+from spikerl.policy import constrain_after_each_step
+from spikerl.settings import CompressSettings, DistillSettings
 
 
 class Retrainer(Protocol):
@@ -52,10 +52,8 @@ class DistillationRetrainer:
     :param teacher: the ANN agent
     :param student: the spiking agent (trained in place)
     :param env: environment for teacher and student rollouts
+    :param settings: the objective's settings (pool sizes, exploration, optimizer, loss)
     :param teacher_states: observations from teacher rollouts (epsilon 0.05) in the initial pool
-    :param student_states: observations added from student rollouts before each stage
-    :param epsilon: exploration rate of those rollouts
-    :param cosine: anneal the learning rate to 0 over each stage (restarting at every stage)
     """
 
     def __init__(
@@ -63,25 +61,16 @@ class DistillationRetrainer:
         teacher: DQN,
         student: DQN,
         env: VecEnv,
-        teacher_states: int = 5000,
-        student_states: int = 5000,
-        epsilon: float = 0.2,
-        batch_size: int = 256,
-        learning_rate: float = 1e-3,
-        temperature: float = 0.1,
-        advantage_weight: float = 0.0,
-        max_pool: int = 100_000,
-        cosine: bool = True,
+        settings: DistillSettings,
+        teacher_states: int,
         seed: int = 0,
         progress: bool = True,
     ):
-        self.teacher, self.student, self.env = teacher, student, env
-        self.student_states, self.epsilon = student_states, epsilon
-        self.batch_size, self.temperature, self.advantage_weight = batch_size, temperature, advantage_weight
-        self.max_pool, self.progress = max_pool, progress
-        self.learning_rate, self.cosine = learning_rate, cosine
+        self.teacher, self.student, self.env, self.settings = teacher, student, env, settings
+        self.progress = progress
         self.rng = np.random.default_rng(seed)
-        self.optimizer = torch.optim.Adam(student.q_net.parameters(), lr=learning_rate)
+        self.optimizer = torch.optim.Adam(student.q_net.parameters(), lr=settings.learning_rate)
+        constrain_after_each_step(self.optimizer, student.q_net)
         initial_states = collect_observations(teacher, env, teacher_states, epsilon=0.05, rng=self.rng)
         self.states = np.empty((0, *initial_states.shape[1:]), dtype=initial_states.dtype)
         self.teacher_q = torch.empty(0, int(teacher.action_space.n))
@@ -91,8 +80,8 @@ class DistillationRetrainer:
     def _add_states(self, states: np.ndarray) -> None:
         """Append ``states [N, ...]`` and the teacher's Q-values ``[N, n_actions]`` to the pool."""
         q_values = torch.cat([self.teacher.q_net(self._tensor(chunk)).cpu() for chunk in np.array_split(states, max(1, len(states) // 1024))])
-        self.states = np.concatenate([self.states, states])[-self.max_pool :]
-        self.teacher_q = torch.cat([self.teacher_q, q_values])[-self.max_pool :]
+        self.states = np.concatenate([self.states, states])[-self.settings.max_pool :]
+        self.teacher_q = torch.cat([self.teacher_q, q_values])[-self.settings.max_pool :]
         advantages = self.teacher_q - self.teacher_q.mean(dim=1, keepdim=True)
         self.sigma = float(advantages.std()) or 1.0
 
@@ -101,37 +90,36 @@ class DistillationRetrainer:
 
     def loss(self, student_q: torch.Tensor, teacher_q: torch.Tensor) -> torch.Tensor:
         """The distillation loss for Q-values ``[B, n_actions]`` of student and teacher."""
-        loss = F.cross_entropy(student_q / (self.temperature * self.sigma), teacher_q.argmax(dim=1))
-        if self.advantage_weight:
+        loss = F.cross_entropy(student_q / (self.settings.temperature * self.sigma), teacher_q.argmax(dim=1))
+        if self.settings.advantage_weight:
             student_advantage = student_q - student_q.mean(dim=1, keepdim=True)
             teacher_advantage = teacher_q - teacher_q.mean(dim=1, keepdim=True)
-            loss = loss + self.advantage_weight * F.mse_loss(student_advantage, teacher_advantage) / self.sigma**2
+            loss = loss + self.settings.advantage_weight * F.mse_loss(student_advantage, teacher_advantage) / self.sigma**2
         return loss
 
     def retrain(self, steps: int) -> None:
-        if self.student_states:
-            self._add_states(collect_observations(self.student, self.env, self.student_states, self.epsilon, self.rng))
+        settings = self.settings
+        if settings.student_states:
+            self._add_states(collect_observations(self.student, self.env, settings.student_states, settings.epsilon, self.rng))
         q_net = self.student.q_net
         q_net.train()
         for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(steps, 1)) if self.cosine else None
+            group["lr"] = settings.learning_rate
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(steps, 1)) if settings.cosine else None
         for _ in tqdm(range(steps), desc=f"distill T={q_net.timesteps}", disable=not self.progress, unit="step"):
-            batch = self.rng.integers(len(self.states), size=self.batch_size)
+            batch = self.rng.integers(len(self.states), size=settings.batch_size)
             loss = self.loss(q_net(self._tensor(self.states[batch])), self.teacher_q[batch].to(q_net.device))
             self.optimizer.zero_grad()
             loss.backward()
-            self.optimizer.step()
-            q_net.constrain_neurons()
+            self.optimizer.step()  # the neuron constraints follow through the step hook
             if schedule is not None:
                 schedule.step()
         q_net.eval()
         self.student.q_net_target.load_state_dict(q_net.state_dict())
 
 
-def make_retrainer(objective: str, teacher: DQN, student: DQN, env: VecEnv, settings: dict[str, Any], seed: int, progress: bool) -> Retrainer:
-    """The retrainer for ``objective``, configured by the preset's ``compress`` section."""
-    if objective == "td":
+def make_retrainer(teacher: DQN, student: DQN, env: VecEnv, settings: CompressSettings, seed: int, progress: bool) -> Retrainer:
+    """The retrainer of ``settings.objective``, configured by the rest of ``settings``."""
+    if settings.objective == "td":
         return TDRetrainer(student, progress)
-    distill = {"teacher_states": int(settings.get("teacher_states", 5000)), **settings.get("distill", {})}
-    return DistillationRetrainer(teacher, student, env, seed=seed, progress=progress, **distill)
+    return DistillationRetrainer(teacher, student, env, settings.distill, settings.teacher_states, seed=seed, progress=progress)

@@ -20,21 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 
 from spikerl.checkpoints import atomic_path, save_model, writable_folder
-from spikerl.config import RUN_CONFIG, read_run_config
+from spikerl.config import RunConfig, read_run_config
 from spikerl.envs import EVAL_SEED_BASE, check_training_seed, make_env
 from spikerl.errors import UsageError
 from spikerl.plots import plot_training_curve
-
-CHECKPOINT = "checkpoint.zip"
-REPLAY_BUFFER = "replay_buffer_{}.pkl"  # named after the checkpoint's num_timesteps
-BEST_MODEL = "best_model.zip"
-ANN = "ann.zip"
-EVALUATIONS = "evaluations.npz"
+from spikerl.run_folder import RunFolder
+from spikerl.settings import Settings
 
 
 class AtomicCheckpointCallback(BaseCallback):
@@ -100,64 +95,60 @@ def _load_checkpoint(path: Path, **kwargs: Any) -> DQN:
 
 def train(
     env_id: str,
-    preset: dict[str, Any],
+    settings: Settings,
     out_dir: str | Path,
     seed: int = 0,
-    n_timesteps: int | None = None,
     device: str = "auto",
     resume: bool = False,
     progress: bool = True,
     verbose: int = 1,
     command: str = "",
 ) -> Path:
-    """Train (or resume) a DQN agent as ``preset`` describes; returns the path of ``ann.zip``.
+    """Train (or resume) a DQN agent as ``settings`` describe; returns the path of ``ann.zip``.
 
     ``command`` (the command line, if any) is added to the run's ``config.yaml``.
     """
     check_training_seed(seed)
     out_dir = Path(out_dir)
-    train_cfg = preset["train"]
-    total_timesteps = int(n_timesteps if n_timesteps is not None else train_cfg["n_timesteps"])
-    if total_timesteps <= 0:
-        raise UsageError(f"-n/--n-timesteps must be positive, got {total_timesteps}")
-    checkpoint = out_dir / CHECKPOINT
+    folder = RunFolder(out_dir)
+    train_cfg = settings.train
+    total_timesteps = train_cfg.n_timesteps
+    checkpoint = folder.checkpoint
     previous = read_run_config(out_dir)
     if resume and not checkpoint.is_file():
-        raise UsageError(f"nothing to resume in {out_dir} ({CHECKPOINT} missing); delete it and start again, or choose another --out")
+        raise UsageError(f"nothing to resume in {out_dir} ({checkpoint.name} missing); delete it and start again, or choose another --out")
     if not resume and previous is not None:
         if not checkpoint.is_file():
             raise UsageError(f"{out_dir} holds a run that stopped before its first checkpoint (nothing to resume); delete it or choose another --out")
         raise UsageError(f"{out_dir} already holds a run; continue it with --resume {out_dir}, delete it, or choose another --out")
-    commands = (previous["commands"] if previous else []) + ([command] if command else [])
-    with writable_folder(out_dir), atomic_path(out_dir / RUN_CONFIG) as temporary:
-        temporary.write_text(yaml.safe_dump({"env_id": env_id, "seed": seed, "commands": commands, **preset}, sort_keys=False))
+    commands = (previous.commands if previous else []) + ([command] if command else [])
+    with writable_folder(out_dir):
+        RunConfig(env_id, seed, settings, commands).write(out_dir)
 
-    env = make_env(env_id, preset["env"], seed=seed, monitor_dir=str(out_dir))
-    eval_env = make_env(env_id, preset["env"], seed=EVAL_SEED_BASE)
-    dqn_kwargs = dict(train_cfg.get("dqn", {}))
+    env = make_env(env_id, settings.env, seed=seed, monitor_dir=str(out_dir))
+    eval_env = make_env(env_id, settings.env, seed=EVAL_SEED_BASE)
+    dqn_kwargs = dict(train_cfg.dqn)
     if resume:
         model = _load_checkpoint(checkpoint, env=env, device=device)
-        buffer_path = out_dir / REPLAY_BUFFER.format(model.num_timesteps)
+        buffer_path = folder.replay_buffer(model.num_timesteps)
         if buffer_path.is_file():  # only the buffer saved with this very checkpoint
             model.load_replay_buffer(buffer_path)
         else:  # refill with random actions, as at the start of a run
             model.learning_starts = model.num_timesteps + int(dqn_kwargs.get("learning_starts", 100))
     else:
-        model = DQN(train_cfg["policy"], env, seed=seed, device=device, verbose=0, **dqn_kwargs)
+        model = DQN(train_cfg.policy, env, seed=seed, device=device, verbose=0, **dqn_kwargs)
 
     evaluation = EvalCallback(
         eval_env,
-        n_eval_episodes=int(train_cfg.get("eval_episodes", 10)),
-        eval_freq=int(train_cfg.get("eval_freq", 10_000)),
+        n_eval_episodes=train_cfg.eval_episodes,
+        eval_freq=train_cfg.eval_freq,
         log_path=str(out_dir),
-        callback_on_new_best=SaveBestCallback(out_dir / BEST_MODEL),
+        callback_on_new_best=SaveBestCallback(folder.best_model),
         verbose=verbose,
     )
     if resume:
-        _restore_evaluations(evaluation, out_dir / EVALUATIONS)
-    callbacks = CallbackList(
-        [AtomicCheckpointCallback(checkpoint, int(train_cfg.get("checkpoint_freq", 10_000))), evaluation]
-    )
+        _restore_evaluations(evaluation, folder.evaluations)
+    callbacks = CallbackList([AtomicCheckpointCallback(checkpoint, train_cfg.checkpoint_freq), evaluation])
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         model.learn(
@@ -172,17 +163,17 @@ def train(
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
         save_model(model, checkpoint)
-        if train_cfg.get("save_replay_buffer", True):
-            for stale in out_dir.glob(REPLAY_BUFFER.format("*")):
+        if train_cfg.save_replay_buffer:
+            for stale in out_dir.glob(folder.replay_buffer("*").name):
                 stale.unlink()
-            with atomic_path(out_dir / REPLAY_BUFFER.format(model.num_timesteps)) as temporary, open(temporary, "wb") as file:
+            with atomic_path(folder.replay_buffer(model.num_timesteps)) as temporary, open(temporary, "wb") as file:
                 model.save_replay_buffer(file)
         env.close()
         eval_env.close()
 
-    best = out_dir / BEST_MODEL
+    best = folder.best_model
     source = _load_checkpoint(best, device=device) if best.is_file() else model
-    save_model(source, out_dir / ANN, keep_optimizer_state=False)
-    frames_per_step = preset["env"].get("wrapper_kwargs", {}).get("frame_skip", 4) if preset["env"].get("atari") else 1
-    plot_training_curve(out_dir, out_dir / "training_curve.png", frames_per_step)
-    return out_dir / ANN
+    save_model(source, folder.ann, keep_optimizer_state=False)
+    frames_per_step = settings.env.wrapper_kwargs.get("frame_skip", 4) if settings.env.atari else 1
+    plot_training_curve(out_dir, folder.training_curve, frames_per_step)
+    return folder.ann

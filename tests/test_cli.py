@@ -1,34 +1,54 @@
-"""The command line on tiny budgets, and one clear error line for each kind of bad input."""
+"""The command line on tiny budgets, in-process; one clear error line for each kind of bad input."""
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
 
 import pytest
+import torch
+import yaml
 from stable_baselines3 import PPO
 
-from conftest import run_cli
+from conftest import REPO, SHIPPED_CARTPOLE
+from spikerl.cli import main
+
+
+def run(capsys, *args):
+    """``spikerl ARGS`` in this process: (exit code, stdout, stderr)."""
+    code = main([str(arg) for arg in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_error_line(code, err, *needles):
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """train -> compress 2,1 -> the run folders."""
     root = tmp_path_factory.mktemp("cli")
-    train = run_cli("train", "--env", "CartPole-v1", "-n", "1100", "--out", str(root / "run"), "--no-progress")
-    assert train.returncode == 0, train.stderr
-    compress = run_cli(
+    assert main(["train", "--env", "CartPole-v1", "-n", "1100", "--out", str(root / "run"), "--no-progress"]) == 0
+    compress = [
         "compress", "--agent", str(root / "run" / "ann.zip"), "--schedule", "2,1", "--steps-per-stage", "5",
         "--eval-episodes", "2", "--out", str(root / "snn"), "--no-progress",
-    )
-    assert compress.returncode == 0, compress.stderr
+    ]
+    assert main(compress) == 0
     return root
 
 
 def test_train_writes_a_loadable_ann(tiny_run):
-    run = tiny_run / "run"
+    run_folder = tiny_run / "run"
     for name in ("ann.zip", "checkpoint.zip", "config.yaml", "0.monitor.csv", "training_curve.png"):
-        assert (run / name).is_file(), name
+        assert (run_folder / name).is_file(), name
+    config = yaml.safe_load((run_folder / "config.yaml").read_text())
+    assert config["train"]["n_timesteps"] == 1100  # the preset as run, with the command line's -n
+    assert config["commands"] == ["spikerl train --env CartPole-v1 -n 1100 --out " + str(run_folder) + " --no-progress"]
 
 
 def test_compress_writes_every_stage_and_results(tiny_run):
@@ -39,15 +59,100 @@ def test_compress_writes_every_stage_and_results(tiny_run):
     ]
     assert all(len(row["rewards"]) == 2 for row in results["rows"])
     assert set(results["rows"][-1]["spike_rates"]) == {"q_net.1", "q_net.3"}
+    assert len(results["agent_sha256"]) == 64 and results["commands"][0].startswith("spikerl train")
+    assert all(row["cost"]["energy_pj"] > 0 for row in results["rows"])
     assert (snn / "T2.zip").is_file() and (snn / "T1.zip").is_file() and (snn / "ann.zip").is_file()
     assert "| retrained | 1 |" in (snn / "results.md").read_text()
+    assert set(results["plots"]) == {"reward_vs_T.png", "spike_rates.png", "energy.png"}
 
 
-def test_evaluate_prints_rewards_and_spike_rates(tiny_run):
+def test_evaluate_prints_rewards_and_spike_rates(tiny_run, capsys):
     # no --env: it is read from the compression's results.json beside the agent
-    result = run_cli("evaluate", "--agent", str(tiny_run / "snn" / "T1.zip"), "--episodes", "2")
-    assert result.returncode == 0, result.stderr
-    assert "SNN, T=1" in result.stdout and "reward" in result.stdout and "spike rate q_net.3" in result.stdout
+    code, out, err = run(capsys, "evaluate", "--agent", tiny_run / "snn" / "T1.zip", "--episodes", "2")
+    assert code == 0, err
+    assert "SNN, T=1" in out and "reward" in out and "spike rate q_net.3" in out
+
+
+def test_report_rewrites_results_md(tiny_run, capsys, tmp_path):
+    folder = tmp_path / "snn"
+    shutil.copytree(tiny_run / "snn", folder)
+    before = (folder / "results.md").read_text()
+    (folder / "results.md").unlink()
+    code, _, err = run(capsys, "report", folder)
+    assert code == 0, err
+    assert (folder / "results.md").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda text: text[: len(text) // 2], "JSONDecodeError"),
+        (lambda text: text.replace('"retrained"', '"fine-tuned"'), "rows[2].stage must be one of ANN, converted, retrained"),
+        (lambda text: text.replace('"percentile": 90.0', '"percentile": "high"'), "percentile must be a number"),
+    ],
+)
+def test_report_refuses_damaged_results(tiny_run, capsys, tmp_path, damage, message):
+    folder = tmp_path / "snn"
+    shutil.copytree(tiny_run / "snn", folder)
+    (folder / "results.json").write_text(damage((folder / "results.json").read_text()))
+    assert_one_error_line(*run(capsys, "report", folder)[::2], "is damaged", message)
+
+
+def test_resume_skips_conversion_and_finished_stages(tiny_run, capsys, tmp_path, monkeypatch):
+    """A run stopped after T=2 resumes at T=1 from T2.zip: no calibration, no conversion, no rerun of T=2."""
+    folder = tmp_path / "snn"
+    shutil.copytree(tiny_run / "snn", folder)
+    results = json.loads((folder / "results.json").read_text())
+    results["rows"] = results["rows"][:-1]
+    (folder / "results.json").write_text(json.dumps(results))
+    (folder / "T1.zip").unlink()
+    import spikerl.compress
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("resume must not convert again")
+
+    monkeypatch.setattr(spikerl.compress, "convert", refuse)
+    monkeypatch.setattr(spikerl.compress, "collect_observations", refuse)
+    code, _, err = run(
+        capsys, "compress", "--agent", tiny_run / "run" / "ann.zip", "--schedule", "2,1", "--steps-per-stage", "5",
+        "--eval-episodes", "2", "--out", folder, "--no-progress", "--resume",
+    )
+    assert code == 0, err
+    rows = json.loads((folder / "results.json").read_text())["rows"]
+    assert [(row["stage"], row["T"]) for row in rows] == [("ANN", None), ("converted", 2), ("retrained", 2), ("retrained", 1)]
+    assert rows[:3] == results["rows"]
+    assert (folder / "T1.zip").is_file()
+
+
+def test_resume_refuses_other_settings(tiny_run, capsys, tmp_path):
+    folder = tmp_path / "snn"
+    shutil.copytree(tiny_run / "snn", folder)
+    code, _, err = run(
+        capsys, "compress", "--agent", tiny_run / "run" / "ann.zip", "--schedule", "2,1", "--steps-per-stage", "6",
+        "--eval-episodes", "2", "--out", folder, "--resume",
+    )
+    assert_one_error_line(code, err, "steps_per_stage=5, not 6")
+
+
+def test_td_objective_retrains_every_stage(tmp_path, capsys):
+    """The paper's TD objective on a tiny budget: every stage is trained by SB3's loop and recorded."""
+    preset = yaml.safe_load(open(REPO / "envs" / "CartPole-v1.yaml"))
+    preset["compress"]["td"].update(learning_starts=20, buffer_size=500, batch_size=16, train_freq=1)
+    config = tmp_path / "td.yaml"
+    config.write_text(yaml.safe_dump(preset))
+    code, _, err = run(
+        capsys, "compress", "--agent", SHIPPED_CARTPOLE / "ann.zip", "--config", config, "--objective", "td",
+        "--schedule", "2,1", "--steps-per-stage", "60", "--eval-episodes", "2", "--out", tmp_path / "td", "--no-progress",
+    )
+    assert code == 0, err
+    results = json.loads((tmp_path / "td" / "results.json").read_text())
+    assert results["objective"] == "td"
+    assert [(row["stage"], row["T"]) for row in results["rows"]][2:] == [("retrained", 2), ("retrained", 1)]
+    weights = [
+        torch.load(zipfile.ZipFile(tmp_path / "td" / f"T{t}.zip").open("policy.pth"), weights_only=True)["q_net.q_net.0.weight"]
+        for t in (2, 1)
+    ]
+    assert not torch.equal(*weights)  # the T=1 stage took gradient steps
 
 
 def test_snn_checkpoint_loads_with_plain_sb3_in_a_fresh_process(tiny_run):
@@ -64,8 +169,8 @@ def test_snn_checkpoint_loads_with_plain_sb3_in_a_fresh_process(tiny_run):
     assert outputs[0] == outputs[1]
     assert outputs[0].startswith("SpikingMlpPolicy 1 [")
 
-    from stable_baselines3 import DQN
     import numpy as np
+    from stable_baselines3 import DQN
 
     model = DQN.load(agent)
     obs = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
@@ -75,8 +180,8 @@ def test_snn_checkpoint_loads_with_plain_sb3_in_a_fresh_process(tiny_run):
 def _bad_agents(tmp):
     (tmp / "empty.zip").write_bytes(b"")
     (tmp / "folder").mkdir()
-    good = next(iter(sorted((tmp.parent).glob("cli*/run/ann.zip"))), None)
-    (tmp / "truncated.zip").write_bytes(good.read_bytes()[:2000] if good else b"PK\x03\x04")
+    good = SHIPPED_CARTPOLE / "ann.zip"
+    (tmp / "truncated.zip").write_bytes(good.read_bytes()[:2000])
     with zipfile.ZipFile(tmp / "other.zip", "w") as archive:
         archive.writestr("hello.txt", "not an agent")
     PPO("MlpPolicy", "CartPole-v1").save(tmp / "ppo.zip")
@@ -91,38 +196,149 @@ def _bad_agents(tmp):
 
 
 @pytest.fixture(scope="module")
-def bad_agents(tmp_path_factory, tiny_run):
+def bad_agents(tmp_path_factory):
     return _bad_agents(tmp_path_factory.mktemp("bad"))
 
 
 @pytest.mark.parametrize("case", ["missing", "directory", "empty", "truncated", "not sb3", "another algorithm"])
-def test_bad_agent_files_give_one_error_line(bad_agents, case, tmp_path):
+def test_bad_agent_files_give_one_error_line(bad_agents, case, tmp_path, capsys):
     path, message = bad_agents[case]
-    result = run_cli("compress", "--agent", path, "--env", "CartPole-v1", "--out", str(tmp_path / "out"))
-    assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
+    code, _, err = run(capsys, "compress", "--agent", path, "--env", "CartPole-v1", "--out", tmp_path / "out")
+    assert_one_error_line(code, err, message)
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--schedule", "2,0"], "positive integers"),
-        (["--schedule", "3,-1"], "positive integers"),
-        (["--schedule", "1,2"], "decrease strictly"),
+        (["--schedule", "2,0"], "--schedule[1] must be at least 1"),
+        (["--schedule", "3,-1"], "--schedule[1] must be at least 1"),
+        (["--schedule", "99999999999999999999"], "--schedule[0] must be at most 64"),
+        (["--schedule", "1,2"], "--schedule must decrease strictly"),
         (["--schedule", "a,b"], "comma-separated"),
-        (["--percentile", "0"], "(0, 100]"),
-        (["--percentile", "101"], "(0, 100]"),
-        (["--objective", "mse"], "unknown --objective"),
+        (["--percentile", "0"], "--percentile must be greater than 0"),
+        (["--percentile", "101"], "--percentile must be at most 100"),
+        (["--percentile", "nan"], "--percentile must be a finite number"),
+        (["--steps-per-stage", "-1"], "--steps-per-stage must be at least 0"),
+        (["--eval-episodes", "0"], "--eval-episodes must be at least 1"),
+        (["--num-threads", "100000"], "--num-threads must be at most"),
+        (["--seed", "1000000"], "--seed must be in [0, 1000000)"),
+        (["--objective", "mse"], "invalid choice: 'mse'"),
         (["--env", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
         (["--env", "Acrobot-v1", "--config", "envs/CartPole-v1.yaml"], "space"),
     ],
 )
-def test_bad_compress_options_give_one_error_line(tiny_run, args, message, tmp_path):
-    result = run_cli("compress", "--agent", str(tiny_run / "run" / "ann.zip"), "--out", str(tmp_path / "o"), *args)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.count("\n") == 1 and message in result.stderr and "Traceback" not in result.stderr
+def test_bad_compress_options_give_one_error_line(args, message, tmp_path, capsys, no_work):
+    if args[:2] == ["--env", "Acrobot-v1"]:  # the mismatch shows when the agent is loaded
+        no_work.allow_loading()
+    code, _, err = run(capsys, "compress", "--agent", SHIPPED_CARTPOLE / "ann.zip", "--out", tmp_path / "o", *args)
+    assert_one_error_line(code, err, message)
+    assert not (tmp_path / "o").exists()
 
 
-def test_unknown_env_for_train(tmp_path):
-    result = run_cli("train", "--env", "NoSuchEnv-v0", "--out", str(tmp_path / "x"))
-    assert result.returncode == 2 and "NoSuchEnv-v0" in result.stderr and result.stderr.count("\n") == 1
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--episodes", "0"], "--episodes must be at least 1"),
+        (["--episodes", str(10**30)], "--episodes must be at most 1000000"),
+        (["--seed", "5"], "evaluation seeds start at"),
+        (["--num-threads", "0"], "--num-threads must be at least 1"),
+    ],
+)
+def test_bad_evaluate_options_are_refused_before_loading(args, message, capsys, no_work):
+    assert_one_error_line(*run(capsys, "evaluate", "--agent", SHIPPED_CARTPOLE / "T1.zip", *args)[::2], message)
+
+
+def test_unknown_env_for_train(tmp_path, capsys):
+    assert_one_error_line(*run(capsys, "train", "--env", "NoSuchEnv-v0", "--out", tmp_path / "x")[::2], "NoSuchEnv-v0")
+    assert not (tmp_path / "x").exists()
+
+
+def test_train_n_timesteps_is_bounded(tmp_path, capsys, no_work):
+    assert_one_error_line(*run(capsys, "train", "-n", "0", "--out", tmp_path / "x")[::2], "-n/--n-timesteps must be at least 1")
+
+
+# --- bad presets: one line naming the file and the key, exit 2, before any work
+
+def _preset():
+    return yaml.safe_load(open(REPO / "envs" / "CartPole-v1.yaml"))
+
+
+def _edited(edit):
+    def make():
+        preset = _preset()
+        edit(preset)
+        return yaml.safe_dump(preset).encode()
+    return make
+
+
+BAD_PRESETS = {
+    "missing key": (_edited(lambda p: p["train"].pop("n_timesteps")), "missing key train.n_timesteps"),
+    "missing required section key": (_edited(lambda p: p["compress"].pop("steps_per_stage")), "missing key compress.steps_per_stage"),
+    "unknown key": (_edited(lambda p: p["compress"]["distill"].update(learning_rte=0.1)), "unknown key compress.distill.learning_rte"),
+    "unknown section": (_edited(lambda p: p.update(evalute={"episodes": 3})), "unknown key evalute"),
+    "unknown DQN keyword": (_edited(lambda p: p["train"]["dqn"].update(learnin_rate=0.1)), "unknown key train.dqn.learnin_rate"),
+    "unknown neuron keyword": (_edited(lambda p: p["compress"].update(neuron_kwargs={"treshold": 1})), "unknown key compress.neuron_kwargs.treshold"),
+    "wrong type": (_edited(lambda p: p["train"].update(n_timesteps="lots")), "train.n_timesteps must be an integer, got 'lots'"),
+    "wrong type of list": (_edited(lambda p: p["compress"].update(schedule="5,4")), "compress.schedule must be a list"),
+    "wrong type of bool": (_edited(lambda p: p["env"].update(atari="yes please")), "env.atari must be true or false"),
+    "section not a mapping": (_edited(lambda p: p.update(train=3)), "train must be a mapping"),
+    "zero frequency": (_edited(lambda p: p["train"].update(checkpoint_freq=0)), "train.checkpoint_freq must be at least 1, got 0"),
+    "NaN gamma": (lambda: _preset_text().replace("gamma: 0.99", "gamma: .nan").encode(), "train.dqn.gamma must be a finite number"),
+    "gamma above 1": (_edited(lambda p: p["compress"]["td"].update(gamma=2)), "compress.td.gamma must be at most 1"),
+    "unknown objective": (_edited(lambda p: p["compress"].update(objective="mse")), "compress.objective must be one of distill, td"),
+    "schedule not decreasing": (_edited(lambda p: p["compress"].update(schedule=[1, 2])), "compress.schedule must decrease strictly"),
+    "evaluation seed in the training range": (_edited(lambda p: p["evaluate"].update(seed=5)), "evaluate.seed must be at least 1000000"),
+    "too many threads": (_edited(lambda p: p["env"].update(num_threads=10**6)), "env.num_threads must be at most"),
+    "unknown policy": (_edited(lambda p: p["train"].update(policy="PPOPolicy")), "train.policy must be one of"),
+    "not a mapping": (lambda: b"- just\n- a list\n", "the top level must be a mapping"),
+    "not YAML": (lambda: b"train: [unclosed\n", "is not valid YAML"),
+    "not UTF-8": (lambda: _preset_text().encode("utf-16"), "is not UTF-8 text"),
+}
+
+
+def _preset_text():
+    return open(REPO / "envs" / "CartPole-v1.yaml").read()
+
+
+class NoWork:
+    """Fails the test if an agent is loaded or evaluated, or training starts."""
+
+    def __init__(self, monkeypatch):
+        import spikerl.compress
+        import spikerl.evaluate
+        import spikerl.loading
+        import spikerl.train
+
+        self.monkeypatch, self.loading = monkeypatch, spikerl.loading
+        patched = [
+            (spikerl.loading, "load_agent"), (spikerl.compress, "load_agent"), (spikerl.evaluate, "evaluate_agent"), (spikerl.train, "train"),
+        ]
+        for module, name in patched:
+            monkeypatch.setattr(module, name, self._refuse(name))
+
+    @staticmethod
+    def _refuse(name):
+        def refuse(*args, **kwargs):
+            raise AssertionError(f"{name} ran before the bad input was refused")
+        return refuse
+
+    def allow_loading(self):
+        self.monkeypatch.undo()
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    return NoWork(monkeypatch)
+
+
+@pytest.mark.parametrize("case", list(BAD_PRESETS))
+@pytest.mark.parametrize("command", ["evaluate", "compress", "train"])
+def test_bad_preset_gives_one_line_before_any_work(case, command, tmp_path, capsys, no_work):
+    content, message = BAD_PRESETS[case]
+    config = tmp_path / "preset.yaml"
+    config.write_bytes(content())
+    agent = ["--agent", SHIPPED_CARTPOLE / ("T1.zip" if command == "evaluate" else "ann.zip")] if command != "train" else []
+    out = [] if command == "evaluate" else ["--out", tmp_path / "out"]
+    code, _, err = run(capsys, command, *agent, "--config", config, *out)
+    assert_one_error_line(code, err, str(config), message)
+    assert not (tmp_path / "out").exists()

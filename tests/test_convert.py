@@ -10,6 +10,7 @@ from spikerl.errors import UsageError
 from spikerl.loading import load_agent
 from spikerl.policy import SpikingMlpPolicy
 from spikerl.snn import SpikingQNetwork
+from spikerl.settings import EnvSettings
 
 
 def test_percentile_value_matches_numpy():
@@ -24,8 +25,8 @@ def test_conversion_keeps_greedy_actions_at_large_T(cartpole_ann):
     (up to 1/T of a threshold per neuron) needs a large T; the agreement grows with T
     (measured on the shipped ANN: 88% at T=64, 95% at 256, 98.6% at 1024).
     """
-    ann = load_agent(cartpole_ann, "CartPole-v1", {}, "cpu")
-    env = make_env("CartPole-v1", load_preset("CartPole-v1")["env"], seed=7)
+    ann = load_agent(cartpole_ann, "CartPole-v1", EnvSettings(), "cpu")
+    env = make_env("CartPole-v1", load_preset("CartPole-v1").env, seed=7)
     states = collect_observations(ann, env, 512)
     snn = convert(ann, env, states, timesteps=1024, percentile=99.9)
     ann_actions = ann.predict(states, deterministic=True)[0]
@@ -34,8 +35,8 @@ def test_conversion_keeps_greedy_actions_at_large_T(cartpole_ann):
 
 
 def test_thresholds_are_layerwise_percentiles(cartpole_ann):
-    ann = load_agent(cartpole_ann, "CartPole-v1", {}, "cpu")
-    env = make_env("CartPole-v1", {}, seed=7)
+    ann = load_agent(cartpole_ann, "CartPole-v1", EnvSettings(), "cpu")
+    env = make_env("CartPole-v1", EnvSettings(), seed=7)
     states = collect_observations(ann, env, 256)
     snn = convert(ann, env, states, timesteps=3, percentile=90)
     first = snn.q_net.q_net[1]

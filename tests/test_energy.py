@@ -61,4 +61,4 @@ def test_report_rewrites_markdown_and_plots(tmp_path):
     assert "energy / decision" in text and "| ANN | - |" in text
     for name in ("reward_vs_T.png", "spike_rates.png", "energy.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
-    assert all(row["cost"]["ann_energy_ratio"] > 0 for row in results["rows"])
+    assert all(row.cost["ann_energy_ratio"] > 0 for row in results.rows)

@@ -100,8 +100,8 @@ def test_only_large_spike_fed_linear_layers_are_made_event_driven():
 def test_shipped_pong_agent_decides_the_same_event_driven(timesteps, sparse_products):
     env_id = "PongNoFrameskip-v4"
     preset = load_preset(env_id)
-    model = load_agent(str(SHIPPED_PONG / f"T{timesteps}.zip"), env_id, preset["env"], "cpu")
-    observations = torch.as_tensor(collect_observations(model, make_env(env_id, preset["env"], seed=1_000_000), 64))
+    model = load_agent(str(SHIPPED_PONG / f"T{timesteps}.zip"), env_id, preset.env, "cpu")
+    observations = torch.as_tensor(collect_observations(model, make_env(env_id, preset.env, seed=1_000_000), 64))
     q_net = model.q_net
     with torch.no_grad():
         dense = q_net(observations)

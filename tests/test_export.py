@@ -34,6 +34,7 @@ from spikerl.errors import UsageError
 from spikerl.export import export_nir
 from spikerl.loading import load_agent
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
+from spikerl.settings import EnvSettings
 
 
 def snntorch_q_values(path, observations: np.ndarray) -> torch.Tensor:
@@ -54,7 +55,7 @@ def snntorch_q_values(path, observations: np.ndarray) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def cartpole_t1():
-    return load_agent(SHIPPED_CARTPOLE / "T1.zip", "CartPole-v1", {}, "cpu")
+    return load_agent(SHIPPED_CARTPOLE / "T1.zip", "CartPole-v1", EnvSettings(), "cpu")
 
 
 def test_cartpole_t1_export_maps_every_layer(cartpole_t1, tmp_path):
@@ -75,7 +76,7 @@ def test_cartpole_t1_export_maps_every_layer(cartpole_t1, tmp_path):
 def test_shipped_t1_export_acts_like_spikerl_in_snntorch(folder, states, tmp_path):
     if not (folder / "T1.zip").is_file():
         pytest.fail(f"{folder}/T1.zip is not shipped")
-    env_config = load_preset(folder.name)["env"]
+    env_config = load_preset(folder.name).env
     agent = load_agent(folder / "T1.zip", folder.name, env_config, "cpu")
     export_nir(agent, tmp_path / "agent.nir")
     # epsilon-greedy, so that the states stray beyond the agent's own trajectories
@@ -118,7 +119,7 @@ def test_cnn_export_folds_the_image_scaling_and_acts_like_spikerl(tmp_path):
     [("ann.zip", "is an ANN"), ("T5.zip", "T=5 .*resets to v_reset .* subtracting the threshold")],
 )
 def test_ann_and_multi_step_agents_are_refused(agent, message, tmp_path):
-    model = load_agent(SHIPPED_CARTPOLE / agent, "CartPole-v1", {}, "cpu")
+    model = load_agent(SHIPPED_CARTPOLE / agent, "CartPole-v1", EnvSettings(), "cpu")
     with pytest.raises(UsageError, match=message) as error:
         export_nir(model, tmp_path / "agent.nir")
     assert "\n" not in str(error.value)

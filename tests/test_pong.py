@@ -7,27 +7,25 @@ from conftest import SHIPPED_CARTPOLE
 
 from spikerl.cli import main
 from spikerl.compress import compress
-from spikerl.config import load_preset
+from spikerl.config import load_preset, with_overrides
 from spikerl.envs import make_env, with_sticky_actions
 from spikerl.errors import UsageError
 from spikerl.train import train
 
 
 def tiny_pong_preset():
-    preset = load_preset("PongNoFrameskip-v4")
-    preset["env"]["env_kwargs"] = {"max_episode_steps": 400}  # raw frames: 100 agent steps per episode
-    preset["train"].update(n_timesteps=300, eval_freq=10_000, save_replay_buffer=False)
-    preset["train"]["dqn"].update(buffer_size=500, learning_starts=200, batch_size=32)
-    preset["compress"].update(
-        schedule=[2, 1], steps_per_stage=3, calibration_samples=64, teacher_states=64,
-        distill={"student_states": 64, "batch_size": 16},
-    )
-    preset["evaluate"].update(episodes=1, n_envs=1)
-    return preset
+    return with_overrides(load_preset("PongNoFrameskip-v4"), {
+        "env": {"env_kwargs": {"max_episode_steps": 400}},  # raw frames: 100 agent steps per episode
+        "train": {"n_timesteps": 300, "eval_freq": 10_000, "save_replay_buffer": False,
+                  "dqn": {"buffer_size": 500, "learning_starts": 200, "batch_size": 32}},
+        "compress": {"schedule": [2, 1], "steps_per_stage": 3, "calibration_samples": 64, "teacher_states": 64,
+                     "distill": {"student_states": 64, "batch_size": 16}},
+        "evaluate": {"episodes": 1, "n_envs": 1},
+    })
 
 
 def test_pong_env_matches_the_paper_wrappers():
-    env = make_env("PongNoFrameskip-v4", load_preset("PongNoFrameskip-v4")["env"], seed=0)
+    env = make_env("PongNoFrameskip-v4", load_preset("PongNoFrameskip-v4").env, seed=0)
     assert env.observation_space.shape == (4, 84, 84) and env.action_space.n == 6
     env.close()
 
@@ -36,26 +34,28 @@ def test_pong_train_convert_compress(tmp_path):
     preset = tiny_pong_preset()
     ann = train("PongNoFrameskip-v4", preset, tmp_path / "run", seed=0, device="cpu", progress=False, verbose=0)
     results = compress(ann, "PongNoFrameskip-v4", preset, tmp_path / "snn", device="cpu", progress=False)
-    assert [(row["stage"], row["T"]) for row in results["rows"]] == [
+    assert [(row.stage.value, row.T) for row in results.rows] == [
         ("ANN", None), ("converted", 2), ("retrained", 2), ("retrained", 1),
-        ("ANN, sticky p=0.25", None), ("retrained, sticky p=0.25", 1),  # the preset's evaluate.sticky_actions
+        ("ANN, sticky actions", None), ("retrained, sticky actions", 1),  # the preset's evaluate.sticky_actions
     ]
     rows = json.loads((tmp_path / "snn" / "results.json").read_text())["rows"]
     assert len(rows[-1]["spike_rates"]) == 4  # three conv layers and the hidden linear layer
     assert all(row["lengths"][0] <= 400 for row in rows)  # the cap holds: no full games on CI
     assert (tmp_path / "snn" / "T1.zip").is_file()
 
-    preset["compress"].update(encoding="threshold+event", schedule=[1])
-    spiking_input = compress(ann, "PongNoFrameskip-v4", preset, tmp_path / "events", device="cpu", progress=False)
-    last = spiking_input["rows"][3]
-    assert last["stage"] == "retrained" and "encoder" in last["spike_rates"]
-    first_conv = next(layer for layer in spiking_input["spiking_layers"] if layer["name"] == "features_extractor.cnn.0")
-    assert first_conv["input_layer"] == "encoder" and last["cost"]["macs"] == 0  # every layer takes spikes
+    spiking_input = compress(
+        ann, "PongNoFrameskip-v4", with_overrides(preset, {"compress": {"encoding": "threshold+event", "schedule": [1]}}),
+        tmp_path / "events", device="cpu", progress=False,
+    )
+    last = spiking_input.rows[2]
+    assert last.stage.value == "retrained" and "encoder" in last.spike_rates
+    first_conv = next(layer for layer in spiking_input.spiking_layers if layer["name"] == "features_extractor.cnn.0")
+    assert first_conv["input_layer"] == "encoder" and last.cost["macs"] == 0  # every weighted layer takes spikes
     assert "input encoding threshold+event" in (tmp_path / "events" / "results.md").read_text()
 
 
 def test_sticky_actions_reach_the_emulator():
-    env_config = with_sticky_actions(load_preset("PongNoFrameskip-v4")["env"], 0.25, "PongNoFrameskip-v4")
+    env_config = with_sticky_actions(load_preset("PongNoFrameskip-v4").env, 0.25, "PongNoFrameskip-v4")
     env = make_env("PongNoFrameskip-v4", env_config, seed=0)
     assert env.get_attr("unwrapped")[0].ale.getFloat("repeat_action_probability") == 0.25
     env.close()

@@ -119,8 +119,8 @@ def test_leak_is_clamped_after_every_optimizer_step():
 @pytest.mark.parametrize("env_id, states", [("CartPole-v1", 512), ("PongNoFrameskip-v4", 64)])
 def test_shipped_t5_agents_decide_the_same_with_the_first_layer_looped(env_id, states, monkeypatch):
     preset = load_preset(env_id)
-    model = load_agent(str(REPO / "agents" / env_id / "T5.zip"), env_id, preset["env"], "cpu")
-    observations = torch.as_tensor(collect_observations(model, make_env(env_id, preset["env"], seed=1_000_000), states))
+    model = load_agent(str(REPO / "agents" / env_id / "T5.zip"), env_id, preset.env, "cpu")
+    observations = torch.as_tensor(collect_observations(model, make_env(env_id, preset.env, seed=1_000_000), states))
     with torch.no_grad():
         closed_form = model.q_net(observations)
         monkeypatch.setattr(IFNeuron, "fire_constant", lambda neuron, currents, steps: neuron(currents.expand(steps, *currents.shape)))

@@ -1,0 +1,190 @@
+"""The results of a ``spikerl compress`` run (``results.json``): its schema and its one reader/writer.
+
+``CompressionResult`` holds the run's header (agent, settings, evaluation protocol, commands,
+layer sizes) and one ``StageRow`` per evaluated stage, in order: the ANN, the converted SNN
+at the first T, then each retrained stage. Rows carry their operation counts and energy
+(``cost``, from ``spikerl.energy``), computed from the layers and the row's spike rates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spikerl.checkpoints import write_json
+from spikerl.energy import LayerCost, decision_cost
+from spikerl.errors import UsageError
+from spikerl.evaluate import Evaluation
+from spikerl.run_folder import RunFolder
+from spikerl.schema import Record, build, setting
+from spikerl.settings import MAX_TIMESTEPS, Objective
+
+
+class Stage(str, enum.Enum):
+    """What a row evaluates."""
+
+    ANN = "ANN"
+    """The ANN agent compressed."""
+    CONVERTED = "converted"
+    """The SNN right after conversion, at the schedule's first T, before any retraining."""
+    RETRAINED = "retrained"
+    """The SNN after the retraining stage at its T."""
+    ANN_STICKY = "ANN, sticky actions"
+    """The ANN under ALE's sticky actions (``EvaluationProtocol.sticky_actions``)."""
+    RETRAINED_STICKY = "retrained, sticky actions"
+    """The last retrained stage under ALE's sticky actions."""
+
+    @property
+    def is_ann(self) -> bool:
+        return self in (Stage.ANN, Stage.ANN_STICKY)
+
+
+@dataclass(frozen=True)
+class EvaluationProtocol(Record):
+    """The episodes every row was evaluated on (``spikerl.evaluate.evaluate_agent``)."""
+
+    episodes: int = setting(low=1)
+    seed: int = setting(low=0)
+    n_envs: int = setting(low=1)
+    sticky_actions: float | None = setting(None, low=0, high=0.99)
+    """Sticky-action probability of the ``*_STICKY`` rows (None: there are none)."""
+
+
+@dataclass(frozen=True)
+class StageRow(Record):
+    """One evaluated stage: per-episode rewards and lengths, spike rates per neuron layer, cost."""
+
+    stage: Stage
+    T: int | None = setting(low=1, high=MAX_TIMESTEPS)
+    """Timesteps per decision (None for the ANN)."""
+    wall_time_s: float = setting(low=0)
+    """Wall time of the stage: conversion or retraining, and its evaluation."""
+    mean_reward: float
+    std_reward: float
+    rewards: list[float]
+    lengths: list[int] = setting(low=0)
+    spike_rates: dict[str, float]
+    """Spikes per neuron per timestep, by neuron layer (empty for the ANN)."""
+    cost: dict[str, Any] = setting(factory=dict)
+    """Operations and energy per decision (``spikerl.energy.decision_cost``) and ``ann_energy_ratio``."""
+
+    def check(self) -> None:
+        if self.stage.is_ann != (self.T is None):
+            raise UsageError(f"T must be given for an SNN row and only for it, got stage {self.stage.value} with T {self.T}", parameter="T")
+        if not self.rewards or len(self.rewards) != len(self.lengths):
+            raise UsageError("rewards must hold one reward per episode, as many as lengths", parameter="rewards")
+
+
+@dataclass(frozen=True)
+class CompressionResult(Record):
+    """A whole ``spikerl compress`` run: header and rows (``results.json``)."""
+
+    env_id: str
+    agent: str
+    """Path of the ANN agent compressed, as given."""
+    objective: Objective
+    schedule: tuple[int, ...] = setting(low=1, high=MAX_TIMESTEPS)
+    percentile: float = setting(above=0, high=100)
+    steps_per_stage: int = setting(low=0)
+    seed: int = setting(low=0)
+    evaluation: EvaluationProtocol
+    commands: list[str]
+    """The command lines that made the ANN and this run, first to last."""
+    layers: list[dict[str, Any]]
+    """The Q-network's weighted layers (``spikerl.energy.LayerCost`` fields)."""
+    encoding: str = "direct"
+    """Input encoding of the SNN (``spikerl.encoding``; results written before it are direct)."""
+    spiking_layers: list[dict[str, Any]] = setting(factory=list)
+    """The SNN's layers where a spiking input changed them (the encoder, a first layer on
+    spikes); empty under direct encoding, where the SNN rows cost ``layers``."""
+    rows: list[StageRow] = setting(factory=list)
+    plots: list[str] = setting(factory=list)
+    """File names of the plots, beside results.json."""
+    agent_sha256: str | None = None
+    """SHA-256 of the ANN agent file (absent in results written before it was recorded)."""
+
+    #: Header fields that must agree for a run to be resumed.
+    SAME_RUN = ("env_id", "agent_sha256", "objective", "schedule", "percentile", "encoding", "steps_per_stage", "seed", "evaluation")
+
+    def check(self) -> None:
+        if self.rows and ([row.stage for row in self.rows].count(Stage.ANN) != 1 or self.rows[0].stage is not Stage.ANN):
+            raise UsageError("rows must start with the one ANN row", parameter="rows")
+        try:
+            self.layer_costs()
+            self.layer_costs(spiking=True)
+        except TypeError as error:
+            raise UsageError(f"layers must hold LayerCost fields ({error})", parameter="layers") from None
+
+    def layer_costs(self, spiking: bool = False) -> list[LayerCost]:
+        """The ANN's layers, or with ``spiking`` the SNN's (``spiking_layers`` where there are any)."""
+        return [LayerCost(**layer) for layer in (self.spiking_layers if spiking and self.spiking_layers else self.layers)]
+
+    def rows_of(self, stage: Stage) -> list[StageRow]:
+        return [row for row in self.rows if row.stage is stage]
+
+    def finished_stages(self) -> list[int]:
+        """T of every retrained stage recorded, in order."""
+        return [row.T for row in self.rows_of(Stage.RETRAINED) if row.T is not None]
+
+    def differing_setting(self, other: CompressionResult) -> str | None:
+        """The first ``SAME_RUN`` field whose value differs from ``other``'s (None if they agree)."""
+        for name in self.SAME_RUN:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine != theirs and not (name == "agent_sha256" and None in (mine, theirs)):
+                return name
+        return None
+
+    def row_cost(self, timesteps: int | None, spike_rates: dict[str, float]) -> dict[str, Any]:
+        """Operations and energy per decision of a row, and the ANN's energy over it."""
+        cost = decision_cost(self.layer_costs(spiking=timesteps is not None), spike_rates, timesteps)
+        cost["ann_energy_ratio"] = decision_cost(self.layer_costs())["energy_pj"] / cost["energy_pj"]
+        return cost
+
+    def with_row(self, stage: Stage, timesteps: int | None, evaluation: Evaluation, wall_time_s: float) -> CompressionResult:
+        """This result with one more row: ``evaluation`` of ``stage`` at T = ``timesteps``, and its cost."""
+        row = StageRow(
+            stage=stage, T=timesteps, wall_time_s=wall_time_s, mean_reward=evaluation.mean, std_reward=evaluation.std,
+            rewards=evaluation.rewards, lengths=evaluation.lengths, spike_rates=evaluation.spike_rates,
+            cost=self.row_cost(timesteps, evaluation.spike_rates),
+        )
+        return dataclasses.replace(self, rows=[*self.rows, row])
+
+    def with_costs(self) -> CompressionResult:
+        """This result with every row's cost computed afresh from the layers."""
+        rows = [dataclasses.replace(row, cost=self.row_cost(row.T, row.spike_rates)) for row in self.rows]
+        return dataclasses.replace(self, rows=rows)
+
+
+def sha256(path: str | Path) -> str:
+    """The SHA-256 of the file at ``path``, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_results(folder: str | Path) -> CompressionResult:
+    """The checked ``results.json`` of the compression run in ``folder``, or a one-line ``UsageError``."""
+    path = RunFolder(folder).results_json
+    if not path.is_file():
+        raise UsageError(f"{folder} holds no results.json; pass the --out folder of 'spikerl compress'")
+    fix = "restore it, or rerun 'spikerl compress' with --force"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(f"{path} is damaged ({type(error).__name__}: {' '.join(str(error).split())}); {fix}") from None
+    try:
+        return build(CompressionResult, data)
+    except UsageError as error:
+        raise UsageError(f"{path} is damaged ({error}); {fix}") from None
+
+
+def write_results(folder: str | Path, result: CompressionResult) -> None:
+    """Write ``result`` as the ``results.json`` of ``folder``, atomically."""
+    write_json(RunFolder(folder).results_json, result.to_dict())

@@ -1,0 +1,190 @@
+"""Typed records checked against their type hints: the base of settings and results.
+
+A ``Record`` is a frozen dataclass whose ``__post_init__`` checks every field against its
+annotation (``int``, ``float``, ``bool``, ``str``, ``X | None``, ``Literal[...]``, an
+``Enum``, ``tuple[X, ...]``, ``list[X]``, ``dict[str, X]``, another ``Record``) and against
+the bounds given with ``setting(...)``. ``build`` makes one from a plain (YAML or JSON)
+mapping and refuses unknown and missing keys. Every refusal is a one-line ``UsageError``
+whose ``parameter`` is the dotted key (``compress.distill.batch_size``), so a caller can name
+the file or the command-line flag the value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from spikerl.errors import UsageError
+
+R = TypeVar("R", bound="Record")
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    above: float | None = None,
+    hint: str = "",
+    factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field with bounds: ``low <= value <= high`` and ``value > above``.
+
+    For a sequence the bounds hold for each element. ``hint`` ends the error message.
+    ``factory`` makes mutable defaults, as ``dataclasses.field(default_factory=...)``.
+    """
+    metadata = {"low": low, "high": high, "above": above, "hint": hint}
+    return dataclasses.field(default=default, default_factory=factory, metadata=metadata)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _fail(name: str, problem: str, hint: str = "") -> UsageError:
+    return UsageError(f"{name} {problem}{'; ' + hint if hint else ''}", parameter=name)
+
+
+def check_number(value: Any, name: str, kind: type, bounds: Mapping[str, Any] | None = None) -> Any:
+    """``value`` as ``kind`` (int or float): finite and within ``bounds`` (``setting``'s), or a ``UsageError``."""
+    bounds = bounds or {}
+    hint = bounds.get("hint", "")
+    integral = isinstance(value, int) and not isinstance(value, bool)
+    if kind is int and not integral:
+        raise _fail(name, f"must be an integer, got {value!r}", hint)
+    if kind is float and not (integral or isinstance(value, float)):
+        raise _fail(name, f"must be a number, got {value!r}", hint)
+    if kind is float:
+        value = float(value)
+        if not math.isfinite(value):
+            raise _fail(name, f"must be a finite number, got {value!r}", hint)
+    low, high, above = bounds.get("low"), bounds.get("high"), bounds.get("above")
+    if above is not None and not value > above:
+        raise _fail(name, f"must be greater than {_number(above)}, got {value!r}", hint)
+    if low is not None and value < low:
+        raise _fail(name, f"must be at least {_number(low)}, got {value!r}", hint)
+    if high is not None and value > high:
+        raise _fail(name, f"must be at most {_number(high)}, got {value!r}", hint)
+    return value
+
+
+def check_plain(value: Any, name: str) -> Any:
+    """``value`` if it is plain data (None, bool, str, finite numbers, lists and str-keyed mappings of them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _fail(name, f"must be a finite number, got {value!r}")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _fail(name, f"keys must be strings, got {key!r}")
+            check_plain(item, f"{name}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_plain(item, f"{name}[{index}]")
+    elif value is not None and not isinstance(value, (bool, int, float, str)):
+        raise _fail(name, f"must be plain data (numbers, strings, lists, mappings), got {type(value).__name__}")
+    return value
+
+
+def check_value(value: Any, hint: Any, name: str, bounds: Mapping[str, Any] | None = None) -> Any:
+    """``value`` checked (and normalized: int -> float, list -> tuple, mapping -> Record) against the type ``hint``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return check_value(value, inner, name, bounds)
+    if origin is typing.Literal:
+        if value not in args:
+            raise _fail(name, f"must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if hint is Any:
+        return check_plain(value, name)
+    if hint in (int, float):
+        return check_number(value, name, hint, bounds)
+    if hint in (bool, str):
+        if not isinstance(value, hint):
+            raise _fail(name, f"must be {'true or false' if hint is bool else 'a string'}, got {value!r}")
+        return value
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            raise _fail(name, f"must be one of {', '.join(str(m.value) for m in hint)}, got {value!r}") from None
+    if isinstance(hint, type) and issubclass(hint, Record):
+        return value if isinstance(value, hint) else build(hint, value, name)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise _fail(name, f"must be a list, got {value!r}")
+        items = [check_value(item, args[0], f"{name}[{index}]", bounds) for index, item in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise _fail(name, f"must be a mapping, got {value!r}")
+        return {check_value(key, str, f"{name} key"): check_value(item, args[1], f"{name}.{key}") for key, item in value.items()}
+    raise TypeError(f"{name}: no check for type {hint!r}")  # a programming error in a Record's annotations
+
+
+def _prefixed(error: UsageError, prefix: str) -> UsageError:
+    """``error`` with its parameter name written as ``prefix.parameter``."""
+    if not prefix or error.parameter is None:
+        return error
+    name = f"{prefix}.{error.parameter}"
+    return UsageError(str(error).replace(error.parameter, name, 1), parameter=name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """A frozen dataclass that checks its fields on construction (see the module docstring)."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            checked = check_value(getattr(self, field.name), hints[field.name], field.name, field.metadata)
+            object.__setattr__(self, field.name, checked)
+        self.check()
+
+    def check(self) -> None:
+        """Checks across fields; raise ``UsageError(..., parameter=field name)``. Override as needed."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for YAML and JSON): nested records as mappings, tuples as lists, enums as values."""
+        return {field.name: _plain(getattr(self, field.name)) for field in dataclasses.fields(self)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_dict()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def build(cls: type[R], data: Any, name: str = "") -> R:
+    """A ``cls`` from the mapping ``data``; errors name keys as ``name.key``."""
+    where = name or "the top level"
+    if not isinstance(data, Mapping):
+        raise UsageError(f"{where} must be a mapping of keys to values, got {type(data).__name__}", parameter=name or None)
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            full = f"{name}.{key}" if name else str(key)
+            raise UsageError(f"unknown key {full}; {where} takes {', '.join(fields)}", parameter=full)
+    for key, field in fields.items():
+        if key not in data and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            full = f"{name}.{key}" if name else key
+            raise UsageError(f"missing key {full}; add it", parameter=full)
+    try:
+        return cls(**data)
+    except UsageError as error:
+        raise _prefixed(error, name) from None
+    except TypeError as error:  # keys that are not strings
+        raise UsageError(f"{where} has keys that are not names ({error})", parameter=name or None) from None

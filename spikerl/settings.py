@@ -1,0 +1,223 @@
+"""The settings of a preset (``envs/<EnvId>.yaml``): one typed class per section, each field
+with its default and meaning, checked when built (see ``spikerl.schema``).
+
+To add a setting: add a field (with ``setting(default, bounds)`` and a docstring) to its
+section's class, and read it where it is used. ``spikerl.config`` reads presets into these
+classes and merges command-line overrides into them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from spikerl.errors import UsageError
+from spikerl.schema import Record, build, check_number, check_plain, setting
+
+#: Evaluation episodes are seeded from here upwards; training seeds must stay below it.
+EVAL_SEED_BASE = 1_000_000
+#: Bounds that keep numbers from the user within what a run can hold.
+MAX_TIMESTEPS = 64
+MAX_STEPS = 10**10
+MAX_EPISODES = 1_000_000
+MAX_SAMPLES = 10_000_000
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+#: Retraining objectives of ``spikerl compress`` (``spikerl.retrain``).
+Objective = Literal["distill", "td"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+#: ALE's recommended sticky-action probability (Machado et al. 2018; the default of ``ALE/...-v5``).
+STICKY_ACTIONS = 0.25
+#: How image observations enter a spiking network (``spikerl.encoding``).
+Encoding = Literal["direct", "threshold", "event", "threshold+event"]
+ENCODINGS: tuple[str, ...] = get_args(Encoding)
+
+
+@dataclass(frozen=True)
+class EnvSettings(Record):
+    """``env``: how the environment is built (``spikerl.envs.make_env``)."""
+
+    atari: bool = False
+    """SB3's Atari wrappers (noop reset, frame skip, 84x84 grayscale, clipped reward)."""
+    frame_stack: int = setting(1, low=1, high=64)
+    """Frames stacked per observation (Atari)."""
+    wrapper_kwargs: dict[str, Any] = setting(factory=dict)
+    """Keyword arguments of SB3's ``AtariWrapper``, e.g. ``frame_skip``."""
+    env_kwargs: dict[str, Any] = setting(factory=dict)
+    """Keyword arguments of ``gymnasium.make``, e.g. ``max_episode_steps``."""
+    num_threads: int | None = setting(None, low=1, high=MAX_THREADS)
+    """Torch CPU threads (None: torch's default)."""
+
+
+@dataclass(frozen=True)
+class TrainSettings(Record):
+    """``train``: the ANN's training by ``spikerl train``."""
+
+    policy: str
+    """SB3 DQN policy: MlpPolicy or CnnPolicy."""
+    n_timesteps: int = setting(low=1, high=MAX_STEPS)
+    """Agent steps to train for."""
+    eval_freq: int = setting(10_000, low=1, high=MAX_STEPS)
+    """Evaluate (and keep the best model) every this many agent steps."""
+    eval_episodes: int = setting(10, low=1, high=MAX_EPISODES)
+    """Episodes per evaluation during training."""
+    checkpoint_freq: int = setting(10_000, low=1, high=MAX_STEPS)
+    """Write a resumable checkpoint every this many agent steps."""
+    save_replay_buffer: bool = True
+    """Keep the replay buffer when the run stops, for resuming."""
+    dqn: dict[str, Any] = setting(factory=dict)
+    """Keyword arguments of ``stable_baselines3.DQN`` (as in rl-baselines3-zoo)."""
+
+    def check(self) -> None:
+        from stable_baselines3 import DQN
+
+        if self.policy not in DQN.policy_aliases:
+            raise UsageError(f"policy must be one of {', '.join(DQN.policy_aliases)}, got {self.policy!r}", parameter="policy")
+        check_dqn_kwargs(self.dqn, "dqn")
+
+
+@dataclass(frozen=True)
+class DistillSettings(Record):
+    """``compress.distill``: the distillation objective (``spikerl.retrain.DistillationRetrainer``)."""
+
+    student_states: int = setting(5000, low=0, high=MAX_SAMPLES)
+    """States added to the pool from student rollouts before each stage."""
+    epsilon: float = setting(0.2, low=0, high=1)
+    """Exploration rate of those student rollouts."""
+    batch_size: int = setting(256, low=1, high=MAX_SAMPLES)
+    """States per gradient step."""
+    learning_rate: float = setting(1e-3, above=0, high=1)
+    """Adam learning rate at the start of each stage."""
+    temperature: float = setting(0.1, above=0)
+    """Softmax temperature of the student's Q-values, in units of the teacher advantages' std."""
+    advantage_weight: float = setting(0.0, low=0)
+    """Weight of the advantage MSE term (0: cross-entropy alone)."""
+    max_pool: int = setting(100_000, low=1, high=MAX_SAMPLES)
+    """Most states kept in the pool (the oldest leave first)."""
+    cosine: bool = True
+    """Anneal the learning rate to 0 over each stage."""
+
+
+@dataclass(frozen=True)
+class CompressSettings(Record):
+    """``compress``: conversion and the IIR schedule of ``spikerl compress``."""
+
+    steps_per_stage: int = setting(low=0, high=MAX_STEPS)
+    """Gradient steps (distill) or agent steps (td) per stage."""
+    schedule: tuple[int, ...] = setting(
+        (5, 4, 3, 2, 1), low=1, high=MAX_TIMESTEPS, hint=f"give decreasing timesteps up to {MAX_TIMESTEPS} such as 5,4,3,2,1"
+    )
+    """T of each stage, strictly decreasing."""
+    objective: Objective = "distill"
+    """Retraining objective: distill or td (the paper's TD loss)."""
+    percentile: float = setting(90.0, above=0, high=100)
+    """Percentile of each layer's input currents taken as its threshold."""
+    encoding: Encoding = "direct"
+    """Input of image observations: direct (analog pixels), threshold, event or threshold+event (spikes)."""
+    input_margin: float = setting(0.1, above=0, high=0.99)
+    """Spiking input: a pixel fires this much (of 0..1) above its channel's most common value, a change by this much."""
+    calibration_samples: int = setting(512, low=1, high=MAX_SAMPLES)
+    """ANN rollout states that set the thresholds."""
+    stage_eval_episodes: int | None = setting(None, low=1, high=MAX_EPISODES)
+    """Evaluation episodes per stage (None: evaluate.episodes)."""
+    teacher_states: int = setting(5000, low=1, high=MAX_SAMPLES)
+    """States from teacher rollouts in the initial distillation pool."""
+    neuron_kwargs: dict[str, Any] = setting(factory=dict)
+    """Keyword arguments of ``spikerl.neurons.IFNeuron`` (threshold, leak, learn_leak, surrogate_scale)."""
+    distill: DistillSettings = setting(factory=DistillSettings)
+    """Settings of the distill objective."""
+    td: dict[str, Any] = setting(factory=dict)
+    """Keyword arguments of ``stable_baselines3.DQN`` for the student (td objective)."""
+
+    def check(self) -> None:
+        schedule = self.schedule
+        if not schedule:
+            raise UsageError(f"schedule is empty; give decreasing timesteps up to {MAX_TIMESTEPS} such as 5,4,3,2,1", parameter="schedule")
+        if any(later >= earlier for earlier, later in zip(schedule, schedule[1:])):
+            raise UsageError(
+                f"schedule must decrease strictly (IIR lowers T stage by stage), got {','.join(map(str, schedule))}", parameter="schedule"
+            )
+        from spikerl.neurons import IFNeuron
+
+        _check_keywords(self.neuron_kwargs, IFNeuron, "neuron_kwargs", "spikerl.neurons.IFNeuron")
+        check_dqn_kwargs(self.td, "td")
+
+
+@dataclass(frozen=True)
+class EvaluateSettings(Record):
+    """``evaluate``: the evaluation protocol (the same episodes for every agent compared)."""
+
+    episodes: int = setting(10, low=1, high=MAX_EPISODES)
+    """Greedy episodes per evaluation."""
+    seed: int = setting(
+        EVAL_SEED_BASE, low=EVAL_SEED_BASE, high=2**31 - 1, hint=f"evaluation seeds start at {EVAL_SEED_BASE} (training uses the ones below)"
+    )
+    """Seed of the first evaluation environment; the others count up from it."""
+    n_envs: int = setting(10, low=1, high=1024)
+    """Environments played in parallel, each its share of the episodes in turn."""
+    sticky_actions: float | None = setting(None, low=0, high=0.99)
+    """Atari: ``spikerl compress`` also evaluates the ANN and the last stage with ALE's sticky
+    actions at this probability (0.25 is ALE's protocol; None: no such rows)."""
+
+
+@dataclass(frozen=True)
+class Settings(Record):
+    """A whole preset: its four sections."""
+
+    train: TrainSettings
+    compress: CompressSettings
+    env: EnvSettings = setting(factory=EnvSettings)
+    evaluate: EvaluateSettings = setting(factory=EvaluateSettings)
+
+
+def from_mapping(data: Any) -> Settings:
+    """``Settings`` from a preset's plain mapping (as YAML gives it), or a ``UsageError`` naming the key."""
+    return build(Settings, data)
+
+
+#: DQN keyword arguments that spikerl sets itself.
+_DQN_SET_BY_SPIKERL = frozenset({"self", "policy", "env", "seed", "device", "verbose", "_init_setup_model"})
+#: Bounds of the numeric DQN keyword arguments: (type, setting(...) bounds).
+_DQN_NUMBERS: dict[str, tuple[type, dict[str, Any]]] = {
+    "learning_rate": (float, {"above": 0, "high": 1}),
+    "buffer_size": (int, {"low": 1, "high": MAX_SAMPLES * 10}),
+    "learning_starts": (int, {"low": 0, "high": MAX_STEPS}),
+    "batch_size": (int, {"low": 1, "high": MAX_SAMPLES}),
+    "tau": (float, {"above": 0, "high": 1}),
+    "gamma": (float, {"low": 0, "high": 1}),
+    "gradient_steps": (int, {"low": -1, "high": 10**6}),
+    "n_steps": (int, {"low": 1, "high": 10**4}),
+    "target_update_interval": (int, {"low": 1, "high": MAX_STEPS}),
+    "exploration_fraction": (float, {"low": 0, "high": 1}),
+    "exploration_initial_eps": (float, {"low": 0, "high": 1}),
+    "exploration_final_eps": (float, {"low": 0, "high": 1}),
+    "max_grad_norm": (float, {"above": 0}),
+    "stats_window_size": (int, {"low": 1, "high": 10**6}),
+}
+
+
+def check_dqn_kwargs(kwargs: dict[str, Any], name: str) -> None:
+    """Refuse keys that ``stable_baselines3.DQN`` does not take, and insane numbers."""
+    from stable_baselines3 import DQN
+
+    _check_keywords(kwargs, DQN, name, "stable_baselines3.DQN", excluded=_DQN_SET_BY_SPIKERL)
+    for key, value in kwargs.items():
+        if key in _DQN_NUMBERS:
+            kind, bounds = _DQN_NUMBERS[key]
+            check_number(value, f"{name}.{key}", kind, bounds)
+    train_freq = kwargs.get("train_freq", 1)
+    frequency = train_freq[0] if isinstance(train_freq, list) and len(train_freq) == 2 else train_freq
+    check_number(frequency, f"{name}.train_freq", int, {"low": 1, "high": MAX_STEPS, "hint": "give steps, or [steps, step|episode]"})
+    if not isinstance(kwargs.get("policy_kwargs", {}), dict):
+        raise UsageError(f"{name}.policy_kwargs must be a mapping such as {{net_arch: [256, 256]}}", parameter=f"{name}.policy_kwargs")
+
+
+def _check_keywords(kwargs: dict[str, Any], target: Any, name: str, target_name: str, excluded: frozenset[str] = frozenset()) -> None:
+    """Refuse keys of ``kwargs`` that are not keyword parameters of ``target`` (minus ``excluded``)."""
+    check_plain(kwargs, name)
+    known = [parameter for parameter in inspect.signature(target).parameters if parameter not in excluded]
+    for key in kwargs:
+        if key not in known:
+            raise UsageError(f"unknown key {name}.{key}; {name} takes keyword arguments of {target_name}: {', '.join(known)}", parameter=f"{name}.{key}")
+
