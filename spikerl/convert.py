@@ -54,7 +54,7 @@ def percentile_value(values: torch.Tensor, percentile: float) -> float:
 
 def check_percentile(percentile: float) -> float:
     if not 0 < percentile <= 100:
-        raise UsageError(f"--percentile must be in (0, 100], got {percentile}")
+        raise UsageError(f"percentile must be in (0, 100], got {percentile}", parameter="percentile")
     return float(percentile)
 
 

@@ -37,7 +37,8 @@ def check_agent_fits(model: BaseAlgorithm, env: VecEnv, env_id: str) -> None:
     try:
         check_for_correct_spaces(env, model.observation_space, model.action_space)
     except ValueError as error:
-        raise UsageError(f"the agent does not fit {env_id} ({error}); pass --env with the environment the agent was trained on") from None
+        problem = f"the agent does not fit {env_id} ({error})"
+        raise UsageError(f"{problem}; pass as env_id the environment the agent was trained on", parameter="env_id") from None
 
 
 def with_sticky_actions(env_config: EnvSettings, probability: float, env_id: str) -> EnvSettings:

@@ -42,7 +42,7 @@ def _take_csr_beta_warning() -> None:
     the first event-driven layer is made)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.zeros(1, 1).to_sparse_csr()
+        torch.sparse_csr_tensor(torch.tensor([0, 0]), torch.tensor([], dtype=torch.long), torch.tensor([]), size=(1, 1))
 
 
 class SpikeDrivenLinear(nn.Module):

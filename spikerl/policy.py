@@ -23,12 +23,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from stable_baselines3 import DQN
 from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.dqn.policies import DQNPolicy
 
 from spikerl.encoding import check_encoding
 from spikerl.snn import SpikingQNetwork, check_timesteps
-
 
 Q_NET, TARGET = "q_net.", "q_net_target."
 
@@ -99,6 +99,11 @@ class SpikingCnnPolicy(SpikingMlpPolicy):
 
     def __init__(self, *args: Any, features_extractor_class: type = NatureCNN, **kwargs: Any):
         super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+# SB3 resolves policy names through DQN.policy_aliases: with these, DQN("SpikingMlpPolicy", env)
+# works, and so does an rl-zoo3 YAML saying `policy: SpikingMlpPolicy` (zoo run with --gym-packages spikerl).
+DQN.policy_aliases.update({"SpikingMlpPolicy": SpikingMlpPolicy, "SpikingCnnPolicy": SpikingCnnPolicy})
 
 
 def constrain_after_each_step(optimizer: torch.optim.Optimizer, q_net: SpikingQNetwork) -> None:

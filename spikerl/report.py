@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from spikerl.checkpoints import write_text
@@ -47,7 +48,9 @@ def render_markdown(result: CompressionResult) -> str:
     return "\n".join(lines)
 
 
-def write_report(folder: str | Path, result: CompressionResult | None = None, plots: bool = True) -> CompressionResult:
+def write_report(
+    folder: str | os.PathLike[str], result: CompressionResult | None = None, plots: bool = True
+) -> CompressionResult:
     """Rewrite ``results.md`` (and, with ``plots``, the PNG plots) of the compression run in ``folder``.
 
     ``result`` defaults to the folder's ``results.json``; returns it with every row's cost

@@ -12,7 +12,7 @@ import dataclasses
 import enum
 import hashlib
 import json
-from dataclasses import dataclass
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +44,16 @@ class Stage(str, enum.Enum):
         return self in (Stage.ANN, Stage.ANN_STICKY)
 
 
-@dataclass(frozen=True)
 class EvaluationProtocol(Record):
     """The episodes every row was evaluated on (``spikerl.evaluate.evaluate_agent``)."""
 
     episodes: int = setting(low=1)
     seed: int = setting(low=0)
     n_envs: int = setting(low=1)
-    sticky_actions: float | None = setting(None, low=0, high=0.99)
+    sticky_actions: float | None = setting(default=None, low=0, high=0.99)
     """Sticky-action probability of the ``*_STICKY`` rows (None: there are none)."""
 
 
-@dataclass(frozen=True)
 class StageRow(Record):
     """One evaluated stage: per-episode rewards and lengths, spike rates per neuron layer, cost."""
 
@@ -75,12 +73,12 @@ class StageRow(Record):
 
     def check(self) -> None:
         if self.stage.is_ann != (self.T is None):
-            raise UsageError(f"T must be given for an SNN row and only for it, got stage {self.stage.value} with T {self.T}", parameter="T")
+            problem = f"got stage {self.stage.value} with T {self.T}"
+            raise UsageError(f"T must be given for an SNN row and only for it, {problem}", parameter="T")
         if not self.rewards or len(self.rewards) != len(self.lengths):
             raise UsageError("rewards must hold one reward per episode, as many as lengths", parameter="rewards")
 
 
-@dataclass(frozen=True)
 class CompressionResult(Record):
     """A whole ``spikerl compress`` run: header and rows (``results.json``)."""
 
@@ -169,7 +167,7 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_results(folder: str | Path) -> CompressionResult:
+def read_results(folder: str | os.PathLike[str]) -> CompressionResult:
     """The checked ``results.json`` of the compression run in ``folder``, or a one-line ``UsageError``."""
     path = RunFolder(folder).results_json
     if not path.is_file():
@@ -185,6 +183,6 @@ def read_results(folder: str | Path) -> CompressionResult:
         raise UsageError(f"{path} is damaged ({error}); {fix}") from None
 
 
-def write_results(folder: str | Path, result: CompressionResult) -> None:
+def write_results(folder: str | os.PathLike[str], result: CompressionResult) -> None:
     """Write ``result`` as the ``results.json`` of ``folder``, atomically."""
     write_json(RunFolder(folder).results_json, result.to_dict())

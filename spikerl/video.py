@@ -65,7 +65,7 @@ def record_videos(
     except OSError as error:
         raise UsageError(f"cannot write to video folder {out_dir} ({error.strerror or error}); choose a writable --video") from None
     env_config = dataclasses.replace(env_config, env_kwargs={**env_config.env_kwargs, "render_mode": "rgb_array"})
-    frames_per_step = int(env_config.wrapper_kwargs.get("frame_skip", 4)) if env_config.atari else 1
+    frames_per_step = env_config.frames_per_step
     for k, path in enumerate(paths):
         env = make_env(env_id, env_config, seed=seed + k)
         check_agent_fits(model, env, env_id)

@@ -6,9 +6,10 @@ import zipfile
 import gymnasium as gym
 import numpy as np
 import torch
-from conftest import SHIPPED_CARTPOLE
 from stable_baselines3 import DQN
 from stable_baselines3.dqn.policies import DQNPolicy
+
+from conftest import SHIPPED_CARTPOLE
 
 
 def _policy_keys(path) -> set[str]:

@@ -30,6 +30,7 @@ def test_pong_env_matches_the_paper_wrappers():
     env.close()
 
 
+@pytest.mark.slow
 def test_pong_train_convert_compress(tmp_path):
     preset = tiny_pong_preset()
     ann = train("PongNoFrameskip-v4", preset, tmp_path / "run", seed=0, device="cpu", progress=False, verbose=0)

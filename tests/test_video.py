@@ -2,8 +2,8 @@
 
 import cv2
 import pytest
-from conftest import SHIPPED_CARTPOLE
 
+from conftest import SHIPPED_CARTPOLE
 from spikerl.cli import main
 
 pytest.importorskip("pygame", reason="CartPole renders with pygame (the video extra)")
