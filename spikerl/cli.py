@@ -158,7 +158,9 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--objective", choices=OBJECTIVES, help="retraining objective (default: the preset's)")
     parser.add_argument("--steps-per-stage", type=int, help="gradient steps (distill) or agent steps (td) per stage")
     parser.add_argument("--percentile", type=float, help="conversion threshold percentile (default: the preset's)")
-    parser.add_argument("--encoding", choices=ENCODINGS, help="input of image observations: direct (analog pixels) or spikes (default: the preset's)")
+    parser.add_argument(
+        "--encoding", choices=ENCODINGS, help="input of image observations: analog pixels or spikes (default: the preset's)"
+    )
     parser.add_argument("--eval-episodes", type=int, help="evaluation episodes per stage")
     parser.add_argument("--seed", type=int, default=0, help="seed of conversion, rollouts and retraining, below 1000000 (default 0)")
     parser.add_argument("--out", help="output folder (default: runs/<env>_snn)")
@@ -235,7 +237,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, help="first evaluation seed (default: the preset's, 1000000)")
     parser.add_argument(
         "--sticky-actions", type=float, nargs="?", const=STICKY_ACTIONS, metavar="P",
-        help=f"Atari only: repeat the previous action with probability P at every frame (ALE's protocol; P defaults to {STICKY_ACTIONS})",
+        help=f"Atari only: repeat the previous action with probability P at every frame (ALE's protocol, P {STICKY_ACTIONS})",
     )
     parser.add_argument(
         "--event-driven", action="store_true",
@@ -267,7 +269,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     protocol_overrides = {"episodes": args.episodes, "seed": args.seed}
     settings = _settings(env_id, args.config, {"evaluate": protocol_overrides, **_common_overrides(args)})
     protocol = settings.evaluate
-    env_config = settings.env if args.sticky_actions is None else with_sticky_actions(settings.env, args.sticky_actions, env_id)
+    sticky = args.sticky_actions
+    env_config = settings.env if sticky is None else with_sticky_actions(settings.env, sticky, env_id)
     _set_threads(settings)
     model = load_agent(args.agent, env_id, settings.env, args.device)
     if args.event_driven:
@@ -275,8 +278,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     result = evaluate_agent(model, env_id, env_config, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
     timesteps = getattr(model.policy, "timesteps", None)
     kind = f"SNN, T={timesteps}" if timesteps else "ANN"
-    sticky = f", sticky actions p={args.sticky_actions}" if args.sticky_actions is not None else ""
-    print(f"agent {args.agent} ({kind}) on {env_id}{sticky}, {protocol.episodes} episodes from seed {protocol.seed}")
+    sticky_text = f", sticky actions p={sticky}" if sticky is not None else ""
+    print(f"agent {args.agent} ({kind}) on {env_id}{sticky_text}, {protocol.episodes} episodes from seed {protocol.seed}")
     print(f"reward {result.mean:.2f} +- {result.std:.2f} (min {min(result.rewards):.1f}, max {max(result.rewards):.1f})")
     lengths = result.lengths
     print(f"episode length {sum(lengths) / len(lengths):.1f} (min {min(lengths)}, max {max(lengths)})")

@@ -136,8 +136,10 @@ def _new_result(
     stage_settings, protocol = settings.compress, settings.evaluate
     episodes = stage_settings.stage_eval_episodes if stage_settings.stage_eval_episodes is not None else protocol.episodes
     if protocol.sticky_actions is not None:
-        with_sticky_actions(settings.env, protocol.sticky_actions, env_id)  # refused now for a non-Atari env, not after the stages
-    evaluation = EvaluationProtocol(episodes=episodes, seed=protocol.seed, n_envs=protocol.n_envs, sticky_actions=protocol.sticky_actions)
+        with_sticky_actions(settings.env, protocol.sticky_actions, env_id)  # refuses a non-Atari env now, not after the stages
+    evaluation = EvaluationProtocol(
+        episodes=episodes, seed=protocol.seed, n_envs=protocol.n_envs, sticky_actions=protocol.sticky_actions
+    )
     return CompressionResult(
         env_id=env_id, agent=str(agent), agent_sha256=sha256(agent), objective=stage_settings.objective,
         schedule=stage_settings.schedule, percentile=stage_settings.percentile, encoding=stage_settings.encoding,
@@ -218,7 +220,9 @@ class _StageRecorder:
         env_settings = self.env_settings
         if stage in (Stage.ANN_STICKY, Stage.RETRAINED_STICKY) and protocol.sticky_actions is not None:
             env_settings = with_sticky_actions(env_settings, protocol.sticky_actions, result.env_id)
-        evaluation = evaluate_agent(model, result.env_id, env_settings, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
+        evaluation = evaluate_agent(
+            model, result.env_id, env_settings, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs
+        )
         result = result.with_row(stage, timesteps, evaluation, time.perf_counter() - started)
         if self.writer is not None:
             log_stage(self.writer, len(result.rows_of(Stage.RETRAINED)) * self.steps_per_stage, timesteps, evaluation, model.q_net)

@@ -59,11 +59,18 @@ def check_percentile(percentile: float) -> float:
 
 
 def spiking_model(
-    ann: DQN, env: VecEnv, timesteps: int, neuron_kwargs: dict[str, Any] | None = None, encoding: str = "direct", **dqn_kwargs: Any
+    ann: DQN,
+    env: VecEnv,
+    timesteps: int,
+    neuron_kwargs: dict[str, Any] | None = None,
+    encoding: str = "direct",
+    **dqn_kwargs: Any,
 ) -> DQN:
     """A spiking DQN with the ANN's network layout, ``timesteps`` T, the input ``encoding`` and fresh weights."""
     policy_class = SpikingCnnPolicy if isinstance(ann.policy, CnnPolicy) else SpikingMlpPolicy
-    policy_kwargs = {**ann.policy_kwargs, "timesteps": timesteps, "neuron_kwargs": dict(neuron_kwargs or {}), "encoding": encoding}
+    policy_kwargs = {
+        **ann.policy_kwargs, "timesteps": timesteps, "neuron_kwargs": dict(neuron_kwargs or {}), "encoding": encoding
+    }
     return DQN(policy_class, env, policy_kwargs=policy_kwargs, device=ann.device, **dqn_kwargs)
 
 
@@ -135,7 +142,8 @@ def convert(
     if q_net.encoder is not None:  # the first layer's weights are folded below, from the ANN's
         weights = {key: value for key, value in weights.items() if not key.startswith(f"{first.name}.")}
     missing, unexpected = q_net.load_state_dict(weights, strict=False)
-    new_names = {f"{name}.{p}" for name, module in q_net.named_modules() if isinstance(module, IFNeuron) for p in ("threshold", "leak")}
+    neurons = [name for name, module in q_net.named_modules() if isinstance(module, IFNeuron)]
+    new_names = {f"{name}.{p}" for name in neurons for p in ("threshold", "leak")}
     new_names |= {f"{first.name}.{p}" for p in ("weight", "bias")} if q_net.encoder is not None else set()
     if unexpected or set(missing) - new_names:
         raise UsageError(f"the ANN's layers do not match its spiking version (unexpected {unexpected}, missing {missing})")

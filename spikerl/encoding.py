@@ -31,6 +31,7 @@ from torch import nn
 from spikerl.errors import UsageError
 from spikerl.neurons import IFNeuron
 from spikerl.settings import ENCODINGS
+
 #: Default ``input_margin``: a pixel (or change) fires where it is this much above the
 #: calibration frames' most common value (0.1 of the pixel range, about 25 gray levels).
 INPUT_MARGIN = 0.1
@@ -99,7 +100,10 @@ def make_encoder(q_net: nn.Module, encoding: str) -> InputEncoder | None:
         return None
     space = q_net.observation_space
     if not (is_image_space(space, check_channels=False) and q_net.normalize_images):
-        raise UsageError(f"encoding '{encoding}' needs image observations (uint8 frames, channels first); use encoding direct for {space}")
+        raise UsageError(
+            f"encoding '{encoding}' needs image observations (uint8 frames, channels first); use encoding direct for {space}",
+            parameter="encoding",
+        )
     encoder = InputEncoder(encoding, space.shape[0])
     name, conv = next((n, m) for n, m in q_net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     if not isinstance(conv, nn.Conv2d):
@@ -107,7 +111,8 @@ def make_encoder(q_net: nn.Module, encoding: str) -> InputEncoder | None:
     if conv.in_channels != encoder.out_channels:
         parent_name, _, child = name.rpartition(".")
         wider = nn.Conv2d(
-            encoder.out_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups, conv.bias is not None
+            encoder.out_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
+            bias=conv.bias is not None,
         )
         setattr(q_net.get_submodule(parent_name), child, wider)
     return encoder
@@ -123,7 +128,7 @@ def calibrate_encoder(encoder: InputEncoder, frames: torch.Tensor, margin: float
     background, or changed, by ``margin``. Returns the thresholds ``[C_out]``.
     """
     if not 0 < margin < 1:
-        raise UsageError(f"input_margin must be in (0, 1) (a share of the pixel range), got {margin}", parameter="input_margin")
+        raise UsageError(f"input_margin must be in (0, 1), a share of the pixel range; got {margin}", parameter="input_margin")
     currents = encoder.currents(frames).transpose(0, 1).flatten(1)  # [C_out, N * H * W]
     thresholds = currents.mode(dim=1).values + margin
     encoder.threshold.copy_(thresholds.view_as(encoder.threshold))

@@ -45,14 +45,13 @@ def with_sticky_actions(env_config: EnvSettings, probability: float, env_id: str
     """``env_config`` with ALE's sticky actions: at every emulator frame the previous action is
     repeated with ``probability`` (``repeat_action_probability``, passed to ``gymnasium.make``)."""
     if not env_config.atari:
-        raise UsageError(
-            f"sticky actions are an Atari (ALE) setting and {env_id} is not an Atari env; drop the sticky-action setting", parameter="sticky_actions"
-        )
+        problem = f"sticky actions are an Atari (ALE) setting and {env_id} is not an Atari env"
+        raise UsageError(f"{problem}; drop the sticky-action setting", parameter="sticky_actions")
     if not 0 <= probability < 1:
-        raise UsageError(
-            f"the sticky-action probability must be in [0, 1), got {probability}; ALE recommends {STICKY_ACTIONS}", parameter="sticky_actions"
-        )
-    return dataclasses.replace(env_config, env_kwargs={**env_config.env_kwargs, "repeat_action_probability": float(probability)})
+        problem = f"the sticky-action probability must be in [0, 1), got {probability}"
+        raise UsageError(f"{problem}; ALE recommends {STICKY_ACTIONS}", parameter="sticky_actions")
+    env_kwargs = {**env_config.env_kwargs, "repeat_action_probability": float(probability)}
+    return dataclasses.replace(env_config, env_kwargs=env_kwargs)
 
 
 def make_env(

@@ -55,7 +55,12 @@ class SpikingMlpPolicy(DQNPolicy):
     q_net_target: SpikingQNetwork
 
     def __init__(
-        self, *args: Any, timesteps: int = 5, neuron_kwargs: dict[str, Any] | None = None, encoding: str = "direct", **kwargs: Any
+        self,
+        *args: Any,
+        timesteps: int = 5,
+        neuron_kwargs: dict[str, Any] | None = None,
+        encoding: str = "direct",
+        **kwargs: Any,
     ):
         self._initial_timesteps = check_timesteps(timesteps)  # read by make_q_net while the base class builds
         self.neuron_kwargs = dict(neuron_kwargs or {})
@@ -90,7 +95,10 @@ class SpikingMlpPolicy(DQNPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {
-            **super()._get_constructor_parameters(), "timesteps": self.timesteps, "neuron_kwargs": self.neuron_kwargs, "encoding": self.encoding,
+            **super()._get_constructor_parameters(),
+            "timesteps": self.timesteps,
+            "neuron_kwargs": self.neuron_kwargs,
+            "encoding": self.encoding,
         }
 
 

@@ -107,7 +107,9 @@ class CompressionResult(Record):
     """SHA-256 of the ANN agent file (absent in results written before it was recorded)."""
 
     #: Header fields that must agree for a run to be resumed.
-    SAME_RUN = ("env_id", "agent_sha256", "objective", "schedule", "percentile", "encoding", "steps_per_stage", "seed", "evaluation")
+    SAME_RUN = (
+        "env_id", "agent_sha256", "objective", "schedule", "percentile", "encoding", "steps_per_stage", "seed", "evaluation"
+    )
 
     def check(self) -> None:
         if self.rows and ([row.stage for row in self.rows].count(Stage.ANN) != 1 or self.rows[0].stage is not Stage.ANN):

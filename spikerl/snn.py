@@ -140,7 +140,12 @@ class SpikingQNetwork(QNetwork):
     """
 
     def __init__(
-        self, *args: Any, timesteps: int = 5, neuron_kwargs: dict[str, Any] | None = None, encoding: str = "direct", **kwargs: Any
+        self,
+        *args: Any,
+        timesteps: int = 5,
+        neuron_kwargs: dict[str, Any] | None = None,
+        encoding: str = "direct",
+        **kwargs: Any,
     ):
         activation_fn = kwargs.get("activation_fn", nn.ReLU)
         if activation_fn is not nn.ReLU:
@@ -234,7 +239,10 @@ class SpikingQNetwork(QNetwork):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {
-            **super()._get_constructor_parameters(), "timesteps": self.timesteps, "neuron_kwargs": self.neuron_kwargs, "encoding": self.encoding,
+            **super()._get_constructor_parameters(),
+            "timesteps": self.timesteps,
+            "neuron_kwargs": self.neuron_kwargs,
+            "encoding": self.encoding,
         }
 
 

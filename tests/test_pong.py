@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from conftest import SHIPPED_CARTPOLE
 
+from conftest import SHIPPED_CARTPOLE
 from spikerl.cli import main
 from spikerl.compress import compress
 from spikerl.config import load_preset, with_overrides

@@ -141,4 +141,5 @@ def test_the_plan_describes_every_layer_once():
     assert (plan[6].output_shape, plan[-1].output_shape) == ((3136,), (3,))
     ann_plan = layer_plan(make_policy(CnnPolicy, IMAGES).q_net, IMAGES)
     assert [(e.name, e.role, e.output_shape) for e in ann_plan] == [(e.name, e.role, e.output_shape) for e in plan]
-    assert isinstance(ann_plan[1].module, nn.ReLU) and {e.input_kind for e in ann_plan} == {"analog"}  # ReLUs in the neurons' place
+    assert isinstance(ann_plan[1].module, nn.ReLU)  # ReLUs in the neurons' place
+    assert {e.input_kind for e in ann_plan} == {"analog"}
