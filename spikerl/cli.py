@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from spikerl.errors import UsageError
-from spikerl.settings import OBJECTIVES
+from spikerl.settings import ENCODINGS, OBJECTIVES, STICKY_ACTIONS
 
 if TYPE_CHECKING:
     from spikerl.settings import Settings
@@ -24,6 +24,8 @@ FLAGS = {
     "compress.objective": "--objective",
     "compress.steps_per_stage": "--steps-per-stage",
     "compress.percentile": "--percentile",
+    "compress.encoding": "--encoding",
+    "sticky_actions": "--sticky-actions",
     "compress.stage_eval_episodes": "--eval-episodes",
     "evaluate.episodes": "--episodes",
     "evaluate.seed": "--seed",
@@ -160,6 +162,9 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--objective", choices=OBJECTIVES, help="retraining objective (default: the preset's)")
     parser.add_argument("--steps-per-stage", type=int, help="gradient steps (distill) or agent steps (td) per stage")
     parser.add_argument("--percentile", type=float, help="conversion threshold percentile (default: the preset's)")
+    parser.add_argument(
+        "--encoding", choices=ENCODINGS, help="input of image observations: analog pixels or spikes (default: the preset's)"
+    )
     parser.add_argument("--eval-episodes", type=int, help="evaluation episodes per stage")
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of conversion, rollouts and retraining, below 1000000 (default 0)"
@@ -184,7 +189,7 @@ def _run_compress(args: argparse.Namespace) -> None:
     env_id = env_of_agent(args.agent, args.env)
     stage_overrides = {
         "schedule": args.schedule, "objective": args.objective, "steps_per_stage": args.steps_per_stage,
-        "percentile": args.percentile, "stage_eval_episodes": args.eval_episodes,
+        "percentile": args.percentile, "stage_eval_episodes": args.eval_episodes, "encoding": args.encoding,
     }
     settings = _settings(env_id, args.config, {"compress": stage_overrides, **_common_overrides(args)})
     _set_threads(settings)
@@ -243,6 +248,10 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--episodes", type=int, help="episodes (default: the preset's)")
     parser.add_argument("--seed", type=int, help="first evaluation seed (default: the preset's, 1000000)")
     parser.add_argument(
+        "--sticky-actions", type=float, nargs="?", const=STICKY_ACTIONS, metavar="P",
+        help=f"Atari only: repeat the previous action with probability P at every frame (ALE's protocol, P {STICKY_ACTIONS})",
+    )
+    parser.add_argument(
         "--event-driven", action="store_true",
         help="SNN only: compute large spike-fed Linear layers from the spikes alone (sparse; faster for NatureCNN on a CPU)",
     )
@@ -264,6 +273,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
+    from spikerl.envs import with_sticky_actions
     from spikerl.evaluate import evaluate_agent
     from spikerl.loading import env_of_agent, load_agent
 
@@ -271,14 +281,17 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     protocol_overrides = {"episodes": args.episodes, "seed": args.seed}
     settings = _settings(env_id, args.config, {"evaluate": protocol_overrides, **_common_overrides(args)})
     protocol = settings.evaluate
+    sticky = args.sticky_actions
+    env_config = settings.env if sticky is None else with_sticky_actions(settings.env, sticky, env_id)
     _set_threads(settings)
     model = load_agent(args.agent, env_id, settings.env, args.device)
     if args.event_driven:
         _use_event_driven(model)
-    result = evaluate_agent(model, env_id, settings.env, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
+    result = evaluate_agent(model, env_id, env_config, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
     timesteps = getattr(model.policy, "timesteps", None)
     kind = f"SNN, T={timesteps}" if timesteps else "ANN"
-    print(f"agent {args.agent} ({kind}) on {env_id}, {protocol.episodes} episodes from seed {protocol.seed}")
+    sticky_text = f", sticky actions p={sticky}" if sticky is not None else ""
+    print(f"agent {args.agent} ({kind}) on {env_id}{sticky_text}, {protocol.episodes} episodes from seed {protocol.seed}")
     print(f"reward {result.mean:.2f} +- {result.std:.2f} (min {min(result.rewards):.1f}, max {max(result.rewards):.1f})")
     lengths = result.lengths
     print(f"episode length {sum(lengths) / len(lengths):.1f} (min {min(lengths)}, max {max(lengths)})")

@@ -23,7 +23,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from spikerl.checkpoints import atomic_path, save_model, writable_folder
 from spikerl.convert import collect_observations, convert, spiking_model
 from spikerl.energy import layer_costs
-from spikerl.envs import check_training_seed, make_env
+from spikerl.envs import check_training_seed, make_env, with_sticky_actions
 from spikerl.errors import UsageError
 from spikerl.evaluate import evaluate_agent
 from spikerl.loading import load_agent
@@ -80,6 +80,10 @@ def compress(
             student = _restore(ann, env, env_id, settings, seed, folder.stage(done[-1]), device)
         else:
             student = _convert(ann, env, settings.compress, seed)
+        if student.q_net.encoder is not None:  # the SNN rows' costs: the encoder, a first layer on spikes
+            spiking_layers = [asdict(cost) for cost in layer_costs(student.q_net, student.observation_space)]
+            result = dataclasses.replace(result, spiking_layers=spiking_layers)
+        if not done:
             if not result.rows_of(Stage.CONVERTED):
                 result = record(result, Stage.CONVERTED, schedule[0], student, started)
         retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress, writer)
@@ -92,6 +96,10 @@ def compress(
                 retrainer.retrain(settings.compress.steps_per_stage)
                 save_model(student, folder.stage(timesteps), keep_optimizer_state=False)
                 result = record(result, Stage.RETRAINED, timesteps, student, started)
+        if result.evaluation.sticky_actions is not None:
+            for stage, timesteps, model in ((Stage.ANN_STICKY, None, ann), (Stage.RETRAINED_STICKY, schedule[-1], student)):
+                if not result.rows_of(stage):
+                    result = record(result, stage, timesteps, model, time.perf_counter())
     finally:
         env.close()
         if writer is not None:
@@ -127,10 +135,15 @@ def _new_result(
     """The header of this run's results (no rows yet)."""
     stage_settings, protocol = settings.compress, settings.evaluate
     episodes = stage_settings.stage_eval_episodes if stage_settings.stage_eval_episodes is not None else protocol.episodes
+    if protocol.sticky_actions is not None:
+        with_sticky_actions(settings.env, protocol.sticky_actions, env_id)  # refuses a non-Atari env now, not after the stages
+    evaluation = EvaluationProtocol(
+        episodes=episodes, seed=protocol.seed, n_envs=protocol.n_envs, sticky_actions=protocol.sticky_actions
+    )
     return CompressionResult(
         env_id=env_id, agent=str(agent), agent_sha256=sha256(agent), objective=stage_settings.objective,
-        schedule=stage_settings.schedule, percentile=stage_settings.percentile, steps_per_stage=stage_settings.steps_per_stage,
-        seed=seed, evaluation=EvaluationProtocol(episodes=episodes, seed=protocol.seed, n_envs=protocol.n_envs),
+        schedule=stage_settings.schedule, percentile=stage_settings.percentile, encoding=stage_settings.encoding,
+        steps_per_stage=stage_settings.steps_per_stage, seed=seed, evaluation=evaluation,
         commands=list(commands or []), layers=[asdict(cost) for cost in layer_costs(ann.q_net, ann.observation_space)],
     )
 
@@ -171,13 +184,17 @@ def _convert(ann: DQN, env: VecEnv, settings: CompressSettings, seed: int) -> DQ
     """The spiking student at the schedule's first T, thresholds from calibration rollouts of ``ann``."""
     calibration = collect_observations(ann, env, settings.calibration_samples, rng=np.random.default_rng(seed))
     dqn_kwargs = _student_dqn_kwargs(settings, seed)
-    return convert(ann, env, calibration, settings.schedule[0], settings.percentile, settings.neuron_kwargs, **dqn_kwargs)
+    return convert(
+        ann, env, calibration, settings.schedule[0], settings.percentile, settings.neuron_kwargs,
+        encoding=settings.encoding, input_margin=settings.input_margin, **dqn_kwargs,
+    )
 
 
 def _restore(ann: DQN, env: VecEnv, env_id: str, settings: Settings, seed: int, stage: Path, device: str) -> DQN:
     """The spiking student with the weights of the saved ``stage`` (no calibration, no conversion)."""
     compress = settings.compress
-    student = spiking_model(ann, env, compress.schedule[0], compress.neuron_kwargs, **_student_dqn_kwargs(compress, seed))
+    dqn_kwargs = _student_dqn_kwargs(compress, seed)
+    student = spiking_model(ann, env, compress.schedule[0], compress.neuron_kwargs, compress.encoding, **dqn_kwargs)
     student.policy.load_state_dict(load_agent(stage, env_id, settings.env, device).policy.state_dict())
     return student
 
@@ -195,10 +212,16 @@ class _StageRecorder:
     def __call__(
         self, result: CompressionResult, stage: Stage, timesteps: int | None, model: DQN, started: float
     ) -> CompressionResult:
-        """``result`` with the row of ``model`` (timed from ``started``); rewrites results.json and results.md."""
+        """``result`` with the row of ``model`` (timed from ``started``); rewrites results.json and results.md.
+
+        The ``*_STICKY`` stages are played with the protocol's sticky actions.
+        """
         protocol = result.evaluation
+        env_settings = self.env_settings
+        if stage in (Stage.ANN_STICKY, Stage.RETRAINED_STICKY) and protocol.sticky_actions is not None:
+            env_settings = with_sticky_actions(env_settings, protocol.sticky_actions, result.env_id)
         evaluation = evaluate_agent(
-            model, result.env_id, self.env_settings, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs
+            model, result.env_id, env_settings, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs
         )
         result = result.with_row(stage, timesteps, evaluation, time.perf_counter() - started)
         if self.writer is not None:
