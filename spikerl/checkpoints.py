@@ -88,7 +88,8 @@ def writable_folder(folder: str | Path) -> Iterator[Path]:
         Path(folder).mkdir(parents=True, exist_ok=True)
         yield Path(folder)
     except OSError as error:
-        raise UsageError(f"cannot write to output folder {folder} ({error.strerror or error}); choose a writable --out") from None
+        problem = f"cannot write to output folder {folder} ({error.strerror or error})"
+        raise UsageError(f"{problem}; choose a writable out_dir", parameter="out_dir") from None
 
 
 def save_model(model: BaseAlgorithm, path: str | Path, keep_optimizer_state: bool = True) -> None:

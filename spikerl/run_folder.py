@@ -9,7 +9,6 @@ The shipped ``agents/<EnvId>/`` folders are compression runs.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,11 +89,6 @@ class RunFolder:
     def stage(self, timesteps: int) -> Path:
         """The spiking agent retrained at T = ``timesteps``."""
         return self.path / f"T{timesteps}.zip"
-
-    def stages(self) -> dict[int, Path]:
-        """The stage agents present, by T, highest first."""
-        found = {int(match[1]): path for path in self.path.glob("T*.zip") if (match := re.fullmatch(r"T(\d+)\.zip", path.name))}
-        return dict(sorted(found.items(), reverse=True))
 
     @property
     def results_json(self) -> Path:

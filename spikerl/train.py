@@ -38,7 +38,9 @@ from spikerl.locks import folder_lock
 from spikerl.plots import plot_training_curve
 from spikerl.run_folder import RunFolder
 from spikerl.settings import Settings, TrainSettings
+from spikerl.tensorboard import check_tensorboard
 from spikerl.training_checkpoint import best_mean_reward, load_best, load_checkpoint, new_run_id, read_index, save_best, save_checkpoint
+from spikerl.zoo import write_zoo_layout
 
 
 class CheckpointCallback(BaseCallback):
@@ -162,17 +164,21 @@ def train(
     progress: bool = True,
     verbose: int = 1,
     command: str = "",
+    tensorboard: str | Path | None = None,
 ) -> Path:
     """Train (or resume) a DQN agent as ``settings`` describe; returns the path of ``ann.zip``.
 
     ``settings.train.n_timesteps`` counts agent steps from the start of the run (a resumed
     run's saved settings hold its own target). ``command`` (the command line, if any) is
     added to the run's ``config.yaml``. ``force`` starts a fresh run over a folder holding
-    another run or results.
+    another run or results. ``tensorboard``: a folder where SB3 logs its training scalars
+    for TensorBoard.
     """
     check_env_id(env_id)  # before the default --out (runs/<env>_<seed>) is made of it
     check_training_seed(seed)
     check_device(device)
+    if tensorboard:
+        check_tensorboard()
     folder = RunFolder(out_dir)
     with folder_lock(folder.path):
         if resume:
@@ -187,6 +193,8 @@ def train(
         eval_env = make_env(env_id, settings.env, seed=EVAL_SEED_BASE)
         try:
             model = DQN(settings.train.policy, env, seed=seed, device=device, verbose=0, **settings.train.dqn)
+            if tensorboard:
+                model.tensorboard_log = str(tensorboard)
             evaluation = EvalCallback(
                 eval_env,
                 n_eval_episodes=settings.train.eval_episodes,
@@ -215,8 +223,8 @@ def train(
 
         load_best(model, folder.path, run_id)
         save_model(model, folder.ann, keep_optimizer_state=False)
-        frames_per_step = settings.env.wrapper_kwargs.get("frame_skip", 4) if settings.env.atari else 1
-        plot_training_curve(folder.path, folder.training_curve, frames_per_step)
+        write_zoo_layout(folder.path, env_id, seed, settings, folder.ann)  # so rl-zoo3's enjoy plays this folder
+        plot_training_curve(folder.path, folder.training_curve, settings.env.frames_per_step)
     return folder.ann
 
 

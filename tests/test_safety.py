@@ -12,7 +12,7 @@ import zipfile
 import pytest
 import torch
 
-from conftest import REPO, SHIPPED_CARTPOLE, run_cli
+from conftest import REPO, SHIPPED_CARTPOLE, run_cli, run_cli_in_fresh_process
 
 
 def checkpoint_step(run):
@@ -53,7 +53,7 @@ def test_crafted_payload_is_never_unpickled(tmp_path):
     assert marker.exists()
     marker.unlink()
     for command in (["evaluate", "--episodes", "1"], ["compress", "--out", str(tmp_path / "c"), "--schedule", "1", "--steps-per-stage", "1"]):
-        result = run_cli(*command[:1], "--agent", str(crafted), "--env", "CartPole-v1", *command[1:])
+        result = run_cli_in_fresh_process(*command[:1], "--agent", str(crafted), "--env", "CartPole-v1", *command[1:])
         assert not marker.exists(), command
         assert result.returncode in (0, 2) and "Traceback" not in result.stderr
 
@@ -121,6 +121,7 @@ def test_unwritable_output_folder(tmp_path):
     assert result.returncode == 2 and "cannot write to output folder" in result.stderr
 
 
+@pytest.mark.slow
 def test_train_refuses_to_overwrite_a_run_and_resumes_it(tmp_path):
     run = tmp_path / "run"
     assert run_cli("train", "-n", "600", "--out", str(run), "--no-progress").returncode == 0
@@ -136,6 +137,7 @@ def test_train_refuses_to_overwrite_a_run_and_resumes_it(tmp_path):
     assert "stopped before its first checkpoint (nothing to resume); delete it" in stale.stderr
 
 
+@pytest.mark.slow
 def test_killed_compress_resumes_after_its_last_stage(tmp_path):
     out = tmp_path / "snn"
     args = [
@@ -164,6 +166,7 @@ def test_killed_compress_resumes_after_its_last_stage(tmp_path):
     assert (out / "T1.zip").is_file()
 
 
+@pytest.mark.slow
 def test_killed_train_resumes_from_its_checkpoint(tmp_path):
     run = tmp_path / "run"
     args = ["train", "--env", "CartPole-v1", "-n", "200000", "--out", str(run), "--no-progress"]
@@ -184,6 +187,7 @@ def test_killed_train_resumes_from_its_checkpoint(tmp_path):
     assert (run / "ann.zip").is_file()
 
 
+@pytest.mark.slow
 def test_same_command_and_seed_give_the_same_results(tmp_path):
     args = [
         "compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--schedule", "2,1", "--steps-per-stage", "50",
