@@ -92,7 +92,16 @@ def _rerun_train(work: Path) -> list[str]:
 
 
 def _compress_args(work: Path) -> list[str]:
-    return ["compress", "--agent", str(SHIPPED / "ann.zip"), "--config", str(work / "tiny.yaml"), "--out", str(work / "snn"), "--no-progress"]
+    return [
+        "compress",
+        "--agent",
+        str(SHIPPED / "ann.zip"),
+        "--config",
+        str(work / "tiny.yaml"),
+        "--out",
+        str(work / "snn"),
+        "--no-progress",
+    ]
 
 
 def _check_compress(work: Path) -> None:
@@ -146,11 +155,22 @@ def _check_images(folder: Path) -> None:
 
 
 COMMANDS = {
-    "train": Command(_prepare_preset, lambda w: ["train", "--config", str(w / "tiny.yaml"), "--out", str(w / "run"), "--no-progress"], _check_train, _rerun_train),
+    "train": Command(
+        _prepare_preset,
+        lambda w: ["train", "--config", str(w / "tiny.yaml"), "--out", str(w / "run"), "--no-progress"],
+        _check_train,
+        _rerun_train,
+    ),
     "compress": Command(_prepare_preset, _compress_args, _check_compress, _rerun_compress),
-    "export": Command(_prepare_export, lambda w: ["export", "--agent", str(SHIPPED / "T1.zip"), "--out", str(w / "agent.nir"), "--force"], _check_export,
-                      lambda w: ["export", "--agent", str(SHIPPED / "T1.zip"), "--out", str(w / "agent.nir"), "--force"]),
-    "report": Command(_prepare_report, lambda w: ["report", str(w / "snn")], _check_report, lambda w: ["report", str(w / "snn")]),
+    "export": Command(
+        _prepare_export,
+        lambda w: ["export", "--agent", str(SHIPPED / "T1.zip"), "--out", str(w / "agent.nir"), "--force"],
+        _check_export,
+        lambda w: ["export", "--agent", str(SHIPPED / "T1.zip"), "--out", str(w / "agent.nir"), "--force"],
+    ),
+    "report": Command(
+        _prepare_report, lambda w: ["report", str(w / "snn")], _check_report, lambda w: ["report", str(w / "snn")]
+    ),
 }
 
 
@@ -162,7 +182,10 @@ def run_trial(name: str, stop: signal.Signals, delay: float, work: Path) -> str:
     command.prepare(work)
     process = subprocess.Popen(
         [sys.executable, "-m", "spikerl", *command.argv(work)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=delay)
@@ -196,7 +219,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10, help="trials per command and signal")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--commands", default=",".join(COMMANDS))
-    parser.add_argument("--max-delay", type=float, default=None, help="latest signal time in seconds (default: each command's measured duration)")
+    parser.add_argument(
+        "--max-delay",
+        type=float,
+        default=None,
+        help="latest signal time in seconds (default: each command's measured duration)",
+    )
     args = parser.parse_args()
     import torch
 
@@ -209,7 +237,9 @@ def main() -> None:
             work = Path(scratch)
             COMMANDS[name].prepare(work)
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "spikerl", *COMMANDS[name].argv(work)], cwd=REPO, capture_output=True, check=True)
+            subprocess.run(
+                [sys.executable, "-m", "spikerl", *COMMANDS[name].argv(work)], cwd=REPO, capture_output=True, check=True
+            )
             duration = args.max_delay or time.perf_counter() - started
         for stop in (signal.SIGKILL, signal.SIGINT):
             outcomes = Counter()
@@ -221,7 +251,8 @@ def main() -> None:
                 outcomes["cleaned"] += "tmp cleaned" in outcome
                 if outcome.startswith("FAIL"):
                     failures.append(outcome)
-            print(f"| {name} | {stop.name} | {args.trials} | {outcomes['stopped']} | {outcomes['finished']} | {outcomes['cleaned']} | {len(failures)} | 0.5-{duration:.1f} |", flush=True)
+            counts = [args.trials, outcomes["stopped"], outcomes["finished"], outcomes["cleaned"], len(failures)]
+            print(f"| {name} | {stop.name} | {' | '.join(map(str, counts))} | 0.5-{duration:.1f} |", flush=True)
             for failure in failures:
                 print(f"|   | {failure[:200]} |", flush=True)
 

@@ -23,7 +23,6 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from spikerl.errors import UsageError
 
-
 TEMPORARY_SUFFIX = ".spikerl.tmp"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -46,7 +46,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("-n", "--n-timesteps", type=int, help="agent steps (default: the preset's, or the resumed run's)")
     parser.add_argument("--out", help="run folder (default: runs/<env>_<seed>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    parser.add_argument("--force", action="store_true", help="start over in --out even if it holds a run or results (they are replaced)")
+    parser.add_argument("--force", action="store_true", help="start over in --out even if it holds a run or results")
     _add_common(parser)
     _add_tensorboard(parser, "SB3's training scalars (rollout/, train/, eval/)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
@@ -70,8 +70,8 @@ def _run_train(args: argparse.Namespace) -> None:
         out = args.out or f"runs/{env_id}_{seed}"
     _set_threads(settings)
     ann = train(
-        env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), force=args.force, progress=args.progress,
-        command=args.command_line, tensorboard=args.tensorboard,
+        env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), force=args.force,
+        progress=args.progress, command=args.command_line, tensorboard=args.tensorboard,
     )
     print(_train_summary(out, ann, args.tensorboard))
 

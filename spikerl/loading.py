@@ -49,8 +49,18 @@ POLICIES = {
 }
 #: Plain-JSON DQN hyperparameters carried over from the checkpoint (the rest keep defaults).
 HYPERPARAMETERS = (
-    "learning_rate", "batch_size", "learning_starts", "tau", "gamma", "gradient_steps", "n_steps",
-    "target_update_interval", "exploration_initial_eps", "exploration_final_eps", "exploration_fraction", "max_grad_norm",
+    "learning_rate",
+    "batch_size",
+    "learning_starts",
+    "tau",
+    "gamma",
+    "gradient_steps",
+    "n_steps",
+    "target_update_interval",
+    "exploration_initial_eps",
+    "exploration_final_eps",
+    "exploration_fraction",
+    "max_grad_norm",
 )
 #: Bounds for untrusted agents, far above anything spikerl trains (CartPole 256x256, Pong NatureCNN).
 MAX_DATA_BYTES = 16 << 20  # the SB3 "data" JSON (Pong's: 0.25 MB)
@@ -84,7 +94,10 @@ def check_device(device: str) -> str:
     if not torch.cuda.is_available():
         raise UsageError(f"--device {device}, but torch finds no CUDA GPU here; pass --device cpu (or auto)")
     if match.group(1) is not None and int(match.group(1)) >= torch.cuda.device_count():
-        raise UsageError(f"--device {device}, but there are only {torch.cuda.device_count()} CUDA GPUs here; pass cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        raise UsageError(
+            f"--device {device}, but there are only {torch.cuda.device_count()} CUDA GPUs here; "
+            f"pass cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
     return device
 
 
@@ -99,11 +112,15 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
     if path.is_dir():
         raise UsageError(f"agent path {path} is a directory; pass the .zip file inside it (for example {path}/ann.zip)")
     if not path.is_file():
-        raise UsageError(f"agent path {path} is not a regular file; pass the .zip written by 'spikerl train' or 'spikerl compress'")
+        raise UsageError(
+            f"agent path {path} is not a regular file; pass the .zip written by 'spikerl train' or 'spikerl compress'"
+        )
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
-        raise UsageError(f"agent file {path} is not a zip archive (empty, truncated or another format: {error}); pass an SB3 DQN .zip") from None
+        raise UsageError(
+            f"agent file {path} is not a zip archive (empty, truncated or another format: {error}); pass an SB3 DQN .zip"
+        ) from None
     if not {"data", "policy.pth"} <= set(archive.namelist()):
         archive.close()
         raise UsageError(f"{path} is not a Stable-Baselines3 checkpoint (no data/policy.pth inside); pass an SB3 DQN .zip")
@@ -111,7 +128,8 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
     if largest.file_size > MAX_ENTRY_BYTES:
         archive.close()
         raise UsageError(
-            f"{path}: its {largest.filename} declares {largest.file_size:,} bytes, more than any agent spikerl loads ({MAX_ENTRY_BYTES:,}); "
+            f"{path}: its {largest.filename} declares {largest.file_size:,} bytes, "
+            f"more than any agent spikerl loads ({MAX_ENTRY_BYTES:,}); "
             "the file is damaged or not an agent"
         )
     return archive
@@ -142,7 +160,9 @@ def _read_data(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_weights(archive: zipfile.ZipFile, path: Path, expected: dict[str, torch.Tensor], saved_names: set[str]) -> dict[str, torch.Tensor]:
+def _read_weights(
+    archive: zipfile.ZipFile, path: Path, expected: dict[str, torch.Tensor], saved_names: set[str]
+) -> dict[str, torch.Tensor]:
     """The ``policy.pth`` tensors, read only if their declared sizes fit the ``expected`` network.
 
     The names must be all of ``expected``'s, or ``saved_names`` (a spiking policy saves its
@@ -157,14 +177,30 @@ def _read_weights(archive: zipfile.ZipFile, path: Path, expected: dict[str, torc
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
         raise _damaged(path, error) from None
     if declared > limit:
-        raise UsageError(f"{path}: its policy.pth declares {declared:,} bytes inside, more than {what} can need ({limit:,}); the file is damaged")
+        raise UsageError(
+            f"{path}: its policy.pth declares {declared:,} bytes inside, more than {what} can need ({limit:,}); "
+            "the file is damaged"
+        )
     try:
         weights = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError, TypeError, IndexError, KeyError, zipfile.BadZipFile) as error:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        AttributeError,
+        TypeError,
+        IndexError,
+        KeyError,
+        zipfile.BadZipFile,
+    ) as error:
         raise _damaged(path, error) from None
     if not isinstance(weights, dict) or set(weights) not in (set(expected), saved_names):
         names = sorted(weights) if isinstance(weights, dict) else type(weights).__name__
-        raise UsageError(f"{path} holds other layers ({names}) than its settings describe; the file is damaged, pass an intact SB3 DQN .zip")
+        raise UsageError(
+            f"{path} holds other layers ({names}) than its settings describe; the file is damaged, pass an intact SB3 DQN .zip"
+        )
     return weights
 
 
@@ -179,7 +215,9 @@ def _checked_policy_kwargs(data: dict[str, Any], path: Path) -> dict[str, Any]:
     try:
         check_network_size(policy_kwargs, "policy_kwargs")
     except UsageError as error:
-        raise UsageError(f"{path} describes a network outside what spikerl loads ({error}); the file is damaged or not spikerl's") from None
+        raise UsageError(
+            f"{path} describes a network outside what spikerl loads ({error}); the file is damaged or not spikerl's"
+        ) from None
     return policy_kwargs
 
 
@@ -203,12 +241,17 @@ def load_agent(path: str | Path, env_id: str, env_config: EnvSettings, device: s
         weights = _read_weights(archive, path, expected, {*model.policy.state_dict()})
     for name, tensor in weights.items():
         if not isinstance(tensor, torch.Tensor):
-            raise UsageError(f"{path} holds {type(tensor).__name__} in place of the tensor {name}; the file is damaged, pass an intact SB3 DQN .zip")
+            raise UsageError(
+                f"{path} holds {type(tensor).__name__} in place of the tensor {name}; the file is damaged, "
+                "pass an intact SB3 DQN .zip"
+            )
         if tensor.shape != expected[name].shape:
             env = model.get_env()
             raise UsageError(
-                f"the network in {path} does not fit {env_id} ({name} is {tuple(tensor.shape)}, {env_id} needs {tuple(expected[name].shape)}: "
-                f"observation space {env.observation_space}, action space {env.action_space}); pass --env with the environment the agent was trained on"
+                f"the network in {path} does not fit {env_id} ({name} is {tuple(tensor.shape)}, "
+                f"{env_id} needs {tuple(expected[name].shape)}: "
+                f"observation space {env.observation_space}, action space {env.action_space}); "
+                "pass --env with the environment the agent was trained on"
             )
         if torch.is_floating_point(tensor) and not torch.isfinite(tensor).all():
             raise UsageError(f"{path} holds NaN or infinite weights in {name}; retrain or pass another checkpoint")
@@ -216,9 +259,21 @@ def load_agent(path: str | Path, env_id: str, env_config: EnvSettings, device: s
     return model
 
 
-def _build(policy_class: type, policy_kwargs: dict[str, Any], data: dict[str, Any], env_id: str, env_config: EnvSettings, device: str, path: Path) -> DQN:
+def _build(
+    policy_class: type,
+    policy_kwargs: dict[str, Any],
+    data: dict[str, Any],
+    env_id: str,
+    env_config: EnvSettings,
+    device: str,
+    path: Path,
+) -> DQN:
     """A DQN for ``env_id`` with the agent's policy and settings (its weights not yet loaded)."""
-    hyperparameters = {key: data[key] for key in HYPERPARAMETERS if isinstance(data.get(key), (int, float)) and not isinstance(data.get(key), bool)}
+    hyperparameters = {
+        key: data[key]
+        for key in HYPERPARAMETERS
+        if isinstance(data.get(key), (int, float)) and not isinstance(data.get(key), bool)
+    }
     env = make_env(env_id, env_config, seed=0)
     _check_network_size(policy_class, policy_kwargs, env, path)
     try:
@@ -228,7 +283,10 @@ def _build(policy_class: type, policy_kwargs: dict[str, Any], data: dict[str, An
     except (TypeError, ValueError, AssertionError, KeyError, AttributeError, RuntimeError) as error:
         if isinstance(error, UsageError):
             raise
-        raise UsageError(f"{path} holds settings spikerl cannot rebuild a DQN agent from ({type(error).__name__}: {error}); pass an SB3 DQN .zip") from None
+        raise UsageError(
+            f"{path} holds settings spikerl cannot rebuild a DQN agent from ({type(error).__name__}: {error}); "
+            "pass an SB3 DQN .zip"
+        ) from None
 
 
 def _check_network_size(policy_class: type, policy_kwargs: dict[str, Any], env: Any, path: Path) -> None:
@@ -240,7 +298,10 @@ def _check_network_size(policy_class: type, policy_kwargs: dict[str, Any], env: 
     widths = [inputs, *policy_kwargs.get("net_arch", [64, 64]), int(getattr(env.action_space, "n", 1))]
     parameters = sum(a * b for a, b in zip(widths, widths[1:]))
     if parameters > MAX_PARAMETERS:
-        raise UsageError(f"{path} describes a network of {parameters:,} weights, more than spikerl loads ({MAX_PARAMETERS:,}); the file is damaged or not spikerl's")
+        raise UsageError(
+            f"{path} describes a network of {parameters:,} weights, more than spikerl loads ({MAX_PARAMETERS:,}); "
+            "the file is damaged or not spikerl's"
+        )
 
 
 def env_of_agent(agent: str, env: str | None) -> str:

@@ -42,7 +42,8 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         except BlockingIOError:
             holder = os.pread(handle, 32, 0).decode(errors="replace").strip() or "unknown"
             raise UsageError(
-                f"{folder} is in use by another spikerl command (pid {holder}); wait for it to finish, or choose another output"
+                f"{folder} is in use by another spikerl command (pid {holder}); wait for it to finish, "
+                "or choose another output"
             ) from None
         os.ftruncate(handle, 0)
         os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)

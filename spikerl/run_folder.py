@@ -9,6 +9,7 @@ The shipped ``agents/<EnvId>/`` folders are compression runs.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +70,8 @@ class RunFolder:
         """Results a new run must not replace unprompted: agents, results, best models (also of
         spikerl's earlier, pickled format: ``checkpoint.zip``, ``best_model.zip``)."""
         named = [self.ann, self.best_model, self.path / "checkpoint.zip", self.path / "best_model.zip"]
-        return [path for path in named if path.is_file()] + list(self.stages().values()) + list(self.path.glob("results.*"))
+        stages = [path for path in self.path.glob("T*.zip") if re.fullmatch(r"T\d+\.zip", path.name)]
+        return [path for path in named if path.is_file()] + stages + list(self.path.glob("results.*"))
 
     @property
     def evaluations(self) -> Path:

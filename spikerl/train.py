@@ -39,7 +39,15 @@ from spikerl.plots import plot_training_curve
 from spikerl.run_folder import RunFolder
 from spikerl.settings import Settings, TrainSettings
 from spikerl.tensorboard import check_tensorboard
-from spikerl.training_checkpoint import best_mean_reward, load_best, load_checkpoint, new_run_id, read_index, save_best, save_checkpoint
+from spikerl.training_checkpoint import (
+    best_mean_reward,
+    load_best,
+    load_checkpoint,
+    new_run_id,
+    read_index,
+    save_best,
+    save_checkpoint,
+)
 from spikerl.zoo import write_zoo_layout
 
 
@@ -82,7 +90,9 @@ class WriteEvaluationsCallback(BaseCallback):
     def _on_step(self) -> bool:
         log = self.parent
         with atomic_path(self.folder.evaluations) as temporary, open(temporary, "wb") as file:
-            np.savez(file, timesteps=log.evaluations_timesteps, results=log.evaluations_results, ep_lengths=log.evaluations_length)
+            np.savez(
+                file, timesteps=log.evaluations_timesteps, results=log.evaluations_results, ep_lengths=log.evaluations_length
+            )
         Path(log.log_path + ".npz").unlink(missing_ok=True)
         return True
 
@@ -133,7 +143,9 @@ def _repair_monitor(path: Path) -> None:
             if len([float(value) for value in row.split(",")]) != 3:
                 raise ValueError(f"row {row!r}")
     except (OSError, ValueError, UnicodeDecodeError) as error:
-        raise UsageError(f"{path} is damaged ({error}); delete it (it only records the training episodes for the plot) and resume again") from None
+        raise UsageError(
+            f"{path} is damaged ({error}); delete it (it only records the training episodes for the plot) and resume again"
+        ) from None
     repaired = "\n".join([header, columns, *rows]) + ("\n" if rows and rows[-1] else "")
     if repaired != text:
         write_text(path, repaired if repaired.endswith("\n") else repaired + "\n")
@@ -143,12 +155,21 @@ def _check_fresh_folder(folder: RunFolder, force: bool) -> None:
     """Refuse to start a run over an earlier run or over results, unless ``force``; then clear the run's files."""
     if not force:
         if folder.config.is_file() and folder.checkpoint.is_file():
-            raise UsageError(f"{folder.path} already holds a run; continue it with --resume {folder.path}, pass --force to start over, or choose another --out")
+            raise UsageError(
+                f"{folder.path} already holds a run; continue it with --resume {folder.path}, pass --force to start over, "
+                "or choose another --out"
+            )
         if folder.config.is_file():
-            raise UsageError(f"{folder.path} holds a run that stopped before its first checkpoint (nothing to resume); delete it, pass --force, or choose another --out")
+            raise UsageError(
+                f"{folder.path} holds a run that stopped before its first checkpoint (nothing to resume); delete it, "
+                "pass --force, or choose another --out"
+            )
         results = sorted(path.name for path in folder.results())
         if results:
-            raise UsageError(f"{folder.path} already holds results ({', '.join(results)}); pass --force to replace them, or choose another --out")
+            raise UsageError(
+                f"{folder.path} already holds results ({', '.join(results)}); pass --force to replace them, "
+                "or choose another --out"
+            )
     for path in folder.training_files():
         path.unlink()
 
@@ -203,7 +224,9 @@ def train(
                 callback_after_eval=WriteEvaluationsCallback(folder),
                 verbose=verbose,
             )
-            evaluation.log_path = str(folder.path / f".{folder.evaluations.name}{TEMPORARY_SUFFIX}")  # see WriteEvaluationsCallback
+            evaluation.log_path = str(
+                folder.path / f".{folder.evaluations.name}{TEMPORARY_SUFFIX}"
+            )  # see WriteEvaluationsCallback
             if resume:
                 load_checkpoint(model, folder.path)
                 _restore_evaluations(evaluation, folder.evaluations)
@@ -228,7 +251,9 @@ def train(
     return folder.ann
 
 
-def _learn(model: DQN, out_dir: Path, run_id: str, evaluation: EvalCallback, train: TrainSettings, resume: bool, progress: bool) -> None:
+def _learn(
+    model: DQN, out_dir: Path, run_id: str, evaluation: EvalCallback, train: TrainSettings, resume: bool, progress: bool
+) -> None:
     """Train ``model`` up to ``train.n_timesteps``; on any stop (Ctrl-C, SIGTERM) save a checkpoint to resume from."""
     callbacks = CallbackList([CheckpointCallback(out_dir, run_id, train.checkpoint_freq), evaluation])
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)

@@ -56,7 +56,15 @@ from spikerl.run_folder import RunFolder
 FORMAT = "spikerl-training-checkpoint/1"
 LEGACY_CHECKPOINT = "checkpoint.zip"  # SB3 format of earlier spikerl versions (pickled): never read
 #: SB3 attributes saved in the index, as plain numbers.
-COUNTERS = ("num_timesteps", "_n_updates", "_n_calls", "_episode_num", "_current_progress_remaining", "exploration_rate", "learning_starts")
+COUNTERS = (
+    "num_timesteps",
+    "_n_updates",
+    "_n_calls",
+    "_episode_num",
+    "_current_progress_remaining",
+    "exploration_rate",
+    "learning_starts",
+)
 BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 MAX_INDEX_BYTES = 1 << 20
 
@@ -69,7 +77,11 @@ def new_run_id() -> str:
 def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: bool) -> None:
     """Write ``model``'s training state (and its replay buffer if asked) into ``folder``."""
     step = model.num_timesteps
-    tensors = {"policy": model.policy.state_dict(), "optimizer": model.policy.optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+    tensors = {
+        "policy": model.policy.state_dict(),
+        "optimizer": model.policy.optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
     if torch.cuda.is_available() and model.device.type == "cuda":
         tensors["cuda_rng"] = torch.cuda.get_rng_state_all()
     digests = {}
@@ -82,22 +94,27 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
             file.close()
             digests["replay_buffer"] = file_sha256(temporary)
     numpy_state = np.random.get_state()
-    write_json(RunFolder(folder).checkpoint, with_index_digest({
-        "format": FORMAT,
-        "run_id": run_id,
-        "replay_buffer": with_replay_buffer,
-        "sha256": digests,
-        "counters": {name: getattr(model, name) for name in COUNTERS},
-        "episodes": {
-            "info": [{key: float(value) for key, value in info.items()} for info in model.ep_info_buffer or []],
-            "success": [bool(success) for success in model.ep_success_buffer or []],
-        },
-        "rng": {
-            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-            "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-            "action_space": model.action_space.np_random.bit_generator.state,
-        },
-    }))
+    write_json(
+        RunFolder(folder).checkpoint,
+        with_index_digest(
+            {
+                "format": FORMAT,
+                "run_id": run_id,
+                "replay_buffer": with_replay_buffer,
+                "sha256": digests,
+                "counters": {name: getattr(model, name) for name in COUNTERS},
+                "episodes": {
+                    "info": [{key: float(value) for key, value in info.items()} for info in model.ep_info_buffer or []],
+                    "success": [bool(success) for success in model.ep_success_buffer or []],
+                },
+                "rng": {
+                    "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+                    "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+                    "action_space": model.action_space.np_random.bit_generator.state,
+                },
+            }
+        ),
+    )
     _remove_other_steps(folder, step)
 
 
@@ -121,7 +138,10 @@ def _check_digest(path: Path, expected: str) -> None:
     if not path.is_file():
         raise UsageError(f"{path} is missing, so the run cannot resume; delete the run folder and start again")
     if file_sha256(path) != expected:
-        raise UsageError(f"{path} is damaged (its SHA-256 differs from the one recorded in {RunFolder(path.parent).checkpoint.name}); delete the run folder and start again")
+        raise UsageError(
+            f"{path} is damaged (its SHA-256 differs from the one recorded in {RunFolder(path.parent).checkpoint.name}); "
+            "delete the run folder and start again"
+        )
 
 
 def _buffer_arrays(model: DQN) -> dict[str, np.ndarray]:
@@ -150,11 +170,15 @@ def read_index(folder: Path) -> dict[str, Any]:
     path = RunFolder(folder).checkpoint
     if not path.is_file() and (folder / LEGACY_CHECKPOINT).is_file():
         raise UsageError(
-            f"{folder} holds an SB3 {LEGACY_CHECKPOINT} (earlier spikerl), which only unpickling can read, so spikerl does not resume it; "
+            f"{folder} holds an SB3 {LEGACY_CHECKPOINT} (earlier spikerl), which only unpickling can read, "
+            "so spikerl does not resume it; "
             "start a new run, or load it with stable_baselines3.DQN.load if you trust the folder"
         )
     if not path.is_file():
-        raise UsageError(f"nothing to resume in {folder} ({path.name} missing: the run stopped before its first checkpoint); delete it and start again")
+        raise UsageError(
+            f"nothing to resume in {folder} ({path.name} missing: the run stopped before its first checkpoint); "
+            "delete it and start again"
+        )
     try:
         if path.stat().st_size > MAX_INDEX_BYTES:
             raise ValueError(f"larger than {MAX_INDEX_BYTES} bytes")
@@ -166,10 +190,17 @@ def read_index(folder: Path) -> dict[str, Any]:
             raise ValueError("unknown format")
         if not isinstance(counters["num_timesteps"], int) or counters["num_timesteps"] < 0 or set(counters) != set(COUNTERS):
             raise ValueError("bad counters")
-        if not all(isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) for value in counters.values()):
+        if not all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+            for value in counters.values()
+        ):
             raise ValueError("non-numeric counters")
         digests = index["sha256"]
-        if not isinstance(digests, dict) or not isinstance(digests["weights"], str) or (index["replay_buffer"] and not isinstance(digests["replay_buffer"], str)):
+        if (
+            not isinstance(digests, dict)
+            or not isinstance(digests["weights"], str)
+            or (index["replay_buffer"] and not isinstance(digests["replay_buffer"], str))
+        ):
             raise ValueError("bad file digests")
         if not isinstance(episodes["info"], list) or not isinstance(episodes["success"], list) or not isinstance(rng, dict):
             raise ValueError("bad episode statistics")
@@ -204,7 +235,10 @@ def load_checkpoint(model: DQN, folder: Path) -> dict[str, Any]:
         model.ep_info_buffer = deque(index["episodes"]["info"], maxlen=model._stats_window_size)
         model.ep_success_buffer = deque(index["episodes"]["success"], maxlen=model._stats_window_size)
     except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as error:
-        raise UsageError(f"the checkpoint in {folder} is damaged or from another configuration ({error}); delete the run folder and start again") from None
+        raise UsageError(
+            f"the checkpoint in {folder} is damaged or from another configuration ({error}); "
+            "delete the run folder and start again"
+        ) from None
     for name, value in counters.items():
         setattr(model, name, value)
     if index["replay_buffer"]:
@@ -247,10 +281,21 @@ def _load_tensors(path: Path, required: tuple[str, ...]) -> dict[str, Any]:
         if damaged_entry is not None:
             raise ValueError(f"bad CRC in {damaged_entry}")
         tensors = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile, AttributeError, TypeError) as error:
+    except (
+        RuntimeError,
+        OSError,
+        EOFError,
+        ValueError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        AttributeError,
+        TypeError,
+    ) as error:
         raise UsageError(f"{path} is damaged ({type(error).__name__}); delete the run folder and start again") from None
     if not isinstance(tensors, dict) or not set(required) <= set(tensors):
-        raise UsageError(f"{path} is not a spikerl checkpoint (expected {', '.join(required)}); delete the run folder and start again")
+        raise UsageError(
+            f"{path} is not a spikerl checkpoint (expected {', '.join(required)}); delete the run folder and start again"
+        )
     return tensors
 
 
@@ -258,10 +303,15 @@ def _load_policy(model: DQN, state: Any, path: Path) -> None:
     """Copy the policy tensors ``state`` into ``model`` after checking names, shapes and values."""
     expected = model.policy.state_dict()
     if not isinstance(state, dict) or set(state) != set(expected):
-        raise UsageError(f"{path} holds another network than the run's config.yaml describes; delete the run folder and start again")
+        raise UsageError(
+            f"{path} holds another network than the run's config.yaml describes; delete the run folder and start again"
+        )
     for name, tensor in state.items():
         if not isinstance(tensor, torch.Tensor) or tensor.shape != expected[name].shape:
-            raise UsageError(f"{path} holds another network than the run's config.yaml describes ({name}); delete the run folder and start again")
+            raise UsageError(
+                f"{path} holds another network than the run's config.yaml describes ({name}); "
+                "delete the run folder and start again"
+            )
         if torch.is_floating_point(tensor) and not torch.isfinite(tensor).all():
             raise UsageError(f"{path} holds NaN or infinite weights in {name}; delete the run folder and start again")
     model.policy.load_state_dict(state)
@@ -271,14 +321,19 @@ def _load_buffer(model: DQN, path: Path) -> None:
     """Fill ``model``'s replay buffer from the arrays saved at ``path``, checking each fits."""
     buffer = model.replay_buffer
     if not path.is_file():
-        raise UsageError(f"{path} is missing, so the run cannot resume with its replay buffer; delete the run folder and start again")
+        raise UsageError(
+            f"{path} is missing, so the run cannot resume with its replay buffer; delete the run folder and start again"
+        )
     try:
         with np.load(path, allow_pickle=False) as saved:
             pos, full = int(saved["pos"]), bool(saved["full"])
             rows = buffer.buffer_size if full else pos
             if int(saved["num_timesteps"]) != model.num_timesteps or not 0 <= pos < buffer.buffer_size:
                 raise ValueError("its step or position does not match the checkpoint")
-            if isinstance(buffer, NStepReplayBuffer) and (int(saved["n_steps"]), float(saved["gamma"])) != (buffer.n_steps, buffer.gamma):
+            if isinstance(buffer, NStepReplayBuffer) and (int(saved["n_steps"]), float(saved["gamma"])) != (
+                buffer.n_steps,
+                buffer.gamma,
+            ):
                 raise ValueError("its n-step settings differ from the run's")
             for name in BUFFER_ARRAYS:
                 target = getattr(buffer, name, None)
@@ -286,10 +341,14 @@ def _load_buffer(model: DQN, path: Path) -> None:
                     continue
                 array = saved[name]
                 if array.shape != (rows, *target.shape[1:]) or array.dtype != target.dtype:
-                    raise ValueError(f"{name} has shape {array.shape} {array.dtype}, expected {(rows, *target.shape[1:])} {target.dtype}")
+                    raise ValueError(
+                        f"{name} has shape {array.shape} {array.dtype}, expected {(rows, *target.shape[1:])} {target.dtype}"
+                    )
                 target[:rows] = array
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        raise UsageError(f"{path} is damaged ({error}); delete it to resume with an empty replay buffer, or delete the run folder") from None
+        raise UsageError(
+            f"{path} is damaged ({error}); delete it to resume with an empty replay buffer, or delete the run folder"
+        ) from None
     buffer.pos, buffer.full = pos, full
     last = (pos - 1) % buffer.buffer_size
     if full or pos > 0:  # the resumed run starts a new episode: cut the last one there
@@ -299,7 +358,15 @@ def _load_buffer(model: DQN, path: Path) -> None:
 def save_best(model: DQN, folder: Path, run_id: str, mean_reward: float) -> None:
     """Keep ``model``'s policy as this run's best (``best_model.pt``)."""
     with atomic_path(RunFolder(folder).best_model) as temporary:
-        torch.save({"policy": model.policy.state_dict(), "run_id": run_id, "mean_reward": float(mean_reward), "num_timesteps": model.num_timesteps}, temporary)
+        torch.save(
+            {
+                "policy": model.policy.state_dict(),
+                "run_id": run_id,
+                "mean_reward": float(mean_reward),
+                "num_timesteps": model.num_timesteps,
+            },
+            temporary,
+        )
 
 
 def load_best(model: DQN, folder: Path, run_id: str) -> float | None:

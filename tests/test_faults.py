@@ -16,10 +16,14 @@ from faults import run_trial  # noqa: E402
 @pytest.mark.parametrize(
     "command, stop, delay",
     [
-        ("train", signal.SIGKILL, 9.0), ("train", signal.SIGINT, 11.0),
-        ("compress", signal.SIGKILL, 10.0), ("compress", signal.SIGINT, 12.0),
-        ("export", signal.SIGKILL, 7.0), ("export", signal.SIGINT, 8.0),
-        ("report", signal.SIGKILL, 8.0), ("report", signal.SIGINT, 9.0),
+        ("train", signal.SIGKILL, 9.0),
+        ("train", signal.SIGINT, 11.0),
+        ("compress", signal.SIGKILL, 10.0),
+        ("compress", signal.SIGINT, 12.0),
+        ("export", signal.SIGKILL, 7.0),
+        ("export", signal.SIGINT, 8.0),
+        ("report", signal.SIGKILL, 8.0),
+        ("report", signal.SIGINT, 9.0),
     ],
 )
 def test_a_fault_leaves_loadable_files_and_a_working_next_run(command, stop, delay, tmp_path):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import pickle
 import random
 import shutil
@@ -62,6 +61,7 @@ def assert_refused(argv: list[str], workspace: Path, capsys) -> str:
 
 # ---------------------------------------------------------------- agent zips
 
+
 def zip_members(path: Path) -> dict[str, bytes]:
     with zipfile.ZipFile(path) as archive:
         return {name: archive.read(name) for name in archive.namelist()}
@@ -78,7 +78,7 @@ def entry_range(raw: bytes, name: str) -> tuple[int, int]:
     """Byte range of the stored content of entry ``name`` in the zip bytes ``raw``."""
     with zipfile.ZipFile(io.BytesIO(raw)) as archive:
         info = archive.getinfo(name)
-    name_length, extra_length = struct.unpack("<HH", raw[info.header_offset + 26: info.header_offset + 30])
+    name_length, extra_length = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
     start = info.header_offset + 30 + name_length + extra_length
     return start, start + info.compress_size
 
@@ -89,9 +89,9 @@ def declare_size(raw: bytes, name: str, size: int) -> bytes:
     position = 0
     while True:
         position = data.index(b"PK\x01\x02", position)
-        name_length = struct.unpack("<H", data[position + 28: position + 30])[0]
-        if data[position + 46: position + 46 + name_length] == name.encode():
-            data[position + 24: position + 28] = struct.pack("<I", size)
+        name_length = struct.unpack("<H", data[position + 28 : position + 30])[0]
+        if data[position + 46 : position + 46 + name_length] == name.encode():
+            data[position + 24 : position + 28] = struct.pack("<I", size)
             return bytes(data)
         position += 4
 
@@ -130,7 +130,9 @@ def agent_cases(rng: random.Random, marker: Path) -> list[tuple[str, object]]:
             cases.append((f"bit flip in {entry} at {at}", bytes(flipped)))
     for entry in ("data", "policy.pth"):
         for _ in range(6):
-            size = rng.choice([2**31 + rng.randrange(2**31), 2**32 - 1, 10**9 + rng.randrange(10**9), (1 << 24) + rng.randrange(1 << 28)])
+            size = rng.choice(
+                [2**31 + rng.randrange(2**31), 2**32 - 1, 10**9 + rng.randrange(10**9), (1 << 24) + rng.randrange(1 << 28)]
+            )
             cases.append((f"{entry} declares {size} bytes", declare_size(shipped, entry, size)))
     cases += [
         ("no data", write_zip_bytes({k: v for k, v in members.items() if k != "data"})),
@@ -144,52 +146,132 @@ def agent_cases(rng: random.Random, marker: Path) -> list[tuple[str, object]]:
     ]
     # pickle payloads wherever SB3 would unpickle
     cases += [
-        ("pickled policy_kwargs", write_zip_bytes(with_data(members, lambda d: d.__setitem__("policy_kwargs", {":serialized:": payload})))),
-        ("pickled policy class", write_zip_bytes(with_data(members, lambda d: d.__setitem__("policy_class", {":serialized:": payload, "__module__": "os", "__init__": "<function system.__init__"})))),
+        (
+            "pickled policy_kwargs",
+            write_zip_bytes(with_data(members, lambda d: d.__setitem__("policy_kwargs", {":serialized:": payload}))),
+        ),
+        (
+            "pickled policy class",
+            write_zip_bytes(
+                with_data(
+                    members,
+                    lambda d: d.__setitem__(
+                        "policy_class", {":serialized:": payload, "__module__": "os", "__init__": "<function system.__init__"}
+                    ),
+                )
+            ),
+        ),
         ("pickle as data", write_zip_bytes({**members, "data": pickle.dumps(Payload(marker))})),
         ("pickle as policy.pth", write_zip_bytes({**members, "policy.pth": pickle.dumps(Payload(marker))})),
-        ("torch.save of a payload", write_zip_bytes({**members, "policy.pth": torch_bytes({"q_net.q_net.0.weight": Payload(marker)})})),
+        (
+            "torch.save of a payload",
+            write_zip_bytes({**members, "policy.pth": torch_bytes({"q_net.q_net.0.weight": Payload(marker)})}),
+        ),
         ("torch.save of a payload dict", write_zip_bytes({**members, "policy.pth": torch_bytes(Payload(marker))})),
     ]
     for field in ("observation_space", "action_space", "lr_schedule", "exploration_schedule"):
         # these are ignored (never unpickled): pair each with damage that is refused, so the case must end in exit 2
         damaged = with_data(members, lambda d, f=field: d.__setitem__(f, {":serialized:": payload}))
-        cases.append((f"pickled {field} with NaN weights", write_zip_bytes(with_weights(damaged, lambda w: w["q_net.q_net.0.weight"].__setitem__((0, 0), float("nan"))))))
+        cases.append(
+            (
+                f"pickled {field} with NaN weights",
+                write_zip_bytes(with_weights(damaged, lambda w: w["q_net.q_net.0.weight"].__setitem__((0, 0), float("nan")))),
+            )
+        )
     # non-finite weights
     names = [name for name, tensor in weights.items() if torch.is_floating_point(tensor) and tensor.numel()]
     for _ in range(12):
         name, value = rng.choice(names), rng.choice([float("nan"), float("inf"), float("-inf")])
         index = rng.randrange(weights[name].numel())
-        cases.append((f"{value} in {name}", write_zip_bytes(with_weights(members, lambda w, n=name, i=index, v=value: w[n].view(-1).__setitem__(i, v)))))
+        cases.append(
+            (
+                f"{value} in {name}",
+                write_zip_bytes(with_weights(members, lambda w, n=name, i=index, v=value: w[n].view(-1).__setitem__(i, v))),
+            )
+        )
     # wrong layers
     cases += [
         ("a layer missing", write_zip_bytes(with_weights(members, lambda w: w.pop(names[0])))),
         ("an extra layer", write_zip_bytes(with_weights(members, lambda w: w.__setitem__("extra.weight", torch.zeros(3))))),
-        ("a layer of another shape", write_zip_bytes(with_weights(members, lambda w: w.__setitem__(names[0], torch.zeros(7, 3))))),
+        (
+            "a layer of another shape",
+            write_zip_bytes(with_weights(members, lambda w: w.__setitem__(names[0], torch.zeros(7, 3)))),
+        ),
         ("a string for a layer", write_zip_bytes(with_weights(members, lambda w: w.__setitem__(names[0], "weights")))),
         ("weights as a list", write_zip_bytes({**members, "policy.pth": torch_bytes([1, 2, 3])})),
-        ("weights for 9 actions", write_zip_bytes(with_weights(members, lambda w: [w.__setitem__(n, torch.zeros(9, *w[n].shape[1:])) for n in list(w) if n.endswith("q_net.4.weight") or n.endswith("q_net.4.bias")]))),
+        (
+            "weights for 9 actions",
+            write_zip_bytes(
+                with_weights(
+                    members,
+                    lambda w: [
+                        w.__setitem__(n, torch.zeros(9, *w[n].shape[1:]))
+                        for n in list(w)
+                        if n.endswith("q_net.4.weight") or n.endswith("q_net.4.bias")
+                    ],
+                )
+            ),
+        ),
     ]
     # absurd policy_kwargs and data
     absurd_kwargs = [
-        {"timesteps": 10**6}, {"timesteps": 65}, {"timesteps": 0}, {"timesteps": -3}, {"timesteps": 2.5}, {"timesteps": "5"}, {"timesteps": True},
-        {"timesteps": 1, "net_arch": [10**6]}, {"timesteps": 1, "net_arch": [0]}, {"timesteps": 1, "net_arch": [-5]},
-        {"timesteps": 1, "net_arch": "256,256"}, {"timesteps": 1, "net_arch": [[256]]}, {"timesteps": 1, "net_arch": [64] * 100},
-        {"timesteps": 1, "net_arch": [8192, 8192]}, {"timesteps": 1, "net_arch": {"pi": [64]}},
-        {"timesteps": 1, "features_extractor_kwargs": {"features_dim": 10**9}}, {"timesteps": 1, "features_extractor_kwargs": 5},
-        {"timesteps": 1, "neuron_kwargs": {"threshold": "high"}}, {"timesteps": 1, "neuron_kwargs": {"no_such_option": 1}},
-        {"timesteps": 1, "no_such_option": 1}, {"timesteps": 1, "neuron_kwargs": 7}, {"timesteps": 1, "activation_fn": "Tanh"},
+        {"timesteps": 10**6},
+        {"timesteps": 65},
+        {"timesteps": 0},
+        {"timesteps": -3},
+        {"timesteps": 2.5},
+        {"timesteps": "5"},
+        {"timesteps": True},
+        {"timesteps": 1, "net_arch": [10**6]},
+        {"timesteps": 1, "net_arch": [0]},
+        {"timesteps": 1, "net_arch": [-5]},
+        {"timesteps": 1, "net_arch": "256,256"},
+        {"timesteps": 1, "net_arch": [[256]]},
+        {"timesteps": 1, "net_arch": [64] * 100},
+        {"timesteps": 1, "net_arch": [8192, 8192]},
+        {"timesteps": 1, "net_arch": {"pi": [64]}},
+        {"timesteps": 1, "features_extractor_kwargs": {"features_dim": 10**9}},
+        {"timesteps": 1, "features_extractor_kwargs": 5},
+        {"timesteps": 1, "neuron_kwargs": {"threshold": "high"}},
+        {"timesteps": 1, "neuron_kwargs": {"no_such_option": 1}},
+        {"timesteps": 1, "no_such_option": 1},
+        {"timesteps": 1, "neuron_kwargs": 7},
+        {"timesteps": 1, "activation_fn": "Tanh"},
     ]
     for kwargs in absurd_kwargs:
-        cases.append((f"policy_kwargs {kwargs}", write_zip_bytes(with_data(members, lambda d, k=kwargs: d.__setitem__("policy_kwargs", dict(d["policy_kwargs"], **k))))))
+        cases.append(
+            (
+                f"policy_kwargs {kwargs}",
+                write_zip_bytes(
+                    with_data(members, lambda d, k=kwargs: d.__setitem__("policy_kwargs", dict(d["policy_kwargs"], **k)))
+                ),
+            )
+        )
     cases += [
         ("data is a list", write_zip_bytes({**members, "data": b"[1, 2]"})),
         ("data is a number", write_zip_bytes({**members, "data": b"7"})),
         ("data not UTF-8", write_zip_bytes({**members, "data": b"\xff\xfe{}"})),
         ("data deeply nested", write_zip_bytes({**members, "data": b"[" * 100_000 + b"]" * 100_000})),
         ("no policy class", write_zip_bytes(with_data(members, lambda d: d.pop("policy_class")))),
-        ("policy class of PPO", write_zip_bytes(with_data(members, lambda d: d.__setitem__("policy_class", {"__module__": "stable_baselines3.common.policies", "__init__": "<function ActorCriticPolicy.__init__ at 0x0>"})))),
-        ("policy_kwargs a string", write_zip_bytes(with_data(members, lambda d: d.__setitem__("policy_kwargs", "timesteps=1")))),
+        (
+            "policy class of PPO",
+            write_zip_bytes(
+                with_data(
+                    members,
+                    lambda d: d.__setitem__(
+                        "policy_class",
+                        {
+                            "__module__": "stable_baselines3.common.policies",
+                            "__init__": "<function ActorCriticPolicy.__init__ at 0x0>",
+                        },
+                    ),
+                )
+            ),
+        ),
+        (
+            "policy_kwargs a string",
+            write_zip_bytes(with_data(members, lambda d: d.__setitem__("policy_kwargs", "timesteps=1"))),
+        ),
     ]
     return cases
 
@@ -219,18 +301,24 @@ def test_hostile_agent_zips_are_refused(tmp_path, capsys):
         agent = tmp_path / f"agent{index}.zip"
         agent.write_bytes(content)
         # evaluate reads it; export (into a new file, and over an existing one with --force) reads it the same way
-        command = rng.choice([
-            ["evaluate", "--agent", str(agent), "--env", "CartPole-v1", "--episodes", "1", "--device", "cpu"],
-            ["export", "--agent", str(agent), "--env", "CartPole-v1", "--out", str(tmp_path / "new.nir")],
-            ["export", "--agent", str(agent), "--env", "CartPole-v1", "--out", str(kept), "--force"],
-        ])
+        command = rng.choice(
+            [
+                ["evaluate", "--agent", str(agent), "--env", "CartPole-v1", "--episodes", "1", "--device", "cpu"],
+                ["export", "--agent", str(agent), "--env", "CartPole-v1", "--out", str(tmp_path / "new.nir")],
+                ["export", "--agent", str(agent), "--env", "CartPole-v1", "--out", str(kept), "--force"],
+            ]
+        )
         try:
             assert_refused(command, tmp_path, capsys)
         except AssertionError as error:
             raise AssertionError(f"case {index} ({name}): {error}") from None
         agent.unlink()
         cases_run += 1
-    for path, why in ((tmp_path, "a directory"), (Path("/dev/null"), "not a regular file"), (tmp_path / "missing.zip", "not found")):
+    for path, why in (
+        (tmp_path, "a directory"),
+        (Path("/dev/null"), "not a regular file"),
+        (tmp_path / "missing.zip", "not found"),
+    ):
         assert why in assert_refused(["evaluate", "--agent", str(path), "--env", "CartPole-v1"], tmp_path, capsys)
         cases_run += 1
     assert cases_run >= 150
@@ -287,7 +375,7 @@ def npz_bytes(**arrays) -> bytes:
 
 
 def reindexed(folder: Path, edit) -> bytes:
-    """``checkpoint.json`` of ``folder`` after ``edit``, with its own digest made to match (so its content checks are what refuse it)."""
+    """``checkpoint.json`` of ``folder`` after ``edit``, its own digest made to match (its content checks must refuse it)."""
     from spikerl.training_checkpoint import with_index_digest
 
     index = json.loads((folder / "checkpoint.json").read_text())
@@ -349,15 +437,68 @@ def run_folder_cases(rng: random.Random, run: Path, marker: Path) -> list[tuple[
     cases += [
         ("weights a pickle payload", with_digests({weights: pickle.dumps(Payload(marker))})),
         ("weights torch.save of a payload", with_digests({weights: torch_bytes({"policy": Payload(marker)})})),
-        ("weights NaN", with_digests({weights: torch_bytes({**saved, "policy": {k: torch.full_like(v, float("nan")) for k, v in saved["policy"].items()}})})),
-        ("weights of another network", with_digests({weights: torch_bytes({**saved, "policy": {k: torch.zeros(3) for k in saved["policy"]}})})),
-        ("optimizer of another network", with_digests({weights: torch_bytes({**saved, "optimizer": {"state": {0: {"exp_avg": torch.zeros(2, 2), "step": torch.tensor(1.0)}}, "param_groups": saved["optimizer"]["param_groups"]}})})),
-        ("optimizer state NaN", with_digests({weights: torch_bytes({**saved, "optimizer": {**saved["optimizer"], "state": {0: {k: torch.full_like(v, float("nan")) for k, v in saved["optimizer"]["state"][0].items()}}}})})),
+        (
+            "weights NaN",
+            with_digests(
+                {
+                    weights: torch_bytes(
+                        {**saved, "policy": {k: torch.full_like(v, float("nan")) for k, v in saved["policy"].items()}}
+                    )
+                }
+            ),
+        ),
+        (
+            "weights of another network",
+            with_digests({weights: torch_bytes({**saved, "policy": {k: torch.zeros(3) for k in saved["policy"]}})}),
+        ),
+        (
+            "optimizer of another network",
+            with_digests(
+                {
+                    weights: torch_bytes(
+                        {
+                            **saved,
+                            "optimizer": {
+                                "state": {0: {"exp_avg": torch.zeros(2, 2), "step": torch.tensor(1.0)}},
+                                "param_groups": saved["optimizer"]["param_groups"],
+                            },
+                        }
+                    )
+                }
+            ),
+        ),
+        (
+            "optimizer state NaN",
+            with_digests(
+                {
+                    weights: torch_bytes(
+                        {
+                            **saved,
+                            "optimizer": {
+                                **saved["optimizer"],
+                                "state": {
+                                    0: {k: torch.full_like(v, float("nan")) for k, v in saved["optimizer"]["state"][0].items()}
+                                },
+                            },
+                        }
+                    )
+                }
+            ),
+        ),
         ("torch rng a string", with_digests({weights: torch_bytes({**saved, "torch_rng": "seed"})})),
         ("weights a list", with_digests({weights: torch_bytes([1, 2])})),
-        ("buffer holds pickled objects", with_digests({buffer: npz_bytes(**{**stored, "observations": np.array([Payload(marker)], dtype=object)})})),
-        ("buffer arrays of another shape", with_digests({buffer: npz_bytes(**{**stored, "observations": np.zeros((3, 1, 9), np.float32)})})),
-        ("buffer of another dtype", with_digests({buffer: npz_bytes(**{**stored, "actions": stored["actions"].astype(np.float64)})})),
+        (
+            "buffer holds pickled objects",
+            with_digests({buffer: npz_bytes(**{**stored, "observations": np.array([Payload(marker)], dtype=object)})}),
+        ),
+        (
+            "buffer arrays of another shape",
+            with_digests({buffer: npz_bytes(**{**stored, "observations": np.zeros((3, 1, 9), np.float32)})}),
+        ),
+        (
+            "buffer of another dtype",
+            with_digests({buffer: npz_bytes(**{**stored, "actions": stored["actions"].astype(np.float64)})}),
+        ),
         ("buffer position out of range", with_digests({buffer: npz_bytes(**{**stored, "pos": np.asarray(10**9)})})),
         ("buffer of another step", with_digests({buffer: npz_bytes(**{**stored, "num_timesteps": np.asarray(step + 1)})})),
         ("buffer array missing", with_digests({buffer: npz_bytes(**{k: v for k, v in stored.items() if k != "rewards"})})),
@@ -384,16 +525,40 @@ def run_folder_cases(rng: random.Random, run: Path, marker: Path) -> list[tuple[
         cases.append((f"checkpoint.json {name}", {"checkpoint.json": reindexed(run, edit)}))
     cases += [
         ("legacy pickled checkpoint only", {"checkpoint.json": None, "checkpoint.zip": pickle.dumps(Payload(marker))}),
-        ("evaluations with pickled objects", {"evaluations.npz": npz_bytes(timesteps=np.array([150]), results=np.array([[Payload(marker)]], dtype=object), ep_lengths=np.array([[1]]))}),
-        ("evaluations of inconsistent shapes", {"evaluations.npz": npz_bytes(timesteps=np.array([150, 300]), results=np.zeros((1, 2)), ep_lengths=np.zeros((1, 2)))}),
-        ("evaluations NaN", {"evaluations.npz": npz_bytes(timesteps=np.array([150]), results=np.array([[np.nan, 1.0]]), ep_lengths=np.ones((1, 2)))}),
+        (
+            "evaluations with pickled objects",
+            {
+                "evaluations.npz": npz_bytes(
+                    timesteps=np.array([150]), results=np.array([[Payload(marker)]], dtype=object), ep_lengths=np.array([[1]])
+                )
+            },
+        ),
+        (
+            "evaluations of inconsistent shapes",
+            {
+                "evaluations.npz": npz_bytes(
+                    timesteps=np.array([150, 300]), results=np.zeros((1, 2)), ep_lengths=np.zeros((1, 2))
+                )
+            },
+        ),
+        (
+            "evaluations NaN",
+            {
+                "evaluations.npz": npz_bytes(
+                    timesteps=np.array([150]), results=np.array([[np.nan, 1.0]]), ep_lengths=np.ones((1, 2))
+                )
+            },
+        ),
         ("best model a payload", {"best_model.pt": pickle.dumps(Payload(marker))}),
         ("monitor rows not numbers", {"0.monitor.csv": b'#{"t_start": 0}\nr,l,t\nabc,def,ghi\n1,2,3\n'}),
         ("monitor without header", {"0.monitor.csv": b"1,2,3\n"}),
         ("monitor not UTF-8", {"0.monitor.csv": b'#{"t_start": 0}\nr,l,t\n\xff\xfe\n'}),
         ("config.yaml a list", {"config.yaml": b"- 1\n- 2\n"}),
         ("config.yaml not UTF-8", {"config.yaml": b"env_id: \xff\xfe\n"}),
-        ("config.yaml python object tag", {"config.yaml": b"env_id: !!python/object/apply:os.system ['touch " + str(marker).encode() + b"']\nseed: 0\n"}),
+        (
+            "config.yaml python object tag",
+            {"config.yaml": b"env_id: !!python/object/apply:os.system ['touch " + str(marker).encode() + b"']\nseed: 0\n"},
+        ),
     ]
     return cases
 
@@ -420,6 +585,7 @@ def test_damaged_run_folders_are_refused_on_resume(run_folder, tmp_path, capsys)
 
 
 # ---------------------------------------------------------------- results files and presets
+
 
 def leaves(value, path=()):
     """Every (path, leaf value) of a JSON-like ``value``: scalars and empty containers."""
@@ -495,10 +661,22 @@ def test_damaged_results_files_are_refused_by_report_and_compress_resume(tmp_pat
         for file_name in ("ann.zip", "T1.zip", "results.md"):
             shutil.copyfile(SHIPPED_CARTPOLE / file_name, folder / file_name)
         (folder / "results.json").write_bytes(content)
-        command = rng.choice([
-            ["report", str(folder)],
-            ["compress", "--agent", str(folder / "ann.zip"), "--env", "CartPole-v1", "--out", str(folder), "--resume", "--no-progress"],
-        ])
+        command = rng.choice(
+            [
+                ["report", str(folder)],
+                [
+                    "compress",
+                    "--agent",
+                    str(folder / "ann.zip"),
+                    "--env",
+                    "CartPole-v1",
+                    "--out",
+                    str(folder),
+                    "--resume",
+                    "--no-progress",
+                ],
+            ]
+        )
         try:
             assert_refused(command, tmp_path, capsys)
         except AssertionError as error:
@@ -521,7 +699,12 @@ def preset_cases(rng: random.Random, preset: dict) -> list[tuple[str, str]]:
         cases.append((f"{'.'.join(map(str, path))} = {new!r}", yaml.safe_dump(replaced(preset, path, new))))
     for _ in range(10):
         path = rng.choice(paths)
-        cases.append((f"unknown key beside {'.'.join(map(str, path))}", yaml.safe_dump(replaced(preset, (*path[:-1], "no_such_setting"), 1))))
+        cases.append(
+            (
+                f"unknown key beside {'.'.join(map(str, path))}",
+                yaml.safe_dump(replaced(preset, (*path[:-1], "no_such_setting"), 1)),
+            )
+        )
     for _ in range(8):
         cut = rng.randrange(1, len(text) - 1)
         truncated = text[:cut]
@@ -538,7 +721,7 @@ def preset_cases(rng: random.Random, preset: dict) -> list[tuple[str, str]]:
         ("gamma NaN", yaml.safe_dump(replaced(preset, ("train", "dqn", "gamma"), float("nan")))),
         ("n_timesteps 10**30", yaml.safe_dump(replaced(preset, ("train", "n_timesteps"), 10**30))),
         ("checkpoint_freq 0", yaml.safe_dump(replaced(preset, ("train", "checkpoint_freq"), 0))),
-        ("not UTF-8", "env: {}\n".encode().decode() + "\udcff"),
+        ("not UTF-8", b"env: {}\n".decode() + "\udcff"),
         ("a list", "- 1\n- 2\n"),
     ]
     return cases
@@ -551,17 +734,30 @@ def test_damaged_presets_are_refused_before_any_work(tmp_path, capsys):
     preset = yaml.safe_load((Path(__file__).resolve().parent.parent / "envs" / "CartPole-v1.yaml").read_text())
     # tiny budgets, so that a damage that were accepted would fail fast rather than train for minutes
     preset["train"].update(n_timesteps=200, eval_freq=100, eval_episodes=1)
-    preset["compress"].update(schedule=[1], steps_per_stage=1, stage_eval_episodes=1, calibration_samples=64, teacher_states=100)
+    preset["compress"].update(
+        schedule=[1], steps_per_stage=1, stage_eval_episodes=1, calibration_samples=64, teacher_states=100
+    )
     preset["evaluate"]["episodes"] = 1
     cases = preset_cases(rng, preset)
     for index, (name, text) in enumerate(cases):
         path = tmp_path / f"preset{index}.yaml"
         path.write_bytes(text.encode("utf-8", errors="surrogateescape"))
-        command = rng.choice([
-            ["train", "--config", str(path), "--out", str(tmp_path / "run"), "--no-progress"],
-            ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--config", str(path), "--out", str(tmp_path / "snn"), "--no-progress"],
-            ["evaluate", "--agent", str(SHIPPED_CARTPOLE / "T1.zip"), "--config", str(path), "--episodes", "1"],
-        ])
+        command = rng.choice(
+            [
+                ["train", "--config", str(path), "--out", str(tmp_path / "run"), "--no-progress"],
+                [
+                    "compress",
+                    "--agent",
+                    str(SHIPPED_CARTPOLE / "ann.zip"),
+                    "--config",
+                    str(path),
+                    "--out",
+                    str(tmp_path / "snn"),
+                    "--no-progress",
+                ],
+                ["evaluate", "--agent", str(SHIPPED_CARTPOLE / "T1.zip"), "--config", str(path), "--episodes", "1"],
+            ]
+        )
         try:
             assert_refused(command, tmp_path, capsys)
         except AssertionError as error:

@@ -49,10 +49,15 @@ def test_crafted_payload_is_never_unpickled(tmp_path):
     crafted, marker = tmp_path / "crafted.zip", tmp_path / "pwned"
     craft_agent(SHIPPED_CARTPOLE / "T1.zip", crafted, marker)
     # The payload is live: SB3's own loader, which unpickles, creates the file.
-    subprocess.run([sys.executable, "-c", f"from stable_baselines3 import DQN; DQN.load({str(crafted)!r})"], capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", f"from stable_baselines3 import DQN; DQN.load({str(crafted)!r})"], capture_output=True
+    )
     assert marker.exists()
     marker.unlink()
-    for command in (["evaluate", "--episodes", "1"], ["compress", "--out", str(tmp_path / "c"), "--schedule", "1", "--steps-per-stage", "1"]):
+    for command in (
+        ["evaluate", "--episodes", "1"],
+        ["compress", "--out", str(tmp_path / "c"), "--schedule", "1", "--steps-per-stage", "1"],
+    ):
         result = run_cli_in_fresh_process(*command[:1], "--agent", str(crafted), "--env", "CartPole-v1", *command[1:])
         assert not marker.exists(), command
         assert result.returncode in (0, 2) and "Traceback" not in result.stderr
@@ -141,11 +146,24 @@ def test_train_refuses_to_overwrite_a_run_and_resumes_it(tmp_path):
 def test_killed_compress_resumes_after_its_last_stage(tmp_path):
     out = tmp_path / "snn"
     args = [
-        "compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--schedule", "3,2,1", "--steps-per-stage", "400",
-        "--eval-episodes", "2", "--out", str(out), "--no-progress",
+        "compress",
+        "--agent",
+        str(SHIPPED_CARTPOLE / "ann.zip"),
+        "--schedule",
+        "3,2,1",
+        "--steps-per-stage",
+        "400",
+        "--eval-episodes",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
     ]
-    process = subprocess.Popen([sys.executable, "-m", "spikerl", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spikerl", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 300
+
     def stages_done():
         try:
             return [row["T"] for row in json.loads((out / "results.json").read_text())["rows"] if row["stage"] == "retrained"]
@@ -170,7 +188,9 @@ def test_killed_compress_resumes_after_its_last_stage(tmp_path):
 def test_killed_train_resumes_from_its_checkpoint(tmp_path):
     run = tmp_path / "run"
     args = ["train", "--env", "CartPole-v1", "-n", "200000", "--out", str(run), "--no-progress"]
-    process = subprocess.Popen([sys.executable, "-m", "spikerl", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spikerl", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 300
     while not (run / "checkpoint.json").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.1)
@@ -180,7 +200,9 @@ def test_killed_train_resumes_from_its_checkpoint(tmp_path):
     assert b"Traceback" not in stderr
     stopped_at = checkpoint_step(run)
     assert 0 < stopped_at < 200_000
-    assert [path.name for path in run.glob("replay_buffer_*.npz")] == [f"replay_buffer_{stopped_at}.npz"]  # of that very checkpoint
+    assert [path.name for path in run.glob("replay_buffer_*.npz")] == [
+        f"replay_buffer_{stopped_at}.npz"
+    ]  # of that very checkpoint
     resumed = run_cli("train", "--resume", str(run), "-n", str(stopped_at + 1500), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     assert checkpoint_step(run) >= stopped_at + 1500
@@ -190,8 +212,18 @@ def test_killed_train_resumes_from_its_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_same_command_and_seed_give_the_same_results(tmp_path):
     args = [
-        "compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--schedule", "2,1", "--steps-per-stage", "50",
-        "--eval-episodes", "5", "--seed", "3", "--no-progress",
+        "compress",
+        "--agent",
+        str(SHIPPED_CARTPOLE / "ann.zip"),
+        "--schedule",
+        "2,1",
+        "--steps-per-stage",
+        "50",
+        "--eval-episodes",
+        "5",
+        "--seed",
+        "3",
+        "--no-progress",
     ]
     rewards = []
     for name in ("a", "b"):
@@ -229,8 +261,18 @@ def tiny_model(seed=0, n_steps=1):
     from stable_baselines3.common.env_util import make_vec_env
 
     return DQN(
-        "MlpPolicy", make_vec_env("CartPole-v1", seed=seed), seed=seed, device="cpu", learning_starts=100, buffer_size=2000,
-        train_freq=16, gradient_steps=4, batch_size=32, target_update_interval=50, n_steps=n_steps, policy_kwargs={"net_arch": [32, 32]},
+        "MlpPolicy",
+        make_vec_env("CartPole-v1", seed=seed),
+        seed=seed,
+        device="cpu",
+        learning_starts=100,
+        buffer_size=2000,
+        train_freq=16,
+        gradient_steps=4,
+        batch_size=32,
+        target_update_interval=50,
+        n_steps=n_steps,
+        policy_kwargs={"net_arch": [32, 32]},
     )
 
 
@@ -242,8 +284,18 @@ def state_of(model):
     return {
         "policy": {name: tensor.clone() for name, tensor in model.policy.state_dict().items()},
         "optimizer": {index: {k: v.clone() for k, v in values.items()} for index, values in optimizer["state"].items()},
-        "counters": (model.num_timesteps, model._n_updates, model._n_calls, model._episode_num, model.exploration_rate, model._current_progress_remaining),
-        "buffer": {name: getattr(buffer, name)[:rows].copy() for name in ("observations", "next_observations", "actions", "rewards", "dones")},
+        "counters": (
+            model.num_timesteps,
+            model._n_updates,
+            model._n_calls,
+            model._episode_num,
+            model.exploration_rate,
+            model._current_progress_remaining,
+        ),
+        "buffer": {
+            name: getattr(buffer, name)[:rows].copy()
+            for name in ("observations", "next_observations", "actions", "rewards", "dones")
+        },
         "pos": (buffer.pos, buffer.full),
     }
 
@@ -263,13 +315,12 @@ def assert_same_state(a, b):
 def test_resume_restores_counters_optimizer_and_buffer_and_continues_identically(tmp_path, n_steps):
     """A model rebuilt from spikerl's checkpoint equals the saved one and trains on identically
     (both continuing in a fresh environment, which the checkpoint does not hold)."""
-    from stable_baselines3.common.env_util import make_vec_env
-
-    from spikerl.training_checkpoint import load_checkpoint, save_checkpoint
-
     import random
 
     import numpy as np
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from spikerl.training_checkpoint import load_checkpoint, save_checkpoint
 
     def global_random_states():
         return pickle.dumps((np.random.get_state(), random.getstate(), torch.get_rng_state().tolist()))
@@ -334,7 +385,24 @@ def test_crafted_pickles_in_a_run_folder_never_run(tmp_path, tiny_preset):
     assert main(["train", "--config", str(tiny_preset), "--out", str(fresh), "--no-progress", "--force"]) == 0
     for agent in (run / "best_model.zip", run / "checkpoint.zip"):
         assert main(["evaluate", "--agent", str(agent), "--env", "CartPole-v1", "--episodes", "1"]) == 0
-        assert main(["compress", "--agent", str(agent), "--env", "CartPole-v1", "--config", str(tiny_preset), "--out", str(tmp_path / "snn"), "--force", "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "compress",
+                    "--agent",
+                    str(agent),
+                    "--env",
+                    "CartPole-v1",
+                    "--config",
+                    str(tiny_preset),
+                    "--out",
+                    str(tmp_path / "snn"),
+                    "--force",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     assert not marker.exists()
 
 
@@ -376,7 +444,19 @@ def test_a_locked_folder_is_refused_with_the_holders_pid(tmp_path, capsys):
 
     out = tmp_path / "snn"
     with folder_lock(out):
-        code = main(["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--out", str(out), "--schedule", "1", "--steps-per-stage", "1"])
+        code = main(
+            [
+                "compress",
+                "--agent",
+                str(SHIPPED_CARTPOLE / "ann.zip"),
+                "--out",
+                str(out),
+                "--schedule",
+                "1",
+                "--steps-per-stage",
+                "1",
+            ]
+        )
     error = capsys.readouterr().err
     assert code == 2 and f"in use by another spikerl command (pid {os.getpid()})" in error and error.count("\n") == 1
     assert not out.exists()  # nothing written; the folder the lock created is gone again
