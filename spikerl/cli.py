@@ -297,7 +297,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
     out = args.out or f"runs/sweep_{Path(args.grid).stem}"
     outcome = run_sweep(args.grid, out, address=args.address, resume=args.resume, command=args.command_line)
-    print(f"{len(outcome.finished)} cells done ({outcome.skipped} earlier), {len(outcome.failed)} failed; see {Path(out) / 'sweep.md'}")
+    done = f"{len(outcome.finished)} cells done ({outcome.skipped} earlier), {len(outcome.failed)} failed"
+    print(f"{done}; see {Path(out) / 'sweep.md'}")
     return 1 if outcome.failed else 0
 
 
