@@ -225,7 +225,7 @@ def _execute(plan: Plan, out: Path, command: str, gpus: float) -> Outcome:
                     outcome.failed[cell.folder] = describe_failure(error, cell, trainings)
             progress.show(len(outcome.finished), _running(out, pending.values(), progress.started), len(outcome.failed))
     except KeyboardInterrupt:
-        _stop(list(pending))
+        _stop(out, [*pending, *trainings.values()], list(pending.values()), progress.started)
         raise
     finally:
         progress.close()
@@ -234,14 +234,18 @@ def _execute(plan: Plan, out: Path, command: str, gpus: float) -> Outcome:
     return outcome
 
 
-def _stop(refs: list[Any]) -> None:
-    """Interrupt running tasks (KeyboardInterrupt in the task: training saves a checkpoint) and wait a little."""
+def _stop(out: Path, refs: list[Any], cells: list[Cell], since: float, timeout_s: float = 120) -> None:
+    """Cancel the tasks of ``refs`` (a running one gets a KeyboardInterrupt: training saves a
+    checkpoint) and wait until none of ``cells`` has a task running (its ``sweep_task.json``)."""
     import ray
 
+    print("\ninterrupted; stopping the running tasks (training writes a checkpoint)", file=sys.stderr)
     for ref in refs:
         ray.cancel(ref)
-    ray.wait(refs, num_returns=len(refs), timeout=60)
-    print("\ninterrupted; continue with --resume (unfinished cells resume from their checkpoints)", file=sys.stderr)
+    deadline = time.time() + timeout_s
+    while _running(out, cells, since) and time.time() < deadline:
+        time.sleep(0.5)
+    print("continue with --resume: unfinished cells resume from their checkpoints", file=sys.stderr)
 
 
 def describe_failure(error: BaseException, cell: Cell, trainings: dict[str, Any]) -> str:
@@ -356,7 +360,8 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
         with open(folder / TASK_LOG, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             yield
     except BaseException as error:
-        write_json(folder / TASK_JSON, {**state, "state": "failed", "error": f"{type(error).__name__}: {_first_line(error)}",
+        ended = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        write_json(folder / TASK_JSON, {**state, "state": ended, "error": f"{type(error).__name__}: {_first_line(error)}",
                                         "wall_time_s": time.time() - state["started_at"]})
         raise
     write_json(folder / TASK_JSON, {**state, "state": "done", "wall_time_s": time.time() - state["started_at"]})
