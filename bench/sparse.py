@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 from collections.abc import Callable
 
 import torch
@@ -69,7 +70,7 @@ def whole_decisions(agent_path: str, states: int, repeats: int) -> None:
         for batch in (1, 32):
             obs = torch.as_tensor(observations[:batch])
             torch.testing.assert_close(event_driven(obs), q_net(obs), rtol=1e-4, atol=1e-4)
-            ms = medians_ms({"dense": lambda: q_net(obs), "event": lambda: event_driven(obs)}, repeats)
+            ms = medians_ms({"dense": functools.partial(q_net, obs), "event": functools.partial(event_driven, obs)}, repeats)
             print(f"{batch:>5} {ms['dense']:>8.3f} {ms['event']:>8.3f} {ms['event'] / ms['dense']:>6.2f}")
         with q_net.recording_spikes() as rates:
             q_net(torch.as_tensor(observations))

@@ -33,6 +33,7 @@ from spikerl.errors import UsageError
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
 from spikerl.run_folder import RunFolder
 from spikerl.settings import EnvSettings
+from spikerl.zoo import env_of_zoo_folder
 
 POLICIES = {
     ("stable_baselines3.dqn.policies", "DQNPolicy"): DQNPolicy,
@@ -120,7 +121,8 @@ def load_agent(path: str | Path, env_id: str, env_config: EnvSettings, device: s
 
 def env_of_agent(agent: str, env: str | None) -> str:
     """``--env`` if given, else the env of the folder holding ``agent``: a training run's
-    ``config.yaml``, a compression's ``results.json``, or a shipped-agent folder's name."""
+    ``config.yaml``, a compression's ``results.json``, a shipped-agent folder's name, or an
+    rl-zoo3 run folder (``<env>/config.yml`` beside the agent)."""
     if env:
         return env
     folder = Path(agent).parent
@@ -133,4 +135,7 @@ def env_of_agent(agent: str, env: str | None) -> str:
             return str(json.loads(compress_results.read_text())["env_id"])
     if folder.name in available_presets():
         return folder.name
+    zoo_env = env_of_zoo_folder(folder)
+    if zoo_env is not None:
+        return zoo_env
     raise UsageError(f"cannot tell which environment {agent} was trained on; pass env", parameter="env")

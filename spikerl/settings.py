@@ -1,9 +1,12 @@
 """The settings of a preset (``envs/<EnvId>.yaml``): one typed class per section, each field
 with its default and meaning, checked when built (see ``spikerl.schema``).
 
-To add a setting: add a field (with ``setting(default=default, bounds)`` and a docstring) to its
-section's class, and read it where it is used. ``spikerl.config`` reads presets into these
-classes and merges command-line overrides into them.
+To add a setting, add a field to its section's class, with its type, ``setting(default=...,
+low=..., high=...)`` and a docstring below it, and read it where it is used. For example
+``sticky_actions: float = setting(default=0.0, low=0, high=1)`` in ``EvaluateSettings``: presets
+then accept ``evaluate: {sticky_actions: 0.25}``, refuse other types and values in one line,
+and ``spikerl.config.with_overrides`` merges a command-line value into it.
+``spikerl.config`` reads preset files into these classes.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ Objective = Literal["distill", "td"]
 SCHEDULE_HINT = f"give decreasing timesteps up to {MAX_TIMESTEPS} such as 5,4,3,2,1"
 EVAL_SEED_HINT = f"evaluation seeds start at {EVAL_SEED_BASE} (training uses the ones below)"
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
+#: ALE's recommended sticky-action probability (Machado et al. 2018; the default of ``ALE/...-v5``).
+STICKY_ACTIONS = 0.25
+#: How image observations enter a spiking network (``spikerl.encoding``).
+Encoding = Literal["direct", "threshold", "event", "threshold+event"]
+ENCODINGS: tuple[str, ...] = get_args(Encoding)
 
 
 class EnvSettings(Record):
@@ -108,6 +116,10 @@ class CompressSettings(Record):
     """Retraining objective: distill or td (the paper's TD loss)."""
     percentile: float = setting(default=90.0, above=0, high=100)
     """Percentile of each layer's input currents taken as its threshold."""
+    encoding: Encoding = "direct"
+    """Input of image observations: direct (analog pixels), threshold, event or threshold+event (spikes)."""
+    input_margin: float = setting(default=0.1, above=0, high=0.99)
+    """Spiking input: a pixel fires this much (of 0..1) above its channel's most common value, a change by this much."""
     calibration_samples: int = setting(default=512, low=1, high=MAX_SAMPLES)
     """ANN rollout states that set the thresholds."""
     stage_eval_episodes: int | None = setting(default=None, low=1, high=MAX_EPISODES)
@@ -145,6 +157,9 @@ class EvaluateSettings(Record):
     """Seed of the first evaluation environment; the others count up from it."""
     n_envs: int = setting(default=10, low=1, high=1024)
     """Environments played in parallel, each its share of the episodes in turn."""
+    sticky_actions: float | None = setting(default=None, low=0, high=0.99)
+    """Atari: ``spikerl compress`` also evaluates the ANN and the last stage with ALE's sticky
+    actions at this probability (0.25 is ALE's protocol; None: no such rows)."""
 
 
 class Settings(Record):

@@ -30,6 +30,8 @@ from spikerl.errors import UsageError
 from spikerl.plots import plot_training_curve
 from spikerl.run_folder import RunFolder
 from spikerl.settings import Settings
+from spikerl.tensorboard import check_tensorboard
+from spikerl.zoo import write_zoo_layout
 
 
 class AtomicCheckpointCallback(BaseCallback):
@@ -103,12 +105,16 @@ def train(
     progress: bool = True,
     verbose: int = 1,
     command: str = "",
+    tensorboard: str | Path | None = None,
 ) -> Path:
     """Train (or resume) a DQN agent as ``settings`` describe; returns the path of ``ann.zip``.
 
-    ``command`` (the command line, if any) is added to the run's ``config.yaml``.
+    ``command`` (the command line, if any) is added to the run's ``config.yaml``;
+    ``tensorboard``: a folder where SB3 logs its training scalars for TensorBoard.
     """
     check_training_seed(seed)
+    if tensorboard:
+        check_tensorboard()
     out_dir = Path(out_dir)
     folder = RunFolder(out_dir)
     train_cfg = settings.train
@@ -138,6 +144,8 @@ def train(
     else:
         model = DQN(train_cfg.policy, env, seed=seed, device=device, verbose=0, **dqn_kwargs)
 
+    if tensorboard:
+        model.tensorboard_log = str(tensorboard)
     evaluation = EvalCallback(
         eval_env,
         n_eval_episodes=train_cfg.eval_episodes,
@@ -174,5 +182,6 @@ def train(
     best = folder.best_model
     source = _load_checkpoint(best, device=device) if best.is_file() else model
     save_model(source, folder.ann, keep_optimizer_state=False)
+    write_zoo_layout(out_dir, env_id, seed, settings, folder.ann)  # so rl-zoo3's enjoy plays this folder
     plot_training_curve(out_dir, folder.training_curve, settings.env.frames_per_step)
     return folder.ann
