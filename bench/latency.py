@@ -20,9 +20,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3.dqn.policies import CnnPolicy, MlpPolicy
+from timing import medians_ms
 
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
-from timing import medians_ms
 
 NETWORKS = {
     "CartPole MLP 256x256": (MlpPolicy, SpikingMlpPolicy, gym.spaces.Box(-1, 1, (4,), np.float32), 2, dict(net_arch=[256, 256])),

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from timing import medians_ms
 from torch import nn
 
 from spikerl.config import load_preset
@@ -35,7 +37,6 @@ from spikerl.convert import collect_observations
 from spikerl.envs import make_env
 from spikerl.event_driven import SpikeDrivenLinear
 from spikerl.loading import env_of_agent, load_agent
-from timing import medians_ms
 
 LAYERS = {"CartPole hidden": (256, 256), "mid-size": (1024, 512), "NatureCNN fc": (3136, 512)}
 
@@ -69,7 +70,7 @@ def whole_decisions(agent_path: str, states: int, repeats: int) -> None:
         for batch in (1, 32):
             obs = torch.as_tensor(observations[:batch])
             torch.testing.assert_close(event_driven(obs), q_net(obs), rtol=1e-4, atol=1e-4)
-            ms = medians_ms({"dense": lambda: q_net(obs), "event": lambda: event_driven(obs)}, repeats)
+            ms = medians_ms({"dense": functools.partial(q_net, obs), "event": functools.partial(event_driven, obs)}, repeats)
             print(f"{batch:>5} {ms['dense']:>8.3f} {ms['event']:>8.3f} {ms['event'] / ms['dense']:>6.2f}")
         with q_net.recording_spikes() as rates:
             q_net(torch.as_tensor(observations))

@@ -51,7 +51,7 @@ def main() -> None:
     print(f"{'SB3 DQN (MlpPolicy)':<24} {base:>9.0f} {1:>10.2f}")
     for timesteps in (1, 5):
         student = convert(ann, env, states, timesteps, **td)
-        rate = steps_per_second(lambda n: student.learn(n), args.steps)
+        rate = steps_per_second(student.learn, args.steps)
         print(f"{'spiking T=' + str(timesteps):<24} {rate:>9.0f} {rate / base:>10.2f}")
 
     student = convert(ann, env, states, 5)

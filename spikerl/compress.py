@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,22 @@ from stable_baselines3.common.vec_env import VecEnv
 from spikerl.checkpoints import atomic_path, save_model, writable_folder
 from spikerl.convert import collect_observations, convert, spiking_model
 from spikerl.energy import layer_costs
-from spikerl.envs import check_training_seed, make_env
+from spikerl.envs import check_training_seed, make_env, with_sticky_actions
 from spikerl.errors import UsageError
 from spikerl.evaluate import evaluate_agent
 from spikerl.loading import load_agent
+from spikerl.locks import holds_folder_lock
 from spikerl.policy import SpikingMlpPolicy, set_timesteps
 from spikerl.report import write_report
 from spikerl.results import CompressionResult, EvaluationProtocol, Stage, read_results, sha256, write_results
 from spikerl.retrain import TD_EVAL_SEED_OFFSET, make_retrainer
 from spikerl.run_folder import RunFolder
 from spikerl.schema import Record
-from spikerl.settings import CompressSettings, Settings
+from spikerl.settings import CompressSettings, EnvSettings, Settings
+from spikerl.tensorboard import check_tensorboard, log_stage, open_writer
 
 
+@holds_folder_lock("out_dir")
 def compress(
     agent: str | Path,
     env_id: str,
@@ -47,43 +50,63 @@ def compress(
     force: bool = False,
     progress: bool = True,
     commands: list[str] | None = None,
+    tensorboard: str | Path | None = None,
 ) -> CompressionResult:
     """Run the IIR schedule of ``settings.compress`` on the ANN at ``agent``; returns the results.
 
-    ``commands`` (the command lines that made the ANN and run this) go into the results.
+    ``commands`` (the command lines that made the ANN and run this) go into the results;
+    ``tensorboard``: a folder for TensorBoard logs (``spikerl.tensorboard``).
     """
     check_training_seed(seed)
+    if tensorboard:
+        check_tensorboard()
     folder = RunFolder(out_dir)
     previous = _previous_result(folder, resume, force)
     ann = _load_ann(agent, env_id, settings, device)
     result = _new_result(agent, env_id, settings, seed, ann, commands)
     done = _finished_stages(previous, result, folder) if previous else []
     if previous:
-        result = dataclasses.replace(result, rows=previous.rows, commands=list(dict.fromkeys(previous.commands + result.commands)))
+        commands = list(dict.fromkeys(previous.commands + result.commands))
+        result = dataclasses.replace(result, rows=previous.rows, commands=commands)
+    schedule = settings.compress.schedule
     set_random_seed(seed)
     env = make_env(env_id, settings.env, seed=seed)
+    writer = open_writer(Path(tensorboard) / "compress") if tensorboard else None
+    record = _StageRecorder(folder, settings.env, writer, settings.compress.steps_per_stage)
     try:
         _copy_ann(agent, folder)
         if not previous:
-            result = _evaluate_stage(folder, result, Stage.ANN, None, ann, time.perf_counter(), settings, progress)
+            result = record(result, Stage.ANN, None, ann, time.perf_counter())
         started = time.perf_counter()
         if done:
             student = _restore(ann, env, env_id, settings, seed, folder.stage(done[-1]), device)
         else:
             student = _convert(ann, env, settings.compress, seed)
+        if student.q_net.encoder is not None:  # the SNN rows' costs: the encoder, a first layer on spikes
+            spiking_layers = [asdict(cost) for cost in layer_costs(student.q_net, student.observation_space)]
+            result = dataclasses.replace(result, spiking_layers=spiking_layers)
+        if not done:
             if not result.rows_of(Stage.CONVERTED):
-                result = _evaluate_stage(folder, result, Stage.CONVERTED, settings.compress.schedule[0], student, started, settings, progress)
+                result = record(result, Stage.CONVERTED, schedule[0], student, started)
         eval_seed = seed + TD_EVAL_SEED_OFFSET
-        retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress, lambda: make_env(env_id, settings.env, seed=eval_seed))
-        for timesteps in settings.compress.schedule:
+        retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress, writer, lambda: make_env(env_id, settings.env, seed=eval_seed))
+        if tensorboard:
+            student.tensorboard_log = str(tensorboard)  # the td objective: SB3 logs its training scalars there
+        for timesteps in schedule:
             if timesteps not in done:
                 started = time.perf_counter()
                 set_timesteps(student, timesteps)
                 retrainer.retrain(settings.compress.steps_per_stage)
                 save_model(student, folder.stage(timesteps), keep_optimizer_state=False)
-                result = _evaluate_stage(folder, result, Stage.RETRAINED, timesteps, student, started, settings, progress)
+                result = record(result, Stage.RETRAINED, timesteps, student, started)
+        if result.evaluation.sticky_actions is not None:
+            for stage, timesteps, model in ((Stage.ANN_STICKY, None, ann), (Stage.RETRAINED_STICKY, schedule[-1], student)):
+                if not result.rows_of(stage):
+                    result = record(result, stage, timesteps, model, time.perf_counter())
     finally:
         env.close()
+        if writer is not None:
+            writer.close()
     result = write_report(folder, result)
     write_results(folder, result)
     return result
@@ -96,7 +119,9 @@ def _previous_result(folder: RunFolder, resume: bool, force: bool) -> Compressio
             raise UsageError(f"nothing to resume in {folder.path} (results.json missing); run without --resume")
         return read_results(folder.path)
     if folder.results_json.is_file() and not force:
-        raise UsageError(f"{folder.path} already holds results; pass --resume to continue, --force to overwrite, or another --out")
+        raise UsageError(
+            f"{folder.path} already holds results; pass --resume to continue, --force to overwrite, or another --out"
+        )
     return None
 
 
@@ -107,14 +132,21 @@ def _load_ann(agent: str | Path, env_id: str, settings: Settings, device: str) -
     return ann
 
 
-def _new_result(agent: str | Path, env_id: str, settings: Settings, seed: int, ann: DQN, commands: list[str] | None) -> CompressionResult:
+def _new_result(
+    agent: str | Path, env_id: str, settings: Settings, seed: int, ann: DQN, commands: list[str] | None
+) -> CompressionResult:
     """The header of this run's results (no rows yet)."""
     stage_settings, protocol = settings.compress, settings.evaluate
     episodes = stage_settings.stage_eval_episodes if stage_settings.stage_eval_episodes is not None else protocol.episodes
+    if protocol.sticky_actions is not None:
+        with_sticky_actions(settings.env, protocol.sticky_actions, env_id)  # refuses a non-Atari env now, not after the stages
+    evaluation = EvaluationProtocol(
+        episodes=episodes, seed=protocol.seed, n_envs=protocol.n_envs, sticky_actions=protocol.sticky_actions
+    )
     return CompressionResult(
         env_id=env_id, agent=str(agent), agent_sha256=sha256(agent), objective=stage_settings.objective,
-        schedule=stage_settings.schedule, percentile=stage_settings.percentile, steps_per_stage=stage_settings.steps_per_stage,
-        seed=seed, evaluation=EvaluationProtocol(episodes=episodes, seed=protocol.seed, n_envs=protocol.n_envs),
+        schedule=stage_settings.schedule, percentile=stage_settings.percentile, encoding=stage_settings.encoding,
+        steps_per_stage=stage_settings.steps_per_stage, seed=seed, evaluation=evaluation,
         commands=list(commands or []), layers=[asdict(cost) for cost in layer_costs(ann.q_net, ann.observation_space)],
     )
 
@@ -124,7 +156,10 @@ def _finished_stages(previous: CompressionResult, result: CompressionResult, fol
     name = previous.differing_setting(result)
     if name is not None:
         before, now = (_shown(getattr(r, name)) for r in (previous, result))
-        raise UsageError(f"{folder.path} holds a run with {name}={before!r}, not {now!r}; resume with the same settings, or pass --force to start over")
+        raise UsageError(
+            f"{folder.path} holds a run with {name}={before!r}, not {now!r}; "
+            "resume with the same settings, or pass --force to start over"
+        )
     done = previous.finished_stages()
     if done and not folder.stage(done[-1]).is_file():
         raise UsageError(f"{folder.stage(done[-1])} is missing, so the run cannot resume; pass --force to start over")
@@ -151,27 +186,52 @@ def _student_dqn_kwargs(settings: CompressSettings, seed: int) -> dict[str, Any]
 def _convert(ann: DQN, env: VecEnv, settings: CompressSettings, seed: int) -> DQN:
     """The spiking student at the schedule's first T, thresholds from calibration rollouts of ``ann``."""
     calibration = collect_observations(ann, env, settings.calibration_samples, rng=np.random.default_rng(seed))
-    return convert(ann, env, calibration, settings.schedule[0], settings.percentile, settings.neuron_kwargs, **_student_dqn_kwargs(settings, seed))
+    dqn_kwargs = _student_dqn_kwargs(settings, seed)
+    return convert(
+        ann, env, calibration, settings.schedule[0], settings.percentile, settings.neuron_kwargs,
+        encoding=settings.encoding, input_margin=settings.input_margin, **dqn_kwargs,
+    )
 
 
 def _restore(ann: DQN, env: VecEnv, env_id: str, settings: Settings, seed: int, stage: Path, device: str) -> DQN:
     """The spiking student with the weights of the saved ``stage`` (no calibration, no conversion)."""
     compress = settings.compress
-    student = spiking_model(ann, env, compress.schedule[0], compress.neuron_kwargs, **_student_dqn_kwargs(compress, seed))
+    dqn_kwargs = _student_dqn_kwargs(compress, seed)
+    student = spiking_model(ann, env, compress.schedule[0], compress.neuron_kwargs, compress.encoding, **dqn_kwargs)
     student.policy.load_state_dict(load_agent(stage, env_id, settings.env, device).policy.state_dict())
     return student
 
 
-def _evaluate_stage(
-    folder: RunFolder, result: CompressionResult, stage: Stage, timesteps: int | None, model: DQN, started: float, settings: Settings,
-    progress: bool,
-) -> CompressionResult:
-    """Evaluate ``model`` on the run's protocol, add its row, rewrite results.json and results.md (the one place stages are evaluated)."""
-    protocol = result.evaluation
-    evaluation = evaluate_agent(model, result.env_id, settings.env, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
-    result = result.with_row(stage, timesteps, evaluation, time.perf_counter() - started)
-    write_report(folder, result, plots=False)
-    write_results(folder, result)
-    if progress:
-        print(f"{stage.value:>10} T={timesteps or '-'}: {evaluation.mean:.2f} +- {evaluation.std:.2f} over {protocol.episodes} episodes")
-    return result
+@dataclass
+class _StageRecorder:
+    """Evaluates a stage on the run's protocol and records it: the one place stages are evaluated."""
+
+    folder: RunFolder
+    env_settings: EnvSettings
+    writer: Any = None
+    """A TensorBoard ``SummaryWriter``: each stage is logged at the retraining steps done so far."""
+    steps_per_stage: int = 0
+
+    def __call__(
+        self, result: CompressionResult, stage: Stage, timesteps: int | None, model: DQN, started: float
+    ) -> CompressionResult:
+        """``result`` with the row of ``model`` (timed from ``started``); rewrites results.json and results.md.
+
+        The ``*_STICKY`` stages are played with the protocol's sticky actions.
+        """
+        protocol = result.evaluation
+        env_settings = self.env_settings
+        if stage in (Stage.ANN_STICKY, Stage.RETRAINED_STICKY) and protocol.sticky_actions is not None:
+            env_settings = with_sticky_actions(env_settings, protocol.sticky_actions, result.env_id)
+        evaluation = evaluate_agent(
+            model, result.env_id, env_settings, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs
+        )
+        result = result.with_row(stage, timesteps, evaluation, time.perf_counter() - started)
+        if self.writer is not None:
+            steps_done = len(result.rows_of(Stage.RETRAINED)) * self.steps_per_stage
+            log_stage(self.writer, steps_done, timesteps, evaluation, model.q_net)
+        write_report(self.folder, result, plots=False)
+        write_results(self.folder, result)
+        summary = f"{evaluation.mean:.2f} +- {evaluation.std:.2f} over {protocol.episodes} episodes"
+        print(f"{stage.value:>10} T={timesteps or '-'}: {summary}")  # also with --no-progress, which hides bars only
+        return result

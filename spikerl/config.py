@@ -9,6 +9,7 @@ Command-line overrides merge in here (``with_overrides``), checked the same way.
 from __future__ import annotations
 
 import importlib.resources
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from spikerl.errors import UsageError
 from spikerl.run_folder import RunFolder
 from spikerl.settings import Settings, from_mapping
+from spikerl.zoo import is_zoo_hyperparameters, preset_from_zoo
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -71,7 +73,11 @@ def load_preset(env_id: str, path: str | Path | None = None) -> Settings:
         preset_path = Path(path)
         if not preset_path.is_file():
             raise UsageError(f"preset file {preset_path} not found; pass an existing --config FILE.yaml")
-    return _settings(_read_yaml(preset_path, "fix the file"), preset_path, "fix the file (see spikerl/settings.py)")
+    data = _read_yaml(preset_path, "fix the file")
+    if path is not None and is_zoo_hyperparameters(data):  # an rl-baselines3-zoo hyperparameter file
+        presets = preset_files()
+        data = preset_from_zoo(data, env_id, _read_yaml(presets[env_id], "fix the file") if env_id in presets else None)
+    return _settings(data, preset_path, "fix the file (see spikerl/settings.py)")
 
 
 def with_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
@@ -104,7 +110,7 @@ class RunConfig:
     commands: list[str] = field(default_factory=list)
     """The command lines of the run, first to last."""
 
-    def write(self, folder: str | Path) -> None:
+    def write(self, folder: str | os.PathLike[str]) -> None:
         """Write ``config.yaml`` in ``folder`` atomically (the settings as a preset's sections)."""
         from spikerl.checkpoints import write_text
 
@@ -112,7 +118,7 @@ class RunConfig:
         write_text(RunFolder(folder).config, yaml.safe_dump(data, sort_keys=False))
 
 
-def read_run_config(folder: str | Path) -> RunConfig | None:
+def read_run_config(folder: str | os.PathLike[str]) -> RunConfig | None:
     """The ``config.yaml`` that ``spikerl train`` wrote in ``folder`` (None if there is none)."""
     path = RunFolder(folder).config
     if not path.is_file():

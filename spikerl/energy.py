@@ -9,14 +9,18 @@ Compute (45 nm CMOS, Horowitz 2014: 32-bit float MAC 4.6 pJ, AC 0.9 pJ):
 - ANN: every layer costs its MACs.
 - SNN at T timesteps: the first layer takes the analog observation (direct encoding) and
   costs its MACs, once (spikerl computes it once per decision); every later layer receives
-  binary spikes and costs ``MACs x (input spike rate) x T`` accumulates (ACs).
+  binary spikes and costs ``MACs x (input spike rate) x T`` accumulates (ACs). With a spiking
+  input layer (``spikerl.encoding``) the first layer takes spikes too, and the encoder's own
+  operations (one comparison per input neuron, plus one subtraction for a change channel)
+  count as ACs at every timestep.
 
 Memory (counted in bytes: 32-bit weights, biases, potentials and activations, 1-bit spikes;
 every byte read or written costs ``memory_pj_per_byte``):
 
-- weights: one read per operation, MAC or AC (a spike reads the weights of its fan-out only);
+- weights: one read per operation of a weighted layer, MAC or AC (a spike reads the weights
+  of its fan-out only);
 - biases: one read per output of a layer each time it is computed: once per decision in the
-  ANN and in the SNN's first layer, every timestep in the spike-fed layers;
+  ANN and in the SNN's analog-fed first layer, every timestep in the spike-fed layers;
 - membrane potentials: at T>1 every neuron and the output accumulator keeps its potential
   between timesteps, read and written once per timestep; at T=1 nothing is kept;
 - activations: the ANN reads each layer's input and writes its output (32 bits a value);
@@ -34,11 +38,14 @@ treats currents and spikes as on-chip signal flow) and not the output accumulato
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
+
+from spikerl.snn import SpikingQNetwork, layer_plan, spiking_input_name
 
 MAC_PJ = 4.6
 AC_PJ = 0.9
@@ -49,52 +56,43 @@ SPIKE_BYTES = 1 / 8  # one bit per neuron per timestep
 
 @dataclass
 class LayerCost:
-    """One weighted layer: its name, MACs per observation, the activation layer that feeds it
-    (``None`` for the first layer, which sees the observation), its output and input sizes
-    and whether it adds a bias. ``inputs`` is None in results written before it was stored;
-    ``decision_cost`` then takes the previous layer's outputs, and the fan-in of the first
-    layer (its input size if it is a ``Linear``; an undercount for a first ``Conv2d``)."""
+    """One layer's operations: its name, operations per observation (``macs``: MACs of a
+    weighted layer; for the spiking input layer, ``kind`` ``"encoder"``, its comparisons and
+    channel differences, which the ANN does not do), the spiking layer that feeds it
+    (``None`` where it takes analog values), its output and input sizes and whether it adds
+    a bias. ``inputs`` is None in results written before it was stored; ``decision_cost`` then
+    takes the previous layer's outputs, and the fan-in of the first layer (its input size if
+    it is a ``Linear``; an undercount for a first ``Conv2d``)."""
 
     name: str
     macs: int
     input_layer: str | None
     outputs: int
+    kind: str = "weighted"
     inputs: int | None = None
     bias: bool = True
 
 
 def layer_costs(q_net: nn.Module, observation_space: Any) -> list[LayerCost]:
-    """MACs of each weighted layer of an SB3 Q-network (ANN or spiking) for one observation.
+    """Operations of each weighted layer (and the input encoder) of a Q-network, ANN or
+    spiking, for one observation, from its layer plan (``spikerl.snn.layer_plan``).
 
-    Activation layers (``ReLU`` or neuron layers) are matched by module name, so the same
-    names index the spike rates of the spiking version.
+    A layer's ``input_layer`` is named as in the plan (``spiking_input_name``), so the names
+    of an ANN's ReLU layers index the spike rates of its spiking version.
     """
-    costs: list[LayerCost] = []
-    hooks = []
-
-    def on_forward(name: str, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        per_output = module.in_features if isinstance(module, nn.Linear) else module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-        outputs = output[0].numel()
-        costs.append(LayerCost(name, outputs * per_output, None, outputs, inputs[0][0].numel(), module.bias is not None))
-
-    leaves = [(name, m) for name, m in q_net.named_modules() if not list(m.children())]
-    order = {name: index for index, (name, _) in enumerate(leaves)}
-    for name, module in leaves:
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            hooks.append(module.register_forward_hook(lambda m, i, o, name=name: on_forward(name, m, i, o)))
-    weighted = [name for name, m in leaves if isinstance(m, (nn.Linear, nn.Conv2d))]
-    activations = [name for name, m in leaves if not isinstance(m, (nn.Linear, nn.Conv2d, nn.Flatten))]
-    device = next(q_net.parameters()).device
-    sample = torch.as_tensor(observation_space.sample()[None], device=device)  # [1, *obs_shape]
-    try:
-        with torch.no_grad():
-            q_net(sample)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    for cost, name in zip(costs, weighted):
-        before = [a for a in activations if order[a] < order[name]]
-        cost.input_layer = before[-1] if before else None
+    plan = q_net.plan if isinstance(q_net, SpikingQNetwork) else layer_plan(q_net, observation_space)
+    costs = []
+    for entry in plan:
+        module, outputs, inputs = entry.module, math.prod(entry.output_shape), math.prod(entry.input_shape)
+        if entry.role == "encoder":
+            terms = int(torch.count_nonzero(module.mixing, dim=1).max())  # mixed channels per neuron, compared once
+            costs.append(LayerCost(entry.name, outputs * terms, None, outputs, kind="encoder", inputs=inputs, bias=False))
+        elif entry.role in ("weighted", "readout"):
+            if isinstance(module, nn.Linear):
+                per_output = module.in_features
+            else:
+                per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            costs.append(LayerCost(entry.name, outputs * per_output, spiking_input_name(plan, entry), outputs, inputs=inputs, bias=module.bias is not None))
     return costs
 
 
@@ -103,29 +101,33 @@ def decision_cost(
     mac_pj: float = MAC_PJ, ac_pj: float = AC_PJ, memory_pj_per_byte: float = MEMORY_PJ_PER_BYTE,
 ) -> dict[str, float]:
     """Operations, memory traffic and energy (pJ) per decision: an ANN when ``timesteps`` is None,
-    else an SNN at T = ``timesteps`` with the given spike rate of each neuron layer.
+    else an SNN at T = ``timesteps`` with the given spike rate of each spiking layer.
 
     Compute: ``energy_pj`` (``mac_energy_pj`` + ``ac_energy_pj``). Memory, in bytes:
     ``weight_bytes``, ``bias_bytes``, ``membrane_bytes``, ``activation_bytes`` (their sum
     ``memory_bytes``), costing ``memory_energy_pj``. ``total_energy_pj`` = compute + memory.
     ``membrane_values`` is the number of potentials kept between timesteps.
     """
-    costs = _with_input_sizes(costs)
+    weighted = _with_input_sizes([c for c in costs if c.kind == "weighted"])
+    encoders = [c for c in costs if c.kind == "encoder"]
     if timesteps is None:
-        macs, acs = sum(c.macs for c in costs), 0.0
-        bias_values = sum(c.outputs for c in costs if c.bias)
-        membrane = 0
-        activation_bytes = sum(c.inputs + c.outputs for c in costs) * VALUE_BYTES
+        macs, acs, membrane = sum(c.macs for c in weighted), 0.0, 0
+        bias_values = sum(c.outputs for c in weighted if c.bias)
+        activation_bytes = sum(c.inputs + c.outputs for c in weighted) * VALUE_BYTES
+        weight_reads = macs
     else:
-        first, fed = [c for c in costs if c.input_layer is None], [c for c in costs if c.input_layer is not None]
-        macs = sum(c.macs for c in first)
-        acs = sum(c.macs * spike_rates[c.input_layer] * timesteps for c in fed)
-        bias_values = sum(c.outputs for c in first if c.bias) + timesteps * sum(c.outputs for c in fed if c.bias)
-        membrane = sum(c.outputs for c in costs) if timesteps > 1 else 0
-        spike_maps = timesteps * sum(c.inputs for c in fed)  # written by one layer, read by the next
-        activation_bytes = (sum(c.inputs for c in first) + costs[-1].outputs) * VALUE_BYTES + 2 * spike_maps * SPIKE_BYTES
+        analog, fed = [c for c in weighted if c.input_layer is None], [c for c in weighted if c.input_layer is not None]
+        macs = sum(c.macs for c in analog)
+        synaptic = sum(c.macs * spike_rates[c.input_layer] * timesteps for c in fed)
+        acs = synaptic + sum(c.macs * timesteps for c in encoders)  # the encoder's comparisons, every timestep
+        membrane = sum(c.outputs for c in weighted) if timesteps > 1 else 0
+        bias_values = sum(c.outputs for c in analog if c.bias) + timesteps * sum(c.outputs for c in fed if c.bias)
+        observation = sum(c.inputs for c in analog + encoders)
+        spike_maps = timesteps * sum(c.inputs for c in fed)  # each written by one layer, read by the next
+        activation_bytes = (observation + weighted[-1].outputs) * VALUE_BYTES + 2 * spike_maps * SPIKE_BYTES
+        weight_reads = macs + synaptic
     memory = {
-        "weight_bytes": (macs + acs) * VALUE_BYTES,
+        "weight_bytes": weight_reads * VALUE_BYTES,
         "bias_bytes": bias_values * VALUE_BYTES,
         "membrane_bytes": 2 * timesteps * membrane * VALUE_BYTES if membrane else 0,
         "activation_bytes": activation_bytes,
@@ -140,20 +142,19 @@ def decision_cost(
     }
 
 
-def _with_input_sizes(costs: list[LayerCost]) -> list[LayerCost]:
-    """``costs`` with every ``inputs`` filled in (see ``LayerCost``)."""
+def _with_input_sizes(weighted: list[LayerCost]) -> list[LayerCost]:
+    """The weighted layers ``weighted`` with every ``inputs`` filled in (see ``LayerCost``)."""
     filled = []
-    for index, cost in enumerate(costs):
+    for index, cost in enumerate(weighted):
         if cost.inputs is None:
-            cost = replace(cost, inputs=costs[index - 1].outputs if index else cost.macs // cost.outputs)
+            cost = replace(cost, inputs=weighted[index - 1].outputs if index else cost.macs // cost.outputs)
         filled.append(cost)
     return filled
 
 
-def energy_ratios(costs: list[LayerCost], spike_rates: dict[str, float], timesteps: int | None) -> dict[str, float]:
-    """ANN energy / this network's energy per decision: compute only and with memory access."""
-    ann, this = decision_cost(costs), decision_cost(costs, spike_rates, timesteps)
+def energy_ratios(ann_cost: dict[str, float], cost: dict[str, float]) -> dict[str, float]:
+    """The ANN's energy over a network's, from their ``decision_cost``: compute only and with memory."""
     return {
-        "ann_energy_ratio": ann["energy_pj"] / this["energy_pj"],
-        "ann_total_energy_ratio": ann["total_energy_pj"] / this["total_energy_pj"],
+        "ann_energy_ratio": ann_cost["energy_pj"] / cost["energy_pj"],
+        "ann_total_energy_ratio": ann_cost["total_energy_pj"] / cost["total_energy_pj"],
     }

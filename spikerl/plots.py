@@ -39,10 +39,12 @@ def plot_compression(result: CompressionResult, folder: RunFolder) -> list[str]:
     figure, axis = _figure()
     axis.axhline(ann.mean_reward, color="gray", linestyle="--", label="ANN")
     if stages:
-        axis.errorbar([r.T for r in stages], [r.mean_reward for r in stages], [r.std_reward for r in stages], marker="o", capsize=3, label="SNN, retrained")
+        rewards, stds = [r.mean_reward for r in stages], [r.std_reward for r in stages]
+        axis.errorbar([r.T for r in stages], rewards, stds, marker="o", capsize=3, label="SNN, retrained")
     if converted:
         axis.plot([r.T for r in converted], [r.mean_reward for r in converted], "x", color="red", label="SNN, converted only")
-    axis.set(xlabel="timesteps T per decision", ylabel=f"mean reward ({result.evaluation.episodes} episodes)", title=result.env_id)
+    ylabel = f"mean reward ({result.evaluation.episodes} episodes)"
+    axis.set(xlabel="timesteps T per decision", ylabel=ylabel, title=result.env_id)
     axis.set_xticks(sorted({row.T for row in stages + converted if row.T is not None}))
     axis.invert_xaxis()
     axis.legend()
@@ -53,7 +55,8 @@ def plot_compression(result: CompressionResult, folder: RunFolder) -> list[str]:
         figure, axis = _figure()
         width = 0.8 / len(stages)
         for index, row in enumerate(stages):
-            axis.bar(np.arange(len(layers)) + index * width, [row.spike_rates[layer] for layer in layers], width, label=f"T={row.T}")
+            rates = [row.spike_rates[layer] for layer in layers]
+            axis.bar(np.arange(len(layers)) + index * width, rates, width, label=f"T={row.T}")
         axis.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, layers, rotation=20)
         axis.set(ylabel="spikes per neuron per timestep", title="spike rate per layer")
         axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
@@ -64,7 +67,8 @@ def plot_compression(result: CompressionResult, folder: RunFolder) -> list[str]:
     costs = [ann.cost] + [row.cost for row in stages]
     mac_nj = [cost["mac_energy_pj"] / 1000 for cost in costs]
     axis.bar(labels, mac_nj, color="gray", label="MACs (ANN; SNN first layer, analog input)")
-    axis.bar(labels, [cost["ac_energy_pj"] / 1000 for cost in costs], bottom=mac_nj, color="tab:blue", label="ACs (SNN layers driven by spikes)")
+    ac_nj = [cost["ac_energy_pj"] / 1000 for cost in costs]
+    axis.bar(labels, ac_nj, bottom=mac_nj, color="tab:blue", label="ACs (SNN layers driven by spikes)")
     axis.set(ylabel="energy per decision (nJ, 45 nm estimate)", title="energy per decision")
     axis.legend(fontsize="small")
     names.append(_save(figure, folder.plot("energy")))
@@ -87,10 +91,13 @@ def plot_training_curve(run_dir: Path, path: Path, frames_per_step: int = 1) -> 
     episodes = pandas.concat([pandas.read_csv(file, skiprows=1) for file in files]) if files else pandas.DataFrame()
     if len(episodes):
         steps = np.cumsum(episodes["l"].to_numpy()) / frames_per_step
-        axis.plot(steps, episodes["r"].rolling(10, min_periods=1).mean(), color="lightsteelblue", label="training episodes (mean of 10)")
-    if RunFolder(run_dir).evaluations.is_file():
-        evaluations = np.load(RunFolder(run_dir).evaluations)
-        axis.errorbar(evaluations["timesteps"], evaluations["results"].mean(axis=1), evaluations["results"].std(axis=1), marker="o", capsize=3, label="evaluation")
+        mean_of_10 = episodes["r"].rolling(10, min_periods=1).mean()
+        axis.plot(steps, mean_of_10, color="lightsteelblue", label="training episodes (mean of 10)")
+    log = RunFolder(run_dir).evaluations
+    if log.is_file():
+        evaluations = np.load(log)
+        eval_steps, results = evaluations["timesteps"], evaluations["results"]
+        axis.errorbar(eval_steps, results.mean(axis=1), results.std(axis=1), marker="o", capsize=3, label="evaluation")
     axis.set(xlabel="agent steps", ylabel="episode reward", title=run_dir.name)
     axis.legend()
     _save(figure, path)

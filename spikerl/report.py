@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 from spikerl.checkpoints import write_text
@@ -26,7 +27,8 @@ def render_markdown(result: CompressionResult) -> str:
         f"Evaluation: {protocol.episodes} episodes per row, environment seeds from {protocol.seed} "
         f"({protocol.n_envs} environments), greedy actions; the same episodes for every row.",
         f"Objective `{result.objective}`, {result.steps_per_stage} steps per stage, "
-        f"conversion percentile {result.percentile}, seed {result.seed}.",
+        f"conversion percentile {result.percentile}, input encoding {result.encoding}, seed {result.seed}.",
+        *([f"Sticky-action rows: repeat_action_probability {protocol.sticky_actions}."] if protocol.sticky_actions else []),
         "Energy per decision: MAC 4.6 pJ, AC 0.9 pJ (45 nm); SNN layers after the first cost "
         "MACs x input spike rate x T accumulates; with memory, every byte of weights, biases, membrane potentials "
         "and activations read or written costs 24.96 pJ (see spikerl/energy.py).",
@@ -48,7 +50,9 @@ def render_markdown(result: CompressionResult) -> str:
     return "\n".join(lines)
 
 
-def write_report(folder: str | Path, result: CompressionResult | None = None, plots: bool = True) -> CompressionResult:
+def write_report(
+    folder: str | os.PathLike[str], result: CompressionResult | None = None, plots: bool = True
+) -> CompressionResult:
     """Rewrite ``results.md`` (and, with ``plots``, the PNG plots) of the compression run in ``folder``.
 
     ``result`` defaults to the folder's ``results.json``; returns it with every row's cost

@@ -28,7 +28,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -135,9 +135,11 @@ class DistillationRetrainer:
         teacher_states: int,
         seed: int = 0,
         progress: bool = True,
+        writer: Any = None,
     ):
         self.teacher, self.student, self.env, self.settings = teacher, student, env, settings
-        self.progress = progress
+        self.progress, self.writer = progress, writer
+        self.steps_done = 0  # over all stages: the x axis of the TensorBoard scalars
         self.rng = np.random.default_rng(seed)
         self.optimizer = torch.optim.Adam(student.q_net.parameters(), lr=settings.learning_rate)
         constrain_after_each_step(self.optimizer, student.q_net)
@@ -149,7 +151,8 @@ class DistillationRetrainer:
     @torch.no_grad()
     def _add_states(self, states: np.ndarray) -> None:
         """Append ``states [N, ...]`` and the teacher's Q-values ``[N, n_actions]`` to the pool."""
-        q_values = torch.cat([self.teacher.q_net(self._tensor(chunk)).cpu() for chunk in np.array_split(states, max(1, len(states) // 1024))])
+        chunks = np.array_split(states, max(1, len(states) // 1024))
+        q_values = torch.cat([self.teacher.q_net(self._tensor(chunk)).cpu() for chunk in chunks])
         self.states = np.concatenate([self.states, states])[-self.settings.max_pool :]
         self.teacher_q = torch.cat([self.teacher_q, q_values])[-self.settings.max_pool :]
         advantages = self.teacher_q - self.teacher_q.mean(dim=1, keepdim=True)
@@ -182,6 +185,10 @@ class DistillationRetrainer:
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()  # the neuron constraints follow through the step hook
+            if self.writer is not None:
+                self.writer.add_scalar("distill/loss", loss.item(), self.steps_done)
+                self.writer.add_scalar("distill/learning_rate", self.optimizer.param_groups[0]["lr"], self.steps_done)
+            self.steps_done += 1
             if schedule is not None:
                 schedule.step()
         q_net.eval()
@@ -189,12 +196,14 @@ class DistillationRetrainer:
 
 
 def make_retrainer(
-    teacher: DQN, student: DQN, env: VecEnv, settings: CompressSettings, seed: int, progress: bool,
+    teacher: DQN, student: DQN, env: VecEnv, settings: CompressSettings, seed: int, progress: bool, writer: Any = None,
     make_eval_env: Callable[[], VecEnv] | None = None,
 ) -> Retrainer:
-    """The retrainer of ``settings.objective``, configured by the rest of ``settings``
-    (``make_eval_env``: the environment of ``td``'s in-stage evaluations, made only when they run)."""
+    """The retrainer of ``settings.objective``, configured by the rest of ``settings``; ``writer``
+    (a TensorBoard ``SummaryWriter``) receives the distillation loss and learning rate per step;
+    ``make_eval_env`` makes the environment of ``td``'s in-stage evaluations (only when they run)."""
     if settings.objective == "td":
         eval_env = make_eval_env() if settings.td.keep_best and make_eval_env is not None else None
         return TDRetrainer(teacher, student, settings.td, eval_env, seed=seed, progress=progress)
-    return DistillationRetrainer(teacher, student, env, settings.distill, settings.teacher_states, seed=seed, progress=progress)
+    distill, teacher_states = settings.distill, settings.teacher_states
+    return DistillationRetrainer(teacher, student, env, distill, teacher_states, seed=seed, progress=progress, writer=writer)

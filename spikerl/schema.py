@@ -19,21 +19,23 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from typing_extensions import dataclass_transform
+
 from spikerl.errors import UsageError
 
 R = TypeVar("R", bound="Record")
 
 
 def setting(
-    default: Any = dataclasses.MISSING,
     *,
+    default: Any = dataclasses.MISSING,
     low: float | None = None,
     high: float | None = None,
     above: float | None = None,
     hint: str = "",
     factory: Any = dataclasses.MISSING,
 ) -> Any:
-    """A dataclass field with bounds: ``low <= value <= high`` and ``value > above``.
+    """A ``Record`` field with a ``default`` and bounds: ``low <= value <= high`` and ``value > above``.
 
     For a sequence the bounds hold for each element. ``hint`` ends the error message.
     ``factory`` makes mutable defaults, as ``dataclasses.field(default_factory=...)``.
@@ -125,7 +127,8 @@ def check_value(value: Any, hint: Any, name: str, bounds: Mapping[str, Any] | No
     if origin is dict:
         if not isinstance(value, Mapping):
             raise _fail(name, f"must be a mapping, got {value!r}")
-        return {check_value(key, str, f"{name} key"): check_value(item, args[1], f"{name}.{key}") for key, item in value.items()}
+        keys = [check_value(key, str, f"{name} key") for key in value]
+        return {key: check_value(value[key], args[1], f"{name}.{key}") for key in keys}
     raise TypeError(f"{name}: no check for type {hint!r}")  # a programming error in a Record's annotations
 
 
@@ -137,13 +140,21 @@ def _prefixed(error: UsageError, prefix: str) -> UsageError:
     return UsageError(str(error).replace(error.parameter, name, 1), parameter=name)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclass_transform(frozen_default=True, field_specifiers=(setting,))
 class Record:
-    """A frozen dataclass that checks its fields on construction (see the module docstring)."""
+    """A frozen dataclass that checks its fields on construction (see the module docstring).
+
+    Subclasses are made frozen dataclasses when they are defined; declare fields with their
+    type, and ``setting(...)`` for a default and bounds.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclasses.dataclass(frozen=True)(cls)
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
-        for field in dataclasses.fields(self):
+        for field in _fields(self):
             checked = check_value(getattr(self, field.name), hints[field.name], field.name, field.metadata)
             object.__setattr__(self, field.name, checked)
         self.check()
@@ -153,7 +164,11 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for YAML and JSON): nested records as mappings, tuples as lists, enums as values."""
-        return {field.name: _plain(getattr(self, field.name)) for field in dataclasses.fields(self)}
+        return {field.name: _plain(getattr(self, field.name)) for field in _fields(self)}
+
+
+def _fields(record: Record | type[Record]) -> tuple[dataclasses.Field, ...]:
+    return dataclasses.fields(record)  # type: ignore[arg-type]
 
 
 def _plain(value: Any) -> Any:
@@ -173,7 +188,7 @@ def build(cls: type[R], data: Any, name: str = "") -> R:
     where = name or "the top level"
     if not isinstance(data, Mapping):
         raise UsageError(f"{where} must be a mapping of keys to values, got {type(data).__name__}", parameter=name or None)
-    fields = {field.name: field for field in dataclasses.fields(cls)}
+    fields = {field.name: field for field in _fields(cls)}
     for key in data:
         if key not in fields:
             full = f"{name}.{key}" if name else str(key)

@@ -1,16 +1,18 @@
 """The settings of a preset (``envs/<EnvId>.yaml``): one typed class per section, each field
 with its default and meaning, checked when built (see ``spikerl.schema``).
 
-To add a setting: add a field (with ``setting(default, bounds)`` and a docstring) to its
-section's class, and read it where it is used. ``spikerl.config`` reads presets into these
-classes and merges command-line overrides into them.
+To add a setting, add a field to its section's class, with its type, ``setting(default=...,
+low=..., high=...)`` and a docstring below it, and read it where it is used. For example
+``sticky_actions: float = setting(default=0.0, low=0, high=1)`` in ``EvaluateSettings``: presets
+then accept ``evaluate: {sticky_actions: 0.25}``, refuse other types and values in one line,
+and ``spikerl.config.with_overrides`` merges a command-line value into it.
+``spikerl.config`` reads preset files into these classes.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from spikerl.errors import UsageError
@@ -20,32 +22,44 @@ from spikerl.schema import Record, build, check_number, check_plain, setting
 EVAL_SEED_BASE = 1_000_000
 #: Bounds that keep numbers from the user within what a run can hold.
 MAX_TIMESTEPS = 64
+MAX_LAYERS = 16  # hidden layers of a policy's net_arch
+MAX_LAYER_SIZE = 8192  # units per layer (CartPole's: 256, NatureCNN's features: 512)
 MAX_STEPS = 10**10
 MAX_EPISODES = 1_000_000
 MAX_SAMPLES = 10_000_000
 MAX_THREADS = 4 * (os.cpu_count() or 1)
 #: Retraining objectives of ``spikerl compress`` (``spikerl.retrain``).
 Objective = Literal["distill", "td"]
+SCHEDULE_HINT = f"give decreasing timesteps up to {MAX_TIMESTEPS} such as 5,4,3,2,1"
+EVAL_SEED_HINT = f"evaluation seeds start at {EVAL_SEED_BASE} (training uses the ones below)"
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
+#: ALE's recommended sticky-action probability (Machado et al. 2018; the default of ``ALE/...-v5``).
+STICKY_ACTIONS = 0.25
+#: How image observations enter a spiking network (``spikerl.encoding``).
+Encoding = Literal["direct", "threshold", "event", "threshold+event"]
+ENCODINGS: tuple[str, ...] = get_args(Encoding)
 
 
-@dataclass(frozen=True)
 class EnvSettings(Record):
     """``env``: how the environment is built (``spikerl.envs.make_env``)."""
 
     atari: bool = False
     """SB3's Atari wrappers (noop reset, frame skip, 84x84 grayscale, clipped reward)."""
-    frame_stack: int = setting(1, low=1, high=64)
+    frame_stack: int = setting(default=1, low=1, high=64)
     """Frames stacked per observation (Atari)."""
     wrapper_kwargs: dict[str, Any] = setting(factory=dict)
     """Keyword arguments of SB3's ``AtariWrapper``, e.g. ``frame_skip``."""
     env_kwargs: dict[str, Any] = setting(factory=dict)
     """Keyword arguments of ``gymnasium.make``, e.g. ``max_episode_steps``."""
-    num_threads: int | None = setting(None, low=1, high=MAX_THREADS)
+    num_threads: int | None = setting(default=None, low=1, high=MAX_THREADS)
     """Torch CPU threads (None: torch's default)."""
 
+    @property
+    def frames_per_step(self) -> int:
+        """Emulator frames per agent step: the Atari wrapper's ``frame_skip`` (SB3's default 4), else 1."""
+        return int(self.wrapper_kwargs.get("frame_skip", 4)) if self.atari else 1
 
-@dataclass(frozen=True)
+
 class TrainSettings(Record):
     """``train``: the ANN's training by ``spikerl train``."""
 
@@ -53,11 +67,11 @@ class TrainSettings(Record):
     """SB3 DQN policy: MlpPolicy or CnnPolicy."""
     n_timesteps: int = setting(low=1, high=MAX_STEPS)
     """Agent steps to train for."""
-    eval_freq: int = setting(10_000, low=1, high=MAX_STEPS)
+    eval_freq: int = setting(default=10_000, low=1, high=MAX_STEPS)
     """Evaluate (and keep the best model) every this many agent steps."""
-    eval_episodes: int = setting(10, low=1, high=MAX_EPISODES)
+    eval_episodes: int = setting(default=10, low=1, high=MAX_EPISODES)
     """Episodes per evaluation during training."""
-    checkpoint_freq: int = setting(10_000, low=1, high=MAX_STEPS)
+    checkpoint_freq: int = setting(default=10_000, low=1, high=MAX_STEPS)
     """Write a resumable checkpoint every this many agent steps."""
     save_replay_buffer: bool = True
     """Keep the replay buffer when the run stops, for resuming."""
@@ -72,70 +86,69 @@ class TrainSettings(Record):
         check_dqn_kwargs(self.dqn, "dqn")
 
 
-@dataclass(frozen=True)
 class DistillSettings(Record):
     """``compress.distill``: the distillation objective (``spikerl.retrain.DistillationRetrainer``)."""
 
-    student_states: int = setting(5000, low=0, high=MAX_SAMPLES)
+    student_states: int = setting(default=5000, low=0, high=MAX_SAMPLES)
     """States added to the pool from student rollouts before each stage."""
-    epsilon: float = setting(0.2, low=0, high=1)
+    epsilon: float = setting(default=0.2, low=0, high=1)
     """Exploration rate of those student rollouts."""
-    batch_size: int = setting(256, low=1, high=MAX_SAMPLES)
+    batch_size: int = setting(default=256, low=1, high=MAX_SAMPLES)
     """States per gradient step."""
-    learning_rate: float = setting(1e-3, above=0, high=1)
+    learning_rate: float = setting(default=1e-3, above=0, high=1)
     """Adam learning rate at the start of each stage."""
-    temperature: float = setting(0.1, above=0)
+    temperature: float = setting(default=0.1, above=0)
     """Softmax temperature of the student's Q-values, in units of the teacher advantages' std."""
-    advantage_weight: float = setting(0.0, low=0)
+    advantage_weight: float = setting(default=0.0, low=0)
     """Weight of the advantage MSE term (0: cross-entropy alone)."""
-    max_pool: int = setting(100_000, low=1, high=MAX_SAMPLES)
+    max_pool: int = setting(default=100_000, low=1, high=MAX_SAMPLES)
     """Most states kept in the pool (the oldest leave first)."""
     cosine: bool = True
     """Anneal the learning rate to 0 over each stage."""
 
 
-@dataclass(frozen=True)
 class TDSettings(Record):
     """``compress.td``: the paper's TD objective (``spikerl.retrain.TDRetrainer``)."""
 
     dqn: dict[str, Any] = setting(factory=dict)
     """Keyword arguments of ``stable_baselines3.DQN`` for the student (learning rate, target network, ...)."""
-    teacher_transitions: int = setting(0, low=0, high=MAX_SAMPLES)
+    teacher_transitions: int = setting(default=0, low=0, high=MAX_SAMPLES)
     """Transitions of teacher rollouts put in the replay buffer before the first stage."""
-    teacher_epsilon: float = setting(0.1, low=0, high=1)
+    teacher_epsilon: float = setting(default=0.1, low=0, high=1)
     """Exploration rate of those teacher rollouts."""
     fresh_optimizer: bool = False
     """Start every stage with fresh Adam moments (as the authors do)."""
     keep_best: bool = False
     """End each stage with the weights that scored best in its evaluations, not the last ones."""
-    eval_freq: int = setting(1000, low=1, high=MAX_STEPS)
+    eval_freq: int = setting(default=1000, low=1, high=MAX_STEPS)
     """Agent steps between those evaluations (``keep_best``)."""
-    eval_episodes: int = setting(5, low=1, high=MAX_EPISODES)
+    eval_episodes: int = setting(default=5, low=1, high=MAX_EPISODES)
     """Greedy episodes per evaluation (``keep_best``), on training seeds apart from the evaluation seeds."""
 
     def check(self) -> None:
         check_dqn_kwargs(self.dqn, "dqn")
 
 
-@dataclass(frozen=True)
 class CompressSettings(Record):
     """``compress``: conversion and the IIR schedule of ``spikerl compress``."""
 
     steps_per_stage: int = setting(low=0, high=MAX_STEPS)
     """Gradient steps (distill) or agent steps (td) per stage."""
-    schedule: tuple[int, ...] = setting(
-        (5, 4, 3, 2, 1), low=1, high=MAX_TIMESTEPS, hint=f"give decreasing timesteps up to {MAX_TIMESTEPS} such as 5,4,3,2,1"
-    )
+    schedule: tuple[int, ...] = setting(default=(5, 4, 3, 2, 1), low=1, high=MAX_TIMESTEPS, hint=SCHEDULE_HINT)
     """T of each stage, strictly decreasing."""
     objective: Objective = "distill"
     """Retraining objective: distill or td (the paper's TD loss)."""
-    percentile: float = setting(90.0, above=0, high=100)
+    percentile: float = setting(default=90.0, above=0, high=100)
     """Percentile of each layer's input currents taken as its threshold."""
-    calibration_samples: int = setting(512, low=1, high=MAX_SAMPLES)
+    encoding: Encoding = "direct"
+    """Input of image observations: direct (analog pixels), threshold, event or threshold+event (spikes)."""
+    input_margin: float = setting(default=0.1, above=0, high=0.99)
+    """Spiking input: a pixel fires this much (of 0..1) above its channel's most common value, a change by this much."""
+    calibration_samples: int = setting(default=512, low=1, high=MAX_SAMPLES)
     """ANN rollout states that set the thresholds."""
-    stage_eval_episodes: int | None = setting(None, low=1, high=MAX_EPISODES)
+    stage_eval_episodes: int | None = setting(default=None, low=1, high=MAX_EPISODES)
     """Evaluation episodes per stage (None: evaluate.episodes)."""
-    teacher_states: int = setting(5000, low=1, high=MAX_SAMPLES)
+    teacher_states: int = setting(default=5000, low=1, high=MAX_SAMPLES)
     """States from teacher rollouts in the initial distillation pool."""
     neuron_kwargs: dict[str, Any] = setting(factory=dict)
     """Keyword arguments of ``spikerl.neurons.IFNeuron`` (threshold, leak, learn_leak, surrogate_scale)."""
@@ -147,31 +160,31 @@ class CompressSettings(Record):
     def check(self) -> None:
         schedule = self.schedule
         if not schedule:
-            raise UsageError(f"schedule is empty; give decreasing timesteps up to {MAX_TIMESTEPS} such as 5,4,3,2,1", parameter="schedule")
+            raise UsageError(f"schedule is empty; {SCHEDULE_HINT}", parameter="schedule")
         if any(later >= earlier for earlier, later in zip(schedule, schedule[1:])):
             raise UsageError(
-                f"schedule must decrease strictly (IIR lowers T stage by stage), got {','.join(map(str, schedule))}", parameter="schedule"
+                f"schedule must decrease strictly (IIR lowers T stage by stage), got {','.join(map(str, schedule))}",
+                parameter="schedule",
             )
         from spikerl.neurons import IFNeuron
 
         _check_keywords(self.neuron_kwargs, IFNeuron, "neuron_kwargs", "spikerl.neurons.IFNeuron")
 
 
-@dataclass(frozen=True)
 class EvaluateSettings(Record):
     """``evaluate``: the evaluation protocol (the same episodes for every agent compared)."""
 
-    episodes: int = setting(10, low=1, high=MAX_EPISODES)
+    episodes: int = setting(default=10, low=1, high=MAX_EPISODES)
     """Greedy episodes per evaluation."""
-    seed: int = setting(
-        EVAL_SEED_BASE, low=EVAL_SEED_BASE, high=2**31 - 1, hint=f"evaluation seeds start at {EVAL_SEED_BASE} (training uses the ones below)"
-    )
+    seed: int = setting(default=EVAL_SEED_BASE, low=EVAL_SEED_BASE, high=2**31 - 1, hint=EVAL_SEED_HINT)
     """Seed of the first evaluation environment; the others count up from it."""
-    n_envs: int = setting(10, low=1, high=1024)
+    n_envs: int = setting(default=10, low=1, high=1024)
     """Environments played in parallel, each its share of the episodes in turn."""
+    sticky_actions: float | None = setting(default=None, low=0, high=0.99)
+    """Atari: ``spikerl compress`` also evaluates the ANN and the last stage with ALE's sticky
+    actions at this probability (0.25 is ALE's protocol; None: no such rows)."""
 
 
-@dataclass(frozen=True)
 class Settings(Record):
     """A whole preset: its four sections."""
 
@@ -188,7 +201,7 @@ def from_mapping(data: Any) -> Settings:
 
 #: DQN keyword arguments that spikerl sets itself.
 _DQN_SET_BY_SPIKERL = frozenset({"self", "policy", "env", "seed", "device", "verbose", "_init_setup_model"})
-#: Bounds of the numeric DQN keyword arguments: (type, setting(...) bounds).
+#: Bounds of the numeric DQN keyword arguments: (type, setting(default=...) bounds).
 _DQN_NUMBERS: dict[str, tuple[type, dict[str, Any]]] = {
     "learning_rate": (float, {"above": 0, "high": 1}),
     "buffer_size": (int, {"low": 1, "high": MAX_SAMPLES * 10}),
@@ -218,16 +231,43 @@ def check_dqn_kwargs(kwargs: dict[str, Any], name: str) -> None:
             check_number(value, f"{name}.{key}", kind, bounds)
     train_freq = kwargs.get("train_freq", 1)
     frequency = train_freq[0] if isinstance(train_freq, list) and len(train_freq) == 2 else train_freq
-    check_number(frequency, f"{name}.train_freq", int, {"low": 1, "high": MAX_STEPS, "hint": "give steps, or [steps, step|episode]"})
+    bounds = {"low": 1, "high": MAX_STEPS, "hint": "give steps, or [steps, episode]"}
+    check_number(frequency, f"{name}.train_freq", int, bounds)
     if not isinstance(kwargs.get("policy_kwargs", {}), dict):
-        raise UsageError(f"{name}.policy_kwargs must be a mapping such as {{net_arch: [256, 256]}}", parameter=f"{name}.policy_kwargs")
+        key = f"{name}.policy_kwargs"
+        raise UsageError(f"{key} must be a mapping such as {{net_arch: [256, 256]}}", parameter=key)
+    check_network_size(kwargs.get("policy_kwargs", {}), f"{name}.policy_kwargs")
 
 
-def _check_keywords(kwargs: dict[str, Any], target: Any, name: str, target_name: str, excluded: frozenset[str] = frozenset()) -> None:
+def check_network_size(policy_kwargs: dict[str, Any], name: str) -> None:
+    """Refuse ``policy_kwargs`` whose ``net_arch``, ``features_dim`` or ``timesteps`` are not
+    integers within ``MAX_LAYERS`` layers of at most ``MAX_LAYER_SIZE`` units and ``MAX_TIMESTEPS``
+    (presets and untrusted agents alike)."""
+    net_arch = policy_kwargs.get("net_arch", [])
+    if not isinstance(net_arch, list) or len(net_arch) > MAX_LAYERS:
+        message = f"{name}.net_arch must be a list of at most {MAX_LAYERS} layer sizes such as [256, 256], got {net_arch!r}"
+        raise UsageError(message, parameter=f"{name}.net_arch")
+    for index, size in enumerate(net_arch):
+        check_number(size, f"{name}.net_arch[{index}]", int, {"low": 1, "high": MAX_LAYER_SIZE})
+    features = policy_kwargs.get("features_extractor_kwargs", {})
+    if not isinstance(features, dict):
+        key = f"{name}.features_extractor_kwargs"
+        raise UsageError(f"{key} must be a mapping such as {{features_dim: 512}}", parameter=key)
+    if "features_dim" in features:
+        bounds = {"low": 1, "high": MAX_LAYER_SIZE}
+        check_number(features["features_dim"], f"{name}.features_extractor_kwargs.features_dim", int, bounds)
+    if "timesteps" in policy_kwargs:
+        check_number(policy_kwargs["timesteps"], f"{name}.timesteps", int, {"low": 1, "high": MAX_TIMESTEPS})
+
+
+def _check_keywords(
+    kwargs: dict[str, Any], target: Any, name: str, target_name: str, excluded: frozenset[str] = frozenset()
+) -> None:
     """Refuse keys of ``kwargs`` that are not keyword parameters of ``target`` (minus ``excluded``)."""
     check_plain(kwargs, name)
     known = [parameter for parameter in inspect.signature(target).parameters if parameter not in excluded]
     for key in kwargs:
         if key not in known:
-            raise UsageError(f"unknown key {name}.{key}; {name} takes keyword arguments of {target_name}: {', '.join(known)}", parameter=f"{name}.{key}")
+            takes = f"{name} takes keyword arguments of {target_name}: {', '.join(known)}"
+            raise UsageError(f"unknown key {name}.{key}; {takes}", parameter=f"{name}.{key}")
 

@@ -44,7 +44,7 @@ def tiny_run(tmp_path_factory):
 
 def test_train_writes_a_loadable_ann(tiny_run):
     run_folder = tiny_run / "run"
-    for name in ("ann.zip", "checkpoint.zip", "config.yaml", "0.monitor.csv", "training_curve.png"):
+    for name in ("ann.zip", "checkpoint.json", "config.yaml", "0.monitor.csv", "training_curve.png"):
         assert (run_folder / name).is_file(), name
     config = yaml.safe_load((run_folder / "config.yaml").read_text())
     assert config["train"]["n_timesteps"] == 1100  # the preset as run, with the command line's -n
@@ -149,10 +149,11 @@ def test_td_objective_retrains_every_stage(tmp_path, capsys):
     results = json.loads((tmp_path / "td" / "results.json").read_text())
     assert results["objective"] == "td"
     assert [(row["stage"], row["T"]) for row in results["rows"]][2:] == [("retrained", 2), ("retrained", 1)]
-    weights = [
-        torch.load(zipfile.ZipFile(tmp_path / "td" / f"T{t}.zip").open("policy.pth"), weights_only=True)["q_net.q_net.0.weight"]
-        for t in (2, 1)
-    ]
+    def first_layer(timesteps):
+        with zipfile.ZipFile(tmp_path / "td" / f"T{timesteps}.zip") as archive:
+            return torch.load(archive.open("policy.pth"), weights_only=True)["q_net.q_net.0.weight"]
+
+    weights = [first_layer(t) for t in (2, 1)]
     assert not torch.equal(*weights)  # the T=1 stage took gradient steps
 
 
@@ -166,7 +167,8 @@ def test_snn_checkpoint_loads_with_plain_sb3_in_a_fresh_process(tiny_run):
         "print(type(model.policy).__name__, model.q_net.timesteps, model.predict(obs, deterministic=True)[0].tolist())\n"
     )
     agent = str(tiny_run / "snn" / "T1.zip")
-    outputs = [subprocess.run([sys.executable, "-c", code, agent], capture_output=True, text=True, check=True).stdout for _ in range(2)]
+    command = [sys.executable, "-c", code, agent]
+    outputs = [subprocess.run(command, capture_output=True, text=True, check=True).stdout for _ in range(2)]
     assert outputs[0] == outputs[1]
     assert outputs[0].startswith("SpikingMlpPolicy 1 [")
 
@@ -255,7 +257,8 @@ def test_unknown_env_for_train(tmp_path, capsys):
 
 
 def test_train_n_timesteps_is_bounded(tmp_path, capsys, no_work):
-    assert_one_error_line(*run(capsys, "train", "-n", "0", "--out", tmp_path / "x")[::2], "-n/--n-timesteps must be at least 1")
+    code, _, err = run(capsys, "train", "-n", "0", "--out", tmp_path / "x")
+    assert_one_error_line(code, err, "-n/--n-timesteps must be at least 1")
 
 
 # --- bad presets: one line naming the file and the key, exit 2, before any work
@@ -264,33 +267,41 @@ def _preset():
     return yaml.safe_load(open(REPO / "envs" / "CartPole-v1.yaml"))
 
 
-def _edited(edit):
+def _edited(key, value=None, drop=False):
+    """The CartPole preset with ``key`` (dotted, e.g. ``train.dqn.gamma``) set to ``value`` or dropped, as YAML bytes."""
     def make():
         preset = _preset()
-        edit(preset)
+        *parents, last = key.split(".")
+        section = preset
+        for parent in parents:
+            section = section[parent]
+        if drop:
+            del section[last]
+        else:
+            section[last] = value
         return yaml.safe_dump(preset).encode()
     return make
 
 
 BAD_PRESETS = {
-    "missing key": (_edited(lambda p: p["train"].pop("n_timesteps")), "missing key train.n_timesteps"),
-    "missing required section key": (_edited(lambda p: p["compress"].pop("steps_per_stage")), "missing key compress.steps_per_stage"),
-    "unknown key": (_edited(lambda p: p["compress"]["distill"].update(learning_rte=0.1)), "unknown key compress.distill.learning_rte"),
-    "unknown section": (_edited(lambda p: p.update(evalute={"episodes": 3})), "unknown key evalute"),
-    "unknown DQN keyword": (_edited(lambda p: p["train"]["dqn"].update(learnin_rate=0.1)), "unknown key train.dqn.learnin_rate"),
-    "unknown neuron keyword": (_edited(lambda p: p["compress"].update(neuron_kwargs={"treshold": 1})), "unknown key compress.neuron_kwargs.treshold"),
-    "wrong type": (_edited(lambda p: p["train"].update(n_timesteps="lots")), "train.n_timesteps must be an integer, got 'lots'"),
-    "wrong type of list": (_edited(lambda p: p["compress"].update(schedule="5,4")), "compress.schedule must be a list"),
-    "wrong type of bool": (_edited(lambda p: p["env"].update(atari="yes please")), "env.atari must be true or false"),
-    "section not a mapping": (_edited(lambda p: p.update(train=3)), "train must be a mapping"),
-    "zero frequency": (_edited(lambda p: p["train"].update(checkpoint_freq=0)), "train.checkpoint_freq must be at least 1, got 0"),
-    "NaN gamma": (lambda: _preset_text().replace("gamma: 0.99", "gamma: .nan").encode(), "train.dqn.gamma must be a finite number"),
-    "gamma above 1": (_edited(lambda p: p["compress"]["td"]["dqn"].update(gamma=2)), "compress.td.dqn.gamma must be at most 1"),
-    "unknown objective": (_edited(lambda p: p["compress"].update(objective="mse")), "compress.objective must be one of distill, td"),
-    "schedule not decreasing": (_edited(lambda p: p["compress"].update(schedule=[1, 2])), "compress.schedule must decrease strictly"),
-    "evaluation seed in the training range": (_edited(lambda p: p["evaluate"].update(seed=5)), "evaluate.seed must be at least 1000000"),
-    "too many threads": (_edited(lambda p: p["env"].update(num_threads=10**6)), "env.num_threads must be at most"),
-    "unknown policy": (_edited(lambda p: p["train"].update(policy="PPOPolicy")), "train.policy must be one of"),
+    "missing key": (_edited("train.n_timesteps", drop=True), "missing key train.n_timesteps"),
+    "missing compress key": (_edited("compress.steps_per_stage", drop=True), "missing key compress.steps_per_stage"),
+    "unknown key": (_edited("compress.distill.learning_rte", 0.1), "unknown key compress.distill.learning_rte"),
+    "unknown section": (_edited("evalute", {"episodes": 3}), "unknown key evalute"),
+    "unknown DQN keyword": (_edited("train.dqn.learnin_rate", 0.1), "unknown key train.dqn.learnin_rate"),
+    "unknown neuron keyword": (_edited("compress.neuron_kwargs", {"treshold": 1}), "unknown key compress.neuron_kwargs.tresh"),
+    "wrong type": (_edited("train.n_timesteps", "lots"), "train.n_timesteps must be an integer, got 'lots'"),
+    "wrong type of list": (_edited("compress.schedule", "5,4"), "compress.schedule must be a list"),
+    "wrong type of bool": (_edited("env.atari", "yes please"), "env.atari must be true or false"),
+    "section not a mapping": (_edited("train", 3), "train must be a mapping"),
+    "zero frequency": (_edited("train.checkpoint_freq", 0), "train.checkpoint_freq must be at least 1, got 0"),
+    "NaN gamma": (lambda: _preset_text().replace("gamma: 0.99", "gamma: .nan").encode(), "train.dqn.gamma must be a finite"),
+    "gamma above 1": (_edited("compress.td.dqn.gamma", 2), "compress.td.dqn.gamma must be at most 1"),
+    "unknown objective": (_edited("compress.objective", "mse"), "compress.objective must be one of distill, td"),
+    "schedule not decreasing": (_edited("compress.schedule", [1, 2]), "compress.schedule must decrease strictly"),
+    "training seed for evaluation": (_edited("evaluate.seed", 5), "evaluate.seed must be at least 1000000"),
+    "too many threads": (_edited("env.num_threads", 10**6), "env.num_threads must be at most"),
+    "unknown policy": (_edited("train.policy", "PPOPolicy"), "train.policy must be one of"),
     "not a mapping": (lambda: b"- just\n- a list\n", "the top level must be a mapping"),
     "not YAML": (lambda: b"train: [unclosed\n", "is not valid YAML"),
     "not UTF-8": (lambda: _preset_text().encode("utf-16"), "is not UTF-8 text"),
@@ -312,7 +323,8 @@ class NoWork:
 
         self.monkeypatch, self.loading = monkeypatch, spikerl.loading
         patched = [
-            (spikerl.loading, "load_agent"), (spikerl.compress, "load_agent"), (spikerl.evaluate, "evaluate_agent"), (spikerl.train, "train"),
+            (spikerl.loading, "load_agent"), (spikerl.compress, "load_agent"),
+            (spikerl.evaluate, "evaluate_agent"), (spikerl.train, "train"),
         ]
         for module, name in patched:
             monkeypatch.setattr(module, name, self._refuse(name))

@@ -9,8 +9,8 @@ from spikerl.envs import make_env
 from spikerl.errors import UsageError
 from spikerl.loading import load_agent
 from spikerl.policy import SpikingMlpPolicy
-from spikerl.snn import SpikingQNetwork
 from spikerl.settings import EnvSettings
+from spikerl.snn import SpikingQNetwork
 
 
 def test_percentile_value_matches_numpy():

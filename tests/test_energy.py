@@ -93,7 +93,7 @@ class SpikingJellyReplica(nn.Module):
         from spikingjelly.activation_based import neuron
 
         self.timesteps = timesteps
-        self.linears = nn.ModuleList(m for m in q_net.layers() if isinstance(m, nn.Linear))
+        self.linears = nn.ModuleList(entry.module for entry in q_net.plan if isinstance(entry.module, nn.Linear))
         self.neurons = nn.ModuleList(
             neuron.IFNode(v_threshold=n.threshold.item(), v_reset=None, step_mode="m") for n in q_net.neurons().values()
         )
@@ -161,6 +161,6 @@ def test_shipped_cartpole_energy_with_memory():
     ann = decision_cost(costs)
     assert ann["weight_bytes"] == 67072 * 4 and ann["bias_bytes"] == 514 * 4
     t1 = next(row for row in results.with_costs().rows if row.T == 1)
-    ratios = energy_ratios(costs, t1.spike_rates, 1)
+    ratios = energy_ratios(ann, decision_cost(costs, t1.spike_rates, 1))
     assert ratios["ann_energy_ratio"] > 10 > ratios["ann_total_energy_ratio"] > 1
     assert t1.cost["ann_total_energy_ratio"] == pytest.approx(ratios["ann_total_energy_ratio"])

@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import snntorch as snn
 import torch
-from conftest import SHIPPED_CARTPOLE, SHIPPED_PONG
 from snntorch.import_nir import import_from_nir
 from stable_baselines3 import DQN
 
+from conftest import SHIPPED_CARTPOLE, SHIPPED_PONG
 from spikerl.config import load_preset
 from spikerl.convert import collect_observations, set_thresholds
 from spikerl.envs import make_env

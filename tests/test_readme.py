@@ -5,9 +5,11 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import REPO
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, least_reward", [("gymnasium", 200), ("gymnasium-pong", 15)])
 def test_readme_gymnasium_snippet_runs(name, least_reward):
     readme = (REPO / "README.md").read_text()

@@ -1,0 +1,403 @@
+"""``spikerl sweep``: the cells of a grid file as Ray tasks, resumable, with one results view.
+
+Each training run and each cell is one Ray task that calls the library functions the CLI calls
+(``spikerl.train.train``, ``spikerl.compress.compress``) on its own run folder under the sweep
+folder ``DIR``::
+
+    DIR/sweep.json                      the planned cells (a resumed sweep must plan the same)
+    DIR/train/seed=0/                   a 'spikerl train' run folder, shared by the cells of its ANN
+    DIR/cells/schedule=5-1,seed=0/      a 'spikerl compress' run folder
+    DIR/*/*/sweep_task.json             the task's state: running / done / failed (with its error), attempts
+    DIR/*/*/sweep.log                   the task's printed output
+    DIR/sweep.csv, sweep.md, *.png      the results view (spikerl.sweep_report)
+
+A cell's compression task takes its training task's result (an ``ObjectRef``) as argument, so
+Ray starts it when the ANN exists; cells sharing an ANN share that one training task. A task
+requests the preset's ``env.num_threads`` CPUs and, where the cluster has GPUs, a GPU
+fraction. Finished cells (``results.json`` holds every stage of the schedule) are never
+submitted again; an unfinished one continues from its folder exactly as ``train --resume`` /
+``compress --resume`` would, whether the sweep was killed or Ray retries a task whose worker
+died. A failed cell is reported with its error and the others carry on.
+
+On a cluster, ``DIR`` must be a folder every node sees at the same path (NFS or similar), and
+every node needs spikerl installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spikerl.checkpoints import write_json
+from spikerl.config import read_run_config
+from spikerl.errors import UsageError
+from spikerl.run_folder import RunFolder
+from spikerl.settings import Settings
+from spikerl.sweep_grid import Cell, Plan, TrainRun, load_grid
+
+SWEEP_JSON = "sweep.json"
+TASK_JSON = "sweep_task.json"
+TASK_LOG = "sweep.log"
+#: GPU fraction per task where the cluster has GPUs and the grid file does not say.
+DEFAULT_GPUS_PER_CELL = 0.25
+#: Ray retries a task whose worker process died (not one that raised) this many times.
+MAX_RETRIES = 2
+#: Seconds to wait for an address given with --address to answer.
+CONNECT_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Outcome:
+    """What a sweep did: the cells finished (now or earlier) and the failed ones with their error."""
+
+    finished: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: int = 0
+
+
+def run_sweep(
+    grid_file: str | Path, out_dir: str | Path, address: str | None = None, resume: bool = False, command: str = ""
+) -> Outcome:
+    """Run the grid file's cells on Ray and write the results view in ``out_dir``.
+
+    ``address``: None starts a local Ray instance on this machine's CPUs (or uses the one this
+    process already initialized); ``auto``, ``host:port`` or ``ray://host:port`` joins a cluster.
+    ``command`` (the command line) is recorded in every run's results.
+    """
+    from spikerl.sweep_report import write_sweep_report
+
+    plan = load_grid(grid_file)
+    out = Path(out_dir).resolve()
+    _check_out_dir(out, plan, resume)
+    started_here = connect(address)
+    try:
+        import ray
+
+        gpus = _gpus_per_task(plan, ray.cluster_resources())
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / SWEEP_JSON, {"grid_file": str(plan.grid_file), **plan.as_json()})
+        outcome = _execute(plan, out, command or f"spikerl sweep {grid_file} --out {out_dir}", gpus)
+    finally:
+        if started_here:
+            import ray
+
+            ray.shutdown()
+    write_sweep_report(out, plan, outcome.failed)
+    return outcome
+
+
+def connect(address: str | None) -> bool:
+    """Initialize Ray; returns whether this call started it (and so must shut it down)."""
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(
+            "spikerl sweep runs on Ray, which is not installed; pip install 'spikerl[sweep]' (scripts/setup.sh does)"
+        ) from None
+
+    if address is None:
+        if ray.is_initialized():
+            return False
+        ray.init(
+            address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+            object_store_memory=128 * 2**20, logging_level=logging.WARNING,
+        )
+        return True
+    _check_reachable(address)
+    if ray.is_initialized():
+        raise UsageError("Ray is already initialized in this process; drop --address or call ray.shutdown() first")
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except Exception as error:  # noqa: BLE001 (any failure to join a cluster is the user's set-up to fix)
+        raise UsageError(
+            f"cannot join the Ray cluster at --address {address} ({type(error).__name__}: {_first_line(error)}); check the "
+            "address, and set RAY_AUTH_MODE=token where the cluster authenticates with a token (see README)"
+        ) from None
+    return True
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast (``CONNECT_TIMEOUT_S``) when ``host:port`` or ``ray://host:port`` does not answer."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--address {address} is not auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise UsageError(f"no Ray cluster answers at --address {address} ({error.strerror or error}); "
+                         "start one with 'ray start --head' or check the address") from None
+
+
+def _check_out_dir(out: Path, plan: Plan, resume: bool) -> None:
+    """A new sweep needs an empty or new folder; a resumed one the folder of the same plan."""
+    stored = out / SWEEP_JSON
+    if resume:
+        if not stored.is_file():
+            raise UsageError(f"nothing to resume in {out} ({SWEEP_JSON} missing); run without --resume")
+        try:
+            previous = json.loads(stored.read_text())
+        except (OSError, ValueError) as error:
+            raise UsageError(f"{stored} is unreadable ({error}); start the sweep in another --out") from None
+        if {key: previous.get(key) for key in ("env_id", "cells")} != json.loads(json.dumps(plan.as_json())):
+            raise UsageError(f"{out} holds a sweep of other cells than {plan.grid_file} plans now; "
+                             "resume with the grid file it was started with, or choose another --out")
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        hint = "pass --resume to continue it" if stored.is_file() else "choose a new or empty folder"
+        raise UsageError(f"--out {out} is not empty; {hint}, or another --out")
+
+
+def _gpus_per_task(plan: Plan, resources: dict[str, float]) -> float:
+    """The GPU fraction each task requests, after checking that the cluster can run the cells at all."""
+    largest = max(_cpus(cell.settings) for cell in plan.cells)
+    if largest > resources.get("CPU", 0):
+        raise UsageError(
+            f"cells need {largest} CPUs each (env.num_threads) but the Ray cluster has {resources.get('CPU', 0):g}; "
+            "lower env.num_threads in the grid's settings or add nodes"
+        )
+    if plan.gpus_per_cell is None:
+        return DEFAULT_GPUS_PER_CELL if resources.get("GPU") else 0.0
+    if plan.gpus_per_cell and not resources.get("GPU"):
+        raise UsageError(
+            f"{plan.grid_file} asks for gpus_per_cell {plan.gpus_per_cell:g} but the Ray cluster has no GPU; "
+            "set it to 0 or leave it out"
+        )
+    return plan.gpus_per_cell
+
+
+def _cpus(settings: Settings) -> int:
+    """CPUs a task of these settings requests: its torch threads."""
+    return settings.env.num_threads or 1
+
+
+def _execute(plan: Plan, out: Path, command: str, gpus: float) -> Outcome:
+    """Submit every unfinished cell (and the training runs it needs), each task with ``gpus`` of a GPU; wait, show progress."""
+    import ray
+    from ray.exceptions import RayError
+
+    device = "cuda" if gpus else "cpu"
+    train_remote, compress_remote = ray.remote(train_task), ray.remote(compress_task)
+
+    def options(settings: Settings) -> dict[str, Any]:
+        return {"num_cpus": _cpus(settings), "num_gpus": gpus, "max_retries": MAX_RETRIES, "retry_exceptions": False}
+
+    outcome = Outcome()
+    trainings: dict[str, Any] = {}
+    pending: dict[Any, Cell] = {}
+    for cell in plan.cells:
+        if is_finished(out / cell.folder, cell):
+            outcome.finished.append(cell.folder)
+            continue
+        ann: Any = cell.agent
+        if cell.train is not None:
+            ann_path = RunFolder(out / cell.train.folder).ann
+            if ann_path.is_file():
+                ann = str(ann_path)
+            else:
+                if cell.train.folder not in trainings:
+                    task = train_remote.options(**options(cell.train.settings))
+                    trainings[cell.train.folder] = task.remote(str(out), cell.train, command, device)
+                ann = trainings[cell.train.folder]
+        pending[compress_remote.options(**options(cell.settings)).remote(str(out), cell, ann, command, device)] = cell
+    outcome.skipped = len(outcome.finished)
+
+    progress = Progress(len(plan.cells), outcome.skipped)
+    progress.show(len(outcome.finished), 0, 0)
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in ready:
+                cell = pending.pop(ref)
+                try:
+                    ray.get(ref)
+                    outcome.finished.append(cell.folder)
+                except RayError as error:  # a failed cell is reported; the others carry on
+                    outcome.failed[cell.folder] = describe_failure(error, cell, trainings)
+            progress.show(len(outcome.finished), _running(out, pending.values(), progress.started), len(outcome.failed))
+    except KeyboardInterrupt:
+        _stop(out, [*pending, *trainings.values()], list(pending.values()), progress.started)
+        raise
+    finally:
+        progress.close()
+    for folder, message in outcome.failed.items():
+        print(f"failed: {folder}: {message}", file=sys.stderr)
+    return outcome
+
+
+def _stop(out: Path, refs: list[Any], cells: list[Cell], since: float, timeout_s: float = 120) -> None:
+    """Cancel the tasks of ``refs`` (a running one gets a KeyboardInterrupt: training saves a
+    checkpoint) and wait until none of ``cells`` has a task running (its ``sweep_task.json``)."""
+    import ray
+
+    print("\ninterrupted; stopping the running tasks (training writes a checkpoint)", file=sys.stderr)
+    for ref in refs:
+        ray.cancel(ref)
+    deadline = time.time() + timeout_s
+    while _running(out, cells, since) and time.time() < deadline:
+        time.sleep(0.5)
+    print("continue with --resume: unfinished cells resume from their checkpoints", file=sys.stderr)
+
+
+def describe_failure(error: BaseException, cell: Cell, trainings: dict[str, Any]) -> str:
+    """One line for a failed cell: the exception raised in its task (or in its training task)."""
+    import ray
+    from ray.exceptions import RayError, RayTaskError
+
+    cause = error.cause if isinstance(error, RayTaskError) and error.cause is not None else error
+    message = f"{type(cause).__name__}: {_first_line(cause)}"
+    if cell.train is None or cell.train.folder not in trainings:
+        return message
+    try:
+        ray.get(trainings[cell.train.folder], timeout=0)
+    except RayError:
+        return f"training {cell.train.folder} failed: {message}"
+    return message
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else repr(error))[:300]
+
+
+def is_finished(folder: Path, cell: Cell) -> bool:
+    """Whether ``folder`` holds the results of every stage of ``cell``'s schedule."""
+    from spikerl.results import read_results
+
+    if not RunFolder(folder).results_json.is_file():
+        return False
+    try:
+        done = read_results(folder).finished_stages()
+    except UsageError:  # damaged: not finished (resuming it then says what is wrong)
+        return False
+    return set(done) >= set(cell.settings.compress.schedule)
+
+
+def _running(out: Path, cells: Any, since: float) -> int:
+    """Unfinished cells whose training or compression task started in this sweep and is running."""
+    def running(folder: str) -> bool:
+        state = _task_state(out / folder)
+        return state.get("state") == "running" and state.get("started_at", 0) >= since
+
+    return sum(running(cell.folder) or (cell.train is not None and running(cell.train.folder)) for cell in cells)
+
+
+def _task_state(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / TASK_JSON).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# --- the tasks (run on Ray workers) -------------------------------------------------------------
+
+
+def train_task(out: str, run: TrainRun, command: str, device: str) -> str:
+    """Train (or resume training) the ANN of ``run``; returns the path of its ``ann.zip``."""
+    from spikerl.train import train
+
+    folder = _task_folder(out, run.folder)
+    files = RunFolder(folder)
+    with _recorded(folder, run.settings):
+        if not files.ann.is_file():
+            resume = files.checkpoint.is_file()
+            if not resume and files.config.is_file():
+                # Killed before its first checkpoint: nothing to resume; the same run starts over.
+                print(f"{folder} holds no checkpoint; training starts over")
+                files.config.unlink()
+            train(run.env_id, run.settings, folder, seed=run.seed, device=device, resume=resume, progress=False,
+                  command=command)
+    return str(files.ann)
+
+
+def compress_task(out: str, cell: Cell, ann: str, command: str, device: str) -> None:
+    """Compress ``ann`` as ``cell`` says (or resume the compression after its last saved stage)."""
+    from spikerl.compress import compress
+
+    folder = _task_folder(out, cell.folder)
+    with _recorded(folder, cell.settings):
+        if is_finished(folder, cell):
+            return
+        run_config = read_run_config(Path(ann).parent)
+        commands = (run_config.commands if run_config else []) + [command]
+        compress(ann, cell.env_id, cell.settings, folder, seed=cell.seed, device=device,
+                 resume=RunFolder(folder).results_json.is_file(), progress=False, commands=commands)
+
+
+def _task_folder(out: str, relative: str) -> Path:
+    """The task's run folder, after checking that this node sees the sweep folder."""
+    if not (Path(out) / SWEEP_JSON).is_file():
+        raise UsageError(
+            f"{out} is not visible on node {socket.gethostname()}; on a cluster --out must be a folder all nodes share"
+        )
+    folder = Path(out) / relative
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextlib.contextmanager
+def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
+    """Run a task body with its output in ``sweep.log`` and its state in ``sweep_task.json``."""
+    import ray
+    import torch
+
+    torch.set_num_threads(_cpus(settings))
+    state = {
+        "state": "running", "attempts": _task_state(folder).get("attempts", 0) + 1, "host": socket.gethostname(),
+        "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "started_at": time.time(),
+    }
+    write_json(folder / TASK_JSON, state)
+    try:
+        with open(folder / TASK_LOG, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            yield
+    except BaseException as error:
+        ended = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        write_json(folder / TASK_JSON, {**state, "state": ended, "error": f"{type(error).__name__}: {_first_line(error)}",
+                                        "wall_time_s": time.time() - state["started_at"]})
+        raise
+    write_json(folder / TASK_JSON, {**state, "state": "done", "wall_time_s": time.time() - state["started_at"]})
+
+
+class Progress:
+    """One status line across cells: done / running / failed / waiting, elapsed time and ETA.
+
+    On a terminal the line is rewritten in place; otherwise a line is printed when it changes.
+    """
+
+    def __init__(self, total: int, skipped: int, stream: Any = None):
+        self.total, self.skipped, self.stream = total, skipped, stream or sys.stderr
+        self.started = time.time()
+        self.last = ""
+
+    def show(self, done: int, running: int, failed: int) -> None:
+        elapsed = time.time() - self.started
+        finished_now = done - self.skipped
+        left = self.total - done - failed
+        eta = _clock(elapsed / finished_now * left) if finished_now and left else "-" if not left else "?"
+        earlier = f" ({self.skipped} earlier)" if self.skipped else ""
+        line = (f"sweep: {done}/{self.total} cells done{earlier}, {running} running, {failed} failed, "
+                f"{left - running} waiting | {_clock(elapsed)} elapsed, ETA {eta}")
+        if self.stream.isatty():
+            self.stream.write("\r" + line.ljust(len(self.last)))
+            self.stream.flush()
+        elif line.split(" | ")[0] != self.last.split(" | ")[0]:
+            print(line, file=self.stream, flush=True)
+        self.last = line
+
+    def close(self) -> None:
+        if self.stream.isatty() and self.last:
+            self.stream.write("\n")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -1,0 +1,159 @@
+"""The results view of a sweep: ``sweep.csv``, ``sweep.md`` and plots, from each cell's ``results.json``.
+
+``sweep.csv``  one row per cell and stage (ANN, converted, each retrained T): the cell's settings,
+               reward, spike rates per layer and every operation/energy figure of the row's ``cost``.
+``sweep.md``   cells that differ only in seed form a group; per group and stage the reward and
+               the energy per decision as mean +- std [95% bootstrap CI] over seeds
+               (``spikerl.stats.summarize``), then the failed and unfinished cells.
+``reward_vs_T.png`` / ``energy_vs_T.png``  per group, mean over seeds against T with the CI as error bars.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from spikerl.checkpoints import atomic_path, write_text
+from spikerl.errors import UsageError
+from spikerl.results import Stage, StageRow, read_results
+from spikerl.run_folder import RunFolder
+from spikerl.stats import Summary, summarize
+from spikerl.sweep_grid import Cell, Plan
+
+#: The plots of a sweep: file name -> (the CSV column plotted, its axis label).
+PLOTS = {
+    "reward_vs_T.png": ("mean_reward", "mean reward per episode"),
+    "energy_vs_T.png": ("energy_nj", "energy per decision (nJ, 45 nm estimate)"),
+}
+
+
+def write_sweep_report(out: Path, plan: Plan, failed: dict[str, str]) -> list[dict[str, Any]]:
+    """Write ``sweep.csv``, ``sweep.md`` and the plots into ``out``; returns the CSV rows."""
+    rows = collect_rows(out, plan)
+    write_text(out / "sweep.csv", _csv(rows))
+    plots = [name for name in PLOTS if _plot(rows, *PLOTS[name], out / name)]
+    write_text(out / "sweep.md", render_markdown(plan, rows, failed, plots))
+    return rows
+
+
+def collect_rows(out: Path, plan: Plan) -> list[dict[str, Any]]:
+    """One flat dict per cell and stage of every cell that has results so far."""
+    rows = []
+    for cell in plan.cells:
+        if not RunFolder(out / cell.folder).results_json.is_file():
+            continue
+        try:
+            results = read_results(out / cell.folder)
+        except UsageError:  # damaged: the cell is listed as unfinished
+            continue
+        finished = set(results.finished_stages()) >= set(cell.settings.compress.schedule)
+        rows += [_flat_row(cell, row, "done" if finished else "unfinished") for row in results.rows]
+    return rows
+
+
+def _flat_row(cell: Cell, row: StageRow, status: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {"cell": cell.folder, "group": cell.group, "seed": cell.seed, "status": status}
+    flat.update({key: _text(value) for key, value in cell.own.items() if key != "seed"})
+    flat.update({
+        "stage": row.stage.value, "T": row.T, "mean_reward": row.mean_reward, "std_reward": row.std_reward,
+        "episodes": len(row.rewards), "wall_time_s": row.wall_time_s,
+    })
+    flat.update({f"spike_rate {layer}": rate for layer, rate in row.spike_rates.items()})
+    flat.update({key: value for key, value in row.cost.items() if isinstance(value, (int, float))})
+    if "energy_pj" in row.cost:
+        flat["energy_nj"] = row.cost["energy_pj"] / 1000
+    return flat
+
+
+def _text(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float)) else json.dumps(value)
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _stage_label(row: dict[str, Any]) -> str:
+    return "ANN" if row["T"] is None else f"T={row['T']}" + (" (converted)" if row["stage"] == Stage.CONVERTED.value else "")
+
+
+def group_stages(rows: list[dict[str, Any]], metric: str) -> dict[str, dict[str, Summary]]:
+    """Per group, per stage label: the summary of ``metric`` over the group's seeds, in row order."""
+    values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row.get(metric) is not None:
+            values[row["group"]][_stage_label(row)].append(float(row[metric]))
+    return {group: {stage: summarize(v) for stage, v in stages.items()} for group, stages in values.items()}
+
+
+def _cell_text(summary: Summary | None, digits: int = 1) -> str:
+    if summary is None:
+        return "-"
+    if summary.n < 2:
+        return f"{summary.mean:.{digits}f}"
+    return f"{summary.mean:.{digits}f} +- {summary.std:.{digits}f} [{summary.ci_low:.{digits}f}, {summary.ci_high:.{digits}f}]"
+
+
+def render_markdown(plan: Plan, rows: list[dict[str, Any]], failed: dict[str, str], plots: list[str]) -> str:
+    """The sweep's tables: one per group of cells that differ only in seed."""
+    rewards, energies = group_stages(rows, "mean_reward"), group_stages(rows, "energy_nj")
+    done = {row["cell"] for row in rows if row["status"] == "done"}
+    lines = [
+        f"# Sweep of {plan.grid_file.name}: {plan.env_id}",
+        "",
+        (f"{len(done)} of {len(plan.cells)} cells done, {len(failed)} failed. Each entry: mean +- std over the group's "
+         "seeds [95% percentile-bootstrap CI of the mean] (a single seed: its value). Reward: the mean of each seed's "
+         "evaluation episodes; energy per decision: spikerl's 45 nm compute estimate (see spikerl/energy.py)."),
+        "",
+    ]
+    for group in dict.fromkeys(row["group"] for row in rows):
+        seeds = sorted({row["seed"] for row in rows if row["group"] == group})
+        lines += [f"## {group}", "", f"seeds {', '.join(map(str, seeds))}", "",
+                  "| stage | n | reward | energy / decision (nJ) |", "|---|---|---|---|"]
+        for stage, reward in rewards[group].items():
+            energy = energies.get(group, {}).get(stage)
+            lines.append(f"| {stage} | {reward.n} | {_cell_text(reward, 2)} | {_cell_text(energy)} |")
+        lines.append("")
+    unfinished = [c.folder for c in plan.cells if c.folder not in done and c.folder not in failed]
+    if failed:
+        lines += ["## Failed cells", "", *[f"- `{folder}`: {error}" for folder, error in failed.items()], ""]
+    if unfinished:
+        lines += ["## Unfinished cells", "", *[f"- `{folder}`" for folder in unfinished], ""]
+    lines += [*[f"![{Path(name).stem}]({name})" for name in plots], ""]
+    return "\n".join(lines)
+
+
+def _plot(rows: list[dict[str, Any]], metric: str, label: str, path: Path) -> bool:
+    """Per group, the mean of ``metric`` over seeds against T (retrained stages), CI as error bars."""
+    summaries = group_stages([row for row in rows if row["stage"] == Stage.RETRAINED.value], metric)
+    if not summaries:
+        return False
+    figure = Figure(figsize=(7.5, 4.2))
+    axis = figure.subplots()
+    for index, (group, stages) in enumerate(summaries.items()):
+        dodge = (index - (len(summaries) - 1) / 2) * 0.04  # keeps the error bars of groups apart
+        ts = [int(stage.removeprefix("T=")) + dodge for stage in stages]
+        means = [s.mean for s in stages.values()]
+        errors = [[0 if math.isnan(s.ci_low) else s.mean - s.ci_low for s in stages.values()],
+                  [0 if math.isnan(s.ci_high) else s.ci_high - s.mean for s in stages.values()]]
+        axis.errorbar(ts, means, errors, marker="o", capsize=3, label=group)
+    axis.set_xticks(sorted({int(stage.removeprefix("T=")) for stages in summaries.values() for stage in stages}))
+    axis.set(xlabel="timesteps T per decision", ylabel=label, title=f"{label.split(' (')[0]} (mean over seeds, 95% CI)")
+    axis.invert_xaxis()
+    axis.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
+    return True

@@ -1,0 +1,253 @@
+"""`spikerl sweep`: grid files, cells on local Ray and on a simulated two-node cluster, resume after a kill."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from spikerl.cli import main
+from spikerl.stats import summarize
+from spikerl.sweep_grid import load_grid
+
+ray = pytest.importorskip("ray", reason="spikerl[sweep] (Ray) is not installed; scripts/setup.sh installs it")
+
+# Tiny budgets: an untrained ANN (1000 steps, before learning starts), 20 distillation steps per stage.
+TINY = """env: CartPole-v1
+settings:
+  train.n_timesteps: 1000
+  compress.steps_per_stage: 20
+  compress.stage_eval_episodes: 2
+  compress.calibration_samples: 64
+  compress.teacher_states: 200
+  compress.distill.student_states: 200
+"""
+
+
+def write_grid(folder: Path, body: str, name: str = "grid.yaml") -> Path:
+    path = folder / name
+    path.write_text(TINY + body)
+    return path
+
+
+def task_state(folder: Path) -> dict:
+    return json.loads((folder / "sweep_task.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance with 2 CPUs for the in-process sweeps of this module."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=128 * 2**20)
+    yield
+    ray.shutdown()
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def test_summarize_gives_mean_std_and_a_seeded_bootstrap_interval():
+    summary = summarize([1.0, 2.0, 3.0, 10.0])
+    assert (summary.n, summary.mean) == (4, 4.0)
+    assert summary.std == pytest.approx(4.0825, abs=1e-4)  # sample std (ddof=1)
+    assert 1.0 <= summary.ci_low < summary.mean < summary.ci_high <= 10.0
+    assert summarize([1.0, 2.0, 3.0, 10.0]) == summary  # seeded: the same values give the same interval
+    assert summarize([5.0, 5.0, 5.0]).ci_low == summarize([5.0, 5.0, 5.0]).ci_high == 5.0
+    single = summarize([7.0])
+    assert single.n == 1 and single.mean == 7.0 and math.isnan(single.std) and math.isnan(single.ci_low)
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+# --- grid files --------------------------------------------------------------------------------
+
+
+def test_grid_names_cells_by_the_settings_that_vary_and_shares_anns(tmp_path):
+    grid = write_grid(tmp_path, """grid:
+  - seed: [0, 1]
+    compress.schedule: [[1], [2, 1]]
+  - seed: [0]
+    linked:
+      - {compress.schedule: [2, 1], compress.steps_per_stage: 20}
+      - {compress.schedule: [1], compress.steps_per_stage: 40}
+""")
+    plan = load_grid(grid)
+    folders = [cell.folder for cell in plan.cells]
+    # the (2, 1) x 20 steps cell of the second block is the first block's own: run once
+    assert folders == [
+        "cells/schedule=1,steps_per_stage=20,seed=0", "cells/schedule=2-1,steps_per_stage=20,seed=0",
+        "cells/schedule=1,steps_per_stage=20,seed=1", "cells/schedule=2-1,steps_per_stage=20,seed=1",
+        "cells/schedule=1,steps_per_stage=40,seed=0",
+    ]
+    assert [run.folder for run in plan.trains] == ["train/seed=0", "train/seed=1"]
+    assert plan.cells[4].settings.compress.steps_per_stage == 40 and plan.cells[4].train is plan.cells[0].train
+    assert plan.cells[0].group == plan.cells[2].group == "schedule=1,steps_per_stage=20"
+
+
+def test_shipped_grids_plan_the_issue_studies():
+    ablation = load_grid(REPO / "grids" / "cartpole-ablation.yaml")
+    assert (len(ablation.cells), len(ablation.trains)) == (42, 3)  # 24 at equal stage budget + 18 at equal total
+    schedules = {c.settings.compress.schedule for c in ablation.cells}
+    assert schedules == {(1,), (5, 1), (5, 3, 1), (5, 4, 3, 2, 1)}
+    assert {c.settings.compress.objective for c in ablation.cells} == {"distill", "td"}
+    pong = load_grid(REPO / "grids" / "pong-seeds.yaml")
+    assert [c.folder for c in pong.cells] == ["cells/seed=0", "cells/seed=1", "cells/seed=2"] and len(pong.trains) == 3
+
+
+@pytest.mark.parametrize("body, message", [
+    ("grid: {seed: [0]}\nsweeps: 3\n", "unknown top-level key sweeps"),
+    ("grid: {sed: [0]}\n", "unknown key in grid block 1: sed"),
+    ("grid: {compress.shedule: [[1]]}\n", "cell cells/seed=0: unknown key compress.shedule; compress takes"),
+    ("grid: {compress.schedule: [[1, 2]]}\n", "compress.schedule must decrease strictly"),
+    ("cells: [{seed: 0, schedule: [1]}]\n", "unknown setting in cell 1: schedule"),
+    ("grid: {seed: 0}\n", "give a non-empty list of values"),
+    ("grid: []\n", "has no cells"),
+    ("", "has no cells"),
+])
+def test_bad_grid_files_get_one_line_and_exit_2(tmp_path, capsys, body, message):
+    grid = write_grid(tmp_path, body)
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_env_and_colliding_folders_are_refused(tmp_path, capsys):
+    grid = tmp_path / "env.yaml"
+    grid.write_text("env: NoSuchEnv-v0\ngrid: {seed: [0]}\n")
+    assert main(["sweep", str(grid)]) == 2
+    assert "no preset for env 'NoSuchEnv-v0'" in capsys.readouterr().err
+    for name in ("a", "b"):  # two different ANNs whose folder/stem print alike
+        (tmp_path / name / "agents").mkdir(parents=True)
+        (tmp_path / name / "agents" / "ann.zip").write_bytes(name.encode())
+    grid = write_grid(tmp_path, "grid: {agent: [a/agents/ann.zip, b/agents/ann.zip]}\n")
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "out")]) == 2
+    assert "two different cells would write the same folder cells/agent=agents-ann,seed=0" in capsys.readouterr().err
+
+
+def test_unreachable_address_and_occupied_out_are_refused(tmp_path, capsys):
+    grid = write_grid(tmp_path, "grid: {seed: [0]}\n")
+    started = time.perf_counter()
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "out"), "--address", "127.0.0.1:1"]) == 2
+    assert "no Ray cluster answers at --address 127.0.0.1:1" in capsys.readouterr().err
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "out"), "--address", "ray://nowhere"]) == 2
+    assert "is not auto, host:port or ray://host:port" in capsys.readouterr().err
+    assert time.perf_counter() - started < 15
+    (tmp_path / "occupied").mkdir()
+    (tmp_path / "occupied" / "notes.txt").write_text("mine")
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "occupied")]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "new"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+# --- sweeps on Ray -----------------------------------------------------------------------------
+
+
+def test_sweep_runs_cells_shares_anns_and_never_reruns_a_finished_cell(local_ray, tmp_path, capsys):
+    grid = write_grid(tmp_path, "grid:\n  seed: [0, 1]\n  compress.schedule: [[1], [2, 1]]\n")
+    out = tmp_path / "out"
+    assert main(["sweep", str(grid), "--out", str(out)]) == 0
+    assert "4 cells done (0 earlier), 0 failed" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["seed=0", "seed=1"]
+    for seed in (0, 1):
+        assert task_state(out / "train" / f"seed={seed}")["attempts"] == 1  # one training run per ANN
+    lines = (out / "sweep.csv").read_text().splitlines()
+    assert len(lines) == 1 + 2 * 3 + 2 * 4  # per cell: ANN, converted and one row per T
+    report = (out / "sweep.md").read_text()
+    assert "## schedule=2-1" in report and "| T=1 | 2 |" in report
+    assert (out / "reward_vs_T.png").is_file() and (out / "energy_vs_T.png").is_file()
+
+    results = sorted(out.glob("cells/*/results.json"))
+    stamps = [path.stat().st_mtime_ns for path in results]
+    assert main(["sweep", str(grid), "--out", str(out), "--resume"]) == 0
+    assert "4 cells done (4 earlier)" in capsys.readouterr().out
+    assert [path.stat().st_mtime_ns for path in results] == stamps
+    assert all(task_state(path.parent)["attempts"] == 1 for path in results)
+
+
+def test_cells_that_the_cluster_cannot_run_are_refused(local_ray, tmp_path, capsys):
+    grid = write_grid(tmp_path, "gpus_per_cell: 0.5\ngrid: {seed: [0]}\n", "gpu.yaml")
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "gpu")]) == 2
+    assert "asks for gpus_per_cell 0.5 but the Ray cluster has no GPU" in capsys.readouterr().err
+    grid = write_grid(tmp_path, "grid: {env.num_threads: [3]}\n", "cpu.yaml")
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "cpu")]) == 2
+    assert "cells need 3 CPUs each (env.num_threads) but the Ray cluster has 2" in capsys.readouterr().err
+    assert not (tmp_path / "gpu").exists() and not (tmp_path / "cpu").exists()
+
+
+def test_a_failed_cell_is_reported_and_the_others_finish(local_ray, tmp_path, capsys):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "ann.zip").write_text("not a checkpoint")
+    grid = write_grid(tmp_path, "grid:\n  agent: [null, broken/ann.zip]\n  compress.schedule: [[1]]\n")
+    out = tmp_path / "out"
+    assert main(["sweep", str(grid), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "failed: cells/agent=broken-ann,seed=0: UsageError: " in captured.err and "not a zip" in captured.err
+    assert "1 cells done (0 earlier), 1 failed" in captured.out
+    assert "cells/agent=broken-ann,seed=0" in (out / "sweep.md").read_text()
+    assert task_state(out / "cells" / "agent=broken-ann,seed=0")["state"] == "failed"
+    assert task_state(out / "cells" / "agent=none,seed=0")["state"] == "done"
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_unfinished_cells_without_rerunning_finished_ones(local_ray, tmp_path):
+    grid = write_grid(tmp_path, """cells:
+  - {compress.schedule: [1]}
+  - {compress.schedule: [3, 2, 1], compress.steps_per_stage: 200}
+""")
+    out = tmp_path / "out"
+    quick = out / "cells" / "schedule=1,steps_per_stage=20,seed=0"
+    slow = out / "cells" / "schedule=3-2-1,steps_per_stage=200,seed=0"
+    sweep = subprocess.Popen([sys.executable, "-m", "spikerl", "sweep", str(grid), "--out", str(out)], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (_rows(quick) == 3 and 3 <= _rows(slow) < 5):  # slow: at least T=3 saved
+            time.sleep(0.05)
+        os.killpg(sweep.pid, signal.SIGKILL)  # the driver, its Ray instance and the workers, mid-cell
+    finally:
+        sweep.wait()
+    assert _rows(quick) == 3 and 3 <= _rows(slow) < 5, "the sweep did not reach the middle of the slow cell in time"
+    quick_stamp, saved = (quick / "results.json").stat().st_mtime_ns, json.loads((slow / "results.json").read_text())["rows"]
+    assert task_state(slow)["state"] == "running"
+
+    assert main(["sweep", str(grid), "--out", str(out), "--resume"]) == 0
+    assert (quick / "results.json").stat().st_mtime_ns == quick_stamp and task_state(quick)["attempts"] == 1
+    rows = json.loads((slow / "results.json").read_text())["rows"]
+    assert rows[:len(saved)] == saved  # the stages saved before the kill are kept, not redone
+    assert [r["T"] for r in rows if r["stage"] == "retrained"] == [3, 2, 1]
+    assert task_state(slow)["attempts"] == 2 and task_state(out / "train" / "seed=0")["attempts"] == 1
+
+
+def _rows(cell: Path) -> int:
+    try:
+        return len(json.loads((cell / "results.json").read_text())["rows"])
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.mark.slow
+def test_sweep_runs_on_a_two_node_cluster(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        grid = write_grid(tmp_path, "grid: {seed: [0, 1], compress.schedule: [[1]]}\n")
+        out = tmp_path / "out"
+        command = [sys.executable, "-m", "spikerl", "sweep", str(grid), "--out", str(out), "--address", cluster.address]
+        result = subprocess.run(command, check=False, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        # two 1-CPU nodes and two training runs at once: one ran on each node
+        nodes = {task_state(out / "train" / f"seed={seed}")["node_id"] for seed in (0, 1)}
+        assert len(nodes) == 2
+        assert len((out / "sweep.csv").read_text().splitlines()) == 1 + 2 * 3
+    finally:
+        cluster.shutdown()
