@@ -8,10 +8,13 @@
             the paper's settings (lr 1e-4, target synced every step, epsilon 0.01) 10.7 at
             10k steps/stage; a target network synced every 500 steps 201.2; plus 10k teacher
             transitions and fresh Adam per stage 15.2 already at T=4; plus best-of-stage weights
-            132.9 at T=3; lr 1e-3 101.5 at T=4; rl-baselines3-zoo's settings (lr 2.3e-3, 128
-            gradient steps every 256 agent steps, target every 10) with both, 4000 steps/stage,
-            348.5 (360.8 +- 106.1 over 100 episodes; T=3 reached 500.0). Directly to T=1 with
-            the same 20000 steps: 268.4. None of these reaches 475; the shipped default is the best.
+            132.9 at T=3; lr 1e-3 101.5 at T=4. The preset's recipe (rl-baselines3-zoo's DQN
+            settings: lr 2.3e-3, 128 gradient steps every 256 agent steps, target every 10;
+            teacher-filled replay, fresh Adam, best-of-stage weights), 4000 steps/stage, over 100
+            episodes for ANN seeds 0/1/2: 360.8 / 185.3 / 66.3 (stages T=5..3 reach 290-500 on
+            20 episodes, then reward falls with T). Directly to T=1 with the same 20000 agent
+            steps: 269.7 / 197.9 / 205.4. TD reaches no 475 here; the iteration does not help
+            its reward but halves T=1 spike rates (0.11-0.17 vs 0.22-0.27 in the first layer).
 ``distill`` fits the spiking student to the ANN teacher on a pool of states gathered from
             teacher rollouts and, at every stage, from rollouts of the student itself (so it
             learns to act well on the states it reaches). The loss is scale-free:
