@@ -5,7 +5,7 @@
             best weights of each stage kept (see ``TDRetrainer``). ``steps`` counts agent steps.
 
             Measured on CartPole-v1, ANN seed 0, schedule 5,4,3,2,1 (T=1 reward, 20 episodes):
-            the paper's settings (lr 1e-4, target synced every step, epsilon 0.01) 10.7 at
+            the paper's settings (lr 1e-4, target synced every step, epsilon 0.01) 10.7 (issue 15) at
             10k steps/stage; a target network synced every 500 steps 201.2; plus 10k teacher
             transitions and fresh Adam per stage 15.2 already at T=4; plus best-of-stage weights
             132.9 at T=3; lr 1e-3 101.5 at T=4. The preset's recipe (rl-baselines3-zoo's DQN
@@ -14,7 +14,7 @@
             episodes for ANN seeds 0/1/2: 360.8 / 185.3 / 66.3 (stages T=5..3 reach 290-500 on
             20 episodes, then reward falls with T). Directly to T=1 with the same 20000 agent
             steps: 269.7 / 197.9 / 205.4. TD reaches no 475 here; the iteration does not help
-            its reward but halves T=1 spike rates (0.11-0.17 vs 0.22-0.27 in the first layer).
+            its reward but lowers T=1 spike rates by a third to a half (first layer 0.11-0.17 vs 0.22-0.27).
 ``distill`` fits the spiking student to the ANN teacher on a pool of states gathered from
             teacher rollouts and, at every stage, from rollouts of the student itself (so it
             learns to act well on the states it reaches). The loss is scale-free:
