@@ -45,7 +45,6 @@ from spikerl.convert import collect_observations
 from spikerl.policy import constrain_after_each_step
 from spikerl.settings import CompressSettings, DistillSettings, TDSettings
 
-
 #: ``td``'s in-stage evaluations play training seed + this (below the evaluation seeds).
 TD_EVAL_SEED_OFFSET = 100_000
 
@@ -73,7 +72,10 @@ class TDRetrainer:
     :param seed: seed of the teacher rollouts' exploration
     """
 
-    def __init__(self, teacher: DQN, student: DQN, settings: TDSettings, eval_env: VecEnv | None = None, seed: int = 0, progress: bool = True):
+    def __init__(
+        self, teacher: DQN, student: DQN, settings: TDSettings, eval_env: VecEnv | None = None,
+        seed: int = 0, progress: bool = True,
+    ):
         self.teacher, self.student, self.settings, self.progress = teacher, student, settings, progress
         self.eval_env = eval_env if settings.keep_best else None
         if settings.teacher_transitions:
@@ -99,7 +101,8 @@ class TDRetrainer:
         evaluation = None
         if self.eval_env is not None:
             evaluation = EvalCallback(
-                self.eval_env, callback_on_new_best=best, n_eval_episodes=self.settings.eval_episodes, eval_freq=self.settings.eval_freq, verbose=0
+                self.eval_env, callback_on_new_best=best, n_eval_episodes=self.settings.eval_episodes,
+                eval_freq=self.settings.eval_freq, verbose=0,
             )
         self.student.learn(steps, callback=evaluation, reset_num_timesteps=False, progress_bar=self.progress)
         if best.state is not None:
