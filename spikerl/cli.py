@@ -46,6 +46,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("-n", "--n-timesteps", type=int, help="agent steps (default: the preset's, or the resumed run's)")
     parser.add_argument("--out", help="run folder (default: runs/<env>_<seed>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    parser.add_argument("--force", action="store_true", help="start over in --out even if it holds a run or results")
     _add_common(parser)
     _add_tensorboard(parser, "SB3's training scalars (rollout/, train/, eval/)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
@@ -69,8 +70,8 @@ def _run_train(args: argparse.Namespace) -> None:
         out = args.out or f"runs/{env_id}_{seed}"
     _set_threads(settings)
     ann = train(
-        env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), progress=args.progress,
-        command=args.command_line, tensorboard=args.tensorboard,
+        env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), force=args.force,
+        progress=args.progress, command=args.command_line, tensorboard=args.tensorboard,
     )
     print(_train_summary(out, ann, args.tensorboard))
 
@@ -326,10 +327,12 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> None:
+    from spikerl.locks import folder_lock
     from spikerl.report import write_report
     from spikerl.run_folder import RunFolder
 
-    write_report(args.dir)
+    with folder_lock(args.dir):
+        write_report(args.dir)
     print(f"wrote {RunFolder(args.dir).results_md} and its plots")
 
 
@@ -337,6 +340,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("export", help="write a T=1 spiking agent as a NIR graph for neuromorphic hardware")
     _add_agent_arguments(parser, "spiking T=1 checkpoint (.zip), e.g. T1.zip from 'spikerl compress'")
     parser.add_argument("--out", required=True, help="NIR file to write (HDF5), e.g. agent.nir")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.set_defaults(run=_run_export)
 
 
@@ -347,7 +351,7 @@ def _run_export(args: argparse.Namespace) -> None:
 
     env_id = env_of_agent(args.agent, args.env)
     model = load_agent(args.agent, env_id, load_preset(env_id, args.config).env, "cpu")
-    graph = export_nir(model, args.out)
+    graph = export_nir(model, args.out, force=args.force)
     kinds = ", ".join(type(node).__name__ for node in graph.nodes.values())
     print(f"wrote {args.out}: {len(graph.nodes)} NIR nodes ({kinds})")
 
@@ -425,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"spikerl {args.command}: error: {_with_flag(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (train): every file written is complete (atomic writes)
+        print(f"spikerl {args.command}: interrupted", file=sys.stderr)
         return 130
     return code or 0
 

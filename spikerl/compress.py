@@ -27,6 +27,7 @@ from spikerl.envs import check_training_seed, make_env, with_sticky_actions
 from spikerl.errors import UsageError
 from spikerl.evaluate import evaluate_agent
 from spikerl.loading import load_agent
+from spikerl.locks import holds_folder_lock
 from spikerl.policy import SpikingMlpPolicy, set_timesteps
 from spikerl.report import write_report
 from spikerl.results import CompressionResult, EvaluationProtocol, Stage, read_results, sha256, write_results
@@ -37,6 +38,7 @@ from spikerl.settings import CompressSettings, EnvSettings, Settings
 from spikerl.tensorboard import check_tensorboard, log_stage, open_writer
 
 
+@holds_folder_lock("out_dir")
 def compress(
     agent: str | Path,
     env_id: str,
