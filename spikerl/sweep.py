@@ -320,12 +320,9 @@ def train_task(out: str, run: TrainRun, command: str, device: str) -> str:
     with _recorded(folder, run.settings):
         if not files.ann.is_file():
             resume = files.checkpoint.is_file()
-            if not resume and files.config.is_file():
-                # Killed before its first checkpoint: nothing to resume; the same run starts over.
-                print(f"{folder} holds no checkpoint; training starts over")
-                files.config.unlink()
-            train(run.env_id, run.settings, folder, seed=run.seed, device=device, resume=resume, progress=False,
-                  command=command)
+            # Without a checkpoint (killed before its first one) there is nothing to resume: the run starts over.
+            train(run.env_id, run.settings, folder, seed=run.seed, device=device, resume=resume, force=not resume,
+                  progress=False, command=command)
     return str(files.ann)
 
 
