@@ -46,6 +46,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("-n", "--n-timesteps", type=int, help="agent steps (default: the preset's, or the resumed run's)")
     parser.add_argument("--out", help="run folder (default: runs/<env>_<seed>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    parser.add_argument("--force", action="store_true", help="start over in --out even if it holds a run or results")
     _add_common(parser)
     _add_tensorboard(parser, "SB3's training scalars (rollout/, train/, eval/)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
@@ -69,8 +70,8 @@ def _run_train(args: argparse.Namespace) -> None:
         out = args.out or f"runs/{env_id}_{seed}"
     _set_threads(settings)
     ann = train(
-        env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), progress=args.progress,
-        command=args.command_line, tensorboard=args.tensorboard,
+        env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), force=args.force,
+        progress=args.progress, command=args.command_line, tensorboard=args.tensorboard,
     )
     print(_train_summary(out, ann, args.tensorboard))
 
@@ -83,7 +84,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (CUDA when present), cpu or cuda"
+    )
     parser.add_argument(
         "--num-threads", type=int,
         help="torch CPU threads (default: the preset's; small networks run far faster on 1, "
@@ -92,7 +95,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_tensorboard(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--tensorboard", metavar="DIR", help=f"log {what} to DIR for TensorBoard (needs pip install 'spikerl[tensorboard]')")
+    parser.add_argument(
+        "--tensorboard", metavar="DIR", help=f"log {what} to DIR for TensorBoard (needs pip install 'spikerl[tensorboard]')"
+    )
 
 
 def _common_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,13 +167,19 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
         "--encoding", choices=ENCODINGS, help="input of image observations: analog pixels or spikes (default: the preset's)"
     )
     parser.add_argument("--eval-episodes", type=int, help="evaluation episodes per stage")
-    parser.add_argument("--seed", type=int, default=0, help="seed of conversion, rollouts and retraining, below 1000000 (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of conversion, rollouts and retraining, below 1000000 (default 0)"
+    )
     parser.add_argument("--out", help="output folder (default: runs/<env>_snn)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out after its last saved stage")
     parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
     _add_common(parser)
-    _add_tensorboard(parser, "per stage the distillation loss and learning rate per step, evaluation reward, spike rate and threshold per layer")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bars (the stage results are still printed)")
+    _add_tensorboard(
+        parser, "the distillation loss and learning rate per step; per stage the reward, spike rate and threshold per layer"
+    )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide the progress bars (the stage results still print)"
+    )
     parser.set_defaults(run=_run_compress)
 
 
@@ -220,11 +231,13 @@ def _compress_summary(out: str, result: Any, tensorboard: str | None) -> str:
 
     folder = RunFolder(out)
     ann = result.rows_of(Stage.ANN)[0]
-    last = result.rows_of(Stage.RETRAINED)[-1]
-    energy = f", {last.cost['ann_energy_ratio']:.1f}x less energy per decision than the ANN" if "ann_energy_ratio" in last.cost else ""
+    stages = result.rows_of(Stage.RETRAINED)
+    last = stages[-1]
+    ratio = last.cost.get("ann_energy_ratio")
+    energy = f", {ratio:.1f}x less energy per decision than the ANN" if ratio else ""
     return (
         f"Compressed: at T={last.T} the spiking agent scores {last.mean_reward:.2f} +- {last.std_reward:.2f} "
-        f"(ANN {ann.mean_reward:.2f}){energy}. Agents {', '.join(str(path) for path in folder.stages().values())}; "
+        f"(ANN {ann.mean_reward:.2f}){energy}. Agents {', '.join(str(folder.stage(row.T)) for row in stages)}; "
         f"results {folder.results_md} and {folder.results_json}; plots in {folder.path}"
         + (f"; TensorBoard logs in {tensorboard}" if tensorboard else "") + "."
     )
@@ -314,10 +327,12 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> None:
+    from spikerl.locks import folder_lock
     from spikerl.report import write_report
     from spikerl.run_folder import RunFolder
 
-    write_report(args.dir)
+    with folder_lock(args.dir):
+        write_report(args.dir)
     print(f"wrote {RunFolder(args.dir).results_md} and its plots")
 
 
@@ -325,6 +340,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("export", help="write a T=1 spiking agent as a NIR graph for neuromorphic hardware")
     _add_agent_arguments(parser, "spiking T=1 checkpoint (.zip), e.g. T1.zip from 'spikerl compress'")
     parser.add_argument("--out", required=True, help="NIR file to write (HDF5), e.g. agent.nir")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.set_defaults(run=_run_export)
 
 
@@ -335,7 +351,7 @@ def _run_export(args: argparse.Namespace) -> None:
 
     env_id = env_of_agent(args.agent, args.env)
     model = load_agent(args.agent, env_id, load_preset(env_id, args.config).env, "cpu")
-    graph = export_nir(model, args.out)
+    graph = export_nir(model, args.out, force=args.force)
     kinds = ", ".join(type(node).__name__ for node in graph.nodes.values())
     print(f"wrote {args.out}: {len(graph.nodes)} NIR nodes ({kinds})")
 
@@ -362,9 +378,11 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 
 def _add_package(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("package", help="write an agent as a Hugging Face Hub folder (huggingface_sb3's layout, with a model card)")
+    parser = commands.add_parser(
+        "package", help="write an agent as a Hugging Face Hub folder (huggingface_sb3's layout, with a model card)"
+    )
     _add_agent_arguments(parser, "DQN checkpoint (.zip), e.g. T1.zip from 'spikerl compress'")
-    parser.add_argument("--out", required=True, help="folder to write (must not exist, or be empty); push it with huggingface-cli upload")
+    parser.add_argument("--out", required=True, help="folder to write (new or empty); push it with huggingface-cli upload")
     parser.add_argument("--episodes", type=int, help="evaluation episodes for the model card (default: the preset's)")
     parser.add_argument("--video-steps", type=int, default=1000, help="agent steps of replay.mp4 (default 1000; 0: no video)")
     parser.add_argument("--num-threads", type=int, help="torch CPU threads (default: the preset's)")
@@ -376,10 +394,10 @@ def _run_package(args: argparse.Namespace) -> None:
     from spikerl.package import package_agent
 
     env_id = env_of_agent(args.agent, args.env)
-    settings = _settings(env_id, args.config, {"evaluate": {"episodes": args.episodes}, "env": {"num_threads": args.num_threads}})
+    settings = _settings(env_id, args.config, {"evaluate": {"episodes": args.episodes}, **_common_overrides(args)})
     _set_threads(settings)
     out = package_agent(args.agent, env_id, settings, args.out, video_steps=args.video_steps)
-    print(f"wrote {out} (model card README.md, results.json, config.json); push it with: huggingface-cli upload USER/REPO {out}")
+    print(f"wrote {out} (model card README.md, results.json, config.json); push it: huggingface-cli upload USER/REPO {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -411,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"spikerl {args.command}: error: {_with_flag(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (train): every file written is complete (atomic writes)
+        print(f"spikerl {args.command}: interrupted", file=sys.stderr)
         return 130
     return code or 0
 

@@ -27,6 +27,7 @@ from spikerl.envs import check_training_seed, make_env, with_sticky_actions
 from spikerl.errors import UsageError
 from spikerl.evaluate import evaluate_agent
 from spikerl.loading import load_agent
+from spikerl.locks import holds_folder_lock
 from spikerl.policy import SpikingMlpPolicy, set_timesteps
 from spikerl.report import write_report
 from spikerl.results import CompressionResult, EvaluationProtocol, Stage, read_results, sha256, write_results
@@ -37,6 +38,7 @@ from spikerl.settings import CompressSettings, EnvSettings, Settings
 from spikerl.tensorboard import check_tensorboard, log_stage, open_writer
 
 
+@holds_folder_lock("out_dir")
 def compress(
     agent: str | Path,
     env_id: str,
@@ -228,7 +230,8 @@ class _StageRecorder:
         )
         result = result.with_row(stage, timesteps, evaluation, time.perf_counter() - started)
         if self.writer is not None:
-            log_stage(self.writer, len(result.rows_of(Stage.RETRAINED)) * self.steps_per_stage, timesteps, evaluation, model.q_net)
+            steps_done = len(result.rows_of(Stage.RETRAINED)) * self.steps_per_stage
+            log_stage(self.writer, steps_done, timesteps, evaluation, model.q_net)
         write_report(self.folder, result, plots=False)
         write_results(self.folder, result)
         summary = f"{evaluation.mean:.2f} +- {evaluation.std:.2f} over {protocol.episodes} episodes"

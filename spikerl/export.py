@@ -50,28 +50,46 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.preprocessing import is_image_space
 from torch import nn
 
+from spikerl.checkpoints import atomic_path
 from spikerl.errors import UsageError
+from spikerl.locks import folder_lock
 from spikerl.neurons import IFNeuron
 from spikerl.snn import PlannedLayer, SpikingQNetwork
 
 
-def export_nir(model: DQN, path: str | Path) -> nir.NIRGraph:
+def export_nir(model: DQN, path: str | Path, force: bool = False) -> nir.NIRGraph:
     """Write the Q-network of the T=1 spiking DQN ``model`` to ``path`` as NIR; return the graph.
 
     The graph maps one observation ``[*obs_shape]`` (as the environment gives it) to the
-    Q-values ``[n_actions]`` in one timestep; the greedy action is their argmax. An existing
-    file at ``path`` is overwritten.
+    Q-values ``[n_actions]`` in one timestep; the greedy action is their argmax. The file is
+    written atomically (a temporary file renamed over ``path`` once complete), with the
+    folder locked; an existing file is replaced only when ``force``.
     Raises ``UsageError`` for an ANN agent, an agent with T > 1, an observation space other
-    than a Box, or a ``path`` that cannot be written.
+    than a Box, an existing ``path`` without ``force``, or a ``path`` that cannot be written.
     """
     q_net = _checked_q_net(model)
     graph = _graph(q_net)
-    try:
-        with open(path, "w+b") as file:  # opened here for a plain OSError ("Is a directory", ...) rather than HDF5's
-            nir.write(file, graph)
-    except OSError as error:
-        raise UsageError(f"cannot write the NIR graph to {path} ({error.strerror or error}); pass a file path in an existing, writable directory") from None
+    _write(graph, Path(path), force)
     return graph
+
+
+def _write(graph: nir.NIRGraph, path: Path, force: bool) -> None:
+    """Write ``graph`` to ``path`` atomically, refusing to replace a file unless ``force``."""
+    def unwritable(reason: str) -> UsageError:
+        return UsageError(f"cannot write the NIR graph to {path} ({reason}); pass a file path in an existing, writable directory")
+
+    if path.is_dir():
+        raise unwritable("Is a directory")
+    if not path.parent.is_dir():
+        raise unwritable("No such file or directory")
+    with folder_lock(path.parent):
+        if path.exists() and not force:
+            raise UsageError(f"{path} already exists; pass --force to replace it, or choose another --out")
+        try:
+            with atomic_path(path) as temporary:
+                nir.write(str(temporary), graph)
+        except OSError as error:
+            raise unwritable(error.strerror or str(error)) from None
 
 
 def _checked_q_net(model: DQN) -> SpikingQNetwork:
@@ -104,7 +122,22 @@ def _graph(q_net: SpikingQNetwork) -> nir.NIRGraph:
             nodes[entry.name] = _node(entry.module, entry.input_shape, scale)
     nodes["output"] = nir.Output(output_type=np.array(q_net.plan[-1].output_shape))
     names_in_order = list(nodes)
-    return nir.NIRGraph(nodes=nodes, edges=list(zip(names_in_order, names_in_order[1:])))
+    return nir.NIRGraph(nodes=nodes, edges=list(zip(names_in_order, names_in_order[1:])), metadata=_metadata(input_scale))
+
+
+def _metadata(input_scale: float) -> dict[str, str | int | float]:
+    """What a simulator needs beyond the nodes: one timestep per decision, raw observations in
+    (the image scaling is already multiplied into the first layer's weights), argmax read-out."""
+    from spikerl import __version__
+
+    return {
+        "producer": f"spikerl {__version__}",
+        "timesteps": 1,
+        "input": "raw observations as the environment gives them, one timestep per decision",
+        "input_scale_folded_into_first_layer": input_scale,
+        "readout": "argmax",
+        "readout_description": "the output holds the Q-values; the action is their argmax",
+    }
 
 
 def _encoder_nodes(entry: PlannedLayer, input_scale: float) -> dict[str, nir.NIRNode]:

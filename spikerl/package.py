@@ -108,23 +108,33 @@ def model_card(env_id: str, results: dict[str, Any], video_steps: int) -> str:
     metadata = {
         "library_name": "stable-baselines3",
         "tags": tags,
-        "model-index": [{
-            "name": kind,
-            "results": [{
-                "task": {"type": "reinforcement-learning", "name": "reinforcement-learning"},
-                "dataset": {"name": env_id, "type": env_id},
-                "metrics": [{"type": "mean_reward", "value": reward, "name": "mean_reward", "verified": False}],
-            }],
-        }],
+        "model-index": [
+            {
+                "name": kind,
+                "results": [
+                    {
+                        "task": {"type": "reinforcement-learning", "name": "reinforcement-learning"},
+                        "dataset": {"name": env_id, "type": env_id},
+                        "metrics": [{"type": "mean_reward", "value": reward, "name": "mean_reward", "verified": False}],
+                    }
+                ],
+            }
+        ],
     }
     rates = ", ".join(f"{layer} {rate:.3f}" for layer, rate in measured["spike_rates"].items()) or "none (an ANN)"
     lines = [
-        "---", yaml.safe_dump(metadata, sort_keys=False).rstrip(), "---", "",
-        f"# {kind} agent playing {env_id}", "",
+        "---",
+        yaml.safe_dump(metadata, sort_keys=False).rstrip(),
+        "---",
+        "",
+        f"# {kind} agent playing {env_id}",
+        "",
         f"A {kind} agent for **{env_id}**, made with spikerl on "
         "[Stable-Baselines3](https://github.com/DLR-RM/stable-baselines3)"
         + (f": its Q-network is a spiking neural network that decides in {timesteps} timestep(s)." if timesteps else "."),
-        "", "## Evaluation", "",
+        "",
+        "## Evaluation",
+        "",
         "| mean reward | episodes | seeds | spike rate per layer | energy per decision | vs. the ANN |",
         "|---|---|---|---|---|---|",
         f"| {reward} | {results['n_eval_episodes']} (greedy) | from {measured['first_seed']:,} | {rates} "
@@ -136,12 +146,15 @@ def model_card(env_id: str, results: dict[str, Any], video_steps: int) -> str:
     if video_steps:
         lines += ["## Replay", "", f"`replay.mp4`: the first evaluation game, greedy (at most {video_steps} decisions).", ""]
     lines += [
-        "## Usage", "", "```python",
+        "## Usage",
+        "",
+        "```python",
         "from huggingface_sb3 import load_from_hub",
         "from stable_baselines3 import DQN",
         "",
         f'path = load_from_hub(repo_id="USER/REPO", filename="dqn-{env_id}.zip")',
         "model = DQN.load(path)" + ("  # needs spikerl installed: the policy is spikerl.policy's" if timesteps else ""),
-        "```", "",
+        "```",
+        "",
     ]
     return "\n".join(lines)

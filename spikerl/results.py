@@ -177,12 +177,15 @@ def read_results(folder: str | os.PathLike[str]) -> CompressionResult:
     fix = "restore it, or rerun 'spikerl compress' with --force"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise UsageError(f"{path} is damaged ({type(error).__name__}: {' '.join(str(error).split())}); {fix}") from None
     try:
-        return build(CompressionResult, data)
+        result = build(CompressionResult, data)
     except UsageError as error:
         raise UsageError(f"{path} is damaged ({error}); {fix}") from None
+    if not result.rows:  # compress writes the file after its first (ANN) row
+        raise UsageError(f"{path} is damaged (no rows, not even the ANN's); {fix}")
+    return result
 
 
 def write_results(folder: str | os.PathLike[str], result: CompressionResult) -> None:

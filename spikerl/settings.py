@@ -22,6 +22,8 @@ from spikerl.schema import Record, build, check_number, check_plain, setting
 EVAL_SEED_BASE = 1_000_000
 #: Bounds that keep numbers from the user within what a run can hold.
 MAX_TIMESTEPS = 64
+MAX_LAYERS = 16  # hidden layers of a policy's net_arch
+MAX_LAYER_SIZE = 8192  # units per layer (CartPole's: 256, NatureCNN's features: 512)
 MAX_STEPS = 10**10
 MAX_EPISODES = 1_000_000
 MAX_SAMPLES = 10_000_000
@@ -213,6 +215,28 @@ def check_dqn_kwargs(kwargs: dict[str, Any], name: str) -> None:
     if not isinstance(kwargs.get("policy_kwargs", {}), dict):
         key = f"{name}.policy_kwargs"
         raise UsageError(f"{key} must be a mapping such as {{net_arch: [256, 256]}}", parameter=key)
+    check_network_size(kwargs.get("policy_kwargs", {}), f"{name}.policy_kwargs")
+
+
+def check_network_size(policy_kwargs: dict[str, Any], name: str) -> None:
+    """Refuse ``policy_kwargs`` whose ``net_arch``, ``features_dim`` or ``timesteps`` are not
+    integers within ``MAX_LAYERS`` layers of at most ``MAX_LAYER_SIZE`` units and ``MAX_TIMESTEPS``
+    (presets and untrusted agents alike)."""
+    net_arch = policy_kwargs.get("net_arch", [])
+    if not isinstance(net_arch, list) or len(net_arch) > MAX_LAYERS:
+        message = f"{name}.net_arch must be a list of at most {MAX_LAYERS} layer sizes such as [256, 256], got {net_arch!r}"
+        raise UsageError(message, parameter=f"{name}.net_arch")
+    for index, size in enumerate(net_arch):
+        check_number(size, f"{name}.net_arch[{index}]", int, {"low": 1, "high": MAX_LAYER_SIZE})
+    features = policy_kwargs.get("features_extractor_kwargs", {})
+    if not isinstance(features, dict):
+        key = f"{name}.features_extractor_kwargs"
+        raise UsageError(f"{key} must be a mapping such as {{features_dim: 512}}", parameter=key)
+    if "features_dim" in features:
+        bounds = {"low": 1, "high": MAX_LAYER_SIZE}
+        check_number(features["features_dim"], f"{name}.features_extractor_kwargs.features_dim", int, bounds)
+    if "timesteps" in policy_kwargs:
+        check_number(policy_kwargs["timesteps"], f"{name}.timesteps", int, {"low": 1, "high": MAX_TIMESTEPS})
 
 
 def _check_keywords(

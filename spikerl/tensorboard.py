@@ -23,7 +23,9 @@ from spikerl.errors import UsageError
 def check_tensorboard() -> None:
     """Refuse ``--tensorboard`` when the tensorboard package is missing."""
     if importlib.util.find_spec("tensorboard") is None:
-        raise UsageError("--tensorboard needs the tensorboard package; install it with pip install 'spikerl[tensorboard]', or drop --tensorboard")
+        raise UsageError(
+            "--tensorboard needs the tensorboard package; pip install 'spikerl[tensorboard]', or drop --tensorboard"
+        )
 
 
 def open_writer(log_dir: str | Path) -> Any:
@@ -34,7 +36,9 @@ def open_writer(log_dir: str | Path) -> Any:
     try:
         return SummaryWriter(str(log_dir))
     except OSError as error:
-        raise UsageError(f"cannot write TensorBoard logs to {log_dir} ({error.strerror or error}); choose a writable --tensorboard") from None
+        raise UsageError(
+            f"cannot write TensorBoard logs to {log_dir} ({error.strerror or error}); choose a writable --tensorboard"
+        ) from None
 
 
 def log_stage(writer: Any, step: int, timesteps: int | None, evaluation: Any, q_net: Any) -> None:

@@ -42,7 +42,12 @@ UNSUPPORTED = ("callback", "vec_env_wrapper", "env_wrapper_kwargs", "monitor_kwa
 
 def is_zoo_hyperparameters(data: Any) -> bool:
     """Whether ``data`` (a YAML document) is a zoo hyperparameter file rather than a spikerl preset."""
-    return isinstance(data, dict) and bool(data) and not set(data) & set(SECTIONS) and all(isinstance(v, dict) for v in data.values())
+    return (
+        isinstance(data, dict)
+        and bool(data)
+        and not set(data) & set(SECTIONS)
+        and all(isinstance(v, dict) for v in data.values())
+    )
 
 
 def preset_from_zoo(data: dict[str, Any], env_id: str, base: dict[str, Any] | None) -> dict[str, Any]:
@@ -68,7 +73,9 @@ def preset_from_zoo(data: dict[str, Any], env_id: str, base: dict[str, Any] | No
         if key in block:
             raise UsageError(f"zoo key {key} is not supported by spikerl; remove it from the {env_id} block")
     if int(block.pop("n_envs", 1)) != 1:
-        raise UsageError(f"zoo key n_envs must be 1 for spikerl (it trains DQN on one environment); remove it from the {env_id} block")
+        raise UsageError(
+            f"zoo key n_envs must be 1 for spikerl (it trains DQN on one environment); remove it from the {env_id} block"
+        )
     if block.pop("normalize", False):
         raise UsageError(f"zoo key normalize is not supported by spikerl (no VecNormalize); remove it from the {env_id} block")
     if "policy" not in block or "n_timesteps" not in block:
@@ -98,7 +105,9 @@ def literal(value: Any, name: str) -> Any:
     try:
         tree = ast.parse(value.strip(), mode="eval").body
     except SyntaxError:
-        raise UsageError(f"{name}: {value!r} is not a Python expression; write it as a YAML mapping such as {{net_arch: [64, 64]}}") from None
+        raise UsageError(
+            f"{name}: {value!r} is not a Python expression; write it as a YAML mapping such as {{net_arch: [64, 64]}}"
+        ) from None
     return _literal_node(tree, name)
 
 
@@ -108,7 +117,11 @@ def _literal_node(node: ast.expr, name: str) -> Any:
             raise UsageError(f"{name}: **unpacking is not a literal value; spell the keys out")
         return {keyword.arg: _literal_node(keyword.value, name) for keyword in node.keywords}
     if isinstance(node, ast.Dict):
-        return {_literal_node(key, name): _literal_node(value, name) for key, value in zip(node.keys, node.values) if key is not None}
+        return {
+            _literal_node(key, name): _literal_node(value, name)
+            for key, value in zip(node.keys, node.values)
+            if key is not None
+        }
     if isinstance(node, (ast.List, ast.Tuple)):
         return [_literal_node(element, name) for element in node.elts]
     try:
@@ -143,7 +156,9 @@ def _atari_wrapper(wrapper: Any, env_id: str) -> tuple[bool, dict[str, Any]]:
             return True, {}
         if isinstance(only, dict) and list(only) == [ATARI_WRAPPER]:
             return True, dict(only[ATARI_WRAPPER] or {})
-    raise UsageError(f"zoo env_wrapper {wrapper!r} is not supported by spikerl (only {ATARI_WRAPPER}); remove it from the {env_id} block")
+    raise UsageError(
+        f"zoo env_wrapper {wrapper!r} is not supported by spikerl (only {ATARI_WRAPPER}); remove it from the {env_id} block"
+    )
 
 
 def zoo_model(run: str | Path, env_id: str) -> Path:
@@ -162,11 +177,19 @@ def write_zoo_layout(run: str | Path, env_id: str, seed: int, settings: Any, age
     params = model.parent / env_id
     config: dict[str, Any] = {"policy": settings.train.policy, "n_timesteps": settings.train.n_timesteps, **settings.train.dqn}
     if settings.env.atari:
-        config["env_wrapper"] = [{ATARI_WRAPPER: dict(settings.env.wrapper_kwargs)}] if settings.env.wrapper_kwargs else ATARI_WRAPPER
+        config["env_wrapper"] = (
+            [{ATARI_WRAPPER: dict(settings.env.wrapper_kwargs)}] if settings.env.wrapper_kwargs else ATARI_WRAPPER
+        )
         if settings.env.frame_stack > 1:
             config["frame_stack"] = settings.env.frame_stack
     config["normalize"] = False
-    args = {"algo": ALGO, "env": env_id, "seed": seed, "n_timesteps": settings.train.n_timesteps, "env_kwargs": dict(settings.env.env_kwargs) or None}
+    args = {
+        "algo": ALGO,
+        "env": env_id,
+        "seed": seed,
+        "n_timesteps": settings.train.n_timesteps,
+        "env_kwargs": dict(settings.env.env_kwargs) or None,
+    }
     params.mkdir(parents=True, exist_ok=True)
     write_text(params / "config.yml", yaml.safe_dump(config, sort_keys=False))
     write_text(params / "args.yml", yaml.safe_dump(args, sort_keys=False))

@@ -1,7 +1,6 @@
 """Console output: --no-progress hides bars only; train and compress end with a summary paragraph."""
 
 from conftest import SHIPPED_CARTPOLE
-
 from spikerl.cli import main
 
 
@@ -12,7 +11,10 @@ def test_compress_without_progress_still_prints_stages_and_a_summary(tmp_path, c
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert [line.split()[0] for line in lines[:3]] == ["ANN", "converted", "retrained"]
-    assert lines[-1].startswith("Compressed: at T=1 the spiking agent scores") and "less energy per decision than the ANN" in lines[-1]
+    assert (
+        lines[-1].startswith("Compressed: at T=1 the spiking agent scores")
+        and "less energy per decision than the ANN" in lines[-1]
+    )
     assert str(out / "T1.zip") in lines[-1] and str(out / "results.md") in lines[-1]
     assert "distill" not in captured.err  # no progress bar
 

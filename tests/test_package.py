@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import yaml
-from conftest import SHIPPED_CARTPOLE
 from stable_baselines3 import DQN
 
+from conftest import SHIPPED_CARTPOLE
 from spikerl.cli import main
 
 
@@ -31,7 +31,10 @@ def test_package_writes_the_hub_layout_and_the_zip_loads(tmp_path, capsys):
     assert (out / "dqn-CartPole-v1" / "policy.pth").is_file()
     assert (out / "replay.mp4").is_file() == (video_steps != "0")
 
-    packaged, shipped = DQN.load(out / "dqn-CartPole-v1.zip", device="cpu"), DQN.load(SHIPPED_CARTPOLE / "T1.zip", device="cpu")
+    packaged, shipped = (
+        DQN.load(out / "dqn-CartPole-v1.zip", device="cpu"),
+        DQN.load(SHIPPED_CARTPOLE / "T1.zip", device="cpu"),
+    )
     states = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32)
     assert np.array_equal(packaged.predict(states, deterministic=True)[0], shipped.predict(states, deterministic=True)[0])
 

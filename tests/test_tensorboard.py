@@ -3,8 +3,8 @@
 import sys
 
 import pytest
-from conftest import SHIPPED_CARTPOLE
 
+from conftest import SHIPPED_CARTPOLE
 from spikerl.cli import main
 
 pytest.importorskip("tensorboard")
@@ -20,7 +20,17 @@ def _scalars(folder) -> dict[str, list[tuple[int, float]]]:
 
 def test_compress_logs_losses_rewards_spike_rates_and_thresholds_per_stage(tmp_path, capsys):
     args = ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--schedule", "2,1", "--steps-per-stage", "20"]
-    args += ["--eval-episodes", "2", "--out", str(tmp_path / "snn"), "--tensorboard", str(tmp_path / "tb"), "--num-threads", "1", "--no-progress"]
+    args += [
+        "--eval-episodes",
+        "2",
+        "--out",
+        str(tmp_path / "snn"),
+        "--tensorboard",
+        str(tmp_path / "tb"),
+        "--num-threads",
+        "1",
+        "--no-progress",
+    ]
     assert main(args) == 0
     scalars = _scalars(tmp_path / "tb" / "compress")
     assert [step for step, _ in scalars["distill/loss"]] == list(range(40))  # every step of both stages
@@ -32,7 +42,18 @@ def test_compress_logs_losses_rewards_spike_rates_and_thresholds_per_stage(tmp_p
 
 
 def test_train_logs_sb3_scalars(tmp_path, capsys):
-    args = ["train", "-n", "1100", "--out", str(tmp_path / "run"), "--tensorboard", str(tmp_path / "tb"), "--num-threads", "1", "--no-progress"]
+    args = [
+        "train",
+        "-n",
+        "1100",
+        "--out",
+        str(tmp_path / "run"),
+        "--tensorboard",
+        str(tmp_path / "tb"),
+        "--num-threads",
+        "1",
+        "--no-progress",
+    ]
     assert main(args) == 0
     scalars = _scalars(tmp_path / "tb" / "DQN_1")
     assert "rollout/ep_rew_mean" in scalars and "train/loss" in scalars

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
 
+from conftest import REPO
 from spikerl.cli import main
 from spikerl.config import load_preset
 from spikerl.errors import UsageError
@@ -36,7 +36,9 @@ CartPole-v1:
 def _zoo(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
     """``python -m rl_zoo3.<module> ARGS`` with this checkout's spikerl importable (--gym-packages)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", f"rl_zoo3.{module}", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", f"rl_zoo3.{module}", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
 
 
 def test_zoo_block_is_a_preset_and_zoo_enjoy_plays_the_run_folder(tmp_path, capsys):
@@ -49,9 +51,39 @@ def test_zoo_block_is_a_preset_and_zoo_enjoy_plays_the_run_folder(tmp_path, caps
     assert settings.compress == load_preset("CartPole-v1").compress  # the rest from spikerl's preset
 
     run = tmp_path / "run"
-    assert main(["train", "--env", "CartPole-v1", "--config", str(hyperparameters), "-n", "300", "--out", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--env",
+                "CartPole-v1",
+                "--config",
+                str(hyperparameters),
+                "-n",
+                "300",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    played = _zoo("enjoy", "--algo", "dqn", "--env", "CartPole-v1", "-f", str(run), "--no-render", "-n", "200", "--num-threads", "1", cwd=tmp_path)
+    played = _zoo(
+        "enjoy",
+        "--algo",
+        "dqn",
+        "--env",
+        "CartPole-v1",
+        "-f",
+        str(run),
+        "--no-render",
+        "-n",
+        "200",
+        "--num-threads",
+        "1",
+        cwd=tmp_path,
+    )
     assert played.returncode == 0, played.stderr
     assert f"Loading {run / 'dqn' / 'CartPole-v1.zip'}" in played.stdout and "Mean reward" in played.stdout
 
@@ -76,11 +108,25 @@ def test_zoo_trains_spiking_policy_by_name_and_spikerl_reads_its_folder(tmp_path
     hyperparameters = tmp_path / "spiking.yml"
     hyperparameters.write_text(
         "CartPole-v1:\n  n_timesteps: 300\n  policy: SpikingMlpPolicy\n  learning_starts: 100\n"
-        "  train_freq: 16\n  gradient_steps: 2\n  policy_kwargs: \"dict(net_arch=[32, 32], timesteps=2)\"\n"
+        '  train_freq: 16\n  gradient_steps: 2\n  policy_kwargs: "dict(net_arch=[32, 32], timesteps=2)"\n'
     )
     trained = _zoo(
-        "train", "--algo", "dqn", "--env", "CartPole-v1", "-conf", str(hyperparameters), "--gym-packages", "spikerl",
-        "-f", str(tmp_path / "logs"), "--eval-freq", "-1", "--num-threads", "1", cwd=tmp_path,
+        "train",
+        "--algo",
+        "dqn",
+        "--env",
+        "CartPole-v1",
+        "-conf",
+        str(hyperparameters),
+        "--gym-packages",
+        "spikerl",
+        "-f",
+        str(tmp_path / "logs"),
+        "--eval-freq",
+        "-1",
+        "--num-threads",
+        "1",
+        cwd=tmp_path,
     )
     assert trained.returncode == 0, trained.stderr
     agent = tmp_path / "logs" / "dqn" / "CartPole-v1_1" / "CartPole-v1.zip"
