@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 env_id="${1:-CartPole-v1}"
 bash scripts/setup.sh
 run="runs/$env_id"
-if [ -f "$run/checkpoint.zip" ]; then  # a run started before: continue it (a finished one just re-exports ann.zip)
+if [ -f "$run/checkpoint.json" ]; then  # a run started before: continue it (a finished one just re-exports ann.zip)
   .venv/bin/spikerl train --resume "$run"
 else
   .venv/bin/spikerl train --env "$env_id" --out "$run"

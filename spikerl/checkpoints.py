@@ -1,11 +1,20 @@
-"""Writing SB3 checkpoints atomically, and keeping shipped ones small."""
+"""Writing files atomically (SB3 checkpoints included), and keeping shipped checkpoints small.
+
+Every write goes to a temporary file beside its target (``.<name>.<random>.spikerl.tmp``)
+that replaces the target only once complete, with Ctrl-C and SIGTERM held back until then:
+a stopped or killed run leaves either the old file or the new one, never half of one.
+Temporary files left by a hard kill are removed by ``remove_stale_temporaries`` (which
+the commands call while they hold their folder's lock).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,21 +23,61 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from spikerl.errors import UsageError
 
+TEMPORARY_SUFFIX = ".spikerl.tmp"
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold back SIGINT and SIGTERM for the block, then act on the first that arrived.
+
+    After the block, a held SIGINT raises ``KeyboardInterrupt``; a held SIGTERM goes to the
+    handler that was installed before (the default one ends the process). Outside the main
+    thread (where Python cannot install handlers) the block runs unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number)) for number in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if received:
+        handler = previous[received[0]]
+        if callable(handler):  # Python's own SIGINT handler raises KeyboardInterrupt
+            handler(received[0], None)
+        else:  # SIG_DFL or SIG_IGN, now restored: deliver the signal again
+            os.kill(os.getpid(), received[0])
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    Ctrl-C and SIGTERM wait until the file is in place (``signals_held``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
+    with signals_held():
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+        os.close(handle)
+        try:
+            yield Path(temporary)
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(temporary)
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Delete the temporary files that killed runs left in ``folder`` (call it holding its lock)."""
+    for stale in Path(folder).glob(f".*{TEMPORARY_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
 
 
 @contextlib.contextmanager

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import signal
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from spikerl.errors import UsageError
-from spikerl.settings import OBJECTIVES
+from spikerl.settings import ENCODINGS, OBJECTIVES, STICKY_ACTIONS
 
 if TYPE_CHECKING:
     from spikerl.settings import Settings
@@ -24,6 +25,8 @@ FLAGS = {
     "compress.objective": "--objective",
     "compress.steps_per_stage": "--steps-per-stage",
     "compress.percentile": "--percentile",
+    "compress.encoding": "--encoding",
+    "sticky_actions": "--sticky-actions",
     "compress.stage_eval_episodes": "--eval-episodes",
     "evaluate.episodes": "--episodes",
     "evaluate.seed": "--seed",
@@ -39,12 +42,14 @@ FLAGS = {
 def _add_train(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("train", help="train an ANN DQN agent with SB3")
     parser.add_argument("--env", default="CartPole-v1", help="Gymnasium id with a preset in envs/")
-    parser.add_argument("--config", help="preset YAML file (default: envs/<env>.yaml)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", help="preset YAML file, spikerl's or rl-zoo3's hyperparameters (default: envs/<env>.yaml)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed, below 1000000 (default 0)")
     parser.add_argument("-n", "--n-timesteps", type=int, help="agent steps (default: the preset's, or the resumed run's)")
     parser.add_argument("--out", help="run folder (default: runs/<env>_<seed>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    parser.add_argument("--force", action="store_true", help="start over in --out even if it holds a run or results")
     _add_common(parser)
+    _add_tensorboard(parser, "SB3's training scalars (rollout/, train/, eval/)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     parser.set_defaults(run=_run_train)
 
@@ -66,10 +71,10 @@ def _run_train(args: argparse.Namespace) -> None:
         out = args.out or f"runs/{env_id}_{seed}"
     _set_threads(settings)
     ann = train(
-        env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), progress=args.progress,
-        command=args.command_line,
+        env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), force=args.force,
+        progress=args.progress, command=args.command_line, tensorboard=args.tensorboard,
     )
-    print(f"ANN agent: {ann}")
+    print(_train_summary(out, ann, args.tensorboard))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,11 +85,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (CUDA when present), cpu or cuda"
+    )
     parser.add_argument(
         "--num-threads", type=int,
         help="torch CPU threads (default: the preset's; small networks run far faster on 1, "
         "and several processes on 2 cores must not oversubscribe them)",
+    )
+
+
+def _add_tensorboard(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--tensorboard", metavar="DIR", help=f"log {what} to DIR for TensorBoard (needs pip install 'spikerl[tensorboard]')"
     )
 
 
@@ -151,13 +164,23 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--objective", choices=OBJECTIVES, help="retraining objective (default: the preset's)")
     parser.add_argument("--steps-per-stage", type=int, help="gradient steps (distill) or agent steps (td) per stage")
     parser.add_argument("--percentile", type=float, help="conversion threshold percentile (default: the preset's)")
+    parser.add_argument(
+        "--encoding", choices=ENCODINGS, help="input of image observations: analog pixels or spikes (default: the preset's)"
+    )
     parser.add_argument("--eval-episodes", type=int, help="evaluation episodes per stage")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of conversion, rollouts and retraining, below 1000000 (default 0)"
+    )
     parser.add_argument("--out", help="output folder (default: runs/<env>_snn)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out after its last saved stage")
     parser.add_argument("--force", action="store_true", help="overwrite results already in --out")
     _add_common(parser)
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    _add_tensorboard(
+        parser, "the distillation loss and learning rate per step; per stage the reward, spike rate and threshold per layer"
+    )
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide the progress bars (the stage results still print)"
+    )
     parser.set_defaults(run=_run_compress)
 
 
@@ -168,14 +191,56 @@ def _run_compress(args: argparse.Namespace) -> None:
     env_id = env_of_agent(args.agent, args.env)
     stage_overrides = {
         "schedule": args.schedule, "objective": args.objective, "steps_per_stage": args.steps_per_stage,
-        "percentile": args.percentile, "stage_eval_episodes": args.eval_episodes,
+        "percentile": args.percentile, "stage_eval_episodes": args.eval_episodes, "encoding": args.encoding,
     }
     settings = _settings(env_id, args.config, {"compress": stage_overrides, **_common_overrides(args)})
     _set_threads(settings)
-    compress(
-        args.agent, env_id, settings, args.out or f"runs/{env_id}_snn", seed=args.seed, device=args.device,
+    out = args.out or f"runs/{env_id}_snn"
+    result = compress(
+        args.agent, env_id, settings, out, seed=args.seed, device=args.device,
         resume=args.resume, force=args.force, progress=args.progress,
         commands=_agent_commands(args.agent) + [args.command_line],
+        tensorboard=args.tensorboard,
+    )
+    print(_compress_summary(out, result, args.tensorboard))
+
+
+def _train_summary(out: str, ann: Any, tensorboard: str | None) -> str:
+    """The closing paragraph of ``train``: the best evaluation and what was written where."""
+    import numpy as np
+
+    from spikerl.run_folder import RunFolder
+
+    folder = RunFolder(out)
+    best = ""
+    if folder.evaluations.is_file():
+        log = np.load(folder.evaluations)
+        if len(log["results"]):
+            means = log["results"].mean(axis=1)
+            best = f"best evaluation {means.max():.2f} at step {int(log['timesteps'][means.argmax()])}; "
+    return (
+        f"Trained: {best}agent {ann} (hand it to 'spikerl compress --agent {ann}'), training curve {folder.training_curve}, "
+        f"resumable checkpoint {folder.checkpoint}, rl-zoo3 layout in {folder.path / 'dqn'}"
+        + (f", TensorBoard logs in {tensorboard}" if tensorboard else "") + "."
+    )
+
+
+def _compress_summary(out: str, result: Any, tensorboard: str | None) -> str:
+    """The closing paragraph of ``compress``: the last stage's reward and energy, and the files."""
+    from spikerl.results import Stage
+    from spikerl.run_folder import RunFolder
+
+    folder = RunFolder(out)
+    ann = result.rows_of(Stage.ANN)[0]
+    stages = result.rows_of(Stage.RETRAINED)
+    last = stages[-1]
+    ratio = last.cost.get("ann_energy_ratio")
+    energy = f", {ratio:.1f}x less energy per decision than the ANN" if ratio else ""
+    return (
+        f"Compressed: at T={last.T} the spiking agent scores {last.mean_reward:.2f} +- {last.std_reward:.2f} "
+        f"(ANN {ann.mean_reward:.2f}){energy}. Agents {', '.join(str(folder.stage(row.T)) for row in stages)}; "
+        f"results {folder.results_md} and {folder.results_json}; plots in {folder.path}"
+        + (f"; TensorBoard logs in {tensorboard}" if tensorboard else "") + "."
     )
 
 
@@ -184,6 +249,10 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     _add_agent_arguments(parser, "DQN checkpoint (.zip)")
     parser.add_argument("--episodes", type=int, help="episodes (default: the preset's)")
     parser.add_argument("--seed", type=int, help="first evaluation seed (default: the preset's, 1000000)")
+    parser.add_argument(
+        "--sticky-actions", type=float, nargs="?", const=STICKY_ACTIONS, metavar="P",
+        help=f"Atari only: repeat the previous action with probability P at every frame (ALE's protocol, P {STICKY_ACTIONS})",
+    )
     parser.add_argument(
         "--event-driven", action="store_true",
         help="SNN only: compute large spike-fed Linear layers from the spikes alone (sparse; faster for NatureCNN on a CPU)",
@@ -206,6 +275,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> None:
+    from spikerl.envs import with_sticky_actions
     from spikerl.evaluate import evaluate_agent
     from spikerl.loading import env_of_agent, load_agent
 
@@ -213,14 +283,17 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     protocol_overrides = {"episodes": args.episodes, "seed": args.seed}
     settings = _settings(env_id, args.config, {"evaluate": protocol_overrides, **_common_overrides(args)})
     protocol = settings.evaluate
+    sticky = args.sticky_actions
+    env_config = settings.env if sticky is None else with_sticky_actions(settings.env, sticky, env_id)
     _set_threads(settings)
     model = load_agent(args.agent, env_id, settings.env, args.device)
     if args.event_driven:
         _use_event_driven(model)
-    result = evaluate_agent(model, env_id, settings.env, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
+    result = evaluate_agent(model, env_id, env_config, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
     timesteps = getattr(model.policy, "timesteps", None)
     kind = f"SNN, T={timesteps}" if timesteps else "ANN"
-    print(f"agent {args.agent} ({kind}) on {env_id}, {protocol.episodes} episodes from seed {protocol.seed}")
+    sticky_text = f", sticky actions p={sticky}" if sticky is not None else ""
+    print(f"agent {args.agent} ({kind}) on {env_id}{sticky_text}, {protocol.episodes} episodes from seed {protocol.seed}")
     print(f"reward {result.mean:.2f} +- {result.std:.2f} (min {min(result.rewards):.1f}, max {max(result.rewards):.1f})")
     lengths = result.lengths
     print(f"episode length {sum(lengths) / len(lengths):.1f} (min {min(lengths)}, max {max(lengths)})")
@@ -255,10 +328,12 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> None:
+    from spikerl.locks import folder_lock
     from spikerl.report import write_report
     from spikerl.run_folder import RunFolder
 
-    write_report(args.dir)
+    with folder_lock(args.dir):
+        write_report(args.dir)
     print(f"wrote {RunFolder(args.dir).results_md} and its plots")
 
 
@@ -266,6 +341,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("export", help="write a T=1 spiking agent as a NIR graph for neuromorphic hardware")
     _add_agent_arguments(parser, "spiking T=1 checkpoint (.zip), e.g. T1.zip from 'spikerl compress'")
     parser.add_argument("--out", required=True, help="NIR file to write (HDF5), e.g. agent.nir")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.set_defaults(run=_run_export)
 
 
@@ -276,7 +352,7 @@ def _run_export(args: argparse.Namespace) -> None:
 
     env_id = env_of_agent(args.agent, args.env)
     model = load_agent(args.agent, env_id, load_preset(env_id, args.config).env, "cpu")
-    graph = export_nir(model, args.out)
+    graph = export_nir(model, args.out, force=args.force)
     kinds = ", ".join(type(node).__name__ for node in graph.nodes.values())
     print(f"wrote {args.out}: {len(graph.nodes)} NIR nodes ({kinds})")
 
@@ -302,6 +378,29 @@ def _run_sweep(args: argparse.Namespace) -> int:
     return 1 if outcome.failed else 0
 
 
+def _add_package(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "package", help="write an agent as a Hugging Face Hub folder (huggingface_sb3's layout, with a model card)"
+    )
+    _add_agent_arguments(parser, "DQN checkpoint (.zip), e.g. T1.zip from 'spikerl compress'")
+    parser.add_argument("--out", required=True, help="folder to write (new or empty); push it with huggingface-cli upload")
+    parser.add_argument("--episodes", type=int, help="evaluation episodes for the model card (default: the preset's)")
+    parser.add_argument("--video-steps", type=int, default=1000, help="agent steps of replay.mp4 (default 1000; 0: no video)")
+    parser.add_argument("--num-threads", type=int, help="torch CPU threads (default: the preset's)")
+    parser.set_defaults(run=_run_package)
+
+
+def _run_package(args: argparse.Namespace) -> None:
+    from spikerl.loading import env_of_agent
+    from spikerl.package import package_agent
+
+    env_id = env_of_agent(args.agent, args.env)
+    settings = _settings(env_id, args.config, {"evaluate": {"episodes": args.episodes}, **_common_overrides(args)})
+    _set_threads(settings)
+    out = package_agent(args.agent, env_id, settings, args.out, video_steps=args.video_steps)
+    print(f"wrote {out} (model card README.md, results.json, config.json); push it: huggingface-cli upload USER/REPO {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from spikerl import __version__
 
@@ -313,12 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(commands)
     _add_report(commands)
     _add_export(commands)
+    _add_package(commands)
     _add_sweep(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``spikerl`` command line ``argv`` (default: this process's); returns the exit code."""
+    as_program = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
@@ -330,8 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"spikerl {args.command}: error: {_with_flag(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (train): every file written is complete (atomic writes)
+        print(f"spikerl {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if as_program:  # the work is over: a Ctrl-C while the interpreter shuts down must not end in a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return code or 0
 
 

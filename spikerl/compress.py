@@ -23,10 +23,11 @@ from stable_baselines3.common.vec_env import VecEnv
 from spikerl.checkpoints import atomic_path, save_model, writable_folder
 from spikerl.convert import collect_observations, convert, spiking_model
 from spikerl.energy import layer_costs
-from spikerl.envs import check_training_seed, make_env
+from spikerl.envs import check_training_seed, make_env, with_sticky_actions
 from spikerl.errors import UsageError
 from spikerl.evaluate import evaluate_agent
 from spikerl.loading import load_agent
+from spikerl.locks import holds_folder_lock
 from spikerl.policy import SpikingMlpPolicy, set_timesteps
 from spikerl.report import write_report
 from spikerl.results import CompressionResult, EvaluationProtocol, Stage, read_results, sha256, write_results
@@ -34,8 +35,10 @@ from spikerl.retrain import make_retrainer
 from spikerl.run_folder import RunFolder
 from spikerl.schema import Record
 from spikerl.settings import CompressSettings, EnvSettings, Settings
+from spikerl.tensorboard import check_tensorboard, log_stage, open_writer
 
 
+@holds_folder_lock("out_dir")
 def compress(
     agent: str | Path,
     env_id: str,
@@ -47,12 +50,16 @@ def compress(
     force: bool = False,
     progress: bool = True,
     commands: list[str] | None = None,
+    tensorboard: str | Path | None = None,
 ) -> CompressionResult:
     """Run the IIR schedule of ``settings.compress`` on the ANN at ``agent``; returns the results.
 
-    ``commands`` (the command lines that made the ANN and run this) go into the results.
+    ``commands`` (the command lines that made the ANN and run this) go into the results;
+    ``tensorboard``: a folder for TensorBoard logs (``spikerl.tensorboard``).
     """
     check_training_seed(seed)
+    if tensorboard:
+        check_tensorboard()
     folder = RunFolder(out_dir)
     previous = _previous_result(folder, resume, force)
     ann = _load_ann(agent, env_id, settings, device)
@@ -61,10 +68,11 @@ def compress(
     if previous:
         commands = list(dict.fromkeys(previous.commands + result.commands))
         result = dataclasses.replace(result, rows=previous.rows, commands=commands)
-    record = _StageRecorder(folder, settings.env, progress)
     schedule = settings.compress.schedule
     set_random_seed(seed)
     env = make_env(env_id, settings.env, seed=seed)
+    writer = open_writer(Path(tensorboard) / "compress") if tensorboard else None
+    record = _StageRecorder(folder, settings.env, writer, settings.compress.steps_per_stage)
     try:
         _copy_ann(agent, folder)
         if not previous:
@@ -74,9 +82,15 @@ def compress(
             student = _restore(ann, env, env_id, settings, seed, folder.stage(done[-1]), device)
         else:
             student = _convert(ann, env, settings.compress, seed)
+        if student.q_net.encoder is not None:  # the SNN rows' costs: the encoder, a first layer on spikes
+            spiking_layers = [asdict(cost) for cost in layer_costs(student.q_net, student.observation_space)]
+            result = dataclasses.replace(result, spiking_layers=spiking_layers)
+        if not done:
             if not result.rows_of(Stage.CONVERTED):
                 result = record(result, Stage.CONVERTED, schedule[0], student, started)
-        retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress)
+        retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress, writer)
+        if tensorboard:
+            student.tensorboard_log = str(tensorboard)  # the td objective: SB3 logs its training scalars there
         for timesteps in schedule:
             if timesteps not in done:
                 started = time.perf_counter()
@@ -84,8 +98,17 @@ def compress(
                 retrainer.retrain(settings.compress.steps_per_stage)
                 save_model(student, folder.stage(timesteps), keep_optimizer_state=False)
                 result = record(result, Stage.RETRAINED, timesteps, student, started)
+        if result.evaluation.sticky_actions is not None:
+            sticky_rows: tuple[tuple[Stage, int | None, DQN], ...] = (
+                (Stage.ANN_STICKY, None, ann), (Stage.RETRAINED_STICKY, schedule[-1], student)
+            )
+            for stage, stage_timesteps, model in sticky_rows:
+                if not result.rows_of(stage):
+                    result = record(result, stage, stage_timesteps, model, time.perf_counter())
     finally:
         env.close()
+        if writer is not None:
+            writer.close()
     result = write_report(folder, result)
     write_results(folder, result)
     return result
@@ -117,10 +140,15 @@ def _new_result(
     """The header of this run's results (no rows yet)."""
     stage_settings, protocol = settings.compress, settings.evaluate
     episodes = stage_settings.stage_eval_episodes if stage_settings.stage_eval_episodes is not None else protocol.episodes
+    if protocol.sticky_actions is not None:
+        with_sticky_actions(settings.env, protocol.sticky_actions, env_id)  # refuses a non-Atari env now, not after the stages
+    evaluation = EvaluationProtocol(
+        episodes=episodes, seed=protocol.seed, n_envs=protocol.n_envs, sticky_actions=protocol.sticky_actions
+    )
     return CompressionResult(
         env_id=env_id, agent=str(agent), agent_sha256=sha256(agent), objective=stage_settings.objective,
-        schedule=stage_settings.schedule, percentile=stage_settings.percentile, steps_per_stage=stage_settings.steps_per_stage,
-        seed=seed, evaluation=EvaluationProtocol(episodes=episodes, seed=protocol.seed, n_envs=protocol.n_envs),
+        schedule=stage_settings.schedule, percentile=stage_settings.percentile, encoding=stage_settings.encoding,
+        steps_per_stage=stage_settings.steps_per_stage, seed=seed, evaluation=evaluation,
         commands=list(commands or []), layers=[asdict(cost) for cost in layer_costs(ann.q_net, ann.observation_space)],
     )
 
@@ -161,13 +189,17 @@ def _convert(ann: DQN, env: VecEnv, settings: CompressSettings, seed: int) -> DQ
     """The spiking student at the schedule's first T, thresholds from calibration rollouts of ``ann``."""
     calibration = collect_observations(ann, env, settings.calibration_samples, rng=np.random.default_rng(seed))
     dqn_kwargs = _student_dqn_kwargs(settings, seed)
-    return convert(ann, env, calibration, settings.schedule[0], settings.percentile, settings.neuron_kwargs, **dqn_kwargs)
+    return convert(
+        ann, env, calibration, settings.schedule[0], settings.percentile, settings.neuron_kwargs,
+        encoding=settings.encoding, input_margin=settings.input_margin, **dqn_kwargs,
+    )
 
 
 def _restore(ann: DQN, env: VecEnv, env_id: str, settings: Settings, seed: int, stage: Path, device: str) -> DQN:
     """The spiking student with the weights of the saved ``stage`` (no calibration, no conversion)."""
     compress = settings.compress
-    student = spiking_model(ann, env, compress.schedule[0], compress.neuron_kwargs, **_student_dqn_kwargs(compress, seed))
+    dqn_kwargs = _student_dqn_kwargs(compress, seed)
+    student = spiking_model(ann, env, compress.schedule[0], compress.neuron_kwargs, compress.encoding, **dqn_kwargs)
     student.policy.load_state_dict(load_agent(stage, env_id, settings.env, device).policy.state_dict())
     return student
 
@@ -178,20 +210,30 @@ class _StageRecorder:
 
     folder: RunFolder
     env_settings: EnvSettings
-    progress: bool
+    writer: Any = None
+    """A TensorBoard ``SummaryWriter``: each stage is logged at the retraining steps done so far."""
+    steps_per_stage: int = 0
 
     def __call__(
         self, result: CompressionResult, stage: Stage, timesteps: int | None, model: DQN, started: float
     ) -> CompressionResult:
-        """``result`` with the row of ``model`` (timed from ``started``); rewrites results.json and results.md."""
+        """``result`` with the row of ``model`` (timed from ``started``); rewrites results.json and results.md.
+
+        The ``*_STICKY`` stages are played with the protocol's sticky actions.
+        """
         protocol = result.evaluation
+        env_settings = self.env_settings
+        if stage in (Stage.ANN_STICKY, Stage.RETRAINED_STICKY) and protocol.sticky_actions is not None:
+            env_settings = with_sticky_actions(env_settings, protocol.sticky_actions, result.env_id)
         evaluation = evaluate_agent(
-            model, result.env_id, self.env_settings, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs
+            model, result.env_id, env_settings, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs
         )
         result = result.with_row(stage, timesteps, evaluation, time.perf_counter() - started)
+        if self.writer is not None:
+            steps_done = len(result.rows_of(Stage.RETRAINED)) * self.steps_per_stage
+            log_stage(self.writer, steps_done, timesteps, evaluation, model.q_net)
         write_report(self.folder, result, plots=False)
         write_results(self.folder, result)
-        if self.progress:
-            summary = f"{evaluation.mean:.2f} +- {evaluation.std:.2f} over {protocol.episodes} episodes"
-            print(f"{stage.value:>10} T={timesteps or '-'}: {summary}")
+        summary = f"{evaluation.mean:.2f} +- {evaluation.std:.2f} over {protocol.episodes} episodes"
+        print(f"{stage.value:>10} T={timesteps or '-'}: {summary}")  # also with --no-progress, which hides bars only
         return result

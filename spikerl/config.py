@@ -20,6 +20,7 @@ import yaml
 from spikerl.errors import UsageError
 from spikerl.run_folder import RunFolder
 from spikerl.settings import Settings, from_mapping
+from spikerl.zoo import is_zoo_hyperparameters, preset_from_zoo
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -72,7 +73,11 @@ def load_preset(env_id: str, path: str | Path | None = None) -> Settings:
         preset_path = Path(path)
         if not preset_path.is_file():
             raise UsageError(f"preset file {preset_path} not found; pass an existing --config FILE.yaml")
-    return _settings(_read_yaml(preset_path, "fix the file"), preset_path, "fix the file (see spikerl/settings.py)")
+    data = _read_yaml(preset_path, "fix the file")
+    if path is not None and is_zoo_hyperparameters(data):  # an rl-baselines3-zoo hyperparameter file
+        presets = preset_files()
+        data = preset_from_zoo(data, env_id, _read_yaml(presets[env_id], "fix the file") if env_id in presets else None)
+    return _settings(data, preset_path, "fix the file (see spikerl/settings.py)")
 
 
 def with_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:

@@ -18,13 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 from stable_baselines3 import DQN
+from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.dqn.policies import CnnPolicy
 
+from spikerl.encoding import INPUT_MARGIN, calibrate_encoder, fold_first_layer
 from spikerl.errors import UsageError
 from spikerl.neurons import IFNeuron
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
-from spikerl.snn import WEIGHTED_LAYERS, SpikingQNetwork
+from spikerl.snn import SpikingQNetwork
 
 
 def collect_observations(
@@ -56,10 +58,19 @@ def check_percentile(percentile: float) -> float:
     return float(percentile)
 
 
-def spiking_model(ann: DQN, env: VecEnv, timesteps: int, neuron_kwargs: dict[str, Any] | None = None, **dqn_kwargs: Any) -> DQN:
-    """A spiking DQN with the ANN's network layout, ``timesteps`` T, and fresh weights."""
+def spiking_model(
+    ann: DQN,
+    env: VecEnv,
+    timesteps: int,
+    neuron_kwargs: dict[str, Any] | None = None,
+    encoding: str = "direct",
+    **dqn_kwargs: Any,
+) -> DQN:
+    """A spiking DQN with the ANN's network layout, ``timesteps`` T, the input ``encoding`` and fresh weights."""
     policy_class = SpikingCnnPolicy if isinstance(ann.policy, CnnPolicy) else SpikingMlpPolicy
-    policy_kwargs = {**ann.policy_kwargs, "timesteps": timesteps, "neuron_kwargs": dict(neuron_kwargs or {})}
+    policy_kwargs = {
+        **ann.policy_kwargs, "timesteps": timesteps, "neuron_kwargs": dict(neuron_kwargs or {}), "encoding": encoding
+    }
     return DQN(policy_class, env, policy_kwargs=policy_kwargs, device=ann.device, **dqn_kwargs)
 
 
@@ -73,8 +84,9 @@ def set_thresholds(q_net: SpikingQNetwork, observations: torch.Tensor, percentil
     NatureCNN's 512-unit layer on Pong), it is the ``percentile`` of the positive ones.
     """
     thresholds = {}
-    layers = q_net.layers()
-    for name, neuron in q_net.neurons().items():
+    plan = q_net.plan
+    for entry in q_net.planned("neuron"):
+        name, neuron = entry.name, entry.module
         neuron.capture_input = True
         try:
             q_net(observations)
@@ -96,7 +108,7 @@ def set_thresholds(q_net: SpikingQNetwork, observations: torch.Tensor, percentil
                 f"threshold set to the {percentile:g}th percentile of the positive ones ({threshold:.4g})"
             )
         neuron.threshold.fill_(threshold)
-        next_weighted = next(m for m in layers[layers.index(neuron) :] if isinstance(m, WEIGHTED_LAYERS))
+        next_weighted = next(e.module for e in plan[plan.index(entry) :] if e.role in ("weighted", "readout"))
         next_weighted.weight.mul_(threshold)
         thresholds[name] = threshold
     return thresholds
@@ -109,20 +121,37 @@ def convert(
     timesteps: int,
     percentile: float = 90.0,
     neuron_kwargs: dict[str, Any] | None = None,
+    encoding: str = "direct",
+    input_margin: float = INPUT_MARGIN,
     **dqn_kwargs: Any,
 ) -> DQN:
     """Build the spiking DQN of ``ann``: same weights, percentile thresholds, T = ``timesteps``.
+
+    With a spiking input (``encoding`` other than ``direct``) the encoder's thresholds are
+    calibrated first (``calibrate_encoder`` with ``input_margin``) and the first convolution,
+    which now takes spikes, is initialised from the ANN's (``fold_first_layer``).
 
     :param calibration_observations: ``[N, ...]`` observations from rollouts of ``ann``
     :param dqn_kwargs: ``DQN`` hyperparameters of the returned model (used by TD retraining)
     """
     check_percentile(percentile)
-    snn = spiking_model(ann, env, timesteps, neuron_kwargs, **dqn_kwargs)
-    missing, unexpected = snn.q_net.load_state_dict(ann.q_net.state_dict(), strict=False)
-    neuron_names = {f"{name}.{p}" for name, module in snn.q_net.named_modules() if isinstance(module, IFNeuron) for p in ("threshold", "leak")}
-    if unexpected or set(missing) - neuron_names:
+    snn = spiking_model(ann, env, timesteps, neuron_kwargs, encoding, **dqn_kwargs)
+    q_net = snn.q_net
+    weights = ann.q_net.state_dict()
+    first = q_net.planned("weighted")[0]
+    if q_net.encoder is not None:  # the first layer's weights are folded below, from the ANN's
+        weights = {key: value for key, value in weights.items() if not key.startswith(f"{first.name}.")}
+    missing, unexpected = q_net.load_state_dict(weights, strict=False)
+    neurons = [name for name, module in q_net.named_modules() if isinstance(module, IFNeuron)]
+    new_names = {f"{name}.{p}" for name in neurons for p in ("threshold", "leak")}
+    new_names |= {f"{first.name}.{p}" for p in ("weight", "bias")} if q_net.encoder is not None else set()
+    if unexpected or set(missing) - new_names:
         raise UsageError(f"the ANN's layers do not match its spiking version (unexpected {unexpected}, missing {missing})")
     observations = snn.policy.obs_to_tensor(calibration_observations)[0]
-    set_thresholds(snn.q_net, observations, percentile)
+    if q_net.encoder is not None:
+        frames = preprocess_obs(observations, q_net.observation_space, normalize_images=q_net.normalize_images)
+        calibrate_encoder(q_net.encoder, frames, input_margin)
+        fold_first_layer(q_net.encoder, first.module, ann.q_net.get_submodule(first.name), frames)
+    set_thresholds(q_net, observations, percentile)
     snn.q_net_target.load_state_dict(snn.q_net.state_dict())
     return snn

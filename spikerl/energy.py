@@ -6,7 +6,10 @@ multiply-accumulates for one observation. Then, per decision:
 - ANN: every layer costs its MACs.
 - SNN at T timesteps: the first layer takes the analog observation (direct encoding) and
   costs its MACs, once (spikerl computes it once per decision); every later layer receives
-  binary spikes and costs ``MACs x (input spike rate) x T`` accumulates (ACs).
+  binary spikes and costs ``MACs x (input spike rate) x T`` accumulates (ACs). With a spiking
+  input layer (``spikerl.encoding``) the first layer takes spikes too, and the encoder's own
+  operations (one comparison per input neuron, plus one subtraction for a change channel)
+  count as ACs at every timestep.
 - Energy: ``MACs x e_mac + ACs x e_ac``, with 45 nm CMOS figures (Horowitz 2014) by default:
   32-bit float MAC 4.6 pJ, AC 0.9 pJ.
 - Membrane state: a T>1 SNN keeps every neuron's potential (and the output accumulator)
@@ -15,11 +18,14 @@ multiply-accumulates for one observation. Then, per decision:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+
+from spikerl.snn import SpikingQNetwork, layer_plan, spiking_input_name
 
 MAC_PJ = 4.6
 AC_PJ = 0.9
@@ -27,47 +33,38 @@ AC_PJ = 0.9
 
 @dataclass
 class LayerCost:
-    """One weighted layer: its name, MACs per observation, the activation layer that feeds it
-    (``None`` for the first layer, which sees the observation) and its output size."""
+    """One layer's operations: its name, operations per observation (``macs``: MACs of a
+    weighted layer; for the spiking input layer, ``kind`` ``"encoder"``, its comparisons and
+    channel differences, which the ANN does not do), the spiking layer that feeds it
+    (``None`` where it takes analog values) and its output size."""
 
     name: str
     macs: int
     input_layer: str | None
     outputs: int
+    kind: str = "weighted"
 
 
 def layer_costs(q_net: nn.Module, observation_space: Any) -> list[LayerCost]:
-    """MACs of each weighted layer of an SB3 Q-network (ANN or spiking) for one observation.
+    """Operations of each weighted layer (and the input encoder) of a Q-network, ANN or
+    spiking, for one observation, from its layer plan (``spikerl.snn.layer_plan``).
 
-    Activation layers (``ReLU`` or neuron layers) are matched by module name, so the same
-    names index the spike rates of the spiking version.
+    A layer's ``input_layer`` is named as in the plan (``spiking_input_name``), so the names
+    of an ANN's ReLU layers index the spike rates of its spiking version.
     """
-    costs: list[LayerCost] = []
-    hooks = []
-
-    def on_forward(name: str, module: nn.Module, output: torch.Tensor) -> None:
-        per_output = module.in_features if isinstance(module, nn.Linear) else module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-        outputs = output[0].numel()
-        costs.append(LayerCost(name, outputs * per_output, None, outputs))
-
-    leaves = [(name, m) for name, m in q_net.named_modules() if not list(m.children())]
-    order = {name: index for index, (name, _) in enumerate(leaves)}
-    for name, module in leaves:
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            hooks.append(module.register_forward_hook(lambda m, i, o, name=name: on_forward(name, m, o)))
-    weighted = [name for name, m in leaves if isinstance(m, (nn.Linear, nn.Conv2d))]
-    activations = [name for name, m in leaves if not isinstance(m, (nn.Linear, nn.Conv2d, nn.Flatten))]
-    device = next(q_net.parameters()).device
-    sample = torch.as_tensor(observation_space.sample()[None], device=device)  # [1, *obs_shape]
-    try:
-        with torch.no_grad():
-            q_net(sample)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    for cost, name in zip(costs, weighted):
-        before = [a for a in activations if order[a] < order[name]]
-        cost.input_layer = before[-1] if before else None
+    plan = q_net.plan if isinstance(q_net, SpikingQNetwork) else layer_plan(q_net, observation_space)
+    costs = []
+    for entry in plan:
+        module, outputs = entry.module, math.prod(entry.output_shape)
+        if entry.role == "encoder":
+            terms = int(torch.count_nonzero(module.mixing, dim=1).max())  # mixed channels per neuron, compared once
+            costs.append(LayerCost(entry.name, outputs * terms, None, outputs, kind="encoder"))
+        elif entry.role in ("weighted", "readout"):
+            if isinstance(module, nn.Linear):
+                per_output = module.in_features
+            else:
+                per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            costs.append(LayerCost(entry.name, outputs * per_output, spiking_input_name(plan, entry), outputs))
     return costs
 
 
@@ -79,12 +76,14 @@ def decision_cost(
 
     ``mac_energy_pj`` and ``ac_energy_pj`` split ``energy_pj`` by operation kind.
     """
+    weighted = [c for c in costs if c.kind == "weighted"]
     if timesteps is None:
-        macs, acs, membrane = sum(c.macs for c in costs), 0.0, 0
+        macs, acs, membrane = sum(c.macs for c in weighted), 0.0, 0
     else:
-        macs = sum(c.macs for c in costs if c.input_layer is None)
-        acs = sum(c.macs * spike_rates[c.input_layer] * timesteps for c in costs if c.input_layer is not None)
-        membrane = sum(c.outputs for c in costs) if timesteps > 1 else 0
+        macs = sum(c.macs for c in weighted if c.input_layer is None)
+        acs = sum(c.macs * spike_rates[c.input_layer] * timesteps for c in weighted if c.input_layer is not None)
+        acs += sum(c.macs * timesteps for c in costs if c.kind == "encoder")  # its comparisons, every timestep
+        membrane = sum(c.outputs for c in weighted) if timesteps > 1 else 0
     return {
         "macs": macs, "acs": acs, "energy_pj": macs * mac_pj + acs * ac_pj,
         "mac_energy_pj": macs * mac_pj, "ac_energy_pj": acs * ac_pj, "membrane_values": membrane,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import ale_py
@@ -12,7 +13,7 @@ from stable_baselines3.common.utils import check_for_correct_spaces
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack, VecTransposeImage
 
 from spikerl.errors import UsageError
-from spikerl.settings import EVAL_SEED_BASE, EnvSettings
+from spikerl.settings import EVAL_SEED_BASE, STICKY_ACTIONS, EnvSettings
 
 gym.register_envs(ale_py)
 
@@ -38,6 +39,19 @@ def check_agent_fits(model: BaseAlgorithm, env: VecEnv, env_id: str) -> None:
     except ValueError as error:
         problem = f"the agent does not fit {env_id} ({error})"
         raise UsageError(f"{problem}; pass as env_id the environment the agent was trained on", parameter="env_id") from None
+
+
+def with_sticky_actions(env_config: EnvSettings, probability: float, env_id: str) -> EnvSettings:
+    """``env_config`` with ALE's sticky actions: at every emulator frame the previous action is
+    repeated with ``probability`` (``repeat_action_probability``, passed to ``gymnasium.make``)."""
+    if not env_config.atari:
+        problem = f"sticky actions are an Atari (ALE) setting and {env_id} is not an Atari env"
+        raise UsageError(f"{problem}; drop the sticky-action setting", parameter="sticky_actions")
+    if not 0 <= probability < 1:
+        problem = f"the sticky-action probability must be in [0, 1), got {probability}"
+        raise UsageError(f"{problem}; ALE recommends {STICKY_ACTIONS}", parameter="sticky_actions")
+    env_kwargs = {**env_config.env_kwargs, "repeat_action_probability": float(probability)}
+    return dataclasses.replace(env_config, env_kwargs=env_kwargs)
 
 
 def make_env(

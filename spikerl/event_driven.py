@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from spikerl.neurons import IFNeuron
+if TYPE_CHECKING:
+    from spikerl.snn import PlannedLayer
 
 #: Layers with fewer weights stay dense: there the CSR conversion costs more than it saves.
 MIN_WEIGHTS = 2**19
@@ -87,17 +89,17 @@ class SpikeDrivenLinear(nn.Module):
         return self._weight_t
 
 
-def event_driven_layers(layers: tuple[nn.Module, ...], min_weights: int = MIN_WEIGHTS) -> tuple[nn.Module, ...]:
-    """``layers`` with every large ``nn.Linear`` whose input is spikes wrapped in ``SpikeDrivenLinear``.
+def event_driven_layers(plan: tuple[PlannedLayer, ...], min_weights: int = MIN_WEIGHTS) -> tuple[nn.Module, ...]:
+    """The modules of ``plan`` after its encoder, every large ``nn.Linear`` fed by spikes
+    wrapped in ``SpikeDrivenLinear``.
 
-    A Linear layer's input is spikes when the last layer before it, ``nn.Flatten`` aside, is
-    a neuron layer (the read-out at T > 1 gets the mean spike map, as sparse). It is large
-    when it holds at least ``min_weights`` weights.
+    Which layers take spikes is the plan's ``input_kind`` (the read-out at T > 1 gets the mean
+    spike map, as sparse). A layer is large when it holds at least ``min_weights`` weights.
     """
-    result, fed_by_spikes = [], False
-    for layer in layers:
-        large = isinstance(layer, nn.Linear) and layer.weight.numel() >= min_weights
-        result.append(SpikeDrivenLinear(layer) if fed_by_spikes and large else layer)
-        if not isinstance(layer, nn.Flatten):
-            fed_by_spikes = isinstance(layer, IFNeuron)
-    return tuple(result)
+    return tuple(
+        SpikeDrivenLinear(entry.module)
+        if entry.input_kind == "spikes" and isinstance(entry.module, nn.Linear) and entry.module.weight.numel() >= min_weights
+        else entry.module
+        for entry in plan
+        if entry.role != "encoder"
+    )

@@ -6,7 +6,8 @@ Use them like SB3's own::
     from spikerl.policy import SpikingMlpPolicy
     model = DQN(SpikingMlpPolicy, "CartPole-v1", policy_kwargs=dict(timesteps=1))
 
-T and the neuron settings travel in ``policy_kwargs`` (``timesteps``, ``neuron_kwargs``), so a
+T, the neuron settings and the input encoding travel in ``policy_kwargs`` (``timesteps``,
+``neuron_kwargs``, ``encoding``), so a
 saved agent loads with plain ``stable_baselines3.DQN.load`` wherever spikerl is installed.
 Thresholds and leaks are parameters of the Q-network: the optimizer trains them and the
 target-network sync copies them. After every optimizer step leaks are clamped to <= 1 and
@@ -22,9 +23,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from stable_baselines3 import DQN
 from stable_baselines3.common.torch_layers import NatureCNN
 from stable_baselines3.dqn.policies import DQNPolicy
 
+from spikerl.encoding import check_encoding
 from spikerl.snn import SpikingQNetwork, check_timesteps
 
 Q_NET, TARGET = "q_net.", "q_net_target."
@@ -44,15 +47,24 @@ class SpikingMlpPolicy(DQNPolicy):
     :param timesteps: T, timesteps per decision
     :param neuron_kwargs: ``IFNeuron`` settings (``threshold``, ``leak``, ``learn_leak``,
         ``surrogate_scale``)
+    :param encoding: input encoding of image observations (``spikerl.encoding.ENCODINGS``)
     Other parameters are ``DQNPolicy``'s.
     """
 
     q_net: SpikingQNetwork
     q_net_target: SpikingQNetwork
 
-    def __init__(self, *args: Any, timesteps: int = 5, neuron_kwargs: dict[str, Any] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        timesteps: int = 5,
+        neuron_kwargs: dict[str, Any] | None = None,
+        encoding: str = "direct",
+        **kwargs: Any,
+    ):
         self._initial_timesteps = check_timesteps(timesteps)  # read by make_q_net while the base class builds
         self.neuron_kwargs = dict(neuron_kwargs or {})
+        self.encoding = check_encoding(encoding)
         super().__init__(*args, **kwargs)
         self.register_load_state_dict_pre_hook(_restore_target_copy)
 
@@ -73,14 +85,21 @@ class SpikingMlpPolicy(DQNPolicy):
 
     def make_q_net(self) -> SpikingQNetwork:
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
-        return SpikingQNetwork(**net_args, timesteps=self._initial_timesteps, neuron_kwargs=self.neuron_kwargs).to(self.device)
+        return SpikingQNetwork(
+            **net_args, timesteps=self._initial_timesteps, neuron_kwargs=self.neuron_kwargs, encoding=self.encoding
+        ).to(self.device)
 
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)
         constrain_after_each_step(self.optimizer, self.q_net)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), "timesteps": self.timesteps, "neuron_kwargs": self.neuron_kwargs}
+        return {
+            **super()._get_constructor_parameters(),
+            "timesteps": self.timesteps,
+            "neuron_kwargs": self.neuron_kwargs,
+            "encoding": self.encoding,
+        }
 
 
 class SpikingCnnPolicy(SpikingMlpPolicy):
@@ -88,6 +107,11 @@ class SpikingCnnPolicy(SpikingMlpPolicy):
 
     def __init__(self, *args: Any, features_extractor_class: type = NatureCNN, **kwargs: Any):
         super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+# SB3 resolves policy names through DQN.policy_aliases: with these, DQN("SpikingMlpPolicy", env)
+# works, and so does an rl-zoo3 YAML saying `policy: SpikingMlpPolicy` (zoo run with --gym-packages spikerl).
+DQN.policy_aliases.update({"SpikingMlpPolicy": SpikingMlpPolicy, "SpikingCnnPolicy": SpikingCnnPolicy})
 
 
 def constrain_after_each_step(optimizer: torch.optim.Optimizer, q_net: SpikingQNetwork) -> None:

@@ -34,6 +34,14 @@ class Stage(str, enum.Enum):
     """The SNN right after conversion, at the schedule's first T, before any retraining."""
     RETRAINED = "retrained"
     """The SNN after the retraining stage at its T."""
+    ANN_STICKY = "ANN, sticky actions"
+    """The ANN under ALE's sticky actions (``EvaluationProtocol.sticky_actions``)."""
+    RETRAINED_STICKY = "retrained, sticky actions"
+    """The last retrained stage under ALE's sticky actions."""
+
+    @property
+    def is_ann(self) -> bool:
+        return self in (Stage.ANN, Stage.ANN_STICKY)
 
 
 class EvaluationProtocol(Record):
@@ -42,6 +50,8 @@ class EvaluationProtocol(Record):
     episodes: int = setting(low=1)
     seed: int = setting(low=0)
     n_envs: int = setting(low=1)
+    sticky_actions: float | None = setting(default=None, low=0, high=0.99)
+    """Sticky-action probability of the ``*_STICKY`` rows (None: there are none)."""
 
 
 class StageRow(Record):
@@ -62,7 +72,7 @@ class StageRow(Record):
     """Operations and energy per decision (``spikerl.energy.decision_cost``) and ``ann_energy_ratio``."""
 
     def check(self) -> None:
-        if (self.stage is Stage.ANN) != (self.T is None):
+        if self.stage.is_ann != (self.T is None):
             problem = f"got stage {self.stage.value} with T {self.T}"
             raise UsageError(f"T must be given for an SNN row and only for it, {problem}", parameter="T")
         if not self.rewards or len(self.rewards) != len(self.lengths):
@@ -85,6 +95,11 @@ class CompressionResult(Record):
     """The command lines that made the ANN and this run, first to last."""
     layers: list[dict[str, Any]]
     """The Q-network's weighted layers (``spikerl.energy.LayerCost`` fields)."""
+    encoding: str = "direct"
+    """Input encoding of the SNN (``spikerl.encoding``; results written before it are direct)."""
+    spiking_layers: list[dict[str, Any]] = setting(factory=list)
+    """The SNN's layers where a spiking input changed them (the encoder, a first layer on
+    spikes); empty under direct encoding, where the SNN rows cost ``layers``."""
     rows: list[StageRow] = setting(factory=list)
     plots: list[str] = setting(factory=list)
     """File names of the plots, beside results.json."""
@@ -92,18 +107,22 @@ class CompressionResult(Record):
     """SHA-256 of the ANN agent file (absent in results written before it was recorded)."""
 
     #: Header fields that must agree for a run to be resumed.
-    SAME_RUN = ("env_id", "agent_sha256", "objective", "schedule", "percentile", "steps_per_stage", "seed", "evaluation")
+    SAME_RUN = (
+        "env_id", "agent_sha256", "objective", "schedule", "percentile", "encoding", "steps_per_stage", "seed", "evaluation"
+    )
 
     def check(self) -> None:
         if self.rows and ([row.stage for row in self.rows].count(Stage.ANN) != 1 or self.rows[0].stage is not Stage.ANN):
             raise UsageError("rows must start with the one ANN row", parameter="rows")
         try:
             self.layer_costs()
+            self.layer_costs(spiking=True)
         except TypeError as error:
             raise UsageError(f"layers must hold LayerCost fields ({error})", parameter="layers") from None
 
-    def layer_costs(self) -> list[LayerCost]:
-        return [LayerCost(**layer) for layer in self.layers]
+    def layer_costs(self, spiking: bool = False) -> list[LayerCost]:
+        """The ANN's layers, or with ``spiking`` the SNN's (``spiking_layers`` where there are any)."""
+        return [LayerCost(**layer) for layer in (self.spiking_layers if spiking and self.spiking_layers else self.layers)]
 
     def rows_of(self, stage: Stage) -> list[StageRow]:
         return [row for row in self.rows if row.stage is stage]
@@ -122,9 +141,8 @@ class CompressionResult(Record):
 
     def row_cost(self, timesteps: int | None, spike_rates: dict[str, float]) -> dict[str, Any]:
         """Operations and energy per decision of a row, and the ANN's energy over it."""
-        layers = self.layer_costs()
-        cost = decision_cost(layers, spike_rates, timesteps)
-        cost["ann_energy_ratio"] = decision_cost(layers)["energy_pj"] / cost["energy_pj"]
+        cost = decision_cost(self.layer_costs(spiking=timesteps is not None), spike_rates, timesteps)
+        cost["ann_energy_ratio"] = decision_cost(self.layer_costs())["energy_pj"] / cost["energy_pj"]
         return cost
 
     def with_row(self, stage: Stage, timesteps: int | None, evaluation: Evaluation, wall_time_s: float) -> CompressionResult:
@@ -159,12 +177,15 @@ def read_results(folder: str | os.PathLike[str]) -> CompressionResult:
     fix = "restore it, or rerun 'spikerl compress' with --force"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise UsageError(f"{path} is damaged ({type(error).__name__}: {' '.join(str(error).split())}); {fix}") from None
     try:
-        return build(CompressionResult, data)
+        result = build(CompressionResult, data)
     except UsageError as error:
         raise UsageError(f"{path} is damaged ({error}); {fix}") from None
+    if not result.rows:  # compress writes the file after its first (ANN) row
+        raise UsageError(f"{path} is damaged (no rows, not even the ANN's); {fix}")
+    return result
 
 
 def write_results(folder: str | os.PathLike[str], result: CompressionResult) -> None:

@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -65,9 +65,11 @@ class DistillationRetrainer:
         teacher_states: int,
         seed: int = 0,
         progress: bool = True,
+        writer: Any = None,
     ):
         self.teacher, self.student, self.env, self.settings = teacher, student, env, settings
-        self.progress = progress
+        self.progress, self.writer = progress, writer
+        self.steps_done = 0  # over all stages: the x axis of the TensorBoard scalars
         self.rng = np.random.default_rng(seed)
         self.optimizer = torch.optim.Adam(student.q_net.parameters(), lr=settings.learning_rate)
         constrain_after_each_step(self.optimizer, student.q_net)
@@ -113,6 +115,10 @@ class DistillationRetrainer:
             self.optimizer.zero_grad()
             loss.backward()
             self.optimizer.step()  # the neuron constraints follow through the step hook
+            if self.writer is not None:
+                self.writer.add_scalar("distill/loss", loss.item(), self.steps_done)
+                self.writer.add_scalar("distill/learning_rate", self.optimizer.param_groups[0]["lr"], self.steps_done)
+            self.steps_done += 1
             if schedule is not None:
                 schedule.step()
         q_net.eval()
@@ -120,10 +126,11 @@ class DistillationRetrainer:
 
 
 def make_retrainer(
-    teacher: DQN, student: DQN, env: VecEnv, settings: CompressSettings, seed: int, progress: bool
+    teacher: DQN, student: DQN, env: VecEnv, settings: CompressSettings, seed: int, progress: bool, writer: Any = None
 ) -> Retrainer:
-    """The retrainer of ``settings.objective``, configured by the rest of ``settings``."""
+    """The retrainer of ``settings.objective``, configured by the rest of ``settings``; ``writer``
+    (a TensorBoard ``SummaryWriter``) receives the distillation loss and learning rate per step."""
     if settings.objective == "td":
         return TDRetrainer(student, progress)
     distill, teacher_states = settings.distill, settings.teacher_states
-    return DistillationRetrainer(teacher, student, env, distill, teacher_states, seed=seed, progress=progress)
+    return DistillationRetrainer(teacher, student, env, distill, teacher_states, seed=seed, progress=progress, writer=writer)

@@ -9,6 +9,7 @@ The shipped ``agents/<EnvId>/`` folders are compression runs.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,17 +43,35 @@ class RunFolder:
 
     @property
     def checkpoint(self) -> Path:
-        """The periodic, resumable training checkpoint."""
-        return self.path / "checkpoint.zip"
+        """The index of the periodic, resumable training checkpoint (``spikerl.training_checkpoint``)."""
+        return self.path / "checkpoint.json"
+
+    def checkpoint_tensors(self, num_timesteps: int | str) -> Path:
+        """Weights, optimizer and torch random state of the checkpoint of step ``num_timesteps`` (``"*"``: a glob pattern)."""
+        return self.path / f"checkpoint_{num_timesteps}.pt"
 
     def replay_buffer(self, num_timesteps: int | str) -> Path:
         """The replay buffer saved with the checkpoint of step ``num_timesteps`` (``"*"``: a glob pattern)."""
-        return self.path / f"replay_buffer_{num_timesteps}.pkl"
+        return self.path / f"replay_buffer_{num_timesteps}.npz"
 
     @property
     def best_model(self) -> Path:
-        """The model with the best evaluation so far."""
-        return self.path / "best_model.zip"
+        """The policy with the best evaluation so far, of this run only."""
+        return self.path / "best_model.pt"
+
+    def training_files(self) -> list[Path]:
+        """Every file of a training run present (removed when a run starts over with ``--force``)."""
+        named = [self.config, self.checkpoint, self.best_model, self.evaluations, self.monitor, self.training_curve]
+        return [path for path in named if path.is_file()] + [
+            *self.path.glob(self.checkpoint_tensors("*").name), *self.path.glob(self.replay_buffer("*").name)
+        ]
+
+    def results(self) -> list[Path]:
+        """Results a new run must not replace unprompted: agents, results, best models (also of
+        spikerl's earlier, pickled format: ``checkpoint.zip``, ``best_model.zip``)."""
+        named = [self.ann, self.best_model, self.path / "checkpoint.zip", self.path / "best_model.zip"]
+        stages = [path for path in self.path.glob("T*.zip") if re.fullmatch(r"T\d+\.zip", path.name)]
+        return [path for path in named if path.is_file()] + stages + list(self.path.glob("results.*"))
 
     @property
     def evaluations(self) -> Path:

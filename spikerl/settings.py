@@ -22,6 +22,8 @@ from spikerl.schema import Record, build, check_number, check_plain, setting
 EVAL_SEED_BASE = 1_000_000
 #: Bounds that keep numbers from the user within what a run can hold.
 MAX_TIMESTEPS = 64
+MAX_LAYERS = 16  # hidden layers of a policy's net_arch
+MAX_LAYER_SIZE = 8192  # units per layer (CartPole's: 256, NatureCNN's features: 512)
 MAX_STEPS = 10**10
 MAX_EPISODES = 1_000_000
 MAX_SAMPLES = 10_000_000
@@ -31,6 +33,11 @@ Objective = Literal["distill", "td"]
 SCHEDULE_HINT = f"give decreasing timesteps up to {MAX_TIMESTEPS} such as 5,4,3,2,1"
 EVAL_SEED_HINT = f"evaluation seeds start at {EVAL_SEED_BASE} (training uses the ones below)"
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
+#: ALE's recommended sticky-action probability (Machado et al. 2018; the default of ``ALE/...-v5``).
+STICKY_ACTIONS = 0.25
+#: How image observations enter a spiking network (``spikerl.encoding``).
+Encoding = Literal["direct", "threshold", "event", "threshold+event"]
+ENCODINGS: tuple[str, ...] = get_args(Encoding)
 
 
 class EnvSettings(Record):
@@ -111,6 +118,10 @@ class CompressSettings(Record):
     """Retraining objective: distill or td (the paper's TD loss)."""
     percentile: float = setting(default=90.0, above=0, high=100)
     """Percentile of each layer's input currents taken as its threshold."""
+    encoding: Encoding = "direct"
+    """Input of image observations: direct (analog pixels), threshold, event or threshold+event (spikes)."""
+    input_margin: float = setting(default=0.1, above=0, high=0.99)
+    """Spiking input: a pixel fires this much (of 0..1) above its channel's most common value, a change by this much."""
     calibration_samples: int = setting(default=512, low=1, high=MAX_SAMPLES)
     """ANN rollout states that set the thresholds."""
     stage_eval_episodes: int | None = setting(default=None, low=1, high=MAX_EPISODES)
@@ -148,6 +159,9 @@ class EvaluateSettings(Record):
     """Seed of the first evaluation environment; the others count up from it."""
     n_envs: int = setting(default=10, low=1, high=1024)
     """Environments played in parallel, each its share of the episodes in turn."""
+    sticky_actions: float | None = setting(default=None, low=0, high=0.99)
+    """Atari: ``spikerl compress`` also evaluates the ANN and the last stage with ALE's sticky
+    actions at this probability (0.25 is ALE's protocol; None: no such rows)."""
 
 
 class Settings(Record):
@@ -201,6 +215,28 @@ def check_dqn_kwargs(kwargs: dict[str, Any], name: str) -> None:
     if not isinstance(kwargs.get("policy_kwargs", {}), dict):
         key = f"{name}.policy_kwargs"
         raise UsageError(f"{key} must be a mapping such as {{net_arch: [256, 256]}}", parameter=key)
+    check_network_size(kwargs.get("policy_kwargs", {}), f"{name}.policy_kwargs")
+
+
+def check_network_size(policy_kwargs: dict[str, Any], name: str) -> None:
+    """Refuse ``policy_kwargs`` whose ``net_arch``, ``features_dim`` or ``timesteps`` are not
+    integers within ``MAX_LAYERS`` layers of at most ``MAX_LAYER_SIZE`` units and ``MAX_TIMESTEPS``
+    (presets and untrusted agents alike)."""
+    net_arch = policy_kwargs.get("net_arch", [])
+    if not isinstance(net_arch, list) or len(net_arch) > MAX_LAYERS:
+        message = f"{name}.net_arch must be a list of at most {MAX_LAYERS} layer sizes such as [256, 256], got {net_arch!r}"
+        raise UsageError(message, parameter=f"{name}.net_arch")
+    for index, size in enumerate(net_arch):
+        check_number(size, f"{name}.net_arch[{index}]", int, {"low": 1, "high": MAX_LAYER_SIZE})
+    features = policy_kwargs.get("features_extractor_kwargs", {})
+    if not isinstance(features, dict):
+        key = f"{name}.features_extractor_kwargs"
+        raise UsageError(f"{key} must be a mapping such as {{features_dim: 512}}", parameter=key)
+    if "features_dim" in features:
+        bounds = {"low": 1, "high": MAX_LAYER_SIZE}
+        check_number(features["features_dim"], f"{name}.features_extractor_kwargs.features_dim", int, bounds)
+    if "timesteps" in policy_kwargs:
+        check_number(policy_kwargs["timesteps"], f"{name}.timesteps", int, {"low": 1, "high": MAX_TIMESTEPS})
 
 
 def _check_keywords(

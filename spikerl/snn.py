@@ -1,11 +1,14 @@
 """SpikingQNetwork: SB3's Q-network with every ReLU replaced by a layer of spiking neurons.
 
-The weighted layers (``nn.Linear``, ``nn.Conv2d``) are the ANN's own modules under the ANN's
-own names, so an ANN ``state_dict`` loads straight into the spiking network (conversion) and
+Its layers are described once, in execution order, by ``plan`` (``layer_plan``: name,
+module, role, analog or spike input, shapes), which conversion, energy, event-driven
+inference and export read. The weighted layers (``nn.Linear``, ``nn.Conv2d``) are the ANN's
+own modules under the ANN's own names, so an ANN ``state_dict`` loads straight into the spiking network (conversion) and
 thresholds/leaks are extra entries beside them. Per decision, for observations ``[B, ...]``:
 
 1. everything up to the first neuron layer runs once: under direct encoding its input is
-   the same analog observation at every timestep;
+   the same analog observation at every timestep; with a spiking input layer (``encoder``,
+   ``spikerl.encoding``) it is the encoder's spike map, the same at every timestep;
 2. each neuron layer turns input currents ``[T, B, ...]`` into spikes ``[T, B, ...]`` (the
    first one from its constant input ``[B, ...]``, in closed form where it has no leak and
    autograd is off: ``IFNeuron.fire_constant``);
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,12 +35,87 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.dqn.policies import QNetwork
 from torch import nn
 
+from spikerl.encoding import InputEncoder, make_encoder
 from spikerl.errors import UsageError
 from spikerl.event_driven import SpikeDrivenLinear, event_driven_layers
 from spikerl.neurons import IFNeuron
 
 WEIGHTED_LAYERS = (nn.Linear, nn.Conv2d)
 STATELESS_LAYERS = (nn.Flatten,)
+#: What a planned layer does: spiking input layer, hidden weighted layer, shape-only layer,
+#: neuron (or, in an ANN, ReLU) layer, the final weighted layer that gives the Q-values.
+ROLES = ("encoder", "weighted", "stateless", "neuron", "readout")
+
+
+@dataclass(frozen=True)
+class PlannedLayer:
+    """One leaf layer of a Q-network, as conversion, energy, event-driven inference and export see it.
+
+    :param name: module name in the Q-network (the prefix of its ``state_dict`` entries)
+    :param module: the layer itself
+    :param role: one of ``ROLES``
+    :param input_kind: ``"spikes"`` where the last non-stateless layer before it is a spiking
+        layer (neuron or encoder), else ``"analog"`` (the observation, or ReLU activations)
+    :param input_shape: per-sample shape of its input, without batch (and time) dimension
+    :param output_shape: per-sample shape of its output
+    """
+
+    name: str
+    module: nn.Module
+    role: str
+    input_kind: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+
+
+@torch.no_grad()
+def layer_plan(net: nn.Module, observation_space: Any) -> tuple[PlannedLayer, ...]:
+    """The leaf layers of ``net`` (ANN or spiking) in execution order, described once.
+
+    Execution order is module order, as in SB3's ``QNetwork`` (features extractor, then the
+    MLP head). Shapes come from passing one zero observation through the layers, one step.
+    Refuses (``UsageError``) layers other than Linear, Conv2d, ReLU, Flatten and neurons, and a
+    network whose last layer is not weighted.
+    """
+    leaves = [(name, m) for name, m in net.named_modules() if not list(m.children())]
+    leaves.sort(key=lambda leaf: not isinstance(leaf[1], InputEncoder))  # the encoder sees the observation first
+    for _, layer in leaves:
+        if not isinstance(layer, WEIGHTED_LAYERS + STATELESS_LAYERS + (IFNeuron, nn.ReLU)):
+            raise UsageError(
+                f"cannot make a spiking network with a {type(layer).__name__} layer; "
+                "use a Q-network built from Linear, Conv2d, ReLU and Flatten (MlpPolicy or CnnPolicy with NatureCNN)"
+            )
+    if not leaves or not isinstance(leaves[-1][1], WEIGHTED_LAYERS):
+        raise UsageError("the Q-network must end in a Linear layer (the Q-value read-out)")
+    parameter = next(net.parameters())
+    sample = torch.zeros(1, *observation_space.shape, device=parameter.device)
+    h = preprocess_obs(sample, observation_space, normalize_images=getattr(net, "normalize_images", True))
+    plan, input_kind = [], "analog"
+    for index, (name, layer) in enumerate(leaves):
+        if isinstance(layer, InputEncoder):
+            role = "encoder"
+        elif isinstance(layer, (IFNeuron, nn.ReLU)):
+            role = "neuron"
+        elif isinstance(layer, STATELESS_LAYERS):
+            role = "stateless"
+        else:
+            role = "readout" if index == len(leaves) - 1 else "weighted"
+        output = layer.fire_once(h) if role == "neuron" and isinstance(layer, IFNeuron) else layer(h)
+        plan.append(PlannedLayer(name, layer, role, input_kind, tuple(h.shape[1:]), tuple(output.shape[1:])))
+        if role != "stateless":
+            input_kind = "spikes" if isinstance(layer, IFNeuron) else "analog"
+        h = output
+    return tuple(plan)
+
+
+def spiking_input_name(plan: tuple[PlannedLayer, ...], entry: PlannedLayer) -> str | None:
+    """Name of the spiking layer whose spikes feed ``entry`` (``None`` for an analog input).
+
+    In an ANN's plan the ReLU layer under the same name as the SNN's neuron layer is named,
+    so the same names index the spike rates of the spiking version.
+    """
+    before = [e for e in plan[: plan.index(entry)] if e.role in ("encoder", "neuron")]
+    return before[-1].name if before else None
 
 
 def replace_relus(module: nn.Module, make_neuron: Any) -> None:
@@ -54,36 +133,37 @@ class SpikingQNetwork(QNetwork):
     :param timesteps: T, the number of timesteps per decision
     :param neuron_kwargs: keyword arguments of ``IFNeuron`` (``threshold``, ``leak``,
         ``learn_leak``, ``surrogate_scale``) shared by every neuron layer
+    :param encoding: how image observations enter the network (``spikerl.encoding.ENCODINGS``):
+        ``direct`` (analog pixels into the first layer) or a spiking input layer, the module
+        ``encoder``, in front of the first convolution
     Other parameters are ``QNetwork``'s; ``activation_fn`` must be ``nn.ReLU``.
     """
 
-    def __init__(self, *args: Any, timesteps: int = 5, neuron_kwargs: dict[str, Any] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        timesteps: int = 5,
+        neuron_kwargs: dict[str, Any] | None = None,
+        encoding: str = "direct",
+        **kwargs: Any,
+    ):
         activation_fn = kwargs.get("activation_fn", nn.ReLU)
         if activation_fn is not nn.ReLU:
             raise UsageError(f"a spiking Q-network needs activation_fn=nn.ReLU, got {activation_fn.__name__}")
         super().__init__(*args, **kwargs)
         self.timesteps = check_timesteps(timesteps)
         self.neuron_kwargs = dict(neuron_kwargs or {})
+        self.encoding = encoding
+        self.encoder = make_encoder(self, encoding)  # None for direct encoding; first in the plan
         replace_relus(self, lambda: IFNeuron(**self.neuron_kwargs))
-        self._layers = self._leaf_layers()  # refuses unsupported layers now, not at the first forward pass
-        self._event_driven_layers = event_driven_layers(self._layers)  # stand-ins sharing the same parameters
-        self._forward_layers = self._layers  # what forward runs: _layers or _event_driven_layers
+        self.plan = layer_plan(self, self.observation_space)  # refuses unsupported layers now, not at the first forward pass
+        self._layers = tuple(entry.module for entry in self.plan if entry.role != "encoder")
+        self._event_driven_layers = event_driven_layers(self.plan)  # stand-ins sharing the same parameters
+        self._forward_layers = self._layers  # what forward runs after the encoder: _layers or _event_driven_layers
 
-    def layers(self) -> list[nn.Module]:
-        """The leaf modules in execution order: weighted, stateless and neuron layers."""
-        return list(self._layers)
-
-    def _leaf_layers(self) -> tuple[nn.Module, ...]:
-        leaves = [m for part in (self.features_extractor, self.q_net) for m in part.modules() if not list(m.children())]
-        for layer in leaves:
-            if not isinstance(layer, WEIGHTED_LAYERS + STATELESS_LAYERS + (IFNeuron,)):
-                raise UsageError(
-                    f"cannot make a spiking network with a {type(layer).__name__} layer; "
-                    "use a Q-network built from Linear, Conv2d, ReLU and Flatten (MlpPolicy or CnnPolicy with NatureCNN)"
-                )
-        if not isinstance(leaves[-1], WEIGHTED_LAYERS):
-            raise UsageError("the Q-network must end in a Linear layer (the Q-value read-out)")
-        return tuple(leaves)
+    def planned(self, *roles: str) -> list[PlannedLayer]:
+        """The entries of ``plan`` with one of ``roles``, in execution order."""
+        return [entry for entry in self.plan if entry.role in roles]
 
     @property
     def event_driven(self) -> bool:
@@ -115,6 +195,8 @@ class SpikingQNetwork(QNetwork):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """Observations ``[B, ...]`` -> Q-values ``[B, n_actions]`` after T timesteps."""
         h = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
+        if self.encoder is not None:  # spiking input: one spike map [B, ...], the same at every timestep
+            h = self.encoder(h)
         batch, steps = h.shape[0], self.timesteps
         *hidden, readout = self._forward_layers
         if steps == 1:  # no time axis to carry: every neuron fires at most once, from rest
@@ -156,7 +238,12 @@ class SpikingQNetwork(QNetwork):
             neuron.constrain()
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
-        return {**super()._get_constructor_parameters(), "timesteps": self.timesteps, "neuron_kwargs": self.neuron_kwargs}
+        return {
+            **super()._get_constructor_parameters(),
+            "timesteps": self.timesteps,
+            "neuron_kwargs": self.neuron_kwargs,
+            "encoding": self.encoding,
+        }
 
 
 def check_timesteps(timesteps: Any) -> int:

@@ -2,20 +2,26 @@
 
 A run folder holds:
 
-``config.yaml``          the preset as run (with command-line overrides)
-``checkpoint.zip``       periodic, resumable checkpoint (model + optimizer + counters)
-``replay_buffer_N.pkl``  written when the run stops (finished or interrupted) at step N,
-                         for resuming from the checkpoint of that same step
-``best_model.zip``       the model with the best evaluation so far
-``ann.zip``              the model to hand to ``spikerl compress``: best model, fresh optimizer
+``config.yaml``          the settings as run (with command-line overrides, ``n_timesteps`` the
+                         run's target step count)
+``checkpoint.json``,     spikerl's resumable training checkpoint (weights, optimizer, counters,
+``checkpoint_N.pt``,     random states; the replay buffer when the run stopped at step N):
+``replay_buffer_N.npz``  see ``spikerl.training_checkpoint``; nothing in it is unpickled
+``best_model.pt``        the policy with the best evaluation so far (of this run only)
+``ann.zip``              the model to hand to ``spikerl compress``: best policy, fresh optimizer,
+                         an SB3 zip that plain ``DQN.load`` opens
 ``evaluations.npz``      SB3's evaluation log; ``0.monitor.csv`` the training episodes
 ``training_curve.png``   evaluation and training-episode rewards against agent steps
+
+A fresh run refuses a folder holding a run or results unless ``force`` (then the earlier
+run's files are removed first); the folder is locked for the life of the run.
 """
 
 from __future__ import annotations
 
+import json
 import signal
-import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,37 +29,71 @@ import numpy as np
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 
-from spikerl.checkpoints import atomic_path, save_model, writable_folder
+from spikerl.checkpoints import TEMPORARY_SUFFIX, atomic_path, save_model, signals_held, write_text
 from spikerl.config import RunConfig, read_run_config
-from spikerl.envs import EVAL_SEED_BASE, check_training_seed, make_env
+from spikerl.envs import EVAL_SEED_BASE, check_env_id, check_training_seed, make_env
 from spikerl.errors import UsageError
+from spikerl.loading import check_device
+from spikerl.locks import folder_lock
 from spikerl.plots import plot_training_curve
 from spikerl.run_folder import RunFolder
-from spikerl.settings import Settings
+from spikerl.settings import Settings, TrainSettings
+from spikerl.tensorboard import check_tensorboard
+from spikerl.training_checkpoint import (
+    best_mean_reward,
+    load_best,
+    load_checkpoint,
+    new_run_id,
+    read_index,
+    save_best,
+    save_checkpoint,
+)
+from spikerl.zoo import write_zoo_layout
 
 
-class AtomicCheckpointCallback(BaseCallback):
-    """Every ``save_freq`` environment steps, replace ``path`` with the current model."""
+class CheckpointCallback(BaseCallback):
+    """Every ``save_freq`` agent steps (counted from the run's start), save a training checkpoint."""
 
-    def __init__(self, path: Path, save_freq: int):
+    def __init__(self, folder: Path, run_id: str, save_freq: int):
         super().__init__()
-        self.path, self.save_freq = path, save_freq
+        self.folder, self.run_id, self.save_freq = folder, run_id, save_freq
 
     def _on_step(self) -> bool:
-        if self.n_calls % self.save_freq == 0:
-            save_model(self.model, self.path)
+        if self.model.num_timesteps % self.save_freq == 0:
+            save_checkpoint(self.model, self.folder, self.run_id, with_replay_buffer=False)
         return True
 
 
 class SaveBestCallback(BaseCallback):
-    """Called by ``EvalCallback`` on a new best mean reward: saves the model atomically."""
+    """Called by ``EvalCallback`` on a new best mean reward: keeps the policy as ``best_model.pt``."""
 
-    def __init__(self, path: Path):
+    def __init__(self, folder: Path, run_id: str):
         super().__init__()
-        self.path = path
+        self.folder, self.run_id = folder, run_id
 
     def _on_step(self) -> bool:
-        save_model(self.model, self.path, keep_optimizer_state=False)
+        save_best(self.model, self.folder, self.run_id, self.parent.best_mean_reward)
+        return True
+
+
+class WriteEvaluationsCallback(BaseCallback):
+    """Called by ``EvalCallback`` after each evaluation: writes ``evaluations.npz`` atomically.
+
+    (``EvalCallback`` writes its log in place, where a kill can truncate it; it is pointed at
+    a temporary file instead, removed here.)
+    """
+
+    def __init__(self, folder: RunFolder):
+        super().__init__()
+        self.folder = folder
+
+    def _on_step(self) -> bool:
+        log = self.parent
+        with atomic_path(self.folder.evaluations) as temporary, open(temporary, "wb") as file:
+            np.savez(
+                file, timesteps=log.evaluations_timesteps, results=log.evaluations_results, ep_lengths=log.evaluations_length
+            )
+        Path(log.log_path + ".npz").unlink(missing_ok=True)
         return True
 
 
@@ -66,31 +106,72 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 
 def _restore_evaluations(callback: EvalCallback, path: Path) -> None:
-    """Continue the evaluation log and the best-so-far of an earlier run of this folder."""
+    """Continue the evaluation log of an earlier part of this run; ``UsageError`` if damaged."""
     if not path.is_file():
         return
     try:
-        log = np.load(path)
-    except (OSError, ValueError, EOFError):  # SB3 writes it in place: a kill can truncate it
-        print(f"warning: {path} is damaged; the evaluation log starts afresh")
-        return
-    callback.evaluations_timesteps = log["timesteps"].tolist()
-    callback.evaluations_results = log["results"].tolist()
-    callback.evaluations_length = log["ep_lengths"].tolist()
-    if len(log["results"]):
-        callback.best_mean_reward = float(np.max(np.mean(log["results"], axis=1)))
+        with np.load(path, allow_pickle=False) as log:
+            timesteps, results, lengths = log["timesteps"], log["results"], log["ep_lengths"]
+        if timesteps.ndim != 1 or results.ndim != 2 or lengths.shape != results.shape or len(timesteps) != len(results):
+            raise ValueError("arrays of inconsistent shapes")
+        if not (np.isfinite(results).all() and np.isfinite(timesteps).all()):
+            raise ValueError("non-finite values")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise UsageError(f"{path} is damaged ({error}); delete it to resume with a fresh evaluation log") from None
+    callback.evaluations_timesteps = timesteps.tolist()
+    callback.evaluations_results = results.tolist()
+    callback.evaluations_length = lengths.tolist()
 
 
-def _load_checkpoint(path: Path, **kwargs: Any) -> DQN:
-    """``DQN.load`` of this run's own (trusted) checkpoint, without SB3's false n-step warning.
+def _repair_monitor(path: Path) -> None:
+    """Check the training-episode log a resumed run appends to; drop a line cut by a kill.
 
-    SB3 warns that ``n_steps`` is ignored whenever a saved model names its replay buffer
-    class, but the ``NStepReplayBuffer`` it chose itself is saved with ``n_steps`` and
-    ``gamma`` in ``replay_buffer_kwargs``, so the n-step returns carry on.
+    ``UsageError`` when the file is not a Monitor CSV (it is only used for the plot: the
+    fix is to delete it).
     """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"`n_steps=\d+` is ignored because a custom `replay_buffer_class`")
-        return DQN.load(path, **kwargs)
+    if not path.is_file():
+        return
+    try:
+        text = path.read_text()
+        header, columns, *rows = text.split("\n")
+        json.loads(header[1:]) if header.startswith("#") else json.loads(header)
+        if columns != "r,l,t":
+            raise ValueError("no r,l,t column header")
+        if rows and rows[-1]:  # the last episode's line was cut by a kill: drop it
+            rows = rows[:-1]
+        for row in filter(None, rows):
+            if len([float(value) for value in row.split(",")]) != 3:
+                raise ValueError(f"row {row!r}")
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise UsageError(
+            f"{path} is damaged ({error}); delete it (it only records the training episodes for the plot) and resume again"
+        ) from None
+    repaired = "\n".join([header, columns, *rows]) + ("\n" if rows and rows[-1] else "")
+    if repaired != text:
+        write_text(path, repaired if repaired.endswith("\n") else repaired + "\n")
+
+
+def _check_fresh_folder(folder: RunFolder, force: bool) -> None:
+    """Refuse to start a run over an earlier run or over results, unless ``force``; then clear the run's files."""
+    if not force:
+        if folder.config.is_file() and folder.checkpoint.is_file():
+            raise UsageError(
+                f"{folder.path} already holds a run; continue it with --resume {folder.path}, pass --force to start over, "
+                "or choose another --out"
+            )
+        if folder.config.is_file():
+            raise UsageError(
+                f"{folder.path} holds a run that stopped before its first checkpoint (nothing to resume); delete it, "
+                "pass --force, or choose another --out"
+            )
+        results = sorted(path.name for path in folder.results())
+        if results:
+            raise UsageError(
+                f"{folder.path} already holds results ({', '.join(results)}); pass --force to replace them, "
+                "or choose another --out"
+            )
+    for path in folder.training_files():
+        path.unlink()
 
 
 def train(
@@ -100,59 +181,85 @@ def train(
     seed: int = 0,
     device: str = "auto",
     resume: bool = False,
+    force: bool = False,
     progress: bool = True,
     verbose: int = 1,
     command: str = "",
+    tensorboard: str | Path | None = None,
 ) -> Path:
     """Train (or resume) a DQN agent as ``settings`` describe; returns the path of ``ann.zip``.
 
-    ``command`` (the command line, if any) is added to the run's ``config.yaml``.
+    ``settings.train.n_timesteps`` counts agent steps from the start of the run (a resumed
+    run's saved settings hold its own target). ``command`` (the command line, if any) is
+    added to the run's ``config.yaml``. ``force`` starts a fresh run over a folder holding
+    another run or results. ``tensorboard``: a folder where SB3 logs its training scalars
+    for TensorBoard.
     """
+    check_env_id(env_id)  # before the default --out (runs/<env>_<seed>) is made of it
     check_training_seed(seed)
-    out_dir = Path(out_dir)
+    check_device(device)
+    if tensorboard:
+        check_tensorboard()
     folder = RunFolder(out_dir)
-    train_cfg = settings.train
-    total_timesteps = train_cfg.n_timesteps
-    checkpoint = folder.checkpoint
-    previous = read_run_config(out_dir)
-    if resume and not checkpoint.is_file():
-        raise UsageError(f"nothing to resume in {out_dir} ({checkpoint.name} missing); delete it and start again, or choose another --out")
-    if not resume and previous is not None:
-        if not checkpoint.is_file():
-            raise UsageError(f"{out_dir} holds a run that stopped before its first checkpoint (nothing to resume); delete it or choose another --out")
-        raise UsageError(f"{out_dir} already holds a run; continue it with --resume {out_dir}, delete it, or choose another --out")
-    commands = (previous.commands if previous else []) + ([command] if command else [])
-    with writable_folder(out_dir):
-        RunConfig(env_id, seed, settings, commands).write(out_dir)
+    with folder_lock(folder.path):
+        if resume:
+            run_id, previous = read_index(folder.path)["run_id"], read_run_config(folder.path)
+        else:
+            _check_fresh_folder(folder, force)
+            run_id, previous = new_run_id(), None
+        commands = (previous.commands if previous else []) + ([command] if command else [])
 
-    env = make_env(env_id, settings.env, seed=seed, monitor_dir=str(out_dir))
-    eval_env = make_env(env_id, settings.env, seed=EVAL_SEED_BASE)
-    dqn_kwargs = dict(train_cfg.dqn)
-    if resume:
-        model = _load_checkpoint(checkpoint, env=env, device=device)
-        buffer_path = folder.replay_buffer(model.num_timesteps)
-        if buffer_path.is_file():  # only the buffer saved with this very checkpoint
-            model.load_replay_buffer(buffer_path)
-        else:  # refill with random actions, as at the start of a run
-            model.learning_starts = model.num_timesteps + int(dqn_kwargs.get("learning_starts", 100))
-    else:
-        model = DQN(train_cfg.policy, env, seed=seed, device=device, verbose=0, **dqn_kwargs)
+        # A resumed run's state is loaded and checked before the monitored env opens the folder's files.
+        env = make_env(env_id, settings.env, seed=seed, monitor_dir=None if resume else str(folder.path))
+        eval_env = make_env(env_id, settings.env, seed=EVAL_SEED_BASE)
+        try:
+            model = DQN(settings.train.policy, env, seed=seed, device=device, verbose=0, **settings.train.dqn)
+            if tensorboard:
+                model.tensorboard_log = str(tensorboard)
+            evaluation = EvalCallback(
+                eval_env,
+                n_eval_episodes=settings.train.eval_episodes,
+                eval_freq=settings.train.eval_freq,
+                log_path=str(folder.path),
+                callback_after_eval=WriteEvaluationsCallback(folder),
+                verbose=verbose,
+            )
+            evaluation.log_path = str(
+                folder.path / f".{folder.evaluations.name}{TEMPORARY_SUFFIX}"
+            )  # see WriteEvaluationsCallback
+            if resume:
+                load_checkpoint(model, folder.path)
+                _restore_evaluations(evaluation, folder.evaluations)
+                evaluation.best_mean_reward = best_mean_reward(folder.path, run_id) or -np.inf
+                evaluation.n_calls = model.num_timesteps  # evaluations stay at multiples of eval_freq
+                _repair_monitor(folder.monitor)
+                env.close()
+                env = make_env(env_id, settings.env, seed=seed, monitor_dir=str(folder.path))
+                model.set_env(env)  # the resumed run starts a new episode (seeded as the first one)
+            evaluation.callback_on_new_best = SaveBestCallback(folder.path, run_id)
+            evaluation.callback_on_new_best.parent = evaluation
+            RunConfig(env_id, seed, settings, commands).write(folder.path)
+            _learn(model, folder.path, run_id, evaluation, settings.train, resume, progress)
+        finally:
+            env.close()
+            eval_env.close()
 
-    evaluation = EvalCallback(
-        eval_env,
-        n_eval_episodes=train_cfg.eval_episodes,
-        eval_freq=train_cfg.eval_freq,
-        log_path=str(out_dir),
-        callback_on_new_best=SaveBestCallback(folder.best_model),
-        verbose=verbose,
-    )
-    if resume:
-        _restore_evaluations(evaluation, folder.evaluations)
-    callbacks = CallbackList([AtomicCheckpointCallback(checkpoint, train_cfg.checkpoint_freq), evaluation])
+        load_best(model, folder.path, run_id)
+        save_model(model, folder.ann, keep_optimizer_state=False)
+        write_zoo_layout(folder.path, env_id, seed, settings, folder.ann)  # so rl-zoo3's enjoy plays this folder
+        plot_training_curve(folder.path, folder.training_curve, settings.env.frames_per_step)
+    return folder.ann
+
+
+def _learn(
+    model: DQN, out_dir: Path, run_id: str, evaluation: EvalCallback, train: TrainSettings, resume: bool, progress: bool
+) -> None:
+    """Train ``model`` up to ``train.n_timesteps``; on any stop (Ctrl-C, SIGTERM) save a checkpoint to resume from."""
+    callbacks = CallbackList([CheckpointCallback(out_dir, run_id, train.checkpoint_freq), evaluation])
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         model.learn(
-            total_timesteps=max(total_timesteps - model.num_timesteps, 0),
+            total_timesteps=max(train.n_timesteps - model.num_timesteps, 0),
             callback=callbacks,
             reset_num_timesteps=not resume,
             progress_bar=progress,
@@ -162,17 +269,5 @@ def train(
         raise
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
-        save_model(model, checkpoint)
-        if train_cfg.save_replay_buffer:
-            for stale in out_dir.glob(folder.replay_buffer("*").name):
-                stale.unlink()
-            with atomic_path(folder.replay_buffer(model.num_timesteps)) as temporary, open(temporary, "wb") as file:
-                model.save_replay_buffer(file)
-        env.close()
-        eval_env.close()
-
-    best = folder.best_model
-    source = _load_checkpoint(best, device=device) if best.is_file() else model
-    save_model(source, folder.ann, keep_optimizer_state=False)
-    plot_training_curve(out_dir, folder.training_curve, settings.env.frames_per_step)
-    return folder.ann
+        with signals_held():
+            save_checkpoint(model, out_dir, run_id, with_replay_buffer=train.save_replay_buffer)

@@ -63,7 +63,9 @@ def record_videos(
     try:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise UsageError(f"cannot write to video folder {out_dir} ({error.strerror or error}); choose a writable --video") from None
+        raise UsageError(
+            f"cannot write to video folder {out_dir} ({error.strerror or error}); choose a writable --video"
+        ) from None
     env_config = dataclasses.replace(env_config, env_kwargs={**env_config.env_kwargs, "render_mode": "rgb_array"})
     frames_per_step = env_config.frames_per_step
     for k, path in enumerate(paths):
@@ -73,7 +75,9 @@ def record_videos(
         try:
             _write(_play(model, env, spike_maps, max_steps), path, fps)
         except gym.error.DependencyNotInstalled as error:  # classic control renders with pygame
-            raise UsageError(f"rendering {env_id} needs a package that is missing ({error}); install it with pip install 'spikerl[video]'") from None
+            raise UsageError(
+                f"rendering {env_id} needs a package that is missing ({error}); install it with pip install 'spikerl[video]'"
+            ) from None
         finally:
             env.close()
     return paths
@@ -128,7 +132,7 @@ def _tile(rates: np.ndarray) -> np.ndarray:
     grid = np.zeros((rows * (height + 1) - 1, columns * (width + 1) - 1), dtype=np.float32)
     for c in range(channels):
         top, left = (c // columns) * (height + 1), (c % columns) * (width + 1)
-        grid[top:top + height, left:left + width] = rates[c].reshape(height, width)
+        grid[top : top + height, left : left + width] = rates[c].reshape(height, width)
     return grid
 
 
@@ -140,7 +144,7 @@ def _panel(name: str, rates: np.ndarray, size: int) -> np.ndarray:
     image = cv2.resize((np.clip(grid, 0, 1) * 255).astype(np.uint8), shape, interpolation=cv2.INTER_NEAREST)
     image = cv2.cvtColor(cv2.applyColorMap(image, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
     panel = np.zeros((size, size, 3), dtype=np.uint8)
-    panel[20:20 + image.shape[0], :image.shape[1]] = image
+    panel[20 : 20 + image.shape[0], : image.shape[1]] = image
     label = f"{name.removeprefix('features_extractor.')}: {float(rates.mean()):.2f} spikes/neuron/step"
     cv2.putText(panel, label, (2, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     return panel
@@ -154,7 +158,7 @@ def _compose(frame: np.ndarray, maps: list[tuple[str, np.ndarray]]) -> np.ndarra
     parts = [frame]
     size = frame.shape[0] // 2
     for first in range(0, len(maps), 2):
-        column = [_panel(name, rates, size) for name, rates in maps[first:first + 2]]
+        column = [_panel(name, rates, size) for name, rates in maps[first : first + 2]]
         column += [np.zeros_like(column[0])] * (2 - len(column))
         parts.append(np.pad(np.vstack(column), ((0, frame.shape[0] - 2 * size), (0, 0), (0, 0))))
     image = np.hstack(parts)
@@ -193,4 +197,6 @@ def _write_gif(frames: Iterable[np.ndarray], path: Path, fps: float) -> None:
     from PIL import Image  # installed with matplotlib
 
     images = [Image.fromarray(frame).quantize(colors=64) for frame in frames]
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0, optimize=True)
+    images[0].save(
+        path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0, optimize=True
+    )

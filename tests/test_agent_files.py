@@ -53,7 +53,9 @@ def test_shipped_spiking_agent_has_no_target_copy_and_acts_as_the_full_one(tmp_p
     with torch.no_grad():
         for network in ("q_net", "q_net_target"):
             assert torch.equal(getattr(small, network)(states), getattr(full, network)(states))
-    assert np.array_equal(small.predict(states.numpy(), deterministic=True)[0], full.predict(states.numpy(), deterministic=True)[0])
+    assert np.array_equal(
+        small.predict(states.numpy(), deterministic=True)[0], full.predict(states.numpy(), deterministic=True)[0]
+    )
     assert (tmp_path / "full.zip").stat().st_size > 1.9 * shipped.stat().st_size
 
 

@@ -44,7 +44,7 @@ def tiny_run(tmp_path_factory):
 
 def test_train_writes_a_loadable_ann(tiny_run):
     run_folder = tiny_run / "run"
-    for name in ("ann.zip", "checkpoint.zip", "config.yaml", "0.monitor.csv", "training_curve.png"):
+    for name in ("ann.zip", "checkpoint.json", "config.yaml", "0.monitor.csv", "training_curve.png"):
         assert (run_folder / name).is_file(), name
     config = yaml.safe_load((run_folder / "config.yaml").read_text())
     assert config["train"]["n_timesteps"] == 1100  # the preset as run, with the command line's -n

@@ -90,7 +90,7 @@ def test_only_large_spike_fed_linear_layers_are_made_event_driven():
     assert cnn.event_driven_layer_names() == ["features_extractor.linear.0"]  # 3136 x 512; the 512 x 6 read-out stays dense
     mlp = SpikingMlpPolicy(gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Discrete(2), lambda _: 1e-4).q_net
     assert mlp.event_driven_layer_names() == []  # 64 x 64 is far below MIN_WEIGHTS
-    wrapped = [type(layer) for layer in event_driven_layers(mlp._layers, min_weights=0)]
+    wrapped = [type(layer) for layer in event_driven_layers(mlp.plan, min_weights=0)]
     # the first Linear takes the analog observation; the hidden one and the read-out take spikes
     assert wrapped[1] is nn.Linear and wrapped[3] is SpikeDrivenLinear and wrapped[5] is SpikeDrivenLinear
     assert 3136 * 512 >= MIN_WEIGHTS > 64 * 64

@@ -4,9 +4,12 @@ import json
 
 import pytest
 
+from conftest import SHIPPED_CARTPOLE
+from spikerl.cli import main
 from spikerl.compress import compress
 from spikerl.config import load_preset, with_overrides
-from spikerl.envs import make_env
+from spikerl.envs import make_env, with_sticky_actions
+from spikerl.errors import UsageError
 from spikerl.train import train
 
 
@@ -33,9 +36,35 @@ def test_pong_train_convert_compress(tmp_path):
     ann = train("PongNoFrameskip-v4", preset, tmp_path / "run", seed=0, device="cpu", progress=False, verbose=0)
     results = compress(ann, "PongNoFrameskip-v4", preset, tmp_path / "snn", device="cpu", progress=False)
     assert [(row.stage.value, row.T) for row in results.rows] == [
-        ("ANN", None), ("converted", 2), ("retrained", 2), ("retrained", 1)
+        ("ANN", None), ("converted", 2), ("retrained", 2), ("retrained", 1),
+        ("ANN, sticky actions", None), ("retrained, sticky actions", 1),  # the preset's evaluate.sticky_actions
     ]
     rows = json.loads((tmp_path / "snn" / "results.json").read_text())["rows"]
     assert len(rows[-1]["spike_rates"]) == 4  # three conv layers and the hidden linear layer
     assert all(row["lengths"][0] <= 400 for row in rows)  # the cap holds: no full games on CI
     assert (tmp_path / "snn" / "T1.zip").is_file()
+
+    spiking_input = compress(
+        ann, "PongNoFrameskip-v4", with_overrides(preset, {"compress": {"encoding": "threshold+event", "schedule": [1]}}),
+        tmp_path / "events", device="cpu", progress=False,
+    )
+    last = spiking_input.rows[2]
+    assert last.stage.value == "retrained" and "encoder" in last.spike_rates
+    first_conv = next(layer for layer in spiking_input.spiking_layers if layer["name"] == "features_extractor.cnn.0")
+    assert first_conv["input_layer"] == "encoder" and last.cost["macs"] == 0  # every weighted layer takes spikes
+    assert "input encoding threshold+event" in (tmp_path / "events" / "results.md").read_text()
+
+
+def test_sticky_actions_reach_the_emulator():
+    env_config = with_sticky_actions(load_preset("PongNoFrameskip-v4").env, 0.25, "PongNoFrameskip-v4")
+    env = make_env("PongNoFrameskip-v4", env_config, seed=0)
+    assert env.get_attr("unwrapped")[0].ale.getFloat("repeat_action_probability") == 0.25
+    env.close()
+    with pytest.raises(UsageError, match=r"must be in \[0, 1\), got 1.0"):
+        with_sticky_actions(env_config, 1.0, "PongNoFrameskip-v4")
+
+
+def test_sticky_actions_of_a_non_atari_env_are_refused(capsys):
+    code = main(["evaluate", "--agent", str(SHIPPED_CARTPOLE / "T1.zip"), "--sticky-actions"])
+    error = capsys.readouterr().err
+    assert code == 2 and "sticky actions are an Atari (ALE) setting" in error and error.count("\n") == 1

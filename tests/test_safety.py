@@ -15,6 +15,11 @@ import torch
 from conftest import REPO, SHIPPED_CARTPOLE, run_cli, run_cli_in_fresh_process
 
 
+def checkpoint_step(run):
+    """The step count of the training checkpoint in the run folder ``run``."""
+    return json.loads((run / "checkpoint.json").read_text())["counters"]["num_timesteps"]
+
+
 class FileCreatingPayload:
     """Unpickling this creates the file at ``path``: a stand-in for arbitrary code."""
 
@@ -44,10 +49,15 @@ def test_crafted_payload_is_never_unpickled(tmp_path):
     crafted, marker = tmp_path / "crafted.zip", tmp_path / "pwned"
     craft_agent(SHIPPED_CARTPOLE / "T1.zip", crafted, marker)
     # The payload is live: SB3's own loader, which unpickles, creates the file.
-    subprocess.run([sys.executable, "-c", f"from stable_baselines3 import DQN; DQN.load({str(crafted)!r})"], capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", f"from stable_baselines3 import DQN; DQN.load({str(crafted)!r})"], capture_output=True
+    )
     assert marker.exists()
     marker.unlink()
-    for command in (["evaluate", "--episodes", "1"], ["compress", "--out", str(tmp_path / "c"), "--schedule", "1", "--steps-per-stage", "1"]):
+    for command in (
+        ["evaluate", "--episodes", "1"],
+        ["compress", "--out", str(tmp_path / "c"), "--schedule", "1", "--steps-per-stage", "1"],
+    ):
         result = run_cli_in_fresh_process(*command[:1], "--agent", str(crafted), "--env", "CartPole-v1", *command[1:])
         assert not marker.exists(), command
         assert result.returncode in (0, 2) and "Traceback" not in result.stderr
@@ -124,10 +134,9 @@ def test_train_refuses_to_overwrite_a_run_and_resumes_it(tmp_path):
     assert again.returncode == 2 and "--resume" in again.stderr
     resumed = run_cli("train", "--resume", str(run), "-n", "900", "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
-    from stable_baselines3 import DQN
-
-    assert DQN.load(run / "checkpoint.zip").num_timesteps >= 900
-    (run / "checkpoint.zip").unlink()  # as after a hard kill before the first checkpoint
+    assert checkpoint_step(run) >= 900
+    (run / "checkpoint.json").unlink()  # as after a hard kill before the first checkpoint
+    (run / "ann.zip").unlink()
     stale = run_cli("train", "-n", "600", "--out", str(run))
     assert stale.returncode == 2 and stale.stderr.count("\n") == 1
     assert "stopped before its first checkpoint (nothing to resume); delete it" in stale.stderr
@@ -137,11 +146,24 @@ def test_train_refuses_to_overwrite_a_run_and_resumes_it(tmp_path):
 def test_killed_compress_resumes_after_its_last_stage(tmp_path):
     out = tmp_path / "snn"
     args = [
-        "compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--schedule", "3,2,1", "--steps-per-stage", "400",
-        "--eval-episodes", "2", "--out", str(out), "--no-progress",
+        "compress",
+        "--agent",
+        str(SHIPPED_CARTPOLE / "ann.zip"),
+        "--schedule",
+        "3,2,1",
+        "--steps-per-stage",
+        "400",
+        "--eval-episodes",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
     ]
-    process = subprocess.Popen([sys.executable, "-m", "spikerl", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spikerl", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 300
+
     def stages_done():
         try:
             return [row["T"] for row in json.loads((out / "results.json").read_text())["rows"] if row["stage"] == "retrained"]
@@ -166,29 +188,42 @@ def test_killed_compress_resumes_after_its_last_stage(tmp_path):
 def test_killed_train_resumes_from_its_checkpoint(tmp_path):
     run = tmp_path / "run"
     args = ["train", "--env", "CartPole-v1", "-n", "200000", "--out", str(run), "--no-progress"]
-    process = subprocess.Popen([sys.executable, "-m", "spikerl", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spikerl", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 300
-    while not (run / "checkpoint.zip").exists() and time.time() < deadline and process.poll() is None:
+    while not (run / "checkpoint.json").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr  # interrupted, not crashed
-    from stable_baselines3 import DQN
-
-    stopped_at = DQN.load(run / "checkpoint.zip").num_timesteps
+    assert b"Traceback" not in stderr
+    stopped_at = checkpoint_step(run)
     assert 0 < stopped_at < 200_000
-    assert list(run.glob(f"replay_buffer_{stopped_at}.pkl"))  # the buffer of that very checkpoint
+    assert [path.name for path in run.glob("replay_buffer_*.npz")] == [
+        f"replay_buffer_{stopped_at}.npz"
+    ]  # of that very checkpoint
     resumed = run_cli("train", "--resume", str(run), "-n", str(stopped_at + 1500), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
-    assert DQN.load(run / "checkpoint.zip").num_timesteps >= stopped_at + 1500
+    assert checkpoint_step(run) >= stopped_at + 1500
     assert (run / "ann.zip").is_file()
 
 
 @pytest.mark.slow
 def test_same_command_and_seed_give_the_same_results(tmp_path):
     args = [
-        "compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--schedule", "2,1", "--steps-per-stage", "50",
-        "--eval-episodes", "5", "--seed", "3", "--no-progress",
+        "compress",
+        "--agent",
+        str(SHIPPED_CARTPOLE / "ann.zip"),
+        "--schedule",
+        "2,1",
+        "--steps-per-stage",
+        "50",
+        "--eval-episodes",
+        "5",
+        "--seed",
+        "3",
+        "--no-progress",
     ]
     rewards = []
     for name in ("a", "b"):
@@ -196,3 +231,273 @@ def test_same_command_and_seed_give_the_same_results(tmp_path):
         rows = json.loads((tmp_path / name / "results.json").read_text())["rows"]
         rewards.append([row["rewards"] for row in rows])
     assert rewards[0] == rewards[1]
+
+
+TINY_PRESET = """
+env: {num_threads: 1}
+train:
+  policy: MlpPolicy
+  n_timesteps: 600
+  eval_freq: 200
+  eval_episodes: 2
+  checkpoint_freq: 200
+  dqn: {learning_rate: 1.0e-3, batch_size: 32, buffer_size: 2000, learning_starts: 100, train_freq: 16,
+        gradient_steps: 4, target_update_interval: 50, policy_kwargs: {net_arch: [32, 32]}}
+compress: {schedule: [1], objective: distill, steps_per_stage: 1, stage_eval_episodes: 1}
+evaluate: {episodes: 2}
+"""
+
+
+@pytest.fixture
+def tiny_preset(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_PRESET)
+    return path
+
+
+def tiny_model(seed=0, n_steps=1):
+    """A small DQN on CartPole whose replay buffer is SB3's n-step one when ``n_steps > 1``."""
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.env_util import make_vec_env
+
+    return DQN(
+        "MlpPolicy",
+        make_vec_env("CartPole-v1", seed=seed),
+        seed=seed,
+        device="cpu",
+        learning_starts=100,
+        buffer_size=2000,
+        train_freq=16,
+        gradient_steps=4,
+        batch_size=32,
+        target_update_interval=50,
+        n_steps=n_steps,
+        policy_kwargs={"net_arch": [32, 32]},
+    )
+
+
+def state_of(model):
+    """Everything of ``model`` a resumed run must continue from, as comparable Python values."""
+    buffer = model.replay_buffer
+    rows = buffer.buffer_size if buffer.full else buffer.pos
+    optimizer = model.policy.optimizer.state_dict()
+    return {
+        "policy": {name: tensor.clone() for name, tensor in model.policy.state_dict().items()},
+        "optimizer": {index: {k: v.clone() for k, v in values.items()} for index, values in optimizer["state"].items()},
+        "counters": (
+            model.num_timesteps,
+            model._n_updates,
+            model._n_calls,
+            model._episode_num,
+            model.exploration_rate,
+            model._current_progress_remaining,
+        ),
+        "buffer": {
+            name: getattr(buffer, name)[:rows].copy()
+            for name in ("observations", "next_observations", "actions", "rewards", "dones")
+        },
+        "pos": (buffer.pos, buffer.full),
+    }
+
+
+def assert_same_state(a, b):
+    assert a["counters"] == b["counters"] and a["pos"] == b["pos"]
+    for name in a["policy"]:
+        assert torch.equal(a["policy"][name], b["policy"][name]), name
+    for index in a["optimizer"]:
+        for key in a["optimizer"][index]:
+            assert torch.equal(a["optimizer"][index][key], b["optimizer"][index][key]), (index, key)
+    for name in a["buffer"]:
+        assert (a["buffer"][name] == b["buffer"][name]).all(), name
+
+
+@pytest.mark.parametrize("n_steps", [1, 3])
+def test_resume_restores_counters_optimizer_and_buffer_and_continues_identically(tmp_path, n_steps):
+    """A model rebuilt from spikerl's checkpoint equals the saved one and trains on identically
+    (both continuing in a fresh environment, which the checkpoint does not hold)."""
+    import random
+
+    import numpy as np
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from spikerl.training_checkpoint import load_checkpoint, save_checkpoint
+
+    def global_random_states():
+        return pickle.dumps((np.random.get_state(), random.getstate(), torch.get_rng_state().tolist()))
+
+    original = tiny_model(n_steps=n_steps)
+    original.learn(400)
+    save_checkpoint(original, tmp_path, "run", with_replay_buffer=True)
+    at_save = global_random_states()
+    restored = tiny_model(seed=7, n_steps=n_steps)  # another seed: everything must come from the files
+    assert load_checkpoint(restored, tmp_path)["run_id"] == "run"
+    assert global_random_states() == at_save
+    saved = state_of(original)
+    assert_same_state(saved, state_of(restored))
+    assert saved["counters"][1] > 0 and saved["optimizer"]  # trained: updates and Adam moments exist
+    original.set_env(make_vec_env("CartPole-v1", seed=11))  # the checkpoint starts a new episode too
+    original.replay_buffer.timeouts[:] = restored.replay_buffer.timeouts  # where the resumed run marks the cut
+    restored.set_env(make_vec_env("CartPole-v1", seed=11))
+    for model in (original, restored):  # one process: both continue from the global random states of the save
+        np.random.set_state(pickle.loads(at_save)[0])
+        random.setstate(pickle.loads(at_save)[1])
+        torch.set_rng_state(torch.tensor(pickle.loads(at_save)[2], dtype=torch.uint8))
+        model.learn(300, reset_num_timesteps=False)
+    assert_same_state(state_of(original), state_of(restored))
+
+
+def test_best_model_of_another_run_is_never_adopted(tmp_path):
+    from spikerl.training_checkpoint import load_best, save_best
+
+    other, mine = tiny_model(seed=1), tiny_model(seed=2)
+    save_best(other, tmp_path, "another-run", 500.0)
+    before = {name: tensor.clone() for name, tensor in mine.policy.state_dict().items()}
+    assert load_best(mine, tmp_path, "my-run") is None
+    assert all(torch.equal(before[name], tensor) for name, tensor in mine.policy.state_dict().items())
+
+
+def write_payload(path, marker):
+    path.write_bytes(pickle.dumps(FileCreatingPayload(marker)))
+
+
+def test_crafted_pickles_in_a_run_folder_never_run(tmp_path, tiny_preset):
+    from spikerl.cli import main
+
+    marker = tmp_path / "pwned"
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tiny_preset), "--out", str(run), "--no-progress", "--num-threads", "1"]) == 0
+    step = checkpoint_step(run)
+    craft_agent(SHIPPED_CARTPOLE / "ann.zip", run / "checkpoint.zip", marker)
+    craft_agent(SHIPPED_CARTPOLE / "ann.zip", run / "best_model.zip", marker)
+    write_payload(run / f"replay_buffer_{step}.pkl", marker)
+    assert main(["train", "--resume", str(run), "-n", str(step + 200), "--no-progress"]) == 0
+    assert checkpoint_step(run) >= step + 200
+    # a folder holding only crafted files: refused, then (--force) trained over, never read
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    craft_agent(SHIPPED_CARTPOLE / "ann.zip", fresh / "best_model.zip", marker)
+    write_payload(fresh / "replay_buffer_600.pkl", marker)
+    (fresh / "checkpoint.zip").write_bytes((run / "checkpoint.zip").read_bytes())
+    assert main(["train", "--config", str(tiny_preset), "--out", str(fresh), "--no-progress"]) == 2
+    assert main(["train", "--resume", str(fresh), "--no-progress"]) == 2  # no config.yaml, nothing to resume
+    (fresh / "config.yaml").write_text((run / "config.yaml").read_text())
+    assert main(["train", "--resume", str(fresh), "--no-progress"]) == 2  # legacy checkpoint.zip: refused
+    assert main(["train", "--config", str(tiny_preset), "--out", str(fresh), "--no-progress", "--force"]) == 0
+    for agent in (run / "best_model.zip", run / "checkpoint.zip"):
+        assert main(["evaluate", "--agent", str(agent), "--env", "CartPole-v1", "--episodes", "1"]) == 0
+        assert (
+            main(
+                [
+                    "compress",
+                    "--agent",
+                    str(agent),
+                    "--env",
+                    "CartPole-v1",
+                    "--config",
+                    str(tiny_preset),
+                    "--out",
+                    str(tmp_path / "snn"),
+                    "--force",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
+    assert not marker.exists()
+
+
+def file_digests(folder):
+    return {path.name: path.read_bytes() for path in folder.iterdir() if path.is_file() and path.name != ".spikerl.lock"}
+
+
+def test_train_never_overwrites_results(tmp_path, tiny_preset, capsys):
+    import shutil
+
+    from spikerl.cli import main
+
+    shipped = tmp_path / "CartPole-v1"
+    shutil.copytree(SHIPPED_CARTPOLE, shipped)
+    before = file_digests(shipped)
+    assert main(["train", "--config", str(tiny_preset), "--out", str(shipped), "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "already holds results (T1.zip, T2.zip" in error and "--force" in error
+    assert file_digests(shipped) == before
+
+
+def test_export_refuses_an_existing_file_unless_forced(tmp_path, capsys):
+    from spikerl.cli import main
+
+    out = tmp_path / "agent.nir"
+    out.write_bytes(b"precious")
+    args = ["export", "--agent", str(SHIPPED_CARTPOLE / "T1.zip"), "--out", str(out)]
+    assert main(args) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err and out.read_bytes() == b"precious"
+    assert main([*args, "--force"]) == 0 and out.read_bytes() != b"precious"
+    assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")] == []
+
+
+def test_a_locked_folder_is_refused_with_the_holders_pid(tmp_path, capsys):
+    import os
+
+    from spikerl.cli import main
+    from spikerl.locks import folder_lock
+
+    out = tmp_path / "snn"
+    with folder_lock(out):
+        code = main(
+            [
+                "compress",
+                "--agent",
+                str(SHIPPED_CARTPOLE / "ann.zip"),
+                "--out",
+                str(out),
+                "--schedule",
+                "1",
+                "--steps-per-stage",
+                "1",
+            ]
+        )
+    error = capsys.readouterr().err
+    assert code == 2 and f"in use by another spikerl command (pid {os.getpid()})" in error and error.count("\n") == 1
+    assert not out.exists()  # nothing written; the folder the lock created is gone again
+
+
+def test_stale_temporaries_are_removed_by_the_next_run(tmp_path):
+    from spikerl.locks import folder_lock
+
+    stale = tmp_path / ".results.json.abcd1234.spikerl.tmp"
+    stale.write_text("half a file")
+    other = tmp_path / "notes.tmp"
+    other.write_text("not ours")
+    with folder_lock(tmp_path):
+        pass
+    assert not stale.exists() and other.exists()
+
+
+def test_ctrl_c_during_an_atomic_write_waits_for_the_file(tmp_path):
+    import os
+
+    from spikerl.checkpoints import atomic_path
+
+    target = tmp_path / "x.json"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as temporary:
+            temporary.write_text("half")
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # delivered now, and held back
+            temporary.write_text("complete")
+    assert target.read_text() == "complete"
+    assert list(tmp_path.glob(".*.tmp")) == []
+
+
+def test_resume_without_n_trains_to_the_runs_own_step_count(tmp_path, tiny_preset):
+    import yaml
+
+    from spikerl.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tiny_preset), "--out", str(run), "-n", "300", "--no-progress"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["n_timesteps"] == 300
+    step = checkpoint_step(run)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert checkpoint_step(run) == step  # 300 reached already: the preset's 600 is not the run's target

@@ -4,6 +4,7 @@ import pytest
 import torch
 from stable_baselines3 import DQN
 from stable_baselines3.common.torch_layers import NatureCNN
+from stable_baselines3.dqn.policies import CnnPolicy
 from torch import nn
 
 from conftest import REPO
@@ -14,6 +15,7 @@ from spikerl.errors import UsageError
 from spikerl.loading import load_agent
 from spikerl.neurons import IFNeuron
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy, set_timesteps
+from spikerl.snn import layer_plan
 
 BOX = gym.spaces.Box(-1, 1, (4,), np.float32)
 IMAGES = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
@@ -124,3 +126,20 @@ def test_shipped_t5_agents_decide_the_same_with_the_first_layer_looped(env_id, s
         monkeypatch.setattr(IFNeuron, "fire_constant", lambda neuron, currents, steps: neuron(currents.expand(steps, *currents.shape)))
         looped = model.q_net(observations)
     assert torch.equal(closed_form, looped)
+
+
+def test_the_plan_describes_every_layer_once():
+    plan = make_policy(SpikingCnnPolicy, IMAGES, timesteps=2).q_net.plan
+    assert [(e.name, e.role, e.input_kind) for e in plan] == [
+        ("features_extractor.cnn.0", "weighted", "analog"), ("features_extractor.cnn.1", "neuron", "analog"),
+        ("features_extractor.cnn.2", "weighted", "spikes"), ("features_extractor.cnn.3", "neuron", "analog"),
+        ("features_extractor.cnn.4", "weighted", "spikes"), ("features_extractor.cnn.5", "neuron", "analog"),
+        ("features_extractor.cnn.6", "stateless", "spikes"), ("features_extractor.linear.0", "weighted", "spikes"),
+        ("features_extractor.linear.1", "neuron", "analog"), ("q_net.0", "readout", "spikes"),
+    ]
+    assert (plan[0].input_shape, plan[0].output_shape) == ((4, 84, 84), (32, 20, 20))
+    assert (plan[6].output_shape, plan[-1].output_shape) == ((3136,), (3,))
+    ann_plan = layer_plan(make_policy(CnnPolicy, IMAGES).q_net, IMAGES)
+    assert [(e.name, e.role, e.output_shape) for e in ann_plan] == [(e.name, e.role, e.output_shape) for e in plan]
+    assert isinstance(ann_plan[1].module, nn.ReLU)  # ReLUs in the neurons' place
+    assert {e.input_kind for e in ann_plan} == {"analog"}

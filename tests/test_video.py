@@ -19,7 +19,17 @@ def _frames(path) -> tuple[int, int]:
 
 
 def test_evaluate_writes_playable_mp4s_with_spike_maps(tmp_path, capsys):
-    args = ["evaluate", "--agent", str(SHIPPED_CARTPOLE / "T1.zip"), "--episodes", "1", "--num-threads", "1", "--video", str(tmp_path)]
+    args = [
+        "evaluate",
+        "--agent",
+        str(SHIPPED_CARTPOLE / "T1.zip"),
+        "--episodes",
+        "1",
+        "--num-threads",
+        "1",
+        "--video",
+        str(tmp_path),
+    ]
     assert main([*args, "--video-episodes", "2", "--video-steps", "30", "--spike-maps"]) == 0
     videos = sorted(tmp_path.glob("*.mp4"))
     assert [video.name for video in videos] == ["CartPole-v1_seed1000000.mp4", "CartPole-v1_seed1000001.mp4"]
@@ -31,7 +41,17 @@ def test_evaluate_writes_playable_mp4s_with_spike_maps(tmp_path, capsys):
 
 
 def test_ann_video_has_no_spike_maps_and_refuses_them(tmp_path, capsys):
-    args = ["evaluate", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--episodes", "1", "--num-threads", "1", "--video-steps", "10"]
+    args = [
+        "evaluate",
+        "--agent",
+        str(SHIPPED_CARTPOLE / "ann.zip"),
+        "--episodes",
+        "1",
+        "--num-threads",
+        "1",
+        "--video-steps",
+        "10",
+    ]
     assert main([*args, "--video", str(tmp_path / "plain")]) == 0
     assert _frames(tmp_path / "plain" / "CartPole-v1_seed1000000.mp4") == (10, 600)
     assert main([*args, "--video", str(tmp_path / "maps"), "--spike-maps"]) == 2

@@ -1,0 +1,262 @@
+"""Fault series: kill -9 and SIGINT at seeded random instants of train, compress, export, report.
+
+Each trial runs one command (tiny CartPole budgets) as a subprocess, signals it after a
+random delay, then checks, in this process:
+
+- no traceback on stderr, and exit code 130 after SIGINT (or 0 if it finished first);
+- every file left in the output folder loads with its reader (training checkpoint, agents,
+  results, NIR graph, plots), and an export target is the old file or the new one;
+- the next run works: ``train --resume`` / ``compress --resume`` (or a plain rerun when
+  nothing was saved yet), ``export --force``, ``report``; and it removes stale temporaries.
+
+Usage: ``python bench/faults.py [--trials 20] [--seed 0] [--commands train,compress,export,report]``;
+prints one table row per command and signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's spikerl, as the subprocesses (run in REPO) use
+SHIPPED = REPO / "agents" / "CartPole-v1"
+TINY_PRESET = """
+env: {num_threads: 1}
+train:
+  policy: MlpPolicy
+  n_timesteps: 800
+  eval_freq: 400
+  eval_episodes: 2
+  checkpoint_freq: 250
+  dqn: {learning_rate: 1.0e-3, batch_size: 32, buffer_size: 2000, learning_starts: 100, train_freq: 16,
+        gradient_steps: 2, target_update_interval: 50, policy_kwargs: {net_arch: [32, 32]}}
+compress: {schedule: [2, 1], objective: distill, steps_per_stage: 50, stage_eval_episodes: 2, calibration_samples: 128,
+           teacher_states: 500, distill: {student_states: 200}}
+evaluate: {episodes: 2}
+"""
+
+
+@dataclass
+class Command:
+    """How to start one command in ``work`` (a fresh folder), and how to check and rerun after a fault."""
+
+    prepare: Callable[[Path], None]
+    argv: Callable[[Path], list[str]]
+    check: Callable[[Path], None]  # raises AssertionError when a file left behind does not load
+    rerun: Callable[[Path], list[str]]  # the in-process command line that must then succeed (exit 0)
+
+
+def _prepare_preset(work: Path) -> None:
+    (work / "tiny.yaml").write_text(TINY_PRESET)
+
+
+def _check_train(work: Path) -> None:
+    from stable_baselines3 import DQN
+
+    from spikerl.config import read_run_config
+    from spikerl.envs import make_env
+    from spikerl.loading import load_agent
+    from spikerl.training_checkpoint import load_checkpoint
+
+    run = work / "run"
+    if not run.exists():
+        return
+    config = read_run_config(run)
+    if (run / "checkpoint.json").is_file():  # the index and every file it names, loaded into a model built from the settings
+        settings = config.settings
+        model = DQN(settings.train.policy, make_env("CartPole-v1", settings.env, seed=0), device="cpu", **settings.train.dqn)
+        load_checkpoint(model, run)
+    if (run / "ann.zip").is_file():
+        load_agent(run / "ann.zip", "CartPole-v1", config.settings.env, "cpu")
+    _check_images(run)
+
+
+def _rerun_train(work: Path) -> list[str]:
+    run = work / "run"
+    if (run / "checkpoint.json").is_file():
+        return ["train", "--resume", str(run), "--no-progress"]
+    return ["train", "--config", str(work / "tiny.yaml"), "--out", str(run), "--no-progress", "--force"]
+
+
+def _compress_args(work: Path) -> list[str]:
+    return [
+        "compress",
+        "--agent",
+        str(SHIPPED / "ann.zip"),
+        "--config",
+        str(work / "tiny.yaml"),
+        "--out",
+        str(work / "snn"),
+        "--no-progress",
+    ]
+
+
+def _check_compress(work: Path) -> None:
+    from spikerl.config import load_preset
+    from spikerl.loading import load_agent
+    from spikerl.results import read_results
+
+    snn = work / "snn"
+    if (snn / "results.json").is_file():
+        read_results(snn)
+    for agent in snn.glob("*.zip") if snn.exists() else []:
+        load_agent(agent, "CartPole-v1", load_preset("CartPole-v1", work / "tiny.yaml").env, "cpu")
+    _check_images(snn)
+
+
+def _rerun_compress(work: Path) -> list[str]:
+    return _compress_args(work) + (["--resume"] if (work / "snn" / "results.json").is_file() else ["--force"])
+
+
+def _prepare_export(work: Path) -> None:
+    from spikerl.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["export", "--agent", str(SHIPPED / "T1.zip"), "--out", str(work / "agent.nir")]) == 0
+
+
+def _check_export(work: Path) -> None:
+    import nir
+
+    nir.read(work / "agent.nir")  # the old graph or the new one, complete either way
+
+
+def _prepare_report(work: Path) -> None:
+    shutil.copytree(SHIPPED, work / "snn", ignore=shutil.ignore_patterns("td"))
+
+
+def _check_report(work: Path) -> None:
+    from spikerl.results import read_results
+
+    read_results(work / "snn")
+    text = (work / "snn" / "results.md").read_text()
+    assert text.startswith("# CartPole-v1") and text.rstrip().endswith("```"), "results.md incomplete"
+    _check_images(work / "snn")
+
+
+def _check_images(folder: Path) -> None:
+    import matplotlib.image
+
+    for image in folder.glob("*.png") if folder.exists() else []:
+        matplotlib.image.imread(image)
+
+
+COMMANDS = {
+    "train": Command(
+        _prepare_preset,
+        lambda w: ["train", "--config", str(w / "tiny.yaml"), "--out", str(w / "run"), "--no-progress"],
+        _check_train,
+        _rerun_train,
+    ),
+    "compress": Command(_prepare_preset, _compress_args, _check_compress, _rerun_compress),
+    "export": Command(
+        _prepare_export,
+        lambda w: ["export", "--agent", str(SHIPPED / "T1.zip"), "--out", str(w / "agent.nir"), "--force"],
+        _check_export,
+        lambda w: ["export", "--agent", str(SHIPPED / "T1.zip"), "--out", str(w / "agent.nir"), "--force"],
+    ),
+    "report": Command(
+        _prepare_report, lambda w: ["report", str(w / "snn")], _check_report, lambda w: ["report", str(w / "snn")]
+    ),
+}
+
+
+def run_trial(name: str, stop: signal.Signals, delay: float, work: Path) -> str:
+    """One fault of command ``name`` after ``delay`` seconds; returns its outcome, ``ok ...`` or ``FAIL ...``."""
+    from spikerl.cli import main
+
+    command = COMMANDS[name]
+    command.prepare(work)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spikerl", *command.argv(work)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=delay)
+    finished_first = process.poll() is not None
+    if not finished_first:
+        process.send_signal(stop)
+    _, stderr = process.communicate(timeout=300)
+    if "Traceback" in stderr:
+        return f"FAIL traceback: {stderr.strip().splitlines()[-1]}"
+    expected = {0} if finished_first else ({130} if stop == signal.SIGINT else {-signal.SIGKILL})
+    if process.returncode not in expected:
+        return f"FAIL exit {process.returncode}: {stderr.strip()}"
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            command.check(work)
+    except Exception as error:  # noqa: BLE001 -- any failure to load is the finding
+        return f"FAIL unloadable: {type(error).__name__}: {error}"
+    stale_before = len(list(work.rglob("*.spikerl.tmp")))
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as errors:
+        code = main(command.rerun(work))
+    if code != 0:
+        return f"FAIL rerun exit {code}: {errors.getvalue().strip()}"
+    if list(work.rglob("*.spikerl.tmp")):
+        return "FAIL stale temporaries kept"
+    where = "finished first" if finished_first else "stopped"
+    return f"ok {where}{', tmp cleaned' if stale_before else ''}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10, help="trials per command and signal")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--commands", default=",".join(COMMANDS))
+    parser.add_argument("--signals", default="SIGKILL,SIGINT")
+    parser.add_argument(
+        "--max-delay",
+        type=float,
+        default=None,
+        help="latest signal time in seconds (default: each command's measured duration)",
+    )
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    rng = random.Random(args.seed)
+    print("| command | signal | trials | stopped | finished first | tmp cleaned | failures | seconds (signal window) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.commands.split(","):
+        with tempfile.TemporaryDirectory() as scratch:
+            work = Path(scratch)
+            COMMANDS[name].prepare(work)
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "spikerl", *COMMANDS[name].argv(work)], cwd=REPO, capture_output=True, check=True
+            )
+            duration = args.max_delay or time.perf_counter() - started
+        for stop in [getattr(signal, name) for name in args.signals.split(",")]:
+            outcomes = Counter()
+            failures = []
+            for _ in range(args.trials):
+                with tempfile.TemporaryDirectory() as scratch:
+                    outcome = run_trial(name, stop, rng.uniform(0.5, duration), Path(scratch))
+                outcomes["stopped" if "stopped" in outcome else "finished" if "finished" in outcome else "failed"] += 1
+                outcomes["cleaned"] += "tmp cleaned" in outcome
+                if outcome.startswith("FAIL"):
+                    failures.append(outcome)
+            counts = [args.trials, outcomes["stopped"], outcomes["finished"], outcomes["cleaned"], len(failures)]
+            print(f"| {name} | {stop.name} | {' | '.join(map(str, counts))} | 0.5-{duration:.1f} |", flush=True)
+            for failure in failures:
+                print(f"|   | {failure[:200]} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,393 @@
+"""spikerl's own checkpoint of a training run: resumable, and readable without unpickling.
+
+SB3's ``save``/``load`` and ``save_replay_buffer`` pickle, so a run folder that travels
+between machines could run code when resumed. This format stores only tensors, JSON and
+NumPy arrays, read back with ``torch.load(weights_only=True)``, ``json`` and
+``np.load(allow_pickle=False)``. The model itself is rebuilt from the run's preset (its
+``config.yaml``) and the saved state is then copied into it.
+
+Files in the run folder (``N`` is the step count the checkpoint was taken at):
+
+``checkpoint.json``        the index, written last: format, run id, ``num_timesteps`` = N,
+                           whether a replay buffer was saved, the SHA-256 of the files below
+                           and of the index itself (``index_sha256``), SB3's counters (``_n_updates``,
+                           ``_n_calls``, ``_episode_num``, progress, exploration rate, recent
+                           episode statistics) and the random states (Python, NumPy, the
+                           action space's generator)
+``checkpoint_N.pt``        tensors: ``policy`` (Q-network and target), ``optimizer``, the torch
+                           CPU (and CUDA) random state
+``replay_buffer_N.npz``    the filled rows of the replay buffer's arrays ``observations``,
+                           ``next_observations`` (absent with ``optimize_memory_usage``),
+                           ``actions``, ``rewards``, ``dones``, ``timeouts``: ``[rows, n_envs,
+                           ...]``, plus ``pos``, ``full``, ``num_timesteps`` and, for SB3's
+                           ``NStepReplayBuffer``, ``n_steps`` and ``gamma``
+``best_model.pt``          the best evaluated policy: ``policy``, ``run_id``, ``mean_reward``,
+                           ``num_timesteps``
+
+Each file is written atomically, the index after the files it names, and files of other
+steps are removed after it: whatever the moment of a kill, the index names complete files
+of one step. The environment is not part of the checkpoint: a resumed run starts a new
+episode (the cut is marked as a time-limit truncation in the buffer, so n-step returns
+do not run across it). Everything else continues as if the run had not stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import pickle
+import random
+import uuid
+import zipfile
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import DQN
+from stable_baselines3.common.buffers import NStepReplayBuffer
+
+from spikerl.checkpoints import atomic_path, write_json
+from spikerl.errors import UsageError
+from spikerl.run_folder import RunFolder
+
+FORMAT = "spikerl-training-checkpoint/1"
+LEGACY_CHECKPOINT = "checkpoint.zip"  # SB3 format of earlier spikerl versions (pickled): never read
+#: SB3 attributes saved in the index, as plain numbers.
+COUNTERS = (
+    "num_timesteps",
+    "_n_updates",
+    "_n_calls",
+    "_episode_num",
+    "_current_progress_remaining",
+    "exploration_rate",
+    "learning_starts",
+)
+BUFFER_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+MAX_INDEX_BYTES = 1 << 20
+
+
+def new_run_id() -> str:
+    """A fresh identifier for a training run: files carrying another id are not this run's."""
+    return uuid.uuid4().hex
+
+
+def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: bool) -> None:
+    """Write ``model``'s training state (and its replay buffer if asked) into ``folder``."""
+    step = model.num_timesteps
+    tensors = {
+        "policy": model.policy.state_dict(),
+        "optimizer": model.policy.optimizer.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and model.device.type == "cuda":
+        tensors["cuda_rng"] = torch.cuda.get_rng_state_all()
+    digests = {}
+    with atomic_path(RunFolder(folder).checkpoint_tensors(step)) as temporary:
+        torch.save(tensors, temporary)
+        digests["weights"] = file_sha256(temporary)
+    if with_replay_buffer:
+        with atomic_path(RunFolder(folder).replay_buffer(step)) as temporary, open(temporary, "wb") as file:
+            np.savez(file, **_buffer_arrays(model))
+            file.close()
+            digests["replay_buffer"] = file_sha256(temporary)
+    numpy_state = np.random.get_state()
+    write_json(
+        RunFolder(folder).checkpoint,
+        with_index_digest(
+            {
+                "format": FORMAT,
+                "run_id": run_id,
+                "replay_buffer": with_replay_buffer,
+                "sha256": digests,
+                "counters": {name: getattr(model, name) for name in COUNTERS},
+                "episodes": {
+                    "info": [{key: float(value) for key, value in info.items()} for info in model.ep_info_buffer or []],
+                    "success": [bool(success) for success in model.ep_success_buffer or []],
+                },
+                "rng": {
+                    "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+                    "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+                    "action_space": model.action_space.np_random.bit_generator.state,
+                },
+            }
+        ),
+    )
+    _remove_other_steps(folder, step)
+
+
+def with_index_digest(index: dict[str, Any]) -> dict[str, Any]:
+    """``index`` with ``index_sha256``: the SHA-256 of its other fields as canonical JSON."""
+    fields = {key: value for key, value in index.items() if key != "index_sha256"}
+    return {**fields, "index_sha256": hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()}
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of the file at ``path`` (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_digest(path: Path, expected: str) -> None:
+    """``UsageError`` unless the file at ``path`` exists and has the SHA-256 the index recorded."""
+    if not path.is_file():
+        raise UsageError(f"{path} is missing, so the run cannot resume; delete the run folder and start again")
+    if file_sha256(path) != expected:
+        raise UsageError(
+            f"{path} is damaged (its SHA-256 differs from the one recorded in {RunFolder(path.parent).checkpoint.name}); "
+            "delete the run folder and start again"
+        )
+
+
+def _buffer_arrays(model: DQN) -> dict[str, np.ndarray]:
+    """The filled rows of the replay buffer ``[rows, n_envs, ...]`` and its scalars."""
+    buffer = model.replay_buffer
+    rows = buffer.buffer_size if buffer.full else buffer.pos
+    arrays = {name: getattr(buffer, name)[:rows] for name in BUFFER_ARRAYS if getattr(buffer, name, None) is not None}
+    scalars = {"pos": buffer.pos, "full": buffer.full, "num_timesteps": model.num_timesteps}
+    if isinstance(buffer, NStepReplayBuffer):
+        scalars.update(n_steps=buffer.n_steps, gamma=buffer.gamma)
+    return {**arrays, **{name: np.asarray(value) for name, value in scalars.items()}}
+
+
+def _remove_other_steps(folder: Path, step: int) -> None:
+    """Delete checkpoint weights and replay buffers of steps other than ``step``."""
+    run = RunFolder(folder)
+    for name in (run.checkpoint_tensors, run.replay_buffer):
+        for path in folder.glob(name("*").name):
+            if path != name(step):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+
+def read_index(folder: Path) -> dict[str, Any]:
+    """The checkpoint index of ``folder``, checked; ``UsageError`` if missing or damaged."""
+    path = RunFolder(folder).checkpoint
+    if not path.is_file() and (folder / LEGACY_CHECKPOINT).is_file():
+        raise UsageError(
+            f"{folder} holds an SB3 {LEGACY_CHECKPOINT} (earlier spikerl), which only unpickling can read, "
+            "so spikerl does not resume it; "
+            "start a new run, or load it with stable_baselines3.DQN.load if you trust the folder"
+        )
+    if not path.is_file():
+        raise UsageError(
+            f"nothing to resume in {folder} ({path.name} missing: the run stopped before its first checkpoint); "
+            "delete it and start again"
+        )
+    try:
+        if path.stat().st_size > MAX_INDEX_BYTES:
+            raise ValueError(f"larger than {MAX_INDEX_BYTES} bytes")
+        index = json.loads(path.read_text())
+        if not isinstance(index, dict) or with_index_digest(index) != index:
+            raise ValueError("its content differs from its recorded SHA-256")
+        counters, rng, episodes = index["counters"], index["rng"], index["episodes"]
+        if index["format"] != FORMAT or not isinstance(index["run_id"], str) or not isinstance(index["replay_buffer"], bool):
+            raise ValueError("unknown format")
+        if not isinstance(counters["num_timesteps"], int) or counters["num_timesteps"] < 0 or set(counters) != set(COUNTERS):
+            raise ValueError("bad counters")
+        if not all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+            for value in counters.values()
+        ):
+            raise ValueError("non-numeric counters")
+        digests = index["sha256"]
+        if (
+            not isinstance(digests, dict)
+            or not isinstance(digests["weights"], str)
+            or (index["replay_buffer"] and not isinstance(digests["replay_buffer"], str))
+        ):
+            raise ValueError("bad file digests")
+        if not isinstance(episodes["info"], list) or not isinstance(episodes["success"], list) or not isinstance(rng, dict):
+            raise ValueError("bad episode statistics")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"{path} is damaged ({error}); delete the run folder and start again") from None
+    return index
+
+
+def load_checkpoint(model: DQN, folder: Path) -> dict[str, Any]:
+    """Copy the training state saved in ``folder`` into ``model`` (built from the run's preset).
+
+    Returns the index. Without a saved replay buffer the model refills its buffer with
+    random actions first, as at the start of a run. ``UsageError`` when a file is missing,
+    damaged or does not fit the model.
+    """
+    index = read_index(folder)
+    counters = index["counters"]
+    step = counters["num_timesteps"]
+    _check_digest(RunFolder(folder).checkpoint_tensors(step), index["sha256"]["weights"])
+    if index["replay_buffer"]:
+        _check_digest(RunFolder(folder).replay_buffer(step), index["sha256"]["replay_buffer"])
+    tensors = _load_tensors(RunFolder(folder).checkpoint_tensors(step), ("policy", "optimizer", "torch_rng"))
+    _load_policy(model, tensors["policy"], RunFolder(folder).checkpoint_tensors(step))
+    configured_learning_starts = model.learning_starts
+    try:
+        _check_optimizer_state(model.policy.optimizer, tensors["optimizer"])
+        model.policy.optimizer.load_state_dict(tensors["optimizer"])
+        torch.set_rng_state(tensors["torch_rng"])
+        if "cuda_rng" in tensors and model.device.type == "cuda":
+            torch.cuda.set_rng_state_all(tensors["cuda_rng"])
+        _restore_random_states(model, index["rng"])
+        model.ep_info_buffer = deque(index["episodes"]["info"], maxlen=model._stats_window_size)
+        model.ep_success_buffer = deque(index["episodes"]["success"], maxlen=model._stats_window_size)
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as error:
+        raise UsageError(
+            f"the checkpoint in {folder} is damaged or from another configuration ({error}); "
+            "delete the run folder and start again"
+        ) from None
+    for name, value in counters.items():
+        setattr(model, name, value)
+    if index["replay_buffer"]:
+        _load_buffer(model, RunFolder(folder).replay_buffer(step))
+    else:
+        model.learning_starts = step + configured_learning_starts
+    return index
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: Any) -> None:
+    """Raise ``ValueError`` unless ``state`` holds finite per-parameter tensors shaped like ``optimizer``'s parameters."""
+    parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
+    if not isinstance(state, dict) or not isinstance(state.get("state"), dict):
+        raise ValueError("optimizer state is not a state dict")
+    for index, values in state["state"].items():
+        if not isinstance(index, int) or not 0 <= index < len(parameters) or not isinstance(values, dict):
+            raise ValueError(f"optimizer state names parameter {index!r}")
+        for name, value in values.items():
+            if not isinstance(value, torch.Tensor) or not torch.isfinite(value).all():
+                raise ValueError(f"optimizer state {name} of parameter {index} is not a finite tensor")
+            if value.dim() > 0 and value.shape != parameters[index].shape:
+                raise ValueError(f"optimizer state {name} of parameter {index} has shape {tuple(value.shape)}")
+
+
+def _restore_random_states(model: DQN, rng: dict[str, Any]) -> None:
+    version, state, gauss = rng["python"]
+    random.setstate((version, tuple(state), gauss))
+    kind, keys, position, has_gauss, cached = rng["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
+    model.action_space.np_random.bit_generator.state = rng["action_space"]
+
+
+def _load_tensors(path: Path, required: tuple[str, ...]) -> dict[str, Any]:
+    """A dict saved with ``torch.save``, read with ``weights_only=True``, holding ``required``."""
+    if not path.is_file():
+        raise UsageError(f"{path} is missing, so the run cannot resume; delete the run folder and start again")
+    try:
+        with zipfile.ZipFile(path) as archive:  # torch's format is a zip: check every entry's CRC first
+            damaged_entry = archive.testzip()
+        if damaged_entry is not None:
+            raise ValueError(f"bad CRC in {damaged_entry}")
+        tensors = torch.load(path, map_location="cpu", weights_only=True)
+    except (
+        RuntimeError,
+        OSError,
+        EOFError,
+        ValueError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        AttributeError,
+        TypeError,
+    ) as error:
+        raise UsageError(f"{path} is damaged ({type(error).__name__}); delete the run folder and start again") from None
+    if not isinstance(tensors, dict) or not set(required) <= set(tensors):
+        raise UsageError(
+            f"{path} is not a spikerl checkpoint (expected {', '.join(required)}); delete the run folder and start again"
+        )
+    return tensors
+
+
+def _load_policy(model: DQN, state: Any, path: Path) -> None:
+    """Copy the policy tensors ``state`` into ``model`` after checking names, shapes and values."""
+    expected = model.policy.state_dict()
+    if not isinstance(state, dict) or set(state) != set(expected):
+        raise UsageError(
+            f"{path} holds another network than the run's config.yaml describes; delete the run folder and start again"
+        )
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor) or tensor.shape != expected[name].shape:
+            raise UsageError(
+                f"{path} holds another network than the run's config.yaml describes ({name}); "
+                "delete the run folder and start again"
+            )
+        if torch.is_floating_point(tensor) and not torch.isfinite(tensor).all():
+            raise UsageError(f"{path} holds NaN or infinite weights in {name}; delete the run folder and start again")
+    model.policy.load_state_dict(state)
+
+
+def _load_buffer(model: DQN, path: Path) -> None:
+    """Fill ``model``'s replay buffer from the arrays saved at ``path``, checking each fits."""
+    buffer = model.replay_buffer
+    if not path.is_file():
+        raise UsageError(
+            f"{path} is missing, so the run cannot resume with its replay buffer; delete the run folder and start again"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            pos, full = int(saved["pos"]), bool(saved["full"])
+            rows = buffer.buffer_size if full else pos
+            if int(saved["num_timesteps"]) != model.num_timesteps or not 0 <= pos < buffer.buffer_size:
+                raise ValueError("its step or position does not match the checkpoint")
+            if isinstance(buffer, NStepReplayBuffer) and (int(saved["n_steps"]), float(saved["gamma"])) != (
+                buffer.n_steps,
+                buffer.gamma,
+            ):
+                raise ValueError("its n-step settings differ from the run's")
+            for name in BUFFER_ARRAYS:
+                target = getattr(buffer, name, None)
+                if target is None:
+                    continue
+                array = saved[name]
+                if array.shape != (rows, *target.shape[1:]) or array.dtype != target.dtype:
+                    raise ValueError(
+                        f"{name} has shape {array.shape} {array.dtype}, expected {(rows, *target.shape[1:])} {target.dtype}"
+                    )
+                target[:rows] = array
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise UsageError(
+            f"{path} is damaged ({error}); delete it to resume with an empty replay buffer, or delete the run folder"
+        ) from None
+    buffer.pos, buffer.full = pos, full
+    last = (pos - 1) % buffer.buffer_size
+    if full or pos > 0:  # the resumed run starts a new episode: cut the last one there
+        buffer.timeouts[last] = np.logical_or(buffer.timeouts[last], np.logical_not(buffer.dones[last]))
+
+
+def save_best(model: DQN, folder: Path, run_id: str, mean_reward: float) -> None:
+    """Keep ``model``'s policy as this run's best (``best_model.pt``)."""
+    with atomic_path(RunFolder(folder).best_model) as temporary:
+        torch.save(
+            {
+                "policy": model.policy.state_dict(),
+                "run_id": run_id,
+                "mean_reward": float(mean_reward),
+                "num_timesteps": model.num_timesteps,
+            },
+            temporary,
+        )
+
+
+def load_best(model: DQN, folder: Path, run_id: str) -> float | None:
+    """Copy this run's best policy into ``model``; returns its mean reward, None without one.
+
+    A ``best_model.pt`` of another run (another ``run_id``) is ignored, never adopted.
+    """
+    path = RunFolder(folder).best_model
+    if not path.is_file():
+        return None
+    best = _load_tensors(path, ("policy", "run_id", "mean_reward"))
+    if best["run_id"] != run_id:
+        return None
+    _load_policy(model, best["policy"], path)
+    return float(best["mean_reward"])
+
+
+def best_mean_reward(folder: Path, run_id: str) -> float | None:
+    """The mean reward of this run's ``best_model.pt`` (None without one)."""
+    path = RunFolder(folder).best_model
+    if not path.is_file():
+        return None
+    best = _load_tensors(path, ("policy", "run_id", "mean_reward"))
+    return float(best["mean_reward"]) if best["run_id"] == run_id else None

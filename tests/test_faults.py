@@ -1,0 +1,31 @@
+"""A few faults per command (the full seeded series is bench/faults.py): kill -9 or Ctrl-C mid-run
+leaves only loadable files, no traceback, and a next run that works and removes stale temporaries."""
+
+import signal
+import sys
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+from faults import run_trial  # noqa: E402
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "command, stop, delay",
+    [
+        ("train", signal.SIGKILL, 9.0),
+        ("train", signal.SIGINT, 11.0),
+        ("compress", signal.SIGKILL, 10.0),
+        ("compress", signal.SIGINT, 12.0),
+        ("export", signal.SIGKILL, 7.0),
+        ("export", signal.SIGINT, 8.0),
+        ("report", signal.SIGKILL, 8.0),
+        ("report", signal.SIGINT, 9.0),
+    ],
+)
+def test_a_fault_leaves_loadable_files_and_a_working_next_run(command, stop, delay, tmp_path):
+    outcome = run_trial(command, stop, delay, tmp_path)
+    assert outcome.startswith("ok"), outcome

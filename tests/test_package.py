@@ -1,0 +1,42 @@
+"""`spikerl package`: a Hub folder in huggingface_sb3's layout whose zip loads with plain DQN.load."""
+
+import importlib.util
+import json
+
+import numpy as np
+import yaml
+from stable_baselines3 import DQN
+
+from conftest import SHIPPED_CARTPOLE
+from spikerl.cli import main
+
+
+def test_package_writes_the_hub_layout_and_the_zip_loads(tmp_path, capsys):
+    out = tmp_path / "hub"
+    video_steps = "20" if importlib.util.find_spec("pygame") else "0"  # CartPole renders with pygame
+    args = ["package", "--agent", str(SHIPPED_CARTPOLE / "T1.zip"), "--out", str(out), "--episodes", "3", "--num-threads", "1"]
+    assert main([*args, "--video-steps", video_steps]) == 0
+    assert str(out) in capsys.readouterr().out
+
+    results = json.loads((out / "results.json").read_text())
+    assert {"mean_reward", "std_reward", "is_deterministic", "n_eval_episodes", "eval_datetime"} <= set(results)
+    assert results["n_eval_episodes"] == 3 and results["mean_reward"] == 500.0  # the shipped T=1 agent balances every game
+    assert results["spikerl"]["timesteps"] == 1 and results["spikerl"]["ann_energy_ratio"] > 1
+    config = json.loads((out / "config.json").read_text())
+    assert "system_info" in config and config["policy_kwargs"]["timesteps"] == 1
+    card = (out / "README.md").read_text()
+    metadata = yaml.safe_load(card.split("---")[1])
+    assert metadata["library_name"] == "stable-baselines3" and "CartPole-v1" in metadata["tags"]
+    assert metadata["model-index"][0]["results"][0]["metrics"][0]["value"] == "500.00 +/- 0.00"
+    assert (out / "dqn-CartPole-v1" / "policy.pth").is_file()
+    assert (out / "replay.mp4").is_file() == (video_steps != "0")
+
+    packaged, shipped = (
+        DQN.load(out / "dqn-CartPole-v1.zip", device="cpu"),
+        DQN.load(SHIPPED_CARTPOLE / "T1.zip", device="cpu"),
+    )
+    states = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32)
+    assert np.array_equal(packaged.predict(states, deterministic=True)[0], shipped.predict(states, deterministic=True)[0])
+
+    assert main([*args, "--video-steps", "0"]) == 2  # never writes into a folder that holds something
+    assert "already exists" in capsys.readouterr().err

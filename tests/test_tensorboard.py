@@ -1,0 +1,67 @@
+"""`--tensorboard DIR` on train and compress: the scalars SB3 users expect, and per compression stage."""
+
+import sys
+
+import pytest
+
+from conftest import SHIPPED_CARTPOLE
+from spikerl.cli import main
+
+pytest.importorskip("tensorboard")
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+
+def _scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar logged in the TensorBoard run ``folder``: tag -> [(step, value)]."""
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_compress_logs_losses_rewards_spike_rates_and_thresholds_per_stage(tmp_path, capsys):
+    args = ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--schedule", "2,1", "--steps-per-stage", "20"]
+    args += [
+        "--eval-episodes",
+        "2",
+        "--out",
+        str(tmp_path / "snn"),
+        "--tensorboard",
+        str(tmp_path / "tb"),
+        "--num-threads",
+        "1",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    scalars = _scalars(tmp_path / "tb" / "compress")
+    assert [step for step, _ in scalars["distill/loss"]] == list(range(40))  # every step of both stages
+    assert len(scalars["distill/learning_rate"]) == 40
+    assert [value for _, value in scalars["stage/T"]] == [0, 2, 2, 1]  # ANN, converted, retrained T=2 and T=1
+    assert [step for step, _ in scalars["stage/mean_reward"]] == [0, 0, 20, 40]
+    for layer in ("q_net.1", "q_net.3"):
+        assert len(scalars[f"spike_rate/{layer}"]) == 3 and len(scalars[f"threshold/{layer}"]) == 3
+
+
+def test_train_logs_sb3_scalars(tmp_path, capsys):
+    args = [
+        "train",
+        "-n",
+        "1100",
+        "--out",
+        str(tmp_path / "run"),
+        "--tensorboard",
+        str(tmp_path / "tb"),
+        "--num-threads",
+        "1",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    scalars = _scalars(tmp_path / "tb" / "DQN_1")
+    assert "rollout/ep_rew_mean" in scalars and "train/loss" in scalars
+
+
+def test_missing_tensorboard_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed
+    args = ["train", "-n", "100", "--out", str(tmp_path / "run"), "--tensorboard", str(tmp_path / "tb"), "--no-progress"]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "spikerl[tensorboard]" in error and error.count("\n") == 1

@@ -1,0 +1,134 @@
+"""rl-baselines3-zoo interop: zoo hyperparameters as presets, zoo playing spikerl run folders,
+zoo training spikerl's policies by name."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from spikerl.cli import main
+from spikerl.config import load_preset
+from spikerl.errors import UsageError
+
+pytest.importorskip("rl_zoo3")
+
+# rl-baselines3-zoo's hyperparams/dqn.yml entry for CartPole-v1, as zoo ships it
+ZOO_CARTPOLE = """\
+CartPole-v1:
+  n_timesteps: !!float 5e4
+  policy: 'MlpPolicy'
+  learning_rate: !!float 2.3e-3
+  batch_size: 64
+  buffer_size: 100000
+  learning_starts: 1000
+  gamma: 0.99
+  target_update_interval: 10
+  train_freq: 256
+  gradient_steps: 128
+  exploration_fraction: 0.16
+  exploration_final_eps: 0.04
+  policy_kwargs: "dict(net_arch=[256, 256])"
+"""
+
+
+def _zoo(module: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    """``python -m rl_zoo3.<module> ARGS`` with this checkout's spikerl importable (--gym-packages)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", f"rl_zoo3.{module}", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
+
+
+def test_zoo_block_is_a_preset_and_zoo_enjoy_plays_the_run_folder(tmp_path, capsys):
+    hyperparameters = tmp_path / "dqn.yml"
+    hyperparameters.write_text(ZOO_CARTPOLE)
+    settings = load_preset("CartPole-v1", hyperparameters)
+    assert settings.train.policy == "MlpPolicy" and settings.train.n_timesteps == 50_000
+    assert settings.train.dqn["policy_kwargs"] == {"net_arch": [256, 256]}
+    assert settings.train.dqn["learning_rate"] == 2.3e-3
+    assert settings.compress == load_preset("CartPole-v1").compress  # the rest from spikerl's preset
+
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--env",
+                "CartPole-v1",
+                "--config",
+                str(hyperparameters),
+                "-n",
+                "300",
+                "--out",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    played = _zoo(
+        "enjoy",
+        "--algo",
+        "dqn",
+        "--env",
+        "CartPole-v1",
+        "-f",
+        str(run),
+        "--no-render",
+        "-n",
+        "200",
+        "--num-threads",
+        "1",
+        cwd=tmp_path,
+    )
+    assert played.returncode == 0, played.stderr
+    assert f"Loading {run / 'dqn' / 'CartPole-v1.zip'}" in played.stdout and "Mean reward" in played.stdout
+
+
+@pytest.mark.parametrize(
+    "policy_kwargs, message",
+    [
+        ("dict(net_arch=__import__('os').system('touch PWNED'))", "not a literal value"),
+        ("dict(activation_fn=nn.ReLU)", "not a literal value"),
+        ("dict(net_arch=[64,", "not a Python expression"),
+    ],
+)
+def test_zoo_strings_are_never_evaluated(tmp_path, policy_kwargs, message):
+    hyperparameters = tmp_path / "dqn.yml"
+    hyperparameters.write_text(ZOO_CARTPOLE.replace('"dict(net_arch=[256, 256])"', repr(policy_kwargs)))
+    with pytest.raises(UsageError, match=message):
+        load_preset("CartPole-v1", hyperparameters)
+    assert not (tmp_path / "PWNED").exists() and not (REPO / "PWNED").exists()
+
+
+def test_zoo_trains_spiking_policy_by_name_and_spikerl_reads_its_folder(tmp_path, capsys):
+    hyperparameters = tmp_path / "spiking.yml"
+    hyperparameters.write_text(
+        "CartPole-v1:\n  n_timesteps: 300\n  policy: SpikingMlpPolicy\n  learning_starts: 100\n"
+        '  train_freq: 16\n  gradient_steps: 2\n  policy_kwargs: "dict(net_arch=[32, 32], timesteps=2)"\n'
+    )
+    trained = _zoo(
+        "train",
+        "--algo",
+        "dqn",
+        "--env",
+        "CartPole-v1",
+        "-conf",
+        str(hyperparameters),
+        "--gym-packages",
+        "spikerl",
+        "-f",
+        str(tmp_path / "logs"),
+        "--eval-freq",
+        "-1",
+        "--num-threads",
+        "1",
+        cwd=tmp_path,
+    )
+    assert trained.returncode == 0, trained.stderr
+    agent = tmp_path / "logs" / "dqn" / "CartPole-v1_1" / "CartPole-v1.zip"
+    assert main(["evaluate", "--agent", str(agent), "--episodes", "1", "--num-threads", "1"]) == 0  # env from the zoo folder
+    assert "(SNN, T=2) on CartPole-v1" in capsys.readouterr().out
