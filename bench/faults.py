@@ -203,12 +203,12 @@ def run_trial(name: str, stop: signal.Signals, delay: float, work: Path) -> str:
             command.check(work)
     except Exception as error:  # noqa: BLE001 -- any failure to load is the finding
         return f"FAIL unloadable: {type(error).__name__}: {error}"
-    stale_before = len(list(work.rglob("*.spikerl.tmp")))
+    stale_before = len(list(work.rglob("*.spikerl.tmp*")))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as errors:
         code = main(command.rerun(work))
     if code != 0:
         return f"FAIL rerun exit {code}: {errors.getvalue().strip()}"
-    if list(work.rglob("*.spikerl.tmp")):
+    if list(work.rglob("*.spikerl.tmp*")):
         return "FAIL stale temporaries kept"
     where = "finished first" if finished_first else "stopped"
     return f"ok {where}{', tmp cleaned' if stale_before else ''}"
