@@ -219,6 +219,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10, help="trials per command and signal")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--commands", default=",".join(COMMANDS))
+    parser.add_argument("--signals", default="SIGKILL,SIGINT")
     parser.add_argument(
         "--max-delay",
         type=float,
@@ -241,7 +242,7 @@ def main() -> None:
                 [sys.executable, "-m", "spikerl", *COMMANDS[name].argv(work)], cwd=REPO, capture_output=True, check=True
             )
             duration = args.max_delay or time.perf_counter() - started
-        for stop in (signal.SIGKILL, signal.SIGINT):
+        for stop in [getattr(signal, name) for name in args.signals.split(",")]:
             outcomes = Counter()
             failures = []
             for _ in range(args.trials):

@@ -122,12 +122,13 @@ def _graph(q_net: SpikingQNetwork) -> nir.NIRGraph:
             nodes[entry.name] = _node(entry.module, entry.input_shape, scale)
     nodes["output"] = nir.Output(output_type=np.array(q_net.plan[-1].output_shape))
     names_in_order = list(nodes)
-    return nir.NIRGraph(nodes=nodes, edges=list(zip(names_in_order, names_in_order[1:])), metadata=_metadata(input_scale))
+    return nir.NIRGraph(nodes=nodes, edges=list(zip(names_in_order, names_in_order[1:])), metadata=_metadata(input_scale, q_net.encoding))
 
 
-def _metadata(input_scale: float) -> dict[str, str | int | float]:
+def _metadata(input_scale: float, encoding: str) -> dict[str, str | int | float]:
     """What a simulator needs beyond the nodes: one timestep per decision, raw observations in
-    (the image scaling is already multiplied into the first layer's weights), argmax read-out."""
+    (the image scaling is already multiplied into the first layer's weights, or the spiking
+    input layer's thresholds), argmax read-out."""
     from spikerl import __version__
 
     return {
@@ -135,6 +136,9 @@ def _metadata(input_scale: float) -> dict[str, str | int | float]:
         "timesteps": 1,
         "input": "raw observations as the environment gives them, one timestep per decision",
         "input_scale_folded_into_first_layer": input_scale,
+        "input_encoding": encoding,
+        "input_encoding_description": "direct: the first weighted layer takes the observation; otherwise the graph's "
+        "encoder nodes turn it into spikes (spikerl.encoding)",
         "readout": "argmax",
         "readout_description": "the output holds the Q-values; the action is their argmax",
     }
