@@ -358,8 +358,10 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
     import torch
 
     torch.set_num_threads(_cpus(settings))
+    previous = _task_state(folder)
+    _wait_for_killed_task(previous)
     state = {
-        "state": "running", "attempts": _task_state(folder).get("attempts", 0) + 1, "host": socket.gethostname(),
+        "state": "running", "attempts": previous.get("attempts", 0) + 1, "host": socket.gethostname(),
         "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "started_at": time.time(),
     }
     write_json(folder / TASK_JSON, state)
@@ -372,6 +374,34 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
                                         "wall_time_s": time.time() - state["started_at"]})
         raise
     write_json(folder / TASK_JSON, {**state, "state": "done", "wall_time_s": time.time() - state["started_at"]})
+
+
+def _wait_for_killed_task(previous: dict[str, Any], timeout_s: float = 60) -> None:
+    """Wait until the process of a task of a killed sweep has exited, when it ran on this host.
+
+    A Ray worker outlives a killed driver for a moment (it leaves when it notices that its
+    node's raylet is gone) and holds its run folder's lock until then.
+    """
+    pid = previous.get("pid")
+    if previous.get("state") != "running" or previous.get("host") != socket.gethostname() or pid in (None, os.getpid()):
+        return
+    deadline = time.time() + timeout_s
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    except OSError:  # no /proc (not Linux), or it exited just now: ask again
+        return True
 
 
 class Progress:
