@@ -137,7 +137,8 @@ def test_resume_refuses_other_settings(tiny_run, capsys, tmp_path):
 def test_td_objective_retrains_every_stage(tmp_path, capsys):
     """The paper's TD objective on a tiny budget: every stage is trained by SB3's loop and recorded."""
     preset = yaml.safe_load(open(REPO / "envs" / "CartPole-v1.yaml"))
-    preset["compress"]["td"].update(learning_starts=20, buffer_size=500, batch_size=16, train_freq=1)
+    preset["compress"]["td"]["dqn"].update(learning_starts=20, buffer_size=500, batch_size=16, train_freq=1, gradient_steps=1)
+    preset["compress"]["td"].update(teacher_transitions=50)
     config = tmp_path / "td.yaml"
     config.write_text(yaml.safe_dump(preset))
     code, _, err = run(
@@ -293,7 +294,7 @@ BAD_PRESETS = {
     "section not a mapping": (_edited("train", 3), "train must be a mapping"),
     "zero frequency": (_edited("train.checkpoint_freq", 0), "train.checkpoint_freq must be at least 1, got 0"),
     "NaN gamma": (lambda: _preset_text().replace("gamma: 0.99", "gamma: .nan").encode(), "train.dqn.gamma must be a finite"),
-    "gamma above 1": (_edited("compress.td.gamma", 2), "compress.td.gamma must be at most 1"),
+    "gamma above 1": (_edited("compress.td.dqn.gamma", 2), "compress.td.dqn.gamma must be at most 1"),
     "unknown objective": (_edited("compress.objective", "mse"), "compress.objective must be one of distill, td"),
     "schedule not decreasing": (_edited("compress.schedule", [1, 2]), "compress.schedule must decrease strictly"),
     "training seed for evaluation": (_edited("evaluate.seed", 5), "evaluate.seed must be at least 1000000"),
