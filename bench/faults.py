@@ -203,12 +203,12 @@ def run_trial(name: str, stop: signal.Signals, delay: float, work: Path) -> str:
             command.check(work)
     except Exception as error:  # noqa: BLE001 -- any failure to load is the finding
         return f"FAIL unloadable: {type(error).__name__}: {error}"
-    stale_before = len(list(work.rglob("*.spikerl.tmp")))
+    stale_before = len(list(work.rglob("*.spikerl.tmp*")))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as errors:
         code = main(command.rerun(work))
     if code != 0:
         return f"FAIL rerun exit {code}: {errors.getvalue().strip()}"
-    if list(work.rglob("*.spikerl.tmp")):
+    if list(work.rglob("*.spikerl.tmp*")):
         return "FAIL stale temporaries kept"
     where = "finished first" if finished_first else "stopped"
     return f"ok {where}{', tmp cleaned' if stale_before else ''}"
@@ -219,6 +219,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10, help="trials per command and signal")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--commands", default=",".join(COMMANDS))
+    parser.add_argument("--signals", default="SIGKILL,SIGINT")
     parser.add_argument(
         "--max-delay",
         type=float,
@@ -241,7 +242,7 @@ def main() -> None:
                 [sys.executable, "-m", "spikerl", *COMMANDS[name].argv(work)], cwd=REPO, capture_output=True, check=True
             )
             duration = args.max_delay or time.perf_counter() - started
-        for stop in (signal.SIGKILL, signal.SIGINT):
+        for stop in [getattr(signal, name) for name in args.signals.split(",")]:
             outcomes = Counter()
             failures = []
             for _ in range(args.trials):

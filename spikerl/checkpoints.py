@@ -75,7 +75,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def remove_stale_temporaries(folder: str | Path) -> None:
     """Delete the temporary files that killed runs left in ``folder`` (call it holding its lock)."""
-    for stale in Path(folder).glob(f".*{TEMPORARY_SUFFIX}"):
+    for stale in Path(folder).glob(f".*{TEMPORARY_SUFFIX}*"):  # SB3 adds .npz to the evaluation log's
         with contextlib.suppress(OSError):
             stale.unlink()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import signal
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -418,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``spikerl`` command line ``argv`` (default: this process's); returns the exit code."""
+    as_program = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
@@ -432,6 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (train): every file written is complete (atomic writes)
         print(f"spikerl {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if as_program:  # the work is over: a Ctrl-C while the interpreter shuts down must not end in a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return code or 0
 
 

@@ -102,9 +102,12 @@ def compress(
                 save_model(student, folder.stage(timesteps), keep_optimizer_state=False)
                 result = record(result, Stage.RETRAINED, timesteps, student, started)
         if result.evaluation.sticky_actions is not None:
-            for stage, timesteps, model in ((Stage.ANN_STICKY, None, ann), (Stage.RETRAINED_STICKY, schedule[-1], student)):
+            sticky_rows: tuple[tuple[Stage, int | None, DQN], ...] = (
+                (Stage.ANN_STICKY, None, ann), (Stage.RETRAINED_STICKY, schedule[-1], student)
+            )
+            for stage, stage_timesteps, model in sticky_rows:
                 if not result.rows_of(stage):
-                    result = record(result, stage, timesteps, model, time.perf_counter())
+                    result = record(result, stage, stage_timesteps, model, time.perf_counter())
     finally:
         env.close()
         if writer is not None:

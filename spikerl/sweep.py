@@ -181,36 +181,12 @@ def _cpus(settings: Settings) -> int:
 
 
 def _execute(plan: Plan, out: Path, command: str, gpus: float) -> Outcome:
-    """Submit every unfinished cell (and the training runs it needs), each task with ``gpus`` of a GPU; wait, show progress."""
+    """Run every unfinished cell (and the training runs it needs), each task with ``gpus`` of a GPU; show progress."""
     import ray
     from ray.exceptions import RayError
 
-    device = "cuda" if gpus else "cpu"
-    train_remote, compress_remote = ray.remote(train_task), ray.remote(compress_task)
-
-    def options(settings: Settings) -> dict[str, Any]:
-        return {"num_cpus": _cpus(settings), "num_gpus": gpus, "max_retries": MAX_RETRIES, "retry_exceptions": False}
-
     outcome = Outcome()
-    trainings: dict[str, Any] = {}
-    pending: dict[Any, Cell] = {}
-    for cell in plan.cells:
-        if is_finished(out / cell.folder, cell):
-            outcome.finished.append(cell.folder)
-            continue
-        ann: Any = cell.agent
-        if cell.train is not None:
-            ann_path = RunFolder(out / cell.train.folder).ann
-            if ann_path.is_file():
-                ann = str(ann_path)
-            else:
-                if cell.train.folder not in trainings:
-                    task = train_remote.options(**options(cell.train.settings))
-                    trainings[cell.train.folder] = task.remote(str(out), cell.train, command, device)
-                ann = trainings[cell.train.folder]
-        pending[compress_remote.options(**options(cell.settings)).remote(str(out), cell, ann, command, device)] = cell
-    outcome.skipped = len(outcome.finished)
-
+    trainings, pending = _submit(plan, out, command, gpus, outcome)
     progress = Progress(len(plan.cells), outcome.skipped)
     progress.show(len(outcome.finished), 0, 0)
     try:
@@ -232,6 +208,40 @@ def _execute(plan: Plan, out: Path, command: str, gpus: float) -> Outcome:
     for folder, message in outcome.failed.items():
         print(f"failed: {folder}: {message}", file=sys.stderr)
     return outcome
+
+
+def _submit(plan: Plan, out: Path, command: str, gpus: float, outcome: Outcome) -> tuple[dict[str, Any], dict[Any, Cell]]:
+    """Submit the tasks of the unfinished cells (recording the finished ones in ``outcome``).
+
+    Returns the training tasks by folder and the cells by the ``ObjectRef`` of their compression task.
+    """
+    import ray
+
+    device = "cuda" if gpus else "cpu"
+    train_remote, compress_remote = ray.remote(train_task), ray.remote(compress_task)
+
+    def options(settings: Settings) -> dict[str, Any]:
+        return {"num_cpus": _cpus(settings), "num_gpus": gpus, "max_retries": MAX_RETRIES, "retry_exceptions": False}
+
+    trainings: dict[str, Any] = {}
+    pending: dict[Any, Cell] = {}
+    for cell in plan.cells:
+        if is_finished(out / cell.folder, cell):
+            outcome.finished.append(cell.folder)
+            continue
+        ann: Any = cell.agent  # a path, or the ObjectRef of the training task (Ray passes its result: the path)
+        if cell.train is not None:
+            ann_path = RunFolder(out / cell.train.folder).ann
+            if ann_path.is_file():
+                ann = str(ann_path)
+            else:
+                if cell.train.folder not in trainings:
+                    task = train_remote.options(**options(cell.train.settings))
+                    trainings[cell.train.folder] = task.remote(str(out), cell.train, command, device)
+                ann = trainings[cell.train.folder]
+        pending[compress_remote.options(**options(cell.settings)).remote(str(out), cell, ann, command, device)] = cell
+    outcome.skipped = len(outcome.finished)
+    return trainings, pending
 
 
 def _stop(out: Path, refs: list[Any], cells: list[Cell], since: float, timeout_s: float = 120) -> None:
@@ -310,12 +320,9 @@ def train_task(out: str, run: TrainRun, command: str, device: str) -> str:
     with _recorded(folder, run.settings):
         if not files.ann.is_file():
             resume = files.checkpoint.is_file()
-            if not resume and files.config.is_file():
-                # Killed before its first checkpoint: nothing to resume; the same run starts over.
-                print(f"{folder} holds no checkpoint; training starts over")
-                files.config.unlink()
-            train(run.env_id, run.settings, folder, seed=run.seed, device=device, resume=resume, progress=False,
-                  command=command)
+            # Without a checkpoint (killed before its first one) there is nothing to resume: the run starts over.
+            train(run.env_id, run.settings, folder, seed=run.seed, device=device, resume=resume, force=not resume,
+                  progress=False, command=command)
     return str(files.ann)
 
 
@@ -351,8 +358,10 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
     import torch
 
     torch.set_num_threads(_cpus(settings))
+    previous = _task_state(folder)
+    _wait_for_killed_task(previous)
     state = {
-        "state": "running", "attempts": _task_state(folder).get("attempts", 0) + 1, "host": socket.gethostname(),
+        "state": "running", "attempts": previous.get("attempts", 0) + 1, "host": socket.gethostname(),
         "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "started_at": time.time(),
     }
     write_json(folder / TASK_JSON, state)
@@ -365,6 +374,34 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
                                         "wall_time_s": time.time() - state["started_at"]})
         raise
     write_json(folder / TASK_JSON, {**state, "state": "done", "wall_time_s": time.time() - state["started_at"]})
+
+
+def _wait_for_killed_task(previous: dict[str, Any], timeout_s: float = 60) -> None:
+    """Wait until the process of a task of a killed sweep has exited, when it ran on this host.
+
+    A Ray worker outlives a killed driver for a moment (it leaves when it notices that its
+    node's raylet is gone) and holds its run folder's lock until then.
+    """
+    pid = previous.get("pid")
+    if previous.get("state") != "running" or previous.get("host") != socket.gethostname() or pid in (None, os.getpid()):
+        return
+    deadline = time.time() + timeout_s
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    except OSError:  # no /proc (not Linux), or it exited just now: ask again
+        return True
 
 
 class Progress:

@@ -467,11 +467,13 @@ def test_stale_temporaries_are_removed_by_the_next_run(tmp_path):
 
     stale = tmp_path / ".results.json.abcd1234.spikerl.tmp"
     stale.write_text("half a file")
+    evaluation_log = tmp_path / ".evaluations.npz.spikerl.tmp.npz"  # EvalCallback's scratch log (SB3 adds .npz)
+    evaluation_log.write_text("half a file")
     other = tmp_path / "notes.tmp"
     other.write_text("not ours")
     with folder_lock(tmp_path):
         pass
-    assert not stale.exists() and other.exists()
+    assert not stale.exists() and not evaluation_log.exists() and other.exists()
 
 
 def test_ctrl_c_during_an_atomic_write_waits_for_the_file(tmp_path):
