@@ -197,6 +197,8 @@ def run_trial(name: str, stop: signal.Signals, delay: float, work: Path) -> str:
         return f"FAIL traceback: {stderr.strip().splitlines()[-1]}"
     # after SIGINT: 130, or 0 when the signal came as the work had ended (then it is ignored)
     expected = {0} if finished_first else ({130, 0} if stop == signal.SIGINT else {-signal.SIGKILL})
+    if stop == signal.SIGINT and process.returncode == -signal.SIGINT and not stderr:
+        expected.add(-signal.SIGINT)  # before Python installed its handler (interpreter start-up): nothing ran
     odd_exit = "" if process.returncode in expected else f"exit {process.returncode} ({stderr.strip()}); "
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
