@@ -25,7 +25,13 @@ from timing import medians_ms
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
 
 NETWORKS = {
-    "CartPole MLP 256x256": (MlpPolicy, SpikingMlpPolicy, gym.spaces.Box(-1, 1, (4,), np.float32), 2, dict(net_arch=[256, 256])),
+    "CartPole MLP 256x256": (
+        MlpPolicy,
+        SpikingMlpPolicy,
+        gym.spaces.Box(-1, 1, (4,), np.float32),
+        2,
+        dict(net_arch=[256, 256]),
+    ),
     "Pong NatureCNN": (CnnPolicy, SpikingCnnPolicy, gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), 6, {}),
 }
 
@@ -61,6 +67,7 @@ def main() -> None:
             for model, value in ms.items():
                 ratio_t1 = "" if model == "ANN" else f"{value / ms['T=1']:.2f}"
                 print(f"{name:<22} {batch:>5} {model:>6} {value:>8.3f} {value / ms['ANN']:>7.2f} {ratio_t1:>7}")
+
 
 if __name__ == "__main__":
     main()

@@ -33,7 +33,15 @@ def main() -> None:
     spikerl = [sys.executable, "-m", "spikerl"]
     steps = {
         "train": [*spikerl, "train", "--env", "CartPole-v1", "--out", str(out / "run"), "--no-progress"],
-        "compress": [*spikerl, "compress", "--agent", str(out / "run" / "ann.zip"), "--out", str(out / "snn"), "--no-progress"],
+        "compress": [
+            *spikerl,
+            "compress",
+            "--agent",
+            str(out / "run" / "ann.zip"),
+            "--out",
+            str(out / "snn"),
+            "--no-progress",
+        ],
     }
     print(f"{'step':<10} {'wall (s)':>9} {'peak RSS so far (MiB)':>22}")
     total = 0.0

@@ -88,7 +88,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats} runs (ms); ratio = path / dense")
-    print(f"{'layer':<16} {'in->out':>10} {'rate':>5} {'batch':>5} {'dense':>8} {'gather':>8} {'ratio':>6} {'csr':>8} {'ratio':>6}")
+    columns = f"{'dense':>8} {'gather':>8} {'ratio':>6} {'csr':>8} {'ratio':>6}"
+    print(f"{'layer':<16} {'in->out':>10} {'rate':>5} {'batch':>5} {columns}")
     for name, (inputs, outputs) in LAYERS.items():
         layer = nn.Linear(inputs, outputs)
         for rate in (float(r) for r in args.rates.split(",")):

@@ -55,10 +55,10 @@ def main() -> None:
     spikerl = [sys.executable, "-m", "spikerl"]
 
     def alone(folder: Path) -> float:
-        return timed([*spikerl, "train", "--env", "CartPole-v1", "-n", str(args.timesteps), "--out", str(folder / "train"),
-                      "--num-threads", "1", "--no-progress"]) + timed(
-            [*spikerl, "compress", "--agent", str(folder / "train" / "ann.zip"), "--steps-per-stage", str(args.steps_per_stage),
-             "--eval-episodes", str(args.eval_episodes), "--out", str(folder / "snn"), "--num-threads", "1", "--no-progress"])
+        train = [*spikerl, "train", "--env", "CartPole-v1", "-n", str(args.timesteps), "--out", str(folder / "train")]
+        compress = [*spikerl, "compress", "--agent", str(folder / "train" / "ann.zip"), "--out", str(folder / "snn"),
+                    "--steps-per-stage", str(args.steps_per_stage), "--eval-episodes", str(args.eval_episodes)]
+        return sum(timed([*command, "--num-threads", "1", "--no-progress"]) for command in (train, compress))
 
     def sweep(folder: Path) -> float:
         return timed([*spikerl, "sweep", str(grid), "--out", str(folder)])
@@ -72,8 +72,9 @@ def main() -> None:
             times[name].append(seconds)
             print(f"{index:>5} {name:<15} {seconds:>9.1f}", flush=True)
     median = {name: statistics.median(samples) for name, samples in times.items()}
+    ratio = median["sweep"] / median["alone"]
     print(f"\nmedian over {args.rounds} rounds: alone {median['alone']:.1f} s, sweep {median['sweep']:.1f} s, "
-          f"ratio sweep/alone {median['sweep'] / median['alone']:.3f} (+{(median['sweep'] / median['alone'] - 1) * 100:.1f}%); "
+          f"ratio sweep/alone {ratio:.3f} ({(ratio - 1) * 100:+.1f}%); "
           f"Ray start+stop alone {median['ray start+stop']:.1f} s")
 
 

@@ -31,7 +31,7 @@ from spikerl.locks import holds_folder_lock
 from spikerl.policy import SpikingMlpPolicy, set_timesteps
 from spikerl.report import write_report
 from spikerl.results import CompressionResult, EvaluationProtocol, Stage, read_results, sha256, write_results
-from spikerl.retrain import make_retrainer
+from spikerl.retrain import TD_EVAL_SEED_OFFSET, make_retrainer
 from spikerl.run_folder import RunFolder
 from spikerl.schema import Record
 from spikerl.settings import CompressSettings, EnvSettings, Settings
@@ -88,7 +88,8 @@ def compress(
         if not done:
             if not result.rows_of(Stage.CONVERTED):
                 result = record(result, Stage.CONVERTED, schedule[0], student, started)
-        retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress, writer)
+        eval_seed = seed + TD_EVAL_SEED_OFFSET
+        retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress, writer, lambda: make_env(env_id, settings.env, seed=eval_seed))
         if tensorboard:
             student.tensorboard_log = str(tensorboard)  # the td objective: SB3 logs its training scalars there
         for timesteps in schedule:
@@ -99,9 +100,12 @@ def compress(
                 save_model(student, folder.stage(timesteps), keep_optimizer_state=False)
                 result = record(result, Stage.RETRAINED, timesteps, student, started)
         if result.evaluation.sticky_actions is not None:
-            for stage, timesteps, model in ((Stage.ANN_STICKY, None, ann), (Stage.RETRAINED_STICKY, schedule[-1], student)):
+            sticky_rows: tuple[tuple[Stage, int | None, DQN], ...] = (
+                (Stage.ANN_STICKY, None, ann), (Stage.RETRAINED_STICKY, schedule[-1], student)
+            )
+            for stage, stage_timesteps, model in sticky_rows:
                 if not result.rows_of(stage):
-                    result = record(result, stage, timesteps, model, time.perf_counter())
+                    result = record(result, stage, stage_timesteps, model, time.perf_counter())
     finally:
         env.close()
         if writer is not None:
@@ -179,7 +183,7 @@ def _copy_ann(agent: str | Path, folder: RunFolder) -> None:
 
 def _student_dqn_kwargs(settings: CompressSettings, seed: int) -> dict[str, Any]:
     """DQN settings of the spiking student: the preset's TD ones (distillation needs no replay buffer)."""
-    return {**settings.td, "seed": seed, **({"buffer_size": 1} if settings.objective == "distill" else {})}
+    return {**settings.td.dqn, "seed": seed, **({"buffer_size": 1} if settings.objective == "distill" else {})}
 
 
 def _convert(ann: DQN, env: VecEnv, settings: CompressSettings, seed: int) -> DQN:

@@ -1,7 +1,10 @@
-"""Operation counts and energy per decision, as the SNN literature estimates them.
+"""Operation counts and energy per decision, as the SNN literature estimates them: compute alone,
+and compute plus memory access.
 
 Per weighted layer (``Linear``/``Conv2d``) of the Q-network, ``macs`` is its number of
 multiply-accumulates for one observation. Then, per decision:
+
+Compute (45 nm CMOS, Horowitz 2014: 32-bit float MAC 4.6 pJ, AC 0.9 pJ):
 
 - ANN: every layer costs its MACs.
 - SNN at T timesteps: the first layer takes the analog observation (direct encoding) and
@@ -10,16 +13,33 @@ multiply-accumulates for one observation. Then, per decision:
   input layer (``spikerl.encoding``) the first layer takes spikes too, and the encoder's own
   operations (one comparison per input neuron, plus one subtraction for a change channel)
   count as ACs at every timestep.
-- Energy: ``MACs x e_mac + ACs x e_ac``, with 45 nm CMOS figures (Horowitz 2014) by default:
-  32-bit float MAC 4.6 pJ, AC 0.9 pJ.
-- Membrane state: a T>1 SNN keeps every neuron's potential (and the output accumulator)
-  between the timesteps of a decision; at T=1 there is nothing to keep.
+
+Memory (counted in bytes: 32-bit weights, biases, potentials and activations, 1-bit spikes;
+every byte read or written costs ``memory_pj_per_byte``):
+
+- weights: one read per operation of a weighted layer, MAC or AC (a spike reads the weights
+  of its fan-out only);
+- biases: one read per output of a layer each time it is computed: once per decision in the
+  ANN and in the SNN's analog-fed first layer, every timestep in the spike-fed layers;
+- membrane potentials: at T>1 every neuron and the output accumulator keeps its potential
+  between timesteps, read and written once per timestep; at T=1 nothing is kept;
+- activations: the ANN reads each layer's input and writes its output (32 bits a value);
+  the SNN reads the observation, writes the Q-values (32 bits) and writes and reads every
+  spike map once per timestep (1 bit a neuron).
+
+``memory_pj_per_byte`` defaults to 24.96 pJ/byte (3.12 pJ/bit), the figure of STEP's Table 9
+that SpikingJelly's ``op_counter.simple_energy`` (``SimpleEnergyCostConfig.fp32``) charges;
+for scale, Horowitz 2014 gives 45 nm SRAM reads of 10 / 20 / 100 pJ per 64 bits for 8 KB /
+32 KB / 1 MB arrays (1.25-12.5 pJ/byte) and 1.3-2.6 nJ per 64 bits from DRAM. SpikingJelly's
+model counts weights, biases and neuron states exactly as here, but not activations (it
+treats currents and spikes as on-chip signal flow) and not the output accumulator
+(``tests/test_energy.py`` checks both numbers against it).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -29,6 +49,9 @@ from spikerl.snn import SpikingQNetwork, layer_plan, spiking_input_name
 
 MAC_PJ = 4.6
 AC_PJ = 0.9
+MEMORY_PJ_PER_BYTE = 24.96
+VALUE_BYTES = 4  # float32 weights, biases, potentials, activations
+SPIKE_BYTES = 1 / 8  # one bit per neuron per timestep
 
 
 @dataclass
@@ -36,13 +59,18 @@ class LayerCost:
     """One layer's operations: its name, operations per observation (``macs``: MACs of a
     weighted layer; for the spiking input layer, ``kind`` ``"encoder"``, its comparisons and
     channel differences, which the ANN does not do), the spiking layer that feeds it
-    (``None`` where it takes analog values) and its output size."""
+    (``None`` where it takes analog values), its output and input sizes and whether it adds
+    a bias. ``inputs`` is None in results written before it was stored; ``decision_cost`` then
+    takes the previous layer's outputs, and the fan-in of the first layer (its input size if
+    it is a ``Linear``; an undercount for a first ``Conv2d``)."""
 
     name: str
     macs: int
     input_layer: str | None
     outputs: int
     kind: str = "weighted"
+    inputs: int | None = None
+    bias: bool = True
 
 
 def layer_costs(q_net: nn.Module, observation_space: Any) -> list[LayerCost]:
@@ -55,36 +83,78 @@ def layer_costs(q_net: nn.Module, observation_space: Any) -> list[LayerCost]:
     plan = q_net.plan if isinstance(q_net, SpikingQNetwork) else layer_plan(q_net, observation_space)
     costs = []
     for entry in plan:
-        module, outputs = entry.module, math.prod(entry.output_shape)
+        module, outputs, inputs = entry.module, math.prod(entry.output_shape), math.prod(entry.input_shape)
         if entry.role == "encoder":
             terms = int(torch.count_nonzero(module.mixing, dim=1).max())  # mixed channels per neuron, compared once
-            costs.append(LayerCost(entry.name, outputs * terms, None, outputs, kind="encoder"))
+            costs.append(LayerCost(entry.name, outputs * terms, None, outputs, kind="encoder", inputs=inputs, bias=False))
         elif entry.role in ("weighted", "readout"):
             if isinstance(module, nn.Linear):
                 per_output = module.in_features
             else:
                 per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            costs.append(LayerCost(entry.name, outputs * per_output, spiking_input_name(plan, entry), outputs))
+            costs.append(LayerCost(entry.name, outputs * per_output, spiking_input_name(plan, entry), outputs, inputs=inputs, bias=module.bias is not None))
     return costs
 
 
 def decision_cost(
     costs: list[LayerCost], spike_rates: dict[str, float] | None = None, timesteps: int | None = None,
-    mac_pj: float = MAC_PJ, ac_pj: float = AC_PJ,
+    mac_pj: float = MAC_PJ, ac_pj: float = AC_PJ, memory_pj_per_byte: float = MEMORY_PJ_PER_BYTE,
 ) -> dict[str, float]:
-    """Operations and energy (pJ) per decision: an ANN when ``timesteps`` is None, else an SNN.
+    """Operations, memory traffic and energy (pJ) per decision: an ANN when ``timesteps`` is None,
+    else an SNN at T = ``timesteps`` with the given spike rate of each spiking layer.
 
-    ``mac_energy_pj`` and ``ac_energy_pj`` split ``energy_pj`` by operation kind.
+    Compute: ``energy_pj`` (``mac_energy_pj`` + ``ac_energy_pj``). Memory, in bytes:
+    ``weight_bytes``, ``bias_bytes``, ``membrane_bytes``, ``activation_bytes`` (their sum
+    ``memory_bytes``), costing ``memory_energy_pj``. ``total_energy_pj`` = compute + memory.
+    ``membrane_values`` is the number of potentials kept between timesteps.
     """
-    weighted = [c for c in costs if c.kind == "weighted"]
+    weighted = _with_input_sizes([c for c in costs if c.kind == "weighted"])
+    encoders = [c for c in costs if c.kind == "encoder"]
     if timesteps is None:
         macs, acs, membrane = sum(c.macs for c in weighted), 0.0, 0
+        bias_values = sum(c.outputs for c in weighted if c.bias)
+        activation_bytes = sum(c.inputs + c.outputs for c in weighted) * VALUE_BYTES
+        weight_reads = macs
     else:
-        macs = sum(c.macs for c in weighted if c.input_layer is None)
-        acs = sum(c.macs * spike_rates[c.input_layer] * timesteps for c in weighted if c.input_layer is not None)
-        acs += sum(c.macs * timesteps for c in costs if c.kind == "encoder")  # its comparisons, every timestep
+        analog, fed = [c for c in weighted if c.input_layer is None], [c for c in weighted if c.input_layer is not None]
+        macs = sum(c.macs for c in analog)
+        synaptic = sum(c.macs * spike_rates[c.input_layer] * timesteps for c in fed)
+        acs = synaptic + sum(c.macs * timesteps for c in encoders)  # the encoder's comparisons, every timestep
         membrane = sum(c.outputs for c in weighted) if timesteps > 1 else 0
+        bias_values = sum(c.outputs for c in analog if c.bias) + timesteps * sum(c.outputs for c in fed if c.bias)
+        observation = sum(c.inputs for c in analog + encoders)
+        spike_maps = timesteps * sum(c.inputs for c in fed)  # each written by one layer, read by the next
+        activation_bytes = (observation + weighted[-1].outputs) * VALUE_BYTES + 2 * spike_maps * SPIKE_BYTES
+        weight_reads = macs + synaptic
+    memory = {
+        "weight_bytes": weight_reads * VALUE_BYTES,
+        "bias_bytes": bias_values * VALUE_BYTES,
+        "membrane_bytes": 2 * timesteps * membrane * VALUE_BYTES if membrane else 0,
+        "activation_bytes": activation_bytes,
+    }
+    memory_bytes = sum(memory.values())
+    compute_pj = macs * mac_pj + acs * ac_pj
     return {
-        "macs": macs, "acs": acs, "energy_pj": macs * mac_pj + acs * ac_pj,
+        "macs": macs, "acs": acs, "energy_pj": compute_pj,
         "mac_energy_pj": macs * mac_pj, "ac_energy_pj": acs * ac_pj, "membrane_values": membrane,
+        **memory, "memory_bytes": memory_bytes, "memory_energy_pj": memory_bytes * memory_pj_per_byte,
+        "total_energy_pj": compute_pj + memory_bytes * memory_pj_per_byte,
+    }
+
+
+def _with_input_sizes(weighted: list[LayerCost]) -> list[LayerCost]:
+    """The weighted layers ``weighted`` with every ``inputs`` filled in (see ``LayerCost``)."""
+    filled = []
+    for index, cost in enumerate(weighted):
+        if cost.inputs is None:
+            cost = replace(cost, inputs=weighted[index - 1].outputs if index else cost.macs // cost.outputs)
+        filled.append(cost)
+    return filled
+
+
+def energy_ratios(ann_cost: dict[str, float], cost: dict[str, float]) -> dict[str, float]:
+    """The ANN's energy over a network's, from their ``decision_cost``: compute only and with memory."""
+    return {
+        "ann_energy_ratio": ann_cost["energy_pj"] / cost["energy_pj"],
+        "ann_total_energy_ratio": ann_cost["total_energy_pj"] / cost["total_energy_pj"],
     }

@@ -21,15 +21,15 @@ gym.register_envs(ale_py)
 def check_training_seed(seed: int) -> None:
     """Refuse a training seed that would overlap the evaluation seeds."""
     if not 0 <= seed < EVAL_SEED_BASE:
-        raise UsageError(f"seed must be in [0, {EVAL_SEED_BASE}) (evaluation seeds start at {EVAL_SEED_BASE}), got {seed}", parameter="seed")
+        raise UsageError(
+            f"seed must be in [0, {EVAL_SEED_BASE}) (evaluation seeds start at {EVAL_SEED_BASE}), got {seed}", parameter="seed"
+        )
 
 
 def check_env_id(env_id: str) -> None:
     """Refuse an id that Gymnasium does not know, with a hint to the likely fix."""
     if env_id not in gym.registry:
-        raise UsageError(
-            f"unknown env id '{env_id}'; use a Gymnasium id such as CartPole-v1 or PongNoFrameskip-v4"
-        )
+        raise UsageError(f"unknown env id '{env_id}'; use a Gymnasium id such as CartPole-v1 or PongNoFrameskip-v4")
 
 
 def check_agent_fits(model: BaseAlgorithm, env: VecEnv, env_id: str) -> None:
@@ -54,9 +54,7 @@ def with_sticky_actions(env_config: EnvSettings, probability: float, env_id: str
     return dataclasses.replace(env_config, env_kwargs=env_kwargs)
 
 
-def make_env(
-    env_id: str, env_config: EnvSettings, seed: int, n_envs: int = 1, monitor_dir: str | None = None
-) -> VecEnv:
+def make_env(env_id: str, env_config: EnvSettings, seed: int, n_envs: int = 1, monitor_dir: str | None = None) -> VecEnv:
     """Build a Monitor-wrapped vectorized env as the preset's ``env`` section describes.
 
     Atari (``atari: true``): SB3's ``AtariWrapper`` (noop reset, max-and-skip 4, episodic
@@ -74,7 +72,13 @@ def make_env(
     env_kwargs = env_config.env_kwargs  # keyword arguments of gymnasium.make, e.g. max_episode_steps
     if env_config.atari:
         venv = make_atari_env(
-            env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, monitor_kwargs=monitor_kwargs, env_kwargs=env_kwargs, wrapper_kwargs=env_config.wrapper_kwargs
+            env_id,
+            n_envs=n_envs,
+            seed=seed,
+            monitor_dir=monitor_dir,
+            monitor_kwargs=monitor_kwargs,
+            env_kwargs=env_kwargs,
+            wrapper_kwargs=env_config.wrapper_kwargs,
         )
         frame_stack = env_config.frame_stack
         return VecTransposeImage(VecFrameStack(venv, frame_stack) if frame_stack > 1 else venv)

@@ -12,7 +12,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from spikerl.envs import EVAL_SEED_BASE, check_agent_fits, make_env
 from spikerl.errors import UsageError
-from spikerl.settings import EnvSettings
+from spikerl.settings import EVAL_SEED_HINT, EnvSettings
 from spikerl.snn import SpikingQNetwork
 
 
@@ -53,10 +53,7 @@ def evaluate_agent(
     if episodes < 1:
         raise UsageError(f"episodes must be at least 1, got {episodes}", parameter="episodes")
     if seed < EVAL_SEED_BASE:
-        raise UsageError(
-            f"seed must be at least {EVAL_SEED_BASE}, got {seed}; evaluation seeds start at {EVAL_SEED_BASE} (training uses the ones below)",
-            parameter="seed",
-        )
+        raise UsageError(f"seed must be at least {EVAL_SEED_BASE}, got {seed}; {EVAL_SEED_HINT}", parameter="seed")
     env = make_env(env_id, env_config, seed=seed, n_envs=min(episodes, n_envs))
     check_agent_fits(model, env, env_id)
     q_net = model.policy.q_net

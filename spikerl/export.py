@@ -76,7 +76,9 @@ def export_nir(model: DQN, path: str | Path, force: bool = False) -> nir.NIRGrap
 def _write(graph: nir.NIRGraph, path: Path, force: bool) -> None:
     """Write ``graph`` to ``path`` atomically, refusing to replace a file unless ``force``."""
     def unwritable(reason: str) -> UsageError:
-        return UsageError(f"cannot write the NIR graph to {path} ({reason}); pass a file path in an existing, writable directory")
+        return UsageError(
+            f"cannot write the NIR graph to {path} ({reason}); pass a file path in an existing, writable directory"
+        )
 
     if path.is_dir():
         raise unwritable("Is a directory")
@@ -92,18 +94,22 @@ def _write(graph: nir.NIRGraph, path: Path, force: bool) -> None:
             raise unwritable(error.strerror or str(error)) from None
 
 
+_EXPORT_A_T1_AGENT = "export a spiking T=1 agent, such as the T1.zip written by 'spikerl compress'"
+
+
 def _checked_q_net(model: DQN) -> SpikingQNetwork:
     """``model``'s spiking Q-network, or a ``UsageError`` saying why it cannot be exported."""
     q_net = model.policy.q_net
     if not isinstance(q_net, SpikingQNetwork):
-        raise UsageError("the agent is an ANN (no spiking Q-network); export a spiking T=1 agent, such as the T1.zip written by 'spikerl compress'")
+        raise UsageError(f"the agent is an ANN (no spiking Q-network); {_EXPORT_A_T1_AGENT}")
     if q_net.timesteps != 1:
         raise UsageError(
-            f"the agent runs T={q_net.timesteps} timesteps per decision; only T=1 agents can be exported, because NIR's IF neuron "
-            "resets to v_reset where spikerl's resets by subtracting the threshold; export a T=1 agent, such as the T1.zip written by 'spikerl compress'"
+            f"the agent runs T={q_net.timesteps} timesteps per decision; only T=1 agents can be exported, because NIR's IF "
+            f"neuron resets to v_reset where spikerl's resets by subtracting the threshold; {_EXPORT_A_T1_AGENT}"
         )
     if not isinstance(q_net.observation_space, spaces.Box):
-        raise UsageError(f"cannot export an agent with a {type(q_net.observation_space).__name__} observation space; only Box observations map to a NIR input")
+        space = type(q_net.observation_space).__name__
+        raise UsageError(f"cannot export an agent with a {space} observation space; only Box observations map to a NIR input")
     return q_net
 
 
@@ -122,12 +128,15 @@ def _graph(q_net: SpikingQNetwork) -> nir.NIRGraph:
             nodes[entry.name] = _node(entry.module, entry.input_shape, scale)
     nodes["output"] = nir.Output(output_type=np.array(q_net.plan[-1].output_shape))
     names_in_order = list(nodes)
-    return nir.NIRGraph(nodes=nodes, edges=list(zip(names_in_order, names_in_order[1:])), metadata=_metadata(input_scale))
+    return nir.NIRGraph(
+        nodes=nodes, edges=list(zip(names_in_order, names_in_order[1:])), metadata=_metadata(input_scale, q_net.encoding)
+    )
 
 
-def _metadata(input_scale: float) -> dict[str, str | int | float]:
+def _metadata(input_scale: float, encoding: str) -> dict[str, str | int | float]:
     """What a simulator needs beyond the nodes: one timestep per decision, raw observations in
-    (the image scaling is already multiplied into the first layer's weights), argmax read-out."""
+    (the image scaling is already multiplied into the first layer's weights, or the spiking
+    input layer's thresholds), argmax read-out."""
     from spikerl import __version__
 
     return {
@@ -135,6 +144,9 @@ def _metadata(input_scale: float) -> dict[str, str | int | float]:
         "timesteps": 1,
         "input": "raw observations as the environment gives them, one timestep per decision",
         "input_scale_folded_into_first_layer": input_scale,
+        "input_encoding": encoding,
+        "input_encoding_description": "direct: the first weighted layer takes the observation; otherwise the graph's "
+        "encoder nodes turn it into spikes (spikerl.encoding)",
         "readout": "argmax",
         "readout_description": "the output holds the Q-values; the action is their argmax",
     }
@@ -153,7 +165,12 @@ def _encoder_nodes(entry: PlannedLayer, input_scale: float) -> dict[str, nir.NIR
     weight = (_array(encoder.mixing) / thresholds)[:, :, None, None]  # [C_out, C, 1, 1]
     return {
         f"{entry.name}.mixing": nir.Conv2d(
-            input_shape=entry.input_shape[1:], weight=weight, stride=1, padding=0, dilation=1, groups=1,
+            input_shape=entry.input_shape[1:],
+            weight=weight,
+            stride=1,
+            padding=0,
+            dilation=1,
+            groups=1,
             bias=np.zeros(len(weight), np.float32),
         ),
         entry.name: _if_node(np.ones(entry.output_shape, np.float32)),
@@ -177,8 +194,13 @@ def _node(layer: nn.Module, input_shape: tuple[int, ...], weight_scale: float) -
     bias = _array(layer.bias) if layer.bias is not None else None
     if isinstance(layer, nn.Conv2d):
         return nir.Conv2d(
-            input_shape=input_shape[1:], weight=weight, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
-            groups=layer.groups, bias=bias if bias is not None else np.zeros(weight.shape[0], np.float32),
+            input_shape=input_shape[1:],
+            weight=weight,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            bias=bias if bias is not None else np.zeros(weight.shape[0], np.float32),
         )
     return nir.Affine(weight=weight, bias=bias) if bias is not None else nir.Linear(weight=weight)
 

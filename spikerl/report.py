@@ -30,11 +30,13 @@ def render_markdown(result: CompressionResult) -> str:
         f"conversion percentile {result.percentile}, input encoding {result.encoding}, seed {result.seed}.",
         *([f"Sticky-action rows: repeat_action_probability {protocol.sticky_actions}."] if protocol.sticky_actions else []),
         "Energy per decision: MAC 4.6 pJ, AC 0.9 pJ (45 nm); SNN layers after the first cost "
-        "MACs x input spike rate x T accumulates (see spikerl/energy.py).",
+        "MACs x input spike rate x T accumulates; with memory, every byte of weights, biases, membrane potentials "
+        "and activations read or written costs 24.96 pJ (see spikerl/energy.py).",
         "",
         "| stage | T | mean reward | std | mean length | spike rate per layer | MACs | ACs | energy / decision (nJ) "
-        "| ANN / this energy | membrane values kept | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| ANN / this energy "
+        "| with memory (nJ) | ANN / this, with memory | membrane values kept | wall time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result.rows:
         cost = row.cost
@@ -42,7 +44,7 @@ def render_markdown(result: CompressionResult) -> str:
             f"| {row.stage.value} | {row.T if row.T is not None else '-'} | {row.mean_reward:.2f} | {row.std_reward:.2f} "
             f"| {sum(row.lengths) / len(row.lengths):.1f} | {_spike_rates(row.spike_rates)} "
             f"| {cost['macs']:,.0f} | {cost['acs']:,.0f} | {cost['energy_pj'] / 1000:.1f} | {cost['ann_energy_ratio']:.1f}x "
-            f"| {cost['membrane_values']:,} | {row.wall_time_s:.1f} |"
+            f"| {cost['total_energy_pj'] / 1000:.1f} | {cost['ann_total_energy_ratio']:.1f}x | {cost['membrane_values']:,} | {row.wall_time_s:.1f} |"
         )
     lines += ["", *[f"![{Path(p).stem}]({p})" for p in result.plots], "", "Commands:", "", "```", *result.commands, "```", ""]
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spikerl.checkpoints import write_json
-from spikerl.energy import LayerCost, decision_cost
+from spikerl.energy import LayerCost, decision_cost, energy_ratios
 from spikerl.errors import UsageError
 from spikerl.evaluate import Evaluation
 from spikerl.run_folder import RunFolder
@@ -69,7 +69,8 @@ class StageRow(Record):
     spike_rates: dict[str, float]
     """Spikes per neuron per timestep, by neuron layer (empty for the ANN)."""
     cost: dict[str, Any] = setting(factory=dict)
-    """Operations and energy per decision (``spikerl.energy.decision_cost``) and ``ann_energy_ratio``."""
+    """Operations and energy per decision (``spikerl.energy.decision_cost``) and the ANN's energy over it
+    (``spikerl.energy.energy_ratios``: compute only and with memory)."""
 
     def check(self) -> None:
         if self.stage.is_ann != (self.T is None):
@@ -142,8 +143,7 @@ class CompressionResult(Record):
     def row_cost(self, timesteps: int | None, spike_rates: dict[str, float]) -> dict[str, Any]:
         """Operations and energy per decision of a row, and the ANN's energy over it."""
         cost = decision_cost(self.layer_costs(spiking=timesteps is not None), spike_rates, timesteps)
-        cost["ann_energy_ratio"] = decision_cost(self.layer_costs())["energy_pj"] / cost["energy_pj"]
-        return cost
+        return {**cost, **energy_ratios(decision_cost(self.layer_costs()), cost)}
 
     def with_row(self, stage: Stage, timesteps: int | None, evaluation: Evaluation, wall_time_s: float) -> CompressionResult:
         """This result with one more row: ``evaluation`` of ``stage`` at T = ``timesteps``, and its cost."""

@@ -107,6 +107,28 @@ class DistillSettings(Record):
     """Anneal the learning rate to 0 over each stage."""
 
 
+class TDSettings(Record):
+    """``compress.td``: the paper's TD objective (``spikerl.retrain.TDRetrainer``)."""
+
+    dqn: dict[str, Any] = setting(factory=dict)
+    """Keyword arguments of ``stable_baselines3.DQN`` for the student (learning rate, target network, ...)."""
+    teacher_transitions: int = setting(default=0, low=0, high=MAX_SAMPLES)
+    """Transitions of teacher rollouts put in the replay buffer before the first stage."""
+    teacher_epsilon: float = setting(default=0.1, low=0, high=1)
+    """Exploration rate of those teacher rollouts."""
+    fresh_optimizer: bool = False
+    """Start every stage with fresh Adam moments (as the authors do)."""
+    keep_best: bool = False
+    """End each stage with the weights that scored best in its evaluations, not the last ones."""
+    eval_freq: int = setting(default=1000, low=1, high=MAX_STEPS)
+    """Agent steps between those evaluations (``keep_best``)."""
+    eval_episodes: int = setting(default=5, low=1, high=MAX_EPISODES)
+    """Greedy episodes per evaluation (``keep_best``), on training seeds apart from the evaluation seeds."""
+
+    def check(self) -> None:
+        check_dqn_kwargs(self.dqn, "dqn")
+
+
 class CompressSettings(Record):
     """``compress``: conversion and the IIR schedule of ``spikerl compress``."""
 
@@ -132,8 +154,8 @@ class CompressSettings(Record):
     """Keyword arguments of ``spikerl.neurons.IFNeuron`` (threshold, leak, learn_leak, surrogate_scale)."""
     distill: DistillSettings = setting(factory=DistillSettings)
     """Settings of the distill objective."""
-    td: dict[str, Any] = setting(factory=dict)
-    """Keyword arguments of ``stable_baselines3.DQN`` for the student (td objective)."""
+    td: TDSettings = setting(factory=TDSettings)
+    """Settings of the td objective."""
 
     def check(self) -> None:
         schedule = self.schedule
@@ -147,7 +169,6 @@ class CompressSettings(Record):
         from spikerl.neurons import IFNeuron
 
         _check_keywords(self.neuron_kwargs, IFNeuron, "neuron_kwargs", "spikerl.neurons.IFNeuron")
-        check_dqn_kwargs(self.td, "td")
 
 
 class EvaluateSettings(Record):

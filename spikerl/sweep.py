@@ -64,7 +64,9 @@ class Outcome:
     skipped: int = 0
 
 
-def run_sweep(grid_file: str | Path, out_dir: str | Path, address: str | None = None, resume: bool = False, command: str = "") -> Outcome:
+def run_sweep(
+    grid_file: str | Path, out_dir: str | Path, address: str | None = None, resume: bool = False, command: str = ""
+) -> Outcome:
     """Run the grid file's cells on Ray and write the results view in ``out_dir``.
 
     ``address``: None starts a local Ray instance on this machine's CPUs (or uses the one this
@@ -98,7 +100,9 @@ def connect(address: str | None) -> bool:
     try:
         import ray
     except ImportError:
-        raise UsageError("spikerl sweep runs on Ray, which is not installed; pip install 'spikerl[sweep]' (scripts/setup.sh does)") from None
+        raise UsageError(
+            "spikerl sweep runs on Ray, which is not installed; pip install 'spikerl[sweep]' (scripts/setup.sh does)"
+        ) from None
 
     if address is None:
         if ray.is_initialized():
@@ -114,8 +118,10 @@ def connect(address: str | None) -> bool:
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except Exception as error:  # noqa: BLE001 (any failure to join a cluster is the user's set-up to fix)
-        raise UsageError(f"cannot join the Ray cluster at --address {address} ({type(error).__name__}: {_first_line(error)}); "
-                         "check the address, and set RAY_AUTH_MODE=token where the cluster authenticates with a token (see README)") from None
+        raise UsageError(
+            f"cannot join the Ray cluster at --address {address} ({type(error).__name__}: {_first_line(error)}); check the "
+            "address, and set RAY_AUTH_MODE=token where the cluster authenticates with a token (see README)"
+        ) from None
     return True
 
 
@@ -155,12 +161,17 @@ def _gpus_per_task(plan: Plan, resources: dict[str, float]) -> float:
     """The GPU fraction each task requests, after checking that the cluster can run the cells at all."""
     largest = max(_cpus(cell.settings) for cell in plan.cells)
     if largest > resources.get("CPU", 0):
-        raise UsageError(f"cells need {largest} CPUs each (env.num_threads) but the Ray cluster has {resources.get('CPU', 0):g}; "
-                         "lower env.num_threads in the grid's settings or add nodes")
+        raise UsageError(
+            f"cells need {largest} CPUs each (env.num_threads) but the Ray cluster has {resources.get('CPU', 0):g}; "
+            "lower env.num_threads in the grid's settings or add nodes"
+        )
     if plan.gpus_per_cell is None:
         return DEFAULT_GPUS_PER_CELL if resources.get("GPU") else 0.0
     if plan.gpus_per_cell and not resources.get("GPU"):
-        raise UsageError(f"{plan.grid_file} asks for gpus_per_cell {plan.gpus_per_cell:g} but the Ray cluster has no GPU; set it to 0 or leave it out")
+        raise UsageError(
+            f"{plan.grid_file} asks for gpus_per_cell {plan.gpus_per_cell:g} but the Ray cluster has no GPU; "
+            "set it to 0 or leave it out"
+        )
     return plan.gpus_per_cell
 
 
@@ -170,35 +181,12 @@ def _cpus(settings: Settings) -> int:
 
 
 def _execute(plan: Plan, out: Path, command: str, gpus: float) -> Outcome:
-    """Submit every unfinished cell (and the training runs they need), each task with ``gpus`` of a GPU; wait, showing progress."""
+    """Run every unfinished cell (and the training runs it needs), each task with ``gpus`` of a GPU; show progress."""
     import ray
     from ray.exceptions import RayError
 
-    device = "cuda" if gpus else "cpu"
-    train_remote, compress_remote = ray.remote(train_task), ray.remote(compress_task)
-
-    def options(settings: Settings) -> dict[str, Any]:
-        return {"num_cpus": _cpus(settings), "num_gpus": gpus, "max_retries": MAX_RETRIES, "retry_exceptions": False}
-
     outcome = Outcome()
-    trainings: dict[str, Any] = {}
-    pending: dict[Any, Cell] = {}
-    for cell in plan.cells:
-        if is_finished(out / cell.folder, cell):
-            outcome.finished.append(cell.folder)
-            continue
-        ann: Any = cell.agent
-        if cell.train is not None:
-            ann_path = RunFolder(out / cell.train.folder).ann
-            if ann_path.is_file():
-                ann = str(ann_path)
-            else:
-                if cell.train.folder not in trainings:
-                    trainings[cell.train.folder] = train_remote.options(**options(cell.train.settings)).remote(str(out), cell.train, command, device)
-                ann = trainings[cell.train.folder]
-        pending[compress_remote.options(**options(cell.settings)).remote(str(out), cell, ann, command, device)] = cell
-    outcome.skipped = len(outcome.finished)
-
+    trainings, pending = _submit(plan, out, command, gpus, outcome)
     progress = Progress(len(plan.cells), outcome.skipped)
     progress.show(len(outcome.finished), 0, 0)
     try:
@@ -213,37 +201,75 @@ def _execute(plan: Plan, out: Path, command: str, gpus: float) -> Outcome:
                     outcome.failed[cell.folder] = describe_failure(error, cell, trainings)
             progress.show(len(outcome.finished), _running(out, pending.values(), progress.started), len(outcome.failed))
     except KeyboardInterrupt:
-        _stop(list(pending))
+        _stop(out, [*pending, *trainings.values()], list(pending.values()), progress.started)
         raise
     finally:
         progress.close()
-    for folder, error in outcome.failed.items():
-        print(f"failed: {folder}: {error}", file=sys.stderr)
+    for folder, message in outcome.failed.items():
+        print(f"failed: {folder}: {message}", file=sys.stderr)
     return outcome
 
 
-def _stop(refs: list[Any]) -> None:
-    """Interrupt running tasks (KeyboardInterrupt in the task: training saves a checkpoint) and wait a little."""
+def _submit(plan: Plan, out: Path, command: str, gpus: float, outcome: Outcome) -> tuple[dict[str, Any], dict[Any, Cell]]:
+    """Submit the tasks of the unfinished cells (recording the finished ones in ``outcome``).
+
+    Returns the training tasks by folder and the cells by the ``ObjectRef`` of their compression task.
+    """
     import ray
 
+    device = "cuda" if gpus else "cpu"
+    train_remote, compress_remote = ray.remote(train_task), ray.remote(compress_task)
+
+    def options(settings: Settings) -> dict[str, Any]:
+        return {"num_cpus": _cpus(settings), "num_gpus": gpus, "max_retries": MAX_RETRIES, "retry_exceptions": False}
+
+    trainings: dict[str, Any] = {}
+    pending: dict[Any, Cell] = {}
+    for cell in plan.cells:
+        if is_finished(out / cell.folder, cell):
+            outcome.finished.append(cell.folder)
+            continue
+        ann: Any = cell.agent  # a path, or the ObjectRef of the training task (Ray passes its result: the path)
+        if cell.train is not None:
+            ann_path = RunFolder(out / cell.train.folder).ann
+            if ann_path.is_file():
+                ann = str(ann_path)
+            else:
+                if cell.train.folder not in trainings:
+                    task = train_remote.options(**options(cell.train.settings))
+                    trainings[cell.train.folder] = task.remote(str(out), cell.train, command, device)
+                ann = trainings[cell.train.folder]
+        pending[compress_remote.options(**options(cell.settings)).remote(str(out), cell, ann, command, device)] = cell
+    outcome.skipped = len(outcome.finished)
+    return trainings, pending
+
+
+def _stop(out: Path, refs: list[Any], cells: list[Cell], since: float, timeout_s: float = 120) -> None:
+    """Cancel the tasks of ``refs`` (a running one gets a KeyboardInterrupt: training saves a
+    checkpoint) and wait until none of ``cells`` has a task running (its ``sweep_task.json``)."""
+    import ray
+
+    print("\ninterrupted; stopping the running tasks (training writes a checkpoint)", file=sys.stderr)
     for ref in refs:
         ray.cancel(ref)
-    ray.wait(refs, num_returns=len(refs), timeout=60)
-    print("\ninterrupted; continue with --resume (unfinished cells resume from their checkpoints)", file=sys.stderr)
+    deadline = time.time() + timeout_s
+    while _running(out, cells, since) and time.time() < deadline:
+        time.sleep(0.5)
+    print("continue with --resume: unfinished cells resume from their checkpoints", file=sys.stderr)
 
 
 def describe_failure(error: BaseException, cell: Cell, trainings: dict[str, Any]) -> str:
     """One line for a failed cell: the exception raised in its task (or in its training task)."""
     import ray
-    from ray.exceptions import RayTaskError
+    from ray.exceptions import RayError, RayTaskError
 
     cause = error.cause if isinstance(error, RayTaskError) and error.cause is not None else error
     message = f"{type(cause).__name__}: {_first_line(cause)}"
-    training = trainings.get(cell.train.folder) if cell.train else None
-    if training is not None:
-        with contextlib.suppress(Exception):
-            ray.get(training, timeout=0)
-            return message
+    if cell.train is None or cell.train.folder not in trainings:
+        return message
+    try:
+        ray.get(trainings[cell.train.folder], timeout=0)
+    except RayError:
         return f"training {cell.train.folder} failed: {message}"
     return message
 
@@ -294,11 +320,9 @@ def train_task(out: str, run: TrainRun, command: str, device: str) -> str:
     with _recorded(folder, run.settings):
         if not files.ann.is_file():
             resume = files.checkpoint.is_file()
-            if not resume and files.config.is_file():
-                # Killed before its first checkpoint: nothing to resume; the same run starts over.
-                print(f"{folder} holds no checkpoint; training starts over")
-                files.config.unlink()
-            train(run.env_id, run.settings, folder, seed=run.seed, device=device, resume=resume, progress=False, command=command)
+            # Without a checkpoint (killed before its first one) there is nothing to resume: the run starts over.
+            train(run.env_id, run.settings, folder, seed=run.seed, device=device, resume=resume, force=not resume,
+                  progress=False, command=command)
     return str(files.ann)
 
 
@@ -319,7 +343,9 @@ def compress_task(out: str, cell: Cell, ann: str, command: str, device: str) -> 
 def _task_folder(out: str, relative: str) -> Path:
     """The task's run folder, after checking that this node sees the sweep folder."""
     if not (Path(out) / SWEEP_JSON).is_file():
-        raise UsageError(f"{out} is not visible on node {socket.gethostname()}; on a cluster --out must be a folder all nodes share")
+        raise UsageError(
+            f"{out} is not visible on node {socket.gethostname()}; on a cluster --out must be a folder all nodes share"
+        )
     folder = Path(out) / relative
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -332,8 +358,10 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
     import torch
 
     torch.set_num_threads(_cpus(settings))
+    previous = _task_state(folder)
+    _wait_for_killed_task(previous)
     state = {
-        "state": "running", "attempts": _task_state(folder).get("attempts", 0) + 1, "host": socket.gethostname(),
+        "state": "running", "attempts": previous.get("attempts", 0) + 1, "host": socket.gethostname(),
         "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "started_at": time.time(),
     }
     write_json(folder / TASK_JSON, state)
@@ -341,10 +369,39 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
         with open(folder / TASK_LOG, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             yield
     except BaseException as error:
-        write_json(folder / TASK_JSON, {**state, "state": "failed", "error": f"{type(error).__name__}: {_first_line(error)}",
+        ended = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        write_json(folder / TASK_JSON, {**state, "state": ended, "error": f"{type(error).__name__}: {_first_line(error)}",
                                         "wall_time_s": time.time() - state["started_at"]})
         raise
     write_json(folder / TASK_JSON, {**state, "state": "done", "wall_time_s": time.time() - state["started_at"]})
+
+
+def _wait_for_killed_task(previous: dict[str, Any], timeout_s: float = 60) -> None:
+    """Wait until the process of a task of a killed sweep has exited, when it ran on this host.
+
+    A Ray worker outlives a killed driver for a moment (it leaves when it notices that its
+    node's raylet is gone) and holds its run folder's lock until then.
+    """
+    pid = previous.get("pid")
+    if previous.get("state") != "running" or previous.get("host") != socket.gethostname() or pid in (None, os.getpid()):
+        return
+    deadline = time.time() + timeout_s
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    except OSError:  # no /proc (not Linux), or it exited just now: ask again
+        return True
 
 
 class Progress:

@@ -195,8 +195,9 @@ def _blocks(path: Path, grid: Any) -> list[dict[str, Any]]:
             elif all(isinstance(value, dict) for value in values):  # a linked axis
                 axes.append([_settings(path, value, f"{where}, {key}") for value in values])
             else:
-                _reject_unknown(path, f"key in {where}:", {key}, "use seed, agent, a dotted preset path such as compress.schedule, or a linked key whose values are mappings of those")
-        cells += [{k: v for axis_value in combination for k, v in axis_value.items()} for combination in itertools.product(*axes)]
+                fix = "use seed, agent, a dotted preset path such as compress.schedule, or a linked key whose values map those"
+                _reject_unknown(path, f"key in {where}:", {key}, fix)
+        cells += [{k: v for value in combination for k, v in value.items()} for combination in itertools.product(*axes)]
     return cells
 
 

@@ -27,7 +27,11 @@ from spikerl.run_folder import RunFolder
 from spikerl.stats import Summary, summarize
 from spikerl.sweep_grid import Cell, Plan
 
-PLOTS = {"reward_vs_T.png": ("mean_reward", "mean reward per episode"), "energy_vs_T.png": ("energy_nj", "energy per decision (nJ, 45 nm estimate)")}
+#: The plots of a sweep: file name -> (the CSV column plotted, its axis label).
+PLOTS = {
+    "reward_vs_T.png": ("mean_reward", "mean reward per episode"),
+    "energy_vs_T.png": ("energy_nj", "energy per decision (nJ, 45 nm estimate)"),
+}
 
 
 def write_sweep_report(out: Path, plan: Plan, failed: dict[str, str]) -> list[dict[str, Any]]:
@@ -119,7 +123,8 @@ def render_markdown(plan: Plan, rows: list[dict[str, Any]], failed: dict[str, st
         lines += [f"## {group}", "", f"seeds {', '.join(map(str, seeds))}", "",
                   "| stage | n | reward | energy / decision (nJ) |", "|---|---|---|---|"]
         for stage, reward in rewards[group].items():
-            lines.append(f"| {stage} | {reward.n} | {_cell_text(reward, 2)} | {_cell_text(energies.get(group, {}).get(stage))} |")
+            energy = energies.get(group, {}).get(stage)
+            lines.append(f"| {stage} | {reward.n} | {_cell_text(reward, 2)} | {_cell_text(energy)} |")
         lines.append("")
     unfinished = [c.folder for c in plan.cells if c.folder not in done and c.folder not in failed]
     if failed:

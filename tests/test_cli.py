@@ -137,7 +137,8 @@ def test_resume_refuses_other_settings(tiny_run, capsys, tmp_path):
 def test_td_objective_retrains_every_stage(tmp_path, capsys):
     """The paper's TD objective on a tiny budget: every stage is trained by SB3's loop and recorded."""
     preset = yaml.safe_load(open(REPO / "envs" / "CartPole-v1.yaml"))
-    preset["compress"]["td"].update(learning_starts=20, buffer_size=500, batch_size=16, train_freq=1)
+    preset["compress"]["td"]["dqn"].update(learning_starts=20, buffer_size=500, batch_size=16, train_freq=1, gradient_steps=1)
+    preset["compress"]["td"].update(teacher_transitions=50)
     config = tmp_path / "td.yaml"
     config.write_text(yaml.safe_dump(preset))
     code, _, err = run(
@@ -166,17 +167,15 @@ def test_snn_checkpoint_loads_with_plain_sb3_in_a_fresh_process(tiny_run):
         "print(type(model.policy).__name__, model.q_net.timesteps, model.predict(obs, deterministic=True)[0].tolist())\n"
     )
     agent = str(tiny_run / "snn" / "T1.zip")
-    command = [sys.executable, "-c", code, agent]
-    outputs = [subprocess.run(command, capture_output=True, text=True, check=True).stdout for _ in range(2)]
-    assert outputs[0] == outputs[1]
-    assert outputs[0].startswith("SpikingMlpPolicy 1 [")
+    output = subprocess.run([sys.executable, "-c", code, agent], capture_output=True, text=True, check=True).stdout
+    assert output.startswith("SpikingMlpPolicy 1 [")
 
     import numpy as np
     from stable_baselines3 import DQN
 
     model = DQN.load(agent)
     obs = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
-    assert outputs[0].split(" ", 2)[2].strip() == str(model.predict(obs, deterministic=True)[0].tolist())
+    assert output.split(" ", 2)[2].strip() == str(model.predict(obs, deterministic=True)[0].tolist())  # the same actions here
 
 
 def _bad_agents(tmp):
@@ -295,7 +294,7 @@ BAD_PRESETS = {
     "section not a mapping": (_edited("train", 3), "train must be a mapping"),
     "zero frequency": (_edited("train.checkpoint_freq", 0), "train.checkpoint_freq must be at least 1, got 0"),
     "NaN gamma": (lambda: _preset_text().replace("gamma: 0.99", "gamma: .nan").encode(), "train.dqn.gamma must be a finite"),
-    "gamma above 1": (_edited("compress.td.gamma", 2), "compress.td.gamma must be at most 1"),
+    "gamma above 1": (_edited("compress.td.dqn.gamma", 2), "compress.td.dqn.gamma must be at most 1"),
     "unknown objective": (_edited("compress.objective", "mse"), "compress.objective must be one of distill, td"),
     "schedule not decreasing": (_edited("compress.schedule", [1, 2]), "compress.schedule must decrease strictly"),
     "training seed for evaluation": (_edited("evaluate.seed", 5), "evaluate.seed must be at least 1000000"),

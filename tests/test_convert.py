@@ -46,7 +46,9 @@ def test_thresholds_are_layerwise_percentiles(cartpole_ann):
 
 def mostly_silent_network(positive_units: int) -> SpikingQNetwork:
     """A 4 -> 64 -> 2 spiking network whose hidden currents are +2 on ``positive_units`` units, else -1."""
-    q_net = SpikingMlpPolicy(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2), lambda _: 1e-4, net_arch=[64], timesteps=2).q_net
+    q_net = SpikingMlpPolicy(
+        gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2), lambda _: 1e-4, net_arch=[64], timesteps=2
+    ).q_net
     with torch.no_grad():
         hidden = q_net.q_net[0]
         hidden.weight.zero_()

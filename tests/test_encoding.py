@@ -134,6 +134,7 @@ def test_converted_agent_saves_costs_and_exports_with_its_encoder(encoding, tmp_
     assert decision_cost(costs)["macs"] == sum(c.macs for c in costs[1:])  # an ANN does no comparisons
 
     graph = export_nir(snn, tmp_path / "agent.nir")
+    assert graph.metadata["input_encoding"] == encoding
     assert [type(node).__name__ for node in graph.nodes.values()][:4] == ["Input", "Conv2d", "IF", "Conv2d"]
     mixing = nir.read(tmp_path / "agent.nir").nodes["encoder.mixing"].weight[:, :, 0, 0]
     thresholds = snn.q_net.encoder.threshold.detach().flatten().numpy() * 255  # raw pixel units

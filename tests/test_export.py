@@ -128,7 +128,8 @@ def test_ann_and_multi_step_agents_are_refused(agent, message, tmp_path):
 
 @pytest.mark.parametrize("where", ["missing/agent.nir", "."])
 def test_unwritable_path_is_refused(cartpole_t1, where, tmp_path):
-    with pytest.raises(UsageError, match=r"cannot write the NIR graph .*\((No such file or directory|Is a directory)\)") as error:
+    message = r"cannot write the NIR graph .*\((No such file or directory|Is a directory)\)"
+    with pytest.raises(UsageError, match=message) as error:
         export_nir(cartpole_t1, tmp_path / where)
     assert "\n" not in str(error.value)
 

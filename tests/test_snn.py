@@ -123,7 +123,9 @@ def test_shipped_t5_agents_decide_the_same_with_the_first_layer_looped(env_id, s
     observations = torch.as_tensor(collect_observations(model, make_env(env_id, preset.env, seed=1_000_000), states))
     with torch.no_grad():
         closed_form = model.q_net(observations)
-        monkeypatch.setattr(IFNeuron, "fire_constant", lambda neuron, currents, steps: neuron(currents.expand(steps, *currents.shape)))
+        monkeypatch.setattr(
+            IFNeuron, "fire_constant", lambda neuron, currents, steps: neuron(currents.expand(steps, *currents.shape))
+        )
         looped = model.q_net(observations)
     assert torch.equal(closed_form, looped)
 
@@ -131,11 +133,16 @@ def test_shipped_t5_agents_decide_the_same_with_the_first_layer_looped(env_id, s
 def test_the_plan_describes_every_layer_once():
     plan = make_policy(SpikingCnnPolicy, IMAGES, timesteps=2).q_net.plan
     assert [(e.name, e.role, e.input_kind) for e in plan] == [
-        ("features_extractor.cnn.0", "weighted", "analog"), ("features_extractor.cnn.1", "neuron", "analog"),
-        ("features_extractor.cnn.2", "weighted", "spikes"), ("features_extractor.cnn.3", "neuron", "analog"),
-        ("features_extractor.cnn.4", "weighted", "spikes"), ("features_extractor.cnn.5", "neuron", "analog"),
-        ("features_extractor.cnn.6", "stateless", "spikes"), ("features_extractor.linear.0", "weighted", "spikes"),
-        ("features_extractor.linear.1", "neuron", "analog"), ("q_net.0", "readout", "spikes"),
+        ("features_extractor.cnn.0", "weighted", "analog"),
+        ("features_extractor.cnn.1", "neuron", "analog"),
+        ("features_extractor.cnn.2", "weighted", "spikes"),
+        ("features_extractor.cnn.3", "neuron", "analog"),
+        ("features_extractor.cnn.4", "weighted", "spikes"),
+        ("features_extractor.cnn.5", "neuron", "analog"),
+        ("features_extractor.cnn.6", "stateless", "spikes"),
+        ("features_extractor.linear.0", "weighted", "spikes"),
+        ("features_extractor.linear.1", "neuron", "analog"),
+        ("q_net.0", "readout", "spikes"),
     ]
     assert (plan[0].input_shape, plan[0].output_shape) == ((4, 84, 84), (32, 20, 20))
     assert (plan[6].output_shape, plan[-1].output_shape) == ((3136,), (3,))
