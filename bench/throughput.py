@@ -3,7 +3,7 @@
     python bench/throughput.py [--agent agents/CartPole-v1/ann.zip] [--steps 3000]
 
 TD: SB3's ``learn`` on the spiking policy at T=1 against plain SB3 DQN (``MlpPolicy``) with the
-same settings (the preset's ``compress.td``), in the same process. Distillation: gradient
+same settings (the preset's ``compress.td.dqn``), in the same process. Distillation: gradient
 steps/s at each T of the schedule. Ratios are to the baseline row of each table.
 """
 
@@ -39,7 +39,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     preset = load_preset("CartPole-v1")
     settings = preset.compress
-    td = dict(settings.td, learning_starts=500)
+    td = dict(settings.td.dqn, learning_starts=500)
     env = make_env("CartPole-v1", preset.env, seed=0)
     ann = load_agent(args.agent, "CartPole-v1", preset.env, "cpu")
     states = collect_observations(ann, env, 2000)

@@ -9,6 +9,7 @@ retrain, save ``T<t>.zip`` and evaluate (row ``retrained``). Every row rewrites
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -89,7 +90,8 @@ def compress(
             if not result.rows_of(Stage.CONVERTED):
                 result = record(result, Stage.CONVERTED, schedule[0], student, started)
         eval_seed = seed + TD_EVAL_SEED_OFFSET
-        retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress, writer, lambda: make_env(env_id, settings.env, seed=eval_seed))
+        make_eval_env = functools.partial(make_env, env_id, settings.env, seed=eval_seed)  # td's in-stage evaluations
+        retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress, writer, make_eval_env)
         if tensorboard:
             student.tensorboard_log = str(tensorboard)  # the td objective: SB3 logs its training scalars there
         for timesteps in schedule:

@@ -92,7 +92,8 @@ def layer_costs(q_net: nn.Module, observation_space: Any) -> list[LayerCost]:
                 per_output = module.in_features
             else:
                 per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            costs.append(LayerCost(entry.name, outputs * per_output, spiking_input_name(plan, entry), outputs, inputs=inputs, bias=module.bias is not None))
+            source, bias = spiking_input_name(plan, entry), module.bias is not None
+            costs.append(LayerCost(entry.name, outputs * per_output, source, outputs, inputs=inputs, bias=bias))
     return costs
 
 

@@ -44,7 +44,8 @@ def render_markdown(result: CompressionResult) -> str:
             f"| {row.stage.value} | {row.T if row.T is not None else '-'} | {row.mean_reward:.2f} | {row.std_reward:.2f} "
             f"| {sum(row.lengths) / len(row.lengths):.1f} | {_spike_rates(row.spike_rates)} "
             f"| {cost['macs']:,.0f} | {cost['acs']:,.0f} | {cost['energy_pj'] / 1000:.1f} | {cost['ann_energy_ratio']:.1f}x "
-            f"| {cost['total_energy_pj'] / 1000:.1f} | {cost['ann_total_energy_ratio']:.1f}x | {cost['membrane_values']:,} | {row.wall_time_s:.1f} |"
+            f"| {cost['total_energy_pj'] / 1000:.1f} | {cost['ann_total_energy_ratio']:.1f}x "
+            f"| {cost['membrane_values']:,} | {row.wall_time_s:.1f} |"
         )
     lines += ["", *[f"![{Path(p).stem}]({p})" for p in result.plots], "", "Commands:", "", "```", *result.commands, "```", ""]
     return "\n".join(lines)

@@ -5,13 +5,16 @@
             best weights of each stage kept (see ``TDRetrainer``). ``steps`` counts agent steps.
 
             Measured on CartPole-v1, ANN seed 0, schedule 5,4,3,2,1 (T=1 reward, 20 episodes):
-            the paper's settings (lr 1e-4, target synced every step, epsilon 0.01) 10.7 at
+            the paper's settings (lr 1e-4, target synced every step, epsilon 0.01) 10.7 (issue 15) at
             10k steps/stage; a target network synced every 500 steps 201.2; plus 10k teacher
             transitions and fresh Adam per stage 15.2 already at T=4; plus best-of-stage weights
-            132.9 at T=3; lr 1e-3 101.5 at T=4; rl-baselines3-zoo's settings (lr 2.3e-3, 128
-            gradient steps every 256 agent steps, target every 10) with both, 4000 steps/stage,
-            348.5 (360.8 +- 106.1 over 100 episodes; T=3 reached 500.0). Directly to T=1 with
-            the same 20000 steps: 268.4. None of these reaches 475; the shipped default is the best.
+            132.9 at T=3; lr 1e-3 101.5 at T=4. The preset's recipe (rl-baselines3-zoo's DQN
+            settings: lr 2.3e-3, 128 gradient steps every 256 agent steps, target every 10;
+            teacher-filled replay, fresh Adam, best-of-stage weights), 4000 steps/stage, over 100
+            episodes for ANN seeds 0/1/2: 360.8 / 185.3 / 66.3 (stages T=5..3 reach 290-500 on
+            20 episodes, then reward falls with T). Directly to T=1 with the same 20000 agent
+            steps: 269.7 / 197.9 / 205.4. TD reaches no 475 here; the iteration does not help
+            its reward but lowers T=1 spike rates by a third to a half (first layer 0.11-0.17 vs 0.22-0.27).
 ``distill`` fits the spiking student to the ANN teacher on a pool of states gathered from
             teacher rollouts and, at every stage, from rollouts of the student itself (so it
             learns to act well on the states it reaches). The loss is scale-free:
@@ -42,7 +45,6 @@ from spikerl.convert import collect_observations
 from spikerl.policy import constrain_after_each_step
 from spikerl.settings import CompressSettings, DistillSettings, TDSettings
 
-
 #: ``td``'s in-stage evaluations play training seed + this (below the evaluation seeds).
 TD_EVAL_SEED_OFFSET = 100_000
 
@@ -70,7 +72,10 @@ class TDRetrainer:
     :param seed: seed of the teacher rollouts' exploration
     """
 
-    def __init__(self, teacher: DQN, student: DQN, settings: TDSettings, eval_env: VecEnv | None = None, seed: int = 0, progress: bool = True):
+    def __init__(
+        self, teacher: DQN, student: DQN, settings: TDSettings, eval_env: VecEnv | None = None,
+        seed: int = 0, progress: bool = True,
+    ):
         self.teacher, self.student, self.settings, self.progress = teacher, student, settings, progress
         self.eval_env = eval_env if settings.keep_best else None
         if settings.teacher_transitions:
@@ -96,7 +101,8 @@ class TDRetrainer:
         evaluation = None
         if self.eval_env is not None:
             evaluation = EvalCallback(
-                self.eval_env, callback_on_new_best=best, n_eval_episodes=self.settings.eval_episodes, eval_freq=self.settings.eval_freq, verbose=0
+                self.eval_env, callback_on_new_best=best, n_eval_episodes=self.settings.eval_episodes,
+                eval_freq=self.settings.eval_freq, verbose=0,
             )
         self.student.learn(steps, callback=evaluation, reset_num_timesteps=False, progress_bar=self.progress)
         if best.state is not None:

@@ -41,7 +41,8 @@ def test_ann_and_snn_energy_by_hand():
         "mac_energy_pj": pytest.approx(12 * 4.6), "ac_energy_pj": 0.0, "membrane_values": 0,
     }
     # bytes: a weight per MAC, a bias per output, every layer's input read and output written
-    assert (ann["weight_bytes"], ann["bias_bytes"], ann["membrane_bytes"], ann["activation_bytes"]) == (12 * 4, 5 * 4, 0, (2 + 3 + 3 + 2) * 4)
+    memory = (ann["weight_bytes"], ann["bias_bytes"], ann["membrane_bytes"], ann["activation_bytes"])
+    assert memory == (12 * 4, 5 * 4, 0, (2 + 3 + 3 + 2) * 4)
     assert ann["total_energy_pj"] == pytest.approx(12 * 4.6 + 108 * 24.96)
     snn = decision_cost(costs, {"q_net.1": 0.5}, timesteps=2)
     # first layer: 6 MACs (analog input, once); second: 6 MACs x rate 0.5 x T 2 = 6 ACs
@@ -152,7 +153,6 @@ def test_shipped_cartpole_energy_with_memory():
     """The shipped CartPole agents' energy with memory, from their stored spike rates: weights
     dominate, so T=1 saves far less with memory counted than compute alone suggests."""
     from conftest import SHIPPED_CARTPOLE
-
     from spikerl.energy import energy_ratios
     from spikerl.results import read_results
 
