@@ -195,21 +195,25 @@ def run_trial(name: str, stop: signal.Signals, delay: float, work: Path) -> str:
     _, stderr = process.communicate(timeout=300)
     if "Traceback" in stderr:
         return f"FAIL traceback: {stderr.strip().splitlines()[-1]}"
-    expected = {0} if finished_first else ({130} if stop == signal.SIGINT else {-signal.SIGKILL})
-    if process.returncode not in expected:
-        return f"FAIL exit {process.returncode}: {stderr.strip()}"
+    # after SIGINT: 130, or 0 when the signal came as the work had ended (then it is ignored)
+    expected = {0} if finished_first else ({130, 0} if stop == signal.SIGINT else {-signal.SIGKILL})
+    if stop == signal.SIGINT and process.returncode == -signal.SIGINT and not stderr:
+        expected.add(-signal.SIGINT)  # before Python installed its handler (interpreter start-up): nothing ran
+    odd_exit = "" if process.returncode in expected else f"exit {process.returncode} ({stderr.strip()}); "
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             command.check(work)
     except Exception as error:  # noqa: BLE001 -- any failure to load is the finding
-        return f"FAIL unloadable: {type(error).__name__}: {error}"
+        return f"FAIL {odd_exit}unloadable: {type(error).__name__}: {error}"
     stale_before = len(list(work.rglob("*.spikerl.tmp*")))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as errors:
         code = main(command.rerun(work))
     if code != 0:
-        return f"FAIL rerun exit {code}: {errors.getvalue().strip()}"
+        return f"FAIL {odd_exit}rerun exit {code}: {errors.getvalue().strip()}"
     if list(work.rglob("*.spikerl.tmp*")):
-        return "FAIL stale temporaries kept"
+        return f"FAIL {odd_exit}stale temporaries kept"
+    if odd_exit:
+        return f"FAIL {odd_exit}files loadable, next run worked"
     where = "finished first" if finished_first else "stopped"
     return f"ok {where}{', tmp cleaned' if stale_before else ''}"
 

@@ -15,15 +15,15 @@ from faults import run_trial  # noqa: E402
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "command, stop, delay",
-    [
+    [  # SIGINT after the start-up imports (a Ctrl-C during them ends in Python's KeyboardInterrupt traceback)
         ("train", signal.SIGKILL, 9.0),
-        ("train", signal.SIGINT, 11.0),
+        ("train", signal.SIGINT, 20.0),
         ("compress", signal.SIGKILL, 10.0),
-        ("compress", signal.SIGINT, 12.0),
+        ("compress", signal.SIGINT, 20.0),
         ("export", signal.SIGKILL, 7.0),
-        ("export", signal.SIGINT, 8.0),
+        ("export", signal.SIGINT, 15.0),
         ("report", signal.SIGKILL, 8.0),
-        ("report", signal.SIGINT, 9.0),
+        ("report", signal.SIGINT, 15.0),
     ],
 )
 def test_a_fault_leaves_loadable_files_and_a_working_next_run(command, stop, delay, tmp_path):

@@ -697,7 +697,7 @@ def preset_cases(rng: random.Random, preset: dict) -> list[tuple[str, str]]:
         path = rng.choice(paths)
         new = wrong_type(rng, dict(leaves(preset))[path])
         cases.append((f"{'.'.join(map(str, path))} = {new!r}", yaml.safe_dump(replaced(preset, path, new))))
-    in_mappings = [path for path in paths if not isinstance(path[-1], int)]  # a key can only be added beside a key
+    in_mappings = [path for path in paths if not isinstance(path[-1], int)]  # an unknown key goes beside a key
     for _ in range(10):
         path = rng.choice(in_mappings)
         cases.append(
