@@ -75,6 +75,9 @@ class TrainSettings(Record):
     """Write a resumable checkpoint every this many agent steps."""
     save_replay_buffer: bool = True
     """Keep the replay buffer when the run stops, for resuming."""
+    sticky_actions: float | None = setting(default=None, low=0, high=0.99)
+    """Atari: train (and run the training-time evaluations) with ALE's sticky actions, the
+    previous action repeated with this probability at every frame (None: the env's own)."""
     dqn: dict[str, Any] = setting(factory=dict)
     """Keyword arguments of ``stable_baselines3.DQN`` (as in rl-baselines3-zoo)."""
 

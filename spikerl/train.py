@@ -31,7 +31,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalC
 
 from spikerl.checkpoints import TEMPORARY_SUFFIX, atomic_path, save_model, signals_held, write_text
 from spikerl.config import RunConfig, read_run_config
-from spikerl.envs import EVAL_SEED_BASE, check_env_id, check_training_seed, make_env
+from spikerl.envs import EVAL_SEED_BASE, check_env_id, check_training_seed, make_env, with_sticky_actions
 from spikerl.errors import UsageError
 from spikerl.loading import check_device
 from spikerl.locks import folder_lock
@@ -198,6 +198,8 @@ def train(
     check_env_id(env_id)  # before the default --out (runs/<env>_<seed>) is made of it
     check_training_seed(seed)
     check_device(device)
+    sticky = settings.train.sticky_actions
+    env_settings = settings.env if sticky is None else with_sticky_actions(settings.env, sticky, env_id)
     if tensorboard:
         check_tensorboard()
     folder = RunFolder(out_dir)
@@ -210,8 +212,8 @@ def train(
         commands = (previous.commands if previous else []) + ([command] if command else [])
 
         # A resumed run's state is loaded and checked before the monitored env opens the folder's files.
-        env = make_env(env_id, settings.env, seed=seed, monitor_dir=None if resume else str(folder.path))
-        eval_env = make_env(env_id, settings.env, seed=EVAL_SEED_BASE)
+        env = make_env(env_id, env_settings, seed=seed, monitor_dir=None if resume else str(folder.path))
+        eval_env = make_env(env_id, env_settings, seed=EVAL_SEED_BASE)
         try:
             model = DQN(settings.train.policy, env, seed=seed, device=device, verbose=0, **settings.train.dqn)
             if tensorboard:
@@ -234,7 +236,7 @@ def train(
                 evaluation.n_calls = model.num_timesteps  # evaluations stay at multiples of eval_freq
                 _repair_monitor(folder.monitor)
                 env.close()
-                env = make_env(env_id, settings.env, seed=seed, monitor_dir=str(folder.path))
+                env = make_env(env_id, env_settings, seed=seed, monitor_dir=str(folder.path))
                 model.set_env(env)  # the resumed run starts a new episode (seeded as the first one)
             evaluation.callback_on_new_best = SaveBestCallback(folder.path, run_id)
             evaluation.callback_on_new_best.parent = evaluation
