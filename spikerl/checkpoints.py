@@ -15,11 +15,12 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from stable_baselines3.common.base_class import BaseAlgorithm
+from torch.optim import Optimizer
 
 from spikerl.errors import UsageError
 
@@ -46,7 +47,7 @@ def signals_held() -> Iterator[None]:
         for number, handler in previous.items():
             signal.signal(number, handler)
     if received:
-        handler = previous[received[0]]
+        handler = previous[signal.Signals(received[0])]
         if callable(handler):  # Python's own SIGINT handler raises KeyboardInterrupt
             handler(received[0], None)
         else:  # SIG_DFL or SIG_IGN, now restored: deliver the signal again
@@ -99,7 +100,8 @@ def save_model(model: BaseAlgorithm, path: str | Path, keep_optimizer_state: boo
     """
     optimizer = model.policy.optimizer
     if not keep_optimizer_state:
-        model.policy.optimizer = type(optimizer)([dict(group) for group in optimizer.param_groups])
+        fresh: Callable[..., Optimizer] = type(optimizer)  # Adam and the like take the parameter groups alone
+        model.policy.optimizer = fresh([dict(group) for group in optimizer.param_groups])
     try:
         with atomic_path(path) as temporary, open(temporary, "wb") as file:
             model.save(file)

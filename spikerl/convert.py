@@ -13,14 +13,16 @@ do without this; SB3's layers have biases, which would otherwise be out of scale
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from stable_baselines3 import DQN
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.dqn.policies import CnnPolicy
+from torch import nn
 
 from spikerl.encoding import INPUT_MARGIN, calibrate_encoder, fold_first_layer
 from spikerl.errors import UsageError
@@ -34,14 +36,15 @@ def collect_observations(
 ) -> np.ndarray:
     """Roll out ``model`` epsilon-greedily on ``env``; return ``n_states`` observations ``[N, ...]``."""
     rng = rng or np.random.default_rng(0)
-    observations = []
-    obs = env.reset()
+    assert isinstance(env.action_space, spaces.Discrete), env.action_space  # DQN's only action space
+    observations: list[np.ndarray] = []
+    obs = cast(np.ndarray, env.reset())  # spikerl's envs have Box observations
     while len(observations) * env.num_envs < n_states:
         observations.append(obs)
         actions, _ = model.predict(obs, deterministic=True)
         explore = rng.random(env.num_envs) < epsilon
         actions = np.where(explore, rng.integers(env.action_space.n, size=env.num_envs), actions)
-        obs, _, _, _ = env.step(actions)
+        obs = cast(np.ndarray, env.step(actions)[0])
     return np.concatenate(observations)[:n_states]
 
 
@@ -87,10 +90,12 @@ def set_thresholds(q_net: SpikingQNetwork, observations: torch.Tensor, percentil
     plan = q_net.plan
     for entry in q_net.planned("neuron"):
         name, neuron = entry.name, entry.module
+        assert isinstance(neuron, IFNeuron), neuron  # the plan's neuron layers in a spiking network
         neuron.capture_input = True
         try:
             q_net(observations)
             currents = neuron.captured_input
+            assert currents is not None  # captured by the forward pass
         finally:
             neuron.capture_input = False
             neuron.reset_counts()
@@ -109,6 +114,7 @@ def set_thresholds(q_net: SpikingQNetwork, observations: torch.Tensor, percentil
             )
         neuron.threshold.fill_(threshold)
         next_weighted = next(e.module for e in plan[plan.index(entry) :] if e.role in ("weighted", "readout"))
+        assert isinstance(next_weighted, (nn.Linear, nn.Conv2d)), next_weighted
         next_weighted.weight.mul_(threshold)
         thresholds[name] = threshold
     return thresholds
@@ -136,7 +142,9 @@ def convert(
     """
     check_percentile(percentile)
     snn = spiking_model(ann, env, timesteps, neuron_kwargs, encoding, **dqn_kwargs)
-    q_net = snn.q_net
+    policy = snn.policy
+    assert isinstance(policy, SpikingMlpPolicy), policy
+    q_net = policy.q_net
     weights = ann.q_net.state_dict()
     first = q_net.planned("weighted")[0]
     if q_net.encoder is not None:  # the first layer's weights are folded below, from the ANN's
@@ -147,11 +155,13 @@ def convert(
     new_names |= {f"{first.name}.{p}" for p in ("weight", "bias")} if q_net.encoder is not None else set()
     if unexpected or set(missing) - new_names:
         raise UsageError(f"the ANN's layers do not match its spiking version (unexpected {unexpected}, missing {missing})")
-    observations = snn.policy.obs_to_tensor(calibration_observations)[0]
+    observations = cast(torch.Tensor, policy.obs_to_tensor(calibration_observations)[0])  # Box observations
     if q_net.encoder is not None:
-        frames = preprocess_obs(observations, q_net.observation_space, normalize_images=q_net.normalize_images)
+        frames = cast(torch.Tensor, preprocess_obs(observations, q_net.observation_space, q_net.normalize_images))
+        first_conv, analog_conv = first.module, ann.q_net.get_submodule(first.name)
+        assert isinstance(first_conv, nn.Conv2d) and isinstance(analog_conv, nn.Conv2d)  # make_encoder checked it
         calibrate_encoder(q_net.encoder, frames, input_margin)
-        fold_first_layer(q_net.encoder, first.module, ann.q_net.get_submodule(first.name), frames)
+        fold_first_layer(q_net.encoder, first_conv, analog_conv, frames)
     set_thresholds(q_net, observations, percentile)
-    snn.q_net_target.load_state_dict(snn.q_net.state_dict())
+    policy.q_net_target.load_state_dict(q_net.state_dict())
     return snn

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from gymnasium import spaces
 from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.dqn.policies import QNetwork
 from torch import nn
 
 from spikerl.errors import UsageError
@@ -65,6 +67,8 @@ class InputEncoder(IFNeuron):
     :param threshold: initial threshold of every output channel (conversion calibrates them)
     """
 
+    mixing: torch.Tensor  # [C_out, C], a buffer
+
     def __init__(self, encoding: str, channels: int, threshold: float = 0.5, surrogate_scale: float = 0.3):
         super().__init__(threshold=threshold, surrogate_scale=surrogate_scale)
         self.encoding = encoding
@@ -90,7 +94,7 @@ class InputEncoder(IFNeuron):
         return f"encoding={self.encoding}, channels {self.mixing.shape[1]} -> {self.out_channels}, thresholds [{thresholds}]"
 
 
-def make_encoder(q_net: nn.Module, encoding: str) -> InputEncoder | None:
+def make_encoder(q_net: QNetwork, encoding: str) -> InputEncoder | None:
     """The encoder of ``q_net`` for ``encoding`` (``None`` for ``direct``).
 
     Where its channel count differs from the observation's, ``q_net``'s first ``nn.Conv2d`` is
@@ -99,7 +103,7 @@ def make_encoder(q_net: nn.Module, encoding: str) -> InputEncoder | None:
     if check_encoding(encoding) == "direct":
         return None
     space = q_net.observation_space
-    if not (is_image_space(space, check_channels=False) and q_net.normalize_images):
+    if not (isinstance(space, spaces.Box) and is_image_space(space, check_channels=False) and q_net.normalize_images):
         raise UsageError(
             f"encoding '{encoding}' needs image observations (uint8 frames, channels first); use encoding direct for {space}",
             parameter="encoding",
@@ -110,8 +114,9 @@ def make_encoder(q_net: nn.Module, encoding: str) -> InputEncoder | None:
         raise UsageError(f"encoding '{encoding}' needs a convolutional first layer (CnnPolicy), not {type(conv).__name__}")
     if conv.in_channels != encoder.out_channels:
         parent_name, _, child = name.rpartition(".")
+        # torch's stubs type a Conv2d's sizes tuple[int, ...] and its arguments tuple[int, int]
         wider = nn.Conv2d(
-            encoder.out_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
+            encoder.out_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,  # type: ignore[arg-type]
             bias=conv.bias is not None,
         )
         setattr(q_net.get_submodule(parent_name), child, wider)

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from spikerl.encoding import InputEncoder
 from spikerl.snn import SpikingQNetwork, layer_plan, spiking_input_name
 
 MAC_PJ = 4.6
@@ -84,13 +85,14 @@ def layer_costs(q_net: nn.Module, observation_space: Any) -> list[LayerCost]:
     costs = []
     for entry in plan:
         module, outputs, inputs = entry.module, math.prod(entry.output_shape), math.prod(entry.input_shape)
-        if entry.role == "encoder":
+        if isinstance(module, InputEncoder):  # role "encoder"
             terms = int(torch.count_nonzero(module.mixing, dim=1).max())  # mixed channels per neuron, compared once
             costs.append(LayerCost(entry.name, outputs * terms, None, outputs, kind="encoder", inputs=inputs, bias=False))
         elif entry.role in ("weighted", "readout"):
             if isinstance(module, nn.Linear):
                 per_output = module.in_features
             else:
+                assert isinstance(module, nn.Conv2d), module  # the plan's other weighted layers
                 per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
             source, bias = spiking_input_name(plan, entry), module.bias is not None
             costs.append(LayerCost(entry.name, outputs * per_output, source, outputs, inputs=inputs, bias=bias))
@@ -111,26 +113,31 @@ def decision_cost(
     """
     weighted = _with_input_sizes([c for c in costs if c.kind == "weighted"])
     encoders = [c for c in costs if c.kind == "encoder"]
+    acs: float
+    activation_bytes: float
+    weight_reads: float
     if timesteps is None:
         macs, acs, membrane = sum(c.macs for c in weighted), 0.0, 0
         bias_values = sum(c.outputs for c in weighted if c.bias)
-        activation_bytes = sum(c.inputs + c.outputs for c in weighted) * VALUE_BYTES
+        activation_bytes = sum(_input_size(c) + c.outputs for c in weighted) * VALUE_BYTES
         weight_reads = macs
     else:
+        if spike_rates is None:
+            raise ValueError("the cost of an SNN (timesteps given) needs the spike_rates of its spiking layers")
         analog, fed = [c for c in weighted if c.input_layer is None], [c for c in weighted if c.input_layer is not None]
         macs = sum(c.macs for c in analog)
-        synaptic = sum(c.macs * spike_rates[c.input_layer] * timesteps for c in fed)
+        synaptic = sum(c.macs * spike_rates[str(c.input_layer)] * timesteps for c in fed)
         acs = synaptic + sum(c.macs * timesteps for c in encoders)  # the encoder's comparisons, every timestep
         membrane = sum(c.outputs for c in weighted) if timesteps > 1 else 0
         bias_values = sum(c.outputs for c in analog if c.bias) + timesteps * sum(c.outputs for c in fed if c.bias)
-        observation = sum(c.inputs for c in analog + encoders)
-        spike_maps = timesteps * sum(c.inputs for c in fed)  # each written by one layer, read by the next
+        observation = sum(_input_size(c) for c in analog + encoders)
+        spike_maps = timesteps * sum(_input_size(c) for c in fed)  # each written by one layer, read by the next
         activation_bytes = (observation + weighted[-1].outputs) * VALUE_BYTES + 2 * spike_maps * SPIKE_BYTES
         weight_reads = macs + synaptic
     memory = {
         "weight_bytes": weight_reads * VALUE_BYTES,
         "bias_bytes": bias_values * VALUE_BYTES,
-        "membrane_bytes": 2 * timesteps * membrane * VALUE_BYTES if membrane else 0,
+        "membrane_bytes": 2 * (timesteps or 0) * membrane * VALUE_BYTES,  # no membrane kept: 0
         "activation_bytes": activation_bytes,
     }
     memory_bytes = sum(memory.values())
@@ -151,6 +158,13 @@ def _with_input_sizes(weighted: list[LayerCost]) -> list[LayerCost]:
             cost = replace(cost, inputs=weighted[index - 1].outputs if index else cost.macs // cost.outputs)
         filled.append(cost)
     return filled
+
+
+def _input_size(cost: LayerCost) -> int:
+    """``cost.inputs``: set for every encoder, filled in for weighted layers by ``_with_input_sizes``."""
+    if cost.inputs is None:
+        raise ValueError(f"layer {cost.name} has no input size; fill it in with _with_input_sizes")
+    return cost.inputs
 
 
 def energy_ratios(ann_cost: dict[str, float], cost: dict[str, float]) -> dict[str, float]:

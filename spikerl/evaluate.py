@@ -57,10 +57,13 @@ def evaluate_agent(
     env = make_env(env_id, env_config, seed=seed, n_envs=min(episodes, n_envs))
     check_agent_fits(model, env, env_id)
     q_net = model.policy.q_net
-    recording = q_net.recording_spikes() if isinstance(q_net, SpikingQNetwork) else contextlib.nullcontext({})
+    recording: contextlib.AbstractContextManager[dict[str, float]] = (
+        q_net.recording_spikes() if isinstance(q_net, SpikingQNetwork) else contextlib.nullcontext({})
+    )
     try:
         with recording as spike_rates:
             rewards, lengths = evaluate_policy(model, env, n_eval_episodes=episodes, return_episode_rewards=True)
     finally:
         env.close()
+    assert isinstance(rewards, list) and isinstance(lengths, list)  # per episode (return_episode_rewards)
     return Evaluation([float(r) for r in rewards], [int(n) for n in lengths], spike_rates)

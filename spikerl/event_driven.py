@@ -84,9 +84,11 @@ class SpikeDrivenLinear(nn.Module):
     def _transposed_weight(self) -> torch.Tensor:
         weight = self.linear.weight
         key = (weight._version, weight.data_ptr(), weight.device)
-        if key != self._weight_key:
-            self._weight_t, self._weight_key = weight.detach().t().contiguous(), key
-        return self._weight_t
+        transposed = self._weight_t
+        if transposed is None or key != self._weight_key:
+            transposed = weight.detach().t().contiguous()
+            self._weight_t, self._weight_key = transposed, key
+        return transposed
 
 
 def event_driven_layers(plan: tuple[PlannedLayer, ...], min_weights: int = MIN_WEIGHTS) -> tuple[nn.Module, ...]:

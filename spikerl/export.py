@@ -51,6 +51,7 @@ from stable_baselines3.common.preprocessing import is_image_space
 from torch import nn
 
 from spikerl.checkpoints import atomic_path
+from spikerl.encoding import InputEncoder
 from spikerl.errors import UsageError
 from spikerl.locks import folder_lock
 from spikerl.neurons import IFNeuron
@@ -161,6 +162,7 @@ def _encoder_nodes(entry: PlannedLayer, input_scale: float) -> dict[str, nir.NIR
     threshold for all neurons, which simulators such as snnTorch require.
     """
     encoder = entry.module
+    assert isinstance(encoder, InputEncoder)
     thresholds = _array(encoder.threshold).reshape(-1, 1) / np.float32(input_scale)  # [C_out, 1]
     weight = (_array(encoder.mixing) / thresholds)[:, :, None, None]  # [C_out, C, 1, 1]
     return {
@@ -190,6 +192,7 @@ def _node(layer: nn.Module, input_shape: tuple[int, ...], weight_scale: float) -
         return nir.Flatten(input_type=np.array(input_shape), start_dim=layer.start_dim - 1, end_dim=end_dim)
     if isinstance(layer, IFNeuron):
         return _if_node(np.full(input_shape, layer.threshold.item(), np.float32))
+    assert isinstance(layer, (nn.Linear, nn.Conv2d)), layer  # the plan's other layers
     weight = _array(layer.weight) * np.float32(weight_scale)
     bias = _array(layer.bias) if layer.bias is not None else None
     if isinstance(layer, nn.Conv2d):

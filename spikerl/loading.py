@@ -72,9 +72,10 @@ MAX_ENTRY_BYTES = 2 * 4 * MAX_PARAMETERS + MAX_DATA_BYTES
 
 def _policy_class(data: dict[str, Any], path: Path) -> type:
     """The policy class named in ``data`` (read as text: module and class name), if allowed."""
-    stored = data.get("policy_class")
-    name = re.match(r"<function (\w+)\.__init__", str(stored.get("__init__", ""))) if isinstance(stored, dict) else None
-    key = (str(stored.get("__module__")), name.group(1)) if name else None
+    stored, key = data.get("policy_class"), None
+    if isinstance(stored, dict):
+        name = re.match(r"<function (\w+)\.__init__", str(stored.get("__init__", "")))
+        key = (str(stored.get("__module__")), name.group(1)) if name else None
     if key not in POLICIES:
         found = ".".join(key) if key else "an unknown policy"
         raise UsageError(
@@ -246,11 +247,10 @@ def load_agent(path: str | Path, env_id: str, env_config: EnvSettings, device: s
                 "pass an intact SB3 DQN .zip"
             )
         if tensor.shape != expected[name].shape:
-            env = model.get_env()
             raise UsageError(
                 f"the network in {path} does not fit {env_id} ({name} is {tuple(tensor.shape)}, "
                 f"{env_id} needs {tuple(expected[name].shape)}: "
-                f"observation space {env.observation_space}, action space {env.action_space}); "
+                f"observation space {model.observation_space}, action space {model.action_space}); "
                 "pass --env with the environment the agent was trained on"
             )
         if torch.is_floating_point(tensor) and not torch.isfinite(tensor).all():

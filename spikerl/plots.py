@@ -13,7 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from spikerl.checkpoints import atomic_path
-from spikerl.results import CompressionResult, Stage
+from spikerl.results import CompressionResult, Stage, StageRow
 from spikerl.run_folder import RunFolder
 
 
@@ -40,9 +40,9 @@ def plot_compression(result: CompressionResult, folder: RunFolder) -> list[str]:
     axis.axhline(ann.mean_reward, color="gray", linestyle="--", label="ANN")
     if stages:
         rewards, stds = [r.mean_reward for r in stages], [r.std_reward for r in stages]
-        axis.errorbar([r.T for r in stages], rewards, stds, marker="o", capsize=3, label="SNN, retrained")
+        axis.errorbar(_timesteps(stages), rewards, stds, marker="o", capsize=3, label="SNN, retrained")
     if converted:
-        axis.plot([r.T for r in converted], [r.mean_reward for r in converted], "x", color="red", label="SNN, converted only")
+        axis.plot(_timesteps(converted), [r.mean_reward for r in converted], "x", color="red", label="SNN, converted only")
     ylabel = f"mean reward ({result.evaluation.episodes} episodes)"
     axis.set(xlabel="timesteps T per decision", ylabel=ylabel, title=result.env_id)
     axis.set_xticks(sorted({row.T for row in stages + converted if row.T is not None}))
@@ -101,3 +101,8 @@ def plot_training_curve(run_dir: Path, path: Path, frames_per_step: int = 1) -> 
     axis.set(xlabel="agent steps", ylabel="episode reward", title=run_dir.name)
     axis.legend()
     _save(figure, path)
+
+
+def _timesteps(rows: list[StageRow]) -> list[int]:
+    """T of each of the SNN ``rows`` (every converted or retrained row has one)."""
+    return [row.T for row in rows if row.T is not None]

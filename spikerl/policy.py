@@ -68,7 +68,7 @@ class SpikingMlpPolicy(DQNPolicy):
         super().__init__(*args, **kwargs)
         self.register_load_state_dict_pre_hook(_restore_target_copy)
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]  # torch's stubs overload it
         """``DQNPolicy``'s state, without ``q_net_target.*`` when the target equals ``q_net``."""
         state = super().state_dict(*args, **kwargs)
         prefix = kwargs.get("prefix", "")
@@ -118,6 +118,13 @@ def constrain_after_each_step(optimizer: torch.optim.Optimizer, q_net: SpikingQN
     """Keep ``q_net``'s neuron parameters valid after every step of ``optimizer`` (the one place
     the constraints are applied: SB3's optimizer and the distillation's both take this hook)."""
     optimizer.register_step_post_hook(lambda *_: q_net.constrain_neurons())
+
+
+def spiking_q_net(model: DQN) -> SpikingQNetwork:
+    """The Q-network of ``model``, a DQN with a spiking policy (``TypeError`` for an ANN)."""
+    if not isinstance(model.q_net, SpikingQNetwork):
+        raise TypeError(f"expected a spiking DQN (SpikingMlpPolicy or SpikingCnnPolicy), got {type(model.policy).__name__}")
+    return model.q_net
 
 
 def set_timesteps(model: Any, timesteps: int) -> None:

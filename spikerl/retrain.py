@@ -31,18 +31,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from gymnasium import spaces
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.vec_env import VecEnv
 from tqdm.auto import tqdm
 
 from spikerl.convert import collect_observations
-from spikerl.policy import constrain_after_each_step
+from spikerl.policy import constrain_after_each_step, spiking_q_net
 from spikerl.settings import CompressSettings, DistillSettings, TDSettings
 
 #: ``td``'s in-stage evaluations play training seed + this (below the evaluation seeds).
@@ -83,14 +84,18 @@ class TDRetrainer:
 
     def _add_teacher_transitions(self, n_transitions: int, epsilon: float, rng: np.random.Generator) -> None:
         """Roll out the teacher epsilon-greedily in the student's env, storing into its replay buffer."""
-        student, env = self.student, self.student.get_env()
-        student._last_obs = env.reset()
+        student, env, replay_buffer = self.student, self.student.get_env(), self.student.replay_buffer
+        assert env is not None and replay_buffer is not None  # the student was made with its env
+        assert isinstance(env.action_space, spaces.Discrete), env.action_space  # DQN's only action space
+        observations = cast(np.ndarray, env.reset())  # spikerl's envs have Box observations
+        student._last_obs = observations
         for _ in range(-(-n_transitions // env.num_envs)):
-            actions, _ = self.teacher.predict(student._last_obs, deterministic=True)
+            actions, _ = self.teacher.predict(observations, deterministic=True)
             explore = rng.random(env.num_envs) < epsilon
             actions = np.where(explore, rng.integers(env.action_space.n, size=env.num_envs), actions)
             new_obs, rewards, dones, infos = env.step(actions)
-            student._store_transition(student.replay_buffer, actions, new_obs, rewards, dones, infos)
+            observations = cast(np.ndarray, new_obs)
+            student._store_transition(replay_buffer, actions, observations, rewards, dones, infos)
 
     def retrain(self, steps: int) -> None:
         if self.settings.fresh_optimizer:
@@ -112,6 +117,8 @@ class TDRetrainer:
 
 class _BestWeights(BaseCallback):
     """Called by ``EvalCallback`` on a new best mean reward: keeps a copy of the Q-network's weights."""
+
+    model: DQN
 
     def __init__(self):
         super().__init__()
@@ -148,9 +155,10 @@ class DistillationRetrainer:
         self.steps_done = 0  # over all stages: the x axis of the TensorBoard scalars
         self.rng = np.random.default_rng(seed)
         self.optimizer = torch.optim.Adam(student.q_net.parameters(), lr=settings.learning_rate)
-        constrain_after_each_step(self.optimizer, student.q_net)
+        constrain_after_each_step(self.optimizer, spiking_q_net(student))
         initial_states = collect_observations(teacher, env, teacher_states, epsilon=0.05, rng=self.rng)
         self.states = np.empty((0, *initial_states.shape[1:]), dtype=initial_states.dtype)
+        assert isinstance(teacher.action_space, spaces.Discrete), teacher.action_space  # DQN's only action space
         self.teacher_q = torch.empty(0, int(teacher.action_space.n))
         self._add_states(initial_states)
 
@@ -165,7 +173,7 @@ class DistillationRetrainer:
         self.sigma = float(advantages.std()) or 1.0
 
     def _tensor(self, states: np.ndarray) -> torch.Tensor:
-        return self.student.policy.obs_to_tensor(states)[0]
+        return cast(torch.Tensor, self.student.policy.obs_to_tensor(states)[0])  # Box observations
 
     def loss(self, student_q: torch.Tensor, teacher_q: torch.Tensor) -> torch.Tensor:
         """The distillation loss for Q-values ``[B, n_actions]`` of student and teacher."""

@@ -28,10 +28,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.dqn.policies import QNetwork
 from torch import nn
 
@@ -89,7 +90,7 @@ def layer_plan(net: nn.Module, observation_space: Any) -> tuple[PlannedLayer, ..
         raise UsageError("the Q-network must end in a Linear layer (the Q-value read-out)")
     parameter = next(net.parameters())
     sample = torch.zeros(1, *observation_space.shape, device=parameter.device)
-    h = preprocess_obs(sample, observation_space, normalize_images=getattr(net, "normalize_images", True))
+    h = cast(torch.Tensor, preprocess_obs(sample, observation_space, getattr(net, "normalize_images", True)))  # a Box space
     plan, input_kind = [], "analog"
     for index, (name, layer) in enumerate(leaves):
         if isinstance(layer, InputEncoder):
@@ -192,9 +193,9 @@ class SpikingQNetwork(QNetwork):
         """Neuron layers by module name, in execution order."""
         return {name: m for name, m in self.named_modules() if isinstance(m, IFNeuron)}
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """Observations ``[B, ...]`` -> Q-values ``[B, n_actions]`` after T timesteps."""
-        h = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
+    def forward(self, obs: PyTorchObs) -> torch.Tensor:
+        """Observations ``[B, ...]`` -> Q-values ``[B, n_actions]`` after T timesteps (Box observations only)."""
+        h = cast(torch.Tensor, preprocess_obs(obs, self.observation_space, self.normalize_images))
         if self.encoder is not None:  # spiking input: one spike map [B, ...], the same at every timestep
             h = self.encoder(h)
         batch, steps = h.shape[0], self.timesteps

@@ -19,15 +19,18 @@ run's files are removed first); the folder is locked for the life of the run.
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import zipfile
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.vec_env import VecEnv
 
 from spikerl.checkpoints import TEMPORARY_SUFFIX, atomic_path, save_model, signals_held, write_text
 from spikerl.config import RunConfig, read_run_config
@@ -37,7 +40,7 @@ from spikerl.loading import check_device
 from spikerl.locks import folder_lock
 from spikerl.plots import plot_training_curve
 from spikerl.run_folder import RunFolder
-from spikerl.settings import Settings, TrainSettings
+from spikerl.settings import EnvSettings, Settings, TrainSettings
 from spikerl.tensorboard import check_tensorboard
 from spikerl.training_checkpoint import (
     best_mean_reward,
@@ -54,6 +57,8 @@ from spikerl.zoo import write_zoo_layout
 class CheckpointCallback(BaseCallback):
     """Every ``save_freq`` agent steps (counted from the run's start), save a training checkpoint."""
 
+    model: DQN
+
     def __init__(self, folder: Path, run_id: str, save_freq: int):
         super().__init__()
         self.folder, self.run_id, self.save_freq = folder, run_id, save_freq
@@ -66,6 +71,9 @@ class CheckpointCallback(BaseCallback):
 
 class SaveBestCallback(BaseCallback):
     """Called by ``EvalCallback`` on a new best mean reward: keeps the policy as ``best_model.pt``."""
+
+    model: DQN
+    parent: EvalCallback  # set by the EvalCallback that calls it
 
     def __init__(self, folder: Path, run_id: str):
         super().__init__()
@@ -83,6 +91,8 @@ class WriteEvaluationsCallback(BaseCallback):
     a temporary file instead, removed here.)
     """
 
+    parent: EvalCallback  # set by the EvalCallback that calls it
+
     def __init__(self, folder: RunFolder):
         super().__init__()
         self.folder = folder
@@ -93,7 +103,7 @@ class WriteEvaluationsCallback(BaseCallback):
             np.savez(
                 file, timesteps=log.evaluations_timesteps, results=log.evaluations_results, ep_lengths=log.evaluations_length
             )
-        Path(log.log_path + ".npz").unlink(missing_ok=True)
+        Path(f"{log.log_path}.npz").unlink(missing_ok=True)  # train() always sets log_path
         return True
 
 
@@ -195,62 +205,99 @@ def train(
     another run or results. ``tensorboard``: a folder where SB3 logs its training scalars
     for TensorBoard.
     """
-    check_env_id(env_id)  # before the default --out (runs/<env>_<seed>) is made of it
-    check_training_seed(seed)
-    check_device(device)
-    sticky = settings.train.sticky_actions
-    env_settings = settings.env if sticky is None else with_sticky_actions(settings.env, sticky, env_id)
-    if tensorboard:
-        check_tensorboard()
+    env_settings = _checked_env_settings(env_id, settings, seed, device, tensorboard)
     folder = RunFolder(out_dir)
     with folder_lock(folder.path):
-        if resume:
-            run_id, previous = read_index(folder.path)["run_id"], read_run_config(folder.path)
-        else:
-            _check_fresh_folder(folder, force)
-            run_id, previous = new_run_id(), None
-        commands = (previous.commands if previous else []) + ([command] if command else [])
-
-        # A resumed run's state is loaded and checked before the monitored env opens the folder's files.
-        env = make_env(env_id, env_settings, seed=seed, monitor_dir=None if resume else str(folder.path))
-        eval_env = make_env(env_id, env_settings, seed=EVAL_SEED_BASE)
-        try:
-            model = DQN(settings.train.policy, env, seed=seed, device=device, verbose=0, **settings.train.dqn)
+        run_id, commands = _prepare_folder(folder, resume, force, command)
+        with ExitStack() as open_envs:  # every env the run opens is closed on the way out
+            monitored_env = functools.partial(_open_env, open_envs, env_id, env_settings, seed, folder)
+            build = functools.partial(_build, open_envs, env_id, env_settings, settings.train, seed, device, folder, verbose)
+            if resume:  # the run's state is loaded and checked before the monitored env opens the folder's files
+                with closing(make_env(env_id, env_settings, seed=seed)) as unmonitored_env:
+                    model, evaluation = build(unmonitored_env)
+                    _resume_state(model, evaluation, folder, run_id)
+                model.set_env(monitored_env())  # the resumed run starts a new episode (seeded as the first one)
+            else:
+                model, evaluation = build(monitored_env())
             if tensorboard:
                 model.tensorboard_log = str(tensorboard)
-            evaluation = EvalCallback(
-                eval_env,
-                n_eval_episodes=settings.train.eval_episodes,
-                eval_freq=settings.train.eval_freq,
-                log_path=str(folder.path),
-                callback_after_eval=WriteEvaluationsCallback(folder),
-                verbose=verbose,
-            )
-            evaluation.log_path = str(
-                folder.path / f".{folder.evaluations.name}{TEMPORARY_SUFFIX}"
-            )  # see WriteEvaluationsCallback
-            if resume:
-                load_checkpoint(model, folder.path)
-                _restore_evaluations(evaluation, folder.evaluations)
-                evaluation.best_mean_reward = best_mean_reward(folder.path, run_id) or -np.inf
-                evaluation.n_calls = model.num_timesteps  # evaluations stay at multiples of eval_freq
-                _repair_monitor(folder.monitor)
-                env.close()
-                env = make_env(env_id, env_settings, seed=seed, monitor_dir=str(folder.path))
-                model.set_env(env)  # the resumed run starts a new episode (seeded as the first one)
             evaluation.callback_on_new_best = SaveBestCallback(folder.path, run_id)
             evaluation.callback_on_new_best.parent = evaluation
             RunConfig(env_id, seed, settings, commands).write(folder.path)
             _learn(model, folder.path, run_id, evaluation, settings.train, resume, progress)
-        finally:
-            env.close()
-            eval_env.close()
-
-        load_best(model, folder.path, run_id)
-        save_model(model, folder.ann, keep_optimizer_state=False)
-        write_zoo_layout(folder.path, env_id, seed, settings, folder.ann)  # so rl-zoo3's enjoy plays this folder
-        plot_training_curve(folder.path, folder.training_curve, settings.env.frames_per_step)
+        _hand_on(model, folder, run_id, env_id, seed, settings)
     return folder.ann
+
+
+def _checked_env_settings(
+    env_id: str, settings: Settings, seed: int, device: str, tensorboard: str | Path | None
+) -> EnvSettings:
+    """The env settings to train under (``train.sticky_actions`` applied), after checking the arguments."""
+    check_env_id(env_id)  # before the default --out (runs/<env>_<seed>) is made of it
+    check_training_seed(seed)
+    check_device(device)
+    if tensorboard:
+        check_tensorboard()
+    sticky = settings.train.sticky_actions
+    return settings.env if sticky is None else with_sticky_actions(settings.env, sticky, env_id)
+
+
+def _prepare_folder(folder: RunFolder, resume: bool, force: bool, command: str) -> tuple[str, list[str]]:
+    """The run's id and command lines: a resumed run's own, or a fresh run's in a cleared folder."""
+    if resume:
+        run_id, previous = read_index(folder.path)["run_id"], read_run_config(folder.path)
+    else:
+        _check_fresh_folder(folder, force)
+        run_id, previous = new_run_id(), None
+    return run_id, (previous.commands if previous else []) + ([command] if command else [])
+
+
+def _open_env(open_envs: ExitStack, env_id: str, env_settings: EnvSettings, seed: int, folder: RunFolder) -> VecEnv:
+    """The training env, its episodes logged in the folder's Monitor CSV; closed with ``open_envs``."""
+    return open_envs.enter_context(closing(make_env(env_id, env_settings, seed=seed, monitor_dir=str(folder.path))))
+
+
+def _build(
+    open_envs: ExitStack,
+    env_id: str,
+    env_settings: EnvSettings,
+    train: TrainSettings,
+    seed: int,
+    device: str,
+    folder: RunFolder,
+    verbose: int,
+    env: VecEnv,
+) -> tuple[DQN, EvalCallback]:
+    """A new DQN on ``env`` and its evaluation callback (on an evaluation env closed with ``open_envs``)."""
+    eval_env = open_envs.enter_context(closing(make_env(env_id, env_settings, seed=EVAL_SEED_BASE)))
+    model = DQN(train.policy, env, seed=seed, device=device, verbose=0, **train.dqn)
+    evaluation = EvalCallback(
+        eval_env,
+        n_eval_episodes=train.eval_episodes,
+        eval_freq=train.eval_freq,
+        log_path=str(folder.path),
+        callback_after_eval=WriteEvaluationsCallback(folder),
+        verbose=verbose,
+    )
+    evaluation.log_path = str(folder.path / f".{folder.evaluations.name}{TEMPORARY_SUFFIX}")  # see WriteEvaluationsCallback
+    return model, evaluation
+
+
+def _resume_state(model: DQN, evaluation: EvalCallback, folder: RunFolder, run_id: str) -> None:
+    """Load the run's checkpoint into ``model`` and its evaluation log and best reward into ``evaluation``."""
+    load_checkpoint(model, folder.path)
+    _restore_evaluations(evaluation, folder.evaluations)
+    evaluation.best_mean_reward = best_mean_reward(folder.path, run_id) or -np.inf
+    evaluation.n_calls = model.num_timesteps  # evaluations stay at multiples of eval_freq
+    _repair_monitor(folder.monitor)
+
+
+def _hand_on(model: DQN, folder: RunFolder, run_id: str, env_id: str, seed: int, settings: Settings) -> None:
+    """Write ``ann.zip`` (this run's best policy, no optimizer state), the rl-zoo3 layout and the training curve."""
+    load_best(model, folder.path, run_id)
+    save_model(model, folder.ann, keep_optimizer_state=False)
+    write_zoo_layout(folder.path, env_id, seed, settings, folder.ann)  # so rl-zoo3's enjoy plays this folder
+    plot_training_curve(folder.path, folder.training_curve, settings.env.frames_per_step)
 
 
 def _learn(

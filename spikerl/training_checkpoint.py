@@ -42,7 +42,7 @@ import uuid
 import zipfile
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -90,10 +90,10 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
         digests["weights"] = file_sha256(temporary)
     if with_replay_buffer:
         with atomic_path(RunFolder(folder).replay_buffer(step)) as temporary, open(temporary, "wb") as file:
-            np.savez(file, **_buffer_arrays(model))
+            np.savez(file, **_buffer_arrays(model))  # type: ignore[arg-type]  # numpy's stubs: a key could be allow_pickle
             file.close()
             digests["replay_buffer"] = file_sha256(temporary)
-    numpy_state = np.random.get_state()
+    numpy_state = cast(tuple, np.random.get_state())  # numpy's stubs give the default (legacy) tuple a dict type too
     write_json(
         RunFolder(folder).checkpoint,
         with_index_digest(
@@ -147,9 +147,10 @@ def _check_digest(path: Path, expected: str) -> None:
 def _buffer_arrays(model: DQN) -> dict[str, np.ndarray]:
     """The filled rows of the replay buffer ``[rows, n_envs, ...]`` and its scalars."""
     buffer = model.replay_buffer
+    assert buffer is not None  # made with the model
     rows = buffer.buffer_size if buffer.full else buffer.pos
     arrays = {name: getattr(buffer, name)[:rows] for name in BUFFER_ARRAYS if getattr(buffer, name, None) is not None}
-    scalars = {"pos": buffer.pos, "full": buffer.full, "num_timesteps": model.num_timesteps}
+    scalars: dict[str, float] = {"pos": buffer.pos, "full": buffer.full, "num_timesteps": model.num_timesteps}
     if isinstance(buffer, NStepReplayBuffer):
         scalars.update(n_steps=buffer.n_steps, gamma=buffer.gamma)
     return {**arrays, **{name: np.asarray(value) for name, value in scalars.items()}}
@@ -320,6 +321,7 @@ def _load_policy(model: DQN, state: Any, path: Path) -> None:
 def _load_buffer(model: DQN, path: Path) -> None:
     """Fill ``model``'s replay buffer from the arrays saved at ``path``, checking each fits."""
     buffer = model.replay_buffer
+    assert buffer is not None  # made with the model
     if not path.is_file():
         raise UsageError(
             f"{path} is missing, so the run cannot resume with its replay buffer; delete the run folder and start again"

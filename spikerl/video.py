@@ -20,7 +20,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import DQN
-from stable_baselines3.common.base_class import BaseAlgorithm
 
 from spikerl.envs import EVAL_SEED_BASE, check_agent_fits, make_env
 from spikerl.errors import UsageError
@@ -54,7 +53,8 @@ def record_videos(
         raise UsageError(f"--video-episodes must be at least 1, got {episodes}")
     if max_steps is not None and max_steps < 1:
         raise UsageError(f"--video-steps must be at least 1, got {max_steps}")
-    if spike_maps and not isinstance(model.q_net, SpikingQNetwork):
+    mapped = model.q_net if spike_maps and isinstance(model.q_net, SpikingQNetwork) else None  # drawn beside the game
+    if spike_maps and mapped is None:
         raise UsageError("--spike-maps needs a spiking agent (from 'spikerl compress'); drop it for an ANN")
     paths = [Path(out_dir) / f"{env_id}_seed{seed + k}.{video_format}" for k in range(episodes)]
     for path in paths:
@@ -73,7 +73,7 @@ def record_videos(
         check_agent_fits(model, env, env_id)
         fps = float(env.get_attr("metadata")[0].get("render_fps") or 30) / frames_per_step
         try:
-            _write(_play(model, env, spike_maps, max_steps), path, fps)
+            _write(_play(model, env, mapped, max_steps), path, fps)
         except gym.error.DependencyNotInstalled as error:  # classic control renders with pygame
             raise UsageError(
                 f"rendering {env_id} needs a package that is missing ({error}); install it with pip install 'spikerl[video]'"
@@ -83,9 +83,10 @@ def record_videos(
     return paths
 
 
-def _play(model: BaseAlgorithm, env: Any, spike_maps: bool, max_steps: int | None) -> Iterator[np.ndarray]:
-    """RGB frames ``[H, W, 3]`` uint8 of one greedy game on the one-environment ``env``."""
-    neurons = model.q_net.neurons() if spike_maps else {}
+def _play(model: DQN, env: Any, mapped: SpikingQNetwork | None, max_steps: int | None) -> Iterator[np.ndarray]:
+    """RGB frames ``[H, W, 3]`` uint8 of one greedy game on the one-environment ``env``, with the
+    spike maps of ``mapped`` (the agent's Q-network) beside the game where given."""
+    neurons = mapped.neurons() if mapped is not None else {}
     for neuron in neurons.values():
         neuron.capture_input = True
     try:
@@ -93,7 +94,7 @@ def _play(model: BaseAlgorithm, env: Any, spike_maps: bool, max_steps: int | Non
         while max_steps is None or steps < max_steps:
             frame = env.render()
             action, _ = model.predict(observation, deterministic=True)
-            yield _compose(frame, _spike_maps(model.q_net) if spike_maps else [])
+            yield _compose(frame, _spike_maps(mapped) if mapped is not None else [])
             observation, _, _, infos = env.step(action)
             steps += 1
             if "episode" in infos[0]:  # the Monitor's game is over (Atari: not just a lost life)
@@ -115,6 +116,7 @@ def _spike_maps(q_net: SpikingQNetwork) -> list[tuple[str, np.ndarray]]:
     maps = []
     for name, neuron in q_net.neurons().items():
         currents = neuron.captured_input
+        assert currents is not None  # captured by the decision just taken
         rates = neuron.fire_once(currents)[0] if q_net.timesteps == 1 else neuron(currents)[:, 0].mean(dim=0)
         maps.append((name, rates.float().cpu().numpy()))
     return maps
@@ -184,7 +186,8 @@ def _write_mp4(frames: Iterable[np.ndarray], path: Path, fps: float) -> None:
     try:
         for frame in frames:
             if writer is None:
-                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
+                fourcc = cv2.VideoWriter_fourcc(*"mp4v")  # type: ignore[attr-defined]  # missing from OpenCV's stubs
+                writer = cv2.VideoWriter(str(path), fourcc, fps, (frame.shape[1], frame.shape[0]))
                 if not writer.isOpened():
                     raise UsageError("OpenCV cannot write MP4 files here (no mp4v encoder); use --video-format gif")
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
