@@ -14,6 +14,26 @@ SHIPPED_CARTPOLE = REPO / "agents" / "CartPole-v1"
 SHIPPED_PONG = REPO / "agents" / "PongNoFrameskip-v4"
 
 torch.set_num_threads(1)
+# The subprocesses the tests start (fresh-process CLI runs, killed runs, README snippets) too: two
+# torch threads beside other busy processes on a small machine are many times slower than one.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# A preset with tiny budgets (CartPole): training of a few hundred steps, and compression that
+# calibrates and distils on a few hundred states (the CartPole preset's take 5000 ANN steps each).
+TINY_PRESET = """
+env: {num_threads: 1}
+train:
+  policy: MlpPolicy
+  n_timesteps: 600
+  eval_freq: 200
+  eval_episodes: 2
+  checkpoint_freq: 200
+  dqn: {learning_rate: 1.0e-3, batch_size: 32, buffer_size: 2000, learning_starts: 100, train_freq: 16,
+        gradient_steps: 4, target_update_interval: 50, policy_kwargs: {net_arch: [32, 32]}}
+compress: {schedule: [1], objective: distill, steps_per_stage: 1, stage_eval_episodes: 1, calibration_samples: 128,
+           teacher_states: 500, distill: {student_states: 200}}
+evaluate: {episodes: 2}
+"""
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -43,6 +63,14 @@ def run_cli_in_fresh_process(*args: str, cwd: Path | None = None, timeout: float
     return subprocess.run(
         [sys.executable, "-m", "spikerl", *args], capture_output=True, text=True, cwd=cwd or REPO, timeout=timeout
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_preset(tmp_path_factory) -> Path:
+    """``TINY_PRESET`` as a preset file (``--config``)."""
+    path = tmp_path_factory.mktemp("preset") / "tiny.yaml"
+    path.write_text(TINY_PRESET)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -143,12 +143,14 @@ def test_train_refuses_to_overwrite_a_run_and_resumes_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_compress_resumes_after_its_last_stage(tmp_path):
+def test_killed_compress_resumes_after_its_last_stage(tmp_path, tiny_preset):
     out = tmp_path / "snn"
     args = [
         "compress",
         "--agent",
         str(SHIPPED_CARTPOLE / "ann.zip"),
+        "--config",
+        str(tiny_preset),
         "--schedule",
         "3,2,1",
         "--steps-per-stage",
@@ -185,9 +187,9 @@ def test_killed_compress_resumes_after_its_last_stage(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_train_resumes_from_its_checkpoint(tmp_path):
+def test_killed_train_resumes_from_its_checkpoint(tmp_path, tiny_preset):
     run = tmp_path / "run"
-    args = ["train", "--env", "CartPole-v1", "-n", "200000", "--out", str(run), "--no-progress"]
+    args = ["train", "--config", str(tiny_preset), "-n", "200000", "--out", str(run), "--no-progress"]
     process = subprocess.Popen(
         [sys.executable, "-m", "spikerl", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -210,11 +212,13 @@ def test_killed_train_resumes_from_its_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_same_command_and_seed_give_the_same_results(tmp_path):
+def test_same_command_and_seed_give_the_same_results(tmp_path, tiny_preset):
     args = [
         "compress",
         "--agent",
         str(SHIPPED_CARTPOLE / "ann.zip"),
+        "--config",
+        str(tiny_preset),
         "--schedule",
         "2,1",
         "--steps-per-stage",
@@ -231,28 +235,6 @@ def test_same_command_and_seed_give_the_same_results(tmp_path):
         rows = json.loads((tmp_path / name / "results.json").read_text())["rows"]
         rewards.append([row["rewards"] for row in rows])
     assert rewards[0] == rewards[1]
-
-
-TINY_PRESET = """
-env: {num_threads: 1}
-train:
-  policy: MlpPolicy
-  n_timesteps: 600
-  eval_freq: 200
-  eval_episodes: 2
-  checkpoint_freq: 200
-  dqn: {learning_rate: 1.0e-3, batch_size: 32, buffer_size: 2000, learning_starts: 100, train_freq: 16,
-        gradient_steps: 4, target_update_interval: 50, policy_kwargs: {net_arch: [32, 32]}}
-compress: {schedule: [1], objective: distill, steps_per_stage: 1, stage_eval_episodes: 1}
-evaluate: {episodes: 2}
-"""
-
-
-@pytest.fixture
-def tiny_preset(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY_PRESET)
-    return path
 
 
 def tiny_model(seed=0, n_steps=1):

@@ -18,8 +18,9 @@ def _scalars(folder) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(event.step, event.value) for event in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
-def test_compress_logs_losses_rewards_spike_rates_and_thresholds_per_stage(tmp_path, capsys):
-    args = ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--schedule", "2,1", "--steps-per-stage", "20"]
+def test_compress_logs_losses_rewards_spike_rates_and_thresholds_per_stage(tmp_path, capsys, tiny_preset):
+    args = ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--config", str(tiny_preset)]
+    args += ["--schedule", "2,1", "--steps-per-stage", "20"]
     args += [
         "--eval-episodes",
         "2",
