@@ -18,7 +18,8 @@ def tiny_pong_preset():
         "env": {"env_kwargs": {"max_episode_steps": 400}},  # raw frames: 100 agent steps per episode
         "train": {"n_timesteps": 300, "eval_freq": 10_000, "save_replay_buffer": False,
                   "dqn": {"buffer_size": 500, "learning_starts": 200, "batch_size": 32}},
-        "compress": {"schedule": [2, 1], "steps_per_stage": 3, "calibration_samples": 64, "teacher_states": 64,
+        "compress": {"schedule": [2, 1], "steps_per_stage": 3, "stage_eval_episodes": 1, "calibration_samples": 64,
+                     "teacher_states": 64,
                      "distill": {"student_states": 64, "batch_size": 16}},
         "evaluate": {"episodes": 1, "n_envs": 1},
     })

@@ -154,7 +154,7 @@ def test_killed_compress_resumes_after_its_last_stage(tmp_path, tiny_preset):
         "--schedule",
         "3,2,1",
         "--steps-per-stage",
-        "400",
+        "100",
         "--eval-episodes",
         "2",
         "--out",
