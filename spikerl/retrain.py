@@ -30,7 +30,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import numpy as np
@@ -104,10 +106,27 @@ class TDRetrainer:
                 self.eval_env, callback_on_new_best=best, n_eval_episodes=self.settings.eval_episodes,
                 eval_freq=self.settings.eval_freq, verbose=0,
             )
-        self.student.learn(steps, callback=evaluation, reset_num_timesteps=False, progress_bar=self.progress)
+        with _bootstrapping_from(self.student, self.teacher if self.settings.target == "teacher" else None):
+            self.student.learn(steps, callback=evaluation, reset_num_timesteps=False, progress_bar=self.progress)
         if best.state is not None:
             q_net.load_state_dict(best.state)
             target.load_state_dict(best.state)
+
+
+@contextmanager
+def _bootstrapping_from(student: DQN, teacher: DQN | None) -> Iterator[None]:
+    """With a ``teacher``, SB3's DQN loop takes its bootstrap targets from the teacher's Q-network
+    (frozen: SB3's periodic target sync, which would copy the student into it, is off) for the
+    length of the block; without one, it keeps the student's own target network."""
+    if teacher is None:
+        yield
+        return
+    target, interval = student.q_net_target, student.target_update_interval
+    student.q_net_target, student.target_update_interval = teacher.q_net, sys.maxsize
+    try:
+        yield
+    finally:
+        student.q_net_target, student.target_update_interval = target, interval
 
 
 class _BestWeights(BaseCallback):
