@@ -50,7 +50,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="start over in --out even if it holds a run or results")
     _add_common(parser)
     _add_tensorboard(parser, "SB3's training scalars (rollout/, train/, eval/)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    _add_no_progress(parser, "the evaluation lines and the summary still print")
     parser.set_defaults(run=_run_train)
 
 
@@ -99,6 +99,10 @@ def _add_tensorboard(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--tensorboard", metavar="DIR", help=f"log {what} to DIR for TensorBoard (needs pip install 'spikerl[tensorboard]')"
     )
+
+
+def _add_no_progress(parser: argparse.ArgumentParser, what_prints: str) -> None:
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help=f"hide the progress bars ({what_prints})")
 
 
 def _common_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -178,9 +182,7 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
     _add_tensorboard(
         parser, "the distillation loss and learning rate per step; per stage the reward, spike rate and threshold per layer"
     )
-    parser.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="hide the progress bars (the stage results still print)"
-    )
+    _add_no_progress(parser, "the stage results and the summary still print")
     parser.set_defaults(run=_run_compress)
 
 
@@ -271,6 +273,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
         "--spike-maps", action="store_true", help="SNN only: show each layer's spikes at every decision beside the frame"
     )
     _add_common(parser)
+    _add_no_progress(parser, "the results still print")
     parser.set_defaults(run=_run_evaluate)
 
 
@@ -289,7 +292,10 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     model = load_agent(args.agent, env_id, settings.env, args.device)
     if args.event_driven:
         _use_event_driven(model)
-    result = evaluate_agent(model, env_id, env_config, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
+    result = evaluate_agent(
+        model, env_id, env_config, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs,
+        progress="evaluate" if args.progress else None,
+    )
     timesteps = getattr(model.policy, "timesteps", None)
     kind = f"SNN, T={timesteps}" if timesteps else "ANN"
     sticky_text = f", sticky actions p={sticky}" if sticky is not None else ""

@@ -73,7 +73,7 @@ def compress(
     set_random_seed(seed)
     env = make_env(env_id, settings.env, seed=seed)
     writer = open_writer(Path(tensorboard) / "compress") if tensorboard else None
-    record = _StageRecorder(folder, settings.env, writer, settings.compress.steps_per_stage)
+    record = _StageRecorder(folder, settings.env, writer, settings.compress.steps_per_stage, progress)
     try:
         _copy_ann(agent, folder)
         if not previous:
@@ -216,6 +216,8 @@ class _StageRecorder:
     writer: Any = None
     """A TensorBoard ``SummaryWriter``: each stage is logged at the retraining steps done so far."""
     steps_per_stage: int = 0
+    progress: bool = True
+    """Show a progress bar of the evaluation episodes (the result line is printed either way)."""
 
     def __call__(
         self, result: CompressionResult, stage: Stage, timesteps: int | None, model: DQN, started: float
@@ -229,7 +231,8 @@ class _StageRecorder:
         if stage in (Stage.ANN_STICKY, Stage.RETRAINED_STICKY) and protocol.sticky_actions is not None:
             env_settings = with_sticky_actions(env_settings, protocol.sticky_actions, result.env_id)
         evaluation = evaluate_agent(
-            model, result.env_id, env_settings, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs
+            model, result.env_id, env_settings, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs,
+            progress=f"evaluate {stage.value} T={timesteps or '-'}" if self.progress else None,
         )
         result = result.with_row(stage, timesteps, evaluation, time.perf_counter() - started)
         if self.writer is not None:
