@@ -73,4 +73,5 @@ def test_train_prints_one_line_per_evaluation(tmp_path, capsys):
             log["timesteps"], means, log["results"].std(axis=1), np.maximum.accumulate(np.r_[-np.inf, means])
         )
     ]
-    assert list(log["timesteps"]) == [100, 200, 300] and lines == expected
+    assert list(log["timesteps"][:3]) == [100, 200, 300] and lines == expected  # (DQN's train_freq 256 runs on to 512)
+    assert lines[0].endswith(", new best")
