@@ -212,6 +212,7 @@ def _train_summary(out: str, ann: Any, tensorboard: str | None) -> str:
     import numpy as np
 
     from spikerl.run_folder import RunFolder
+    from spikerl.zoo import ALGO
 
     folder = RunFolder(out)
     best = ""
@@ -222,7 +223,7 @@ def _train_summary(out: str, ann: Any, tensorboard: str | None) -> str:
             best = f"best evaluation {means.max():.2f} at step {int(log['timesteps'][means.argmax()])}; "
     return (
         f"Trained: {best}agent {ann} (hand it to 'spikerl compress --agent {ann}'), training curve {folder.training_curve}, "
-        f"resumable checkpoint {folder.checkpoint}, rl-zoo3 layout in {folder.path / 'dqn'}"
+        f"resumable checkpoint {folder.checkpoint}, rl-zoo3 layout in {folder.path / ALGO}"
         + (f", TensorBoard logs in {tensorboard}" if tensorboard else "") + "."
     )
 
@@ -231,6 +232,7 @@ def _compress_summary(out: str, result: Any, tensorboard: str | None) -> str:
     """The closing paragraph of ``compress``: the last stage's reward and energy, and the files."""
     from spikerl.results import Stage
     from spikerl.run_folder import RunFolder
+    from spikerl.zoo import ALGO
 
     folder = RunFolder(out)
     ann = result.rows_of(Stage.ANN)[0]
@@ -241,7 +243,8 @@ def _compress_summary(out: str, result: Any, tensorboard: str | None) -> str:
     return (
         f"Compressed: at T={last.T} the spiking agent scores {last.mean_reward:.2f} +- {last.std_reward:.2f} "
         f"(ANN {ann.mean_reward:.2f}){energy}. Agents {', '.join(str(folder.stage(row.T)) for row in stages)}; "
-        f"results {folder.results_md} and {folder.results_json}; plots in {folder.path}"
+        f"results {folder.results_md} and {folder.results_json}; plots in {folder.path}; rl-zoo3 layout of T={last.T} in "
+        f"{folder.path / ALGO}"
         + (f"; TensorBoard logs in {tensorboard}" if tensorboard else "") + "."
     )
 

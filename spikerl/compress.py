@@ -3,7 +3,8 @@
 For schedule ``(5, 4, 3, 2, 1)``: evaluate the ANN (row ``ANN``), convert at T=5 and evaluate
 (row ``converted``), then for each T: initialize from the previous stage (same model, new T),
 retrain, save ``T<t>.zip`` and evaluate (row ``retrained``). Every row rewrites
-``results.json`` and ``results.md``. A stopped run resumes after its last saved stage.
+``results.json`` and ``results.md``. A stopped run resumes after its last saved stage. At the
+end the last stage is also laid out for rl-zoo3 (``dqn/<env>.zip`` and its config: ``spikerl.zoo``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from spikerl.run_folder import RunFolder
 from spikerl.schema import Record
 from spikerl.settings import CompressSettings, EnvSettings, Settings
 from spikerl.tensorboard import check_tensorboard, log_stage, open_writer
+from spikerl.zoo import write_zoo_layout
 
 
 @holds_folder_lock("out_dir")
@@ -114,6 +116,10 @@ def compress(
             writer.close()
     result = write_report(folder, result)
     write_results(folder, result)
+    write_zoo_layout(  # so rl-zoo3's enjoy plays the last stage's agent from this folder
+        folder.path, env_id, seed, settings, folder.stage(schedule[-1]),
+        policy=type(student.policy).__name__, policy_kwargs=dict(student.policy_kwargs),
+    )
     return result
 
 
