@@ -396,6 +396,7 @@ def _add_package(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--episodes", type=int, help="evaluation episodes for the model card (default: the preset's)")
     parser.add_argument("--video-steps", type=int, default=1000, help="agent steps of replay.mp4 (default 1000; 0: no video)")
     parser.add_argument("--num-threads", type=int, help="torch CPU threads (default: the preset's)")
+    _add_no_progress(parser, "the result line still prints")
     parser.set_defaults(run=_run_package)
 
 
@@ -406,7 +407,7 @@ def _run_package(args: argparse.Namespace) -> None:
     env_id = env_of_agent(args.agent, args.env)
     settings = _settings(env_id, args.config, {"evaluate": {"episodes": args.episodes}, **_common_overrides(args)})
     _set_threads(settings)
-    out = package_agent(args.agent, env_id, settings, args.out, video_steps=args.video_steps)
+    out = package_agent(args.agent, env_id, settings, args.out, video_steps=args.video_steps, progress=args.progress)
     print(f"wrote {out} (model card README.md, results.json, config.json); push it: huggingface-cli upload USER/REPO {out}")
 
 
