@@ -41,10 +41,10 @@ import torch.nn.functional as F
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.vec_env import VecEnv
-from tqdm.auto import tqdm
 
 from spikerl.convert import collect_observations
 from spikerl.policy import constrain_after_each_step
+from spikerl.progress import progress_bar
 from spikerl.settings import CompressSettings, DistillSettings, TDSettings
 
 #: ``td``'s in-stage evaluations play training seed + this (below the evaluation seeds).
@@ -204,18 +204,20 @@ class DistillationRetrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = settings.learning_rate
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(steps, 1)) if settings.cosine else None
-        for _ in tqdm(range(steps), desc=f"distill T={q_net.timesteps}", disable=not self.progress, unit="step"):
-            batch = self.rng.integers(len(self.states), size=settings.batch_size)
-            loss = self.loss(q_net(self._tensor(self.states[batch])), self.teacher_q[batch].to(q_net.device))
-            self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()  # the neuron constraints follow through the step hook
-            if self.writer is not None:
-                self.writer.add_scalar("distill/loss", loss.item(), self.steps_done)
-                self.writer.add_scalar("distill/learning_rate", self.optimizer.param_groups[0]["lr"], self.steps_done)
-            self.steps_done += 1
-            if schedule is not None:
-                schedule.step()
+        with progress_bar(steps, f"distill T={q_net.timesteps}", "step", self.progress) as bar:
+            for _ in range(steps):
+                batch = self.rng.integers(len(self.states), size=settings.batch_size)
+                loss = self.loss(q_net(self._tensor(self.states[batch])), self.teacher_q[batch].to(q_net.device))
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()  # the neuron constraints follow through the step hook
+                if self.writer is not None:
+                    self.writer.add_scalar("distill/loss", loss.item(), self.steps_done)
+                    self.writer.add_scalar("distill/learning_rate", self.optimizer.param_groups[0]["lr"], self.steps_done)
+                self.steps_done += 1
+                if schedule is not None:
+                    schedule.step()
+                bar.update()
         q_net.eval()
         self.student.q_net_target.load_state_dict(q_net.state_dict())
 
