@@ -86,7 +86,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (CUDA when present), cpu or cuda"
+        "--device", default="auto", metavar="{auto,cpu,cuda,cuda:N}", help="auto (CUDA when present), cpu, cuda or cuda:N"
     )
     parser.add_argument(
         "--num-threads", type=int,

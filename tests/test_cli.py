@@ -358,9 +358,22 @@ def test_bad_preset_gives_one_line_before_any_work(case, command, tmp_path, caps
 
 #: Options that take one of a fixed set of values, by subcommand: each must list them (argparse ``choices``).
 ENUM_OPTIONS = {
-    ("train", "--device"), ("compress", "--device"), ("evaluate", "--device"),
     ("compress", "--objective"), ("compress", "--encoding"), ("evaluate", "--video-format"),
 }
+
+
+@pytest.mark.parametrize("command", ["train", "compress", "evaluate"])
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "--device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+    ("cuda:7", "--device cuda:7, but"),  # no CUDA here, or fewer than 8 GPUs
+])
+def test_devices_are_checked_in_one_line_before_any_work(command, device, message, capsys, tmp_path):
+    agent = ["--agent", str(SHIPPED_CARTPOLE / ("ann.zip" if command == "compress" else "T1.zip"))]
+    code = main([command, *(["--env", "CartPole-v1"] if command == "train" else agent), "--device", device,
+                 *(["--out", str(tmp_path / "out")] if command != "evaluate" else [])])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
 
 
 def _subcommands() -> argparse._SubParsersAction:
