@@ -50,7 +50,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="start over in --out even if it holds a run or results")
     _add_common(parser)
     _add_tensorboard(parser, "SB3's training scalars (rollout/, train/, eval/)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    _add_no_progress(parser, "the evaluation lines and the summary still print")
     parser.set_defaults(run=_run_train)
 
 
@@ -86,7 +86,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (CUDA when present), cpu or cuda"
+        "--device", default="auto", metavar="{auto,cpu,cuda,cuda:N}", help="auto (CUDA when present), cpu, cuda or cuda:N"
     )
     parser.add_argument(
         "--num-threads", type=int,
@@ -99,6 +99,10 @@ def _add_tensorboard(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--tensorboard", metavar="DIR", help=f"log {what} to DIR for TensorBoard (needs pip install 'spikerl[tensorboard]')"
     )
+
+
+def _add_no_progress(parser: argparse.ArgumentParser, what_prints: str) -> None:
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help=f"hide the progress bars ({what_prints})")
 
 
 def _common_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -178,9 +182,7 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
     _add_tensorboard(
         parser, "the distillation loss and learning rate per step; per stage the reward, spike rate and threshold per layer"
     )
-    parser.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="hide the progress bars (the stage results still print)"
-    )
+    _add_no_progress(parser, "the stage results and the summary still print")
     parser.set_defaults(run=_run_compress)
 
 
@@ -210,6 +212,7 @@ def _train_summary(out: str, ann: Any, tensorboard: str | None) -> str:
     import numpy as np
 
     from spikerl.run_folder import RunFolder
+    from spikerl.zoo import ALGO
 
     folder = RunFolder(out)
     best = ""
@@ -220,7 +223,7 @@ def _train_summary(out: str, ann: Any, tensorboard: str | None) -> str:
             best = f"best evaluation {means.max():.2f} at step {int(log['timesteps'][means.argmax()])}; "
     return (
         f"Trained: {best}agent {ann} (hand it to 'spikerl compress --agent {ann}'), training curve {folder.training_curve}, "
-        f"resumable checkpoint {folder.checkpoint}, rl-zoo3 layout in {folder.path / 'dqn'}"
+        f"resumable checkpoint {folder.checkpoint}, rl-zoo3 layout in {folder.path / ALGO}"
         + (f", TensorBoard logs in {tensorboard}" if tensorboard else "") + "."
     )
 
@@ -229,6 +232,7 @@ def _compress_summary(out: str, result: Any, tensorboard: str | None) -> str:
     """The closing paragraph of ``compress``: the last stage's reward and energy, and the files."""
     from spikerl.results import Stage
     from spikerl.run_folder import RunFolder
+    from spikerl.zoo import ALGO
 
     folder = RunFolder(out)
     ann = result.rows_of(Stage.ANN)[0]
@@ -239,7 +243,8 @@ def _compress_summary(out: str, result: Any, tensorboard: str | None) -> str:
     return (
         f"Compressed: at T={last.T} the spiking agent scores {last.mean_reward:.2f} +- {last.std_reward:.2f} "
         f"(ANN {ann.mean_reward:.2f}){energy}. Agents {', '.join(str(folder.stage(row.T)) for row in stages)}; "
-        f"results {folder.results_md} and {folder.results_json}; plots in {folder.path}"
+        f"results {folder.results_md} and {folder.results_json}; plots in {folder.path}; rl-zoo3 layout of T={last.T} in "
+        f"{folder.path / ALGO}"
         + (f"; TensorBoard logs in {tensorboard}" if tensorboard else "") + "."
     )
 
@@ -271,6 +276,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
         "--spike-maps", action="store_true", help="SNN only: show each layer's spikes at every decision beside the frame"
     )
     _add_common(parser)
+    _add_no_progress(parser, "the results still print")
     parser.set_defaults(run=_run_evaluate)
 
 
@@ -289,7 +295,10 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     model = load_agent(args.agent, env_id, settings.env, args.device)
     if args.event_driven:
         _use_event_driven(model)
-    result = evaluate_agent(model, env_id, env_config, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
+    result = evaluate_agent(
+        model, env_id, env_config, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs,
+        progress="evaluate" if args.progress else None,
+    )
     timesteps = getattr(model.policy, "timesteps", None)
     kind = f"SNN, T={timesteps}" if timesteps else "ANN"
     sticky_text = f", sticky actions p={sticky}" if sticky is not None else ""
@@ -387,6 +396,7 @@ def _add_package(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--episodes", type=int, help="evaluation episodes for the model card (default: the preset's)")
     parser.add_argument("--video-steps", type=int, default=1000, help="agent steps of replay.mp4 (default 1000; 0: no video)")
     parser.add_argument("--num-threads", type=int, help="torch CPU threads (default: the preset's)")
+    _add_no_progress(parser, "the result line still prints")
     parser.set_defaults(run=_run_package)
 
 
@@ -397,7 +407,7 @@ def _run_package(args: argparse.Namespace) -> None:
     env_id = env_of_agent(args.agent, args.env)
     settings = _settings(env_id, args.config, {"evaluate": {"episodes": args.episodes}, **_common_overrides(args)})
     _set_threads(settings)
-    out = package_agent(args.agent, env_id, settings, args.out, video_steps=args.video_steps)
+    out = package_agent(args.agent, env_id, settings, args.out, video_steps=args.video_steps, progress=args.progress)
     print(f"wrote {out} (model card README.md, results.json, config.json); push it: huggingface-cli upload USER/REPO {out}")
 
 

@@ -3,7 +3,8 @@
 For schedule ``(5, 4, 3, 2, 1)``: evaluate the ANN (row ``ANN``), convert at T=5 and evaluate
 (row ``converted``), then for each T: initialize from the previous stage (same model, new T),
 retrain, save ``T<t>.zip`` and evaluate (row ``retrained``). Every row rewrites
-``results.json`` and ``results.md``. A stopped run resumes after its last saved stage.
+``results.json`` and ``results.md``. A stopped run resumes after its last saved stage. At the
+end the last stage is also laid out for rl-zoo3 (``dqn/<env>.zip`` and its config: ``spikerl.zoo``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from spikerl.run_folder import RunFolder
 from spikerl.schema import Record
 from spikerl.settings import CompressSettings, EnvSettings, Settings
 from spikerl.tensorboard import check_tensorboard, log_stage, open_writer
+from spikerl.zoo import write_zoo_layout
 
 
 @holds_folder_lock("out_dir")
@@ -73,7 +75,7 @@ def compress(
     set_random_seed(seed)
     env = make_env(env_id, settings.env, seed=seed)
     writer = open_writer(Path(tensorboard) / "compress") if tensorboard else None
-    record = _StageRecorder(folder, settings.env, writer, settings.compress.steps_per_stage)
+    record = _StageRecorder(folder, settings.env, writer, settings.compress.steps_per_stage, progress)
     try:
         _copy_ann(agent, folder)
         if not previous:
@@ -114,6 +116,10 @@ def compress(
             writer.close()
     result = write_report(folder, result)
     write_results(folder, result)
+    write_zoo_layout(  # so rl-zoo3's enjoy plays the last stage's agent from this folder
+        folder.path, env_id, seed, settings, folder.stage(schedule[-1]),
+        policy=type(student.policy).__name__, policy_kwargs=dict(student.policy_kwargs),
+    )
     return result
 
 
@@ -216,6 +222,8 @@ class _StageRecorder:
     writer: Any = None
     """A TensorBoard ``SummaryWriter``: each stage is logged at the retraining steps done so far."""
     steps_per_stage: int = 0
+    progress: bool = True
+    """Show a progress bar of the evaluation episodes (the result line is printed either way)."""
 
     def __call__(
         self, result: CompressionResult, stage: Stage, timesteps: int | None, model: DQN, started: float
@@ -229,7 +237,8 @@ class _StageRecorder:
         if stage in (Stage.ANN_STICKY, Stage.RETRAINED_STICKY) and protocol.sticky_actions is not None:
             env_settings = with_sticky_actions(env_settings, protocol.sticky_actions, result.env_id)
         evaluation = evaluate_agent(
-            model, result.env_id, env_settings, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs
+            model, result.env_id, env_settings, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs,
+            progress=f"evaluate {stage.value} T={timesteps or '-'}" if self.progress else None,
         )
         result = result.with_row(stage, timesteps, evaluation, time.perf_counter() - started)
         if self.writer is not None:

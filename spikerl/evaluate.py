@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -12,6 +13,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from spikerl.envs import EVAL_SEED_BASE, check_agent_fits, make_env
 from spikerl.errors import UsageError
+from spikerl.progress import progress_bar
 from spikerl.settings import EVAL_SEED_HINT, EnvSettings
 from spikerl.snn import SpikingQNetwork
 
@@ -43,12 +45,14 @@ def evaluate_agent(
     episodes: int,
     seed: int = EVAL_SEED_BASE,
     n_envs: int = 10,
+    progress: str | None = None,
 ) -> Evaluation:
     """Run ``episodes`` greedy episodes on ``n_envs`` environments seeded ``seed, seed+1, ...``.
 
     The same arguments give the same episodes, so agents evaluated with them are compared on
     the same games. Rewards and lengths come from the ``Monitor`` under the wrappers (full,
-    unclipped games on Atari; lengths are then in raw frames).
+    unclipped games on Atari; lengths are then in raw frames). ``progress``: the label of a
+    progress bar of the episodes played (None: no bar).
     """
     if episodes < 1:
         raise UsageError(f"episodes must be at least 1, got {episodes}", parameter="episodes")
@@ -61,9 +65,24 @@ def evaluate_agent(
         q_net.recording_spikes() if isinstance(q_net, SpikingQNetwork) else contextlib.nullcontext({})
     )
     try:
-        with recording as spike_rates:
-            rewards, lengths = evaluate_policy(model, env, n_eval_episodes=episodes, return_episode_rewards=True)
+        with recording as spike_rates, progress_bar(episodes, progress or "", "episode", progress is not None) as bar:
+            rewards, lengths = evaluate_policy(
+                model, env, n_eval_episodes=episodes, return_episode_rewards=True, callback=_count_episodes(bar)
+            )
+            bar.update(episodes - bar.n)
     finally:
         env.close()
     assert isinstance(rewards, list) and isinstance(lengths, list)  # per episode (return_episode_rewards)
     return Evaluation([float(r) for r in rewards], [int(n) for n in lengths], spike_rates)
+
+
+def _count_episodes(bar: Any) -> Callable[[dict[str, Any], dict[str, Any]], None]:
+    """An ``evaluate_policy`` callback (called at every step of every environment) that moves
+    ``bar`` to the number of episodes finished."""
+
+    def callback(local_variables: dict[str, Any], global_variables: dict[str, Any]) -> None:
+        finished = len(local_variables["episode_rewards"])
+        if finished > bar.n:
+            bar.update(finished - bar.n)
+
+    return callback

@@ -35,9 +35,11 @@ from spikerl.settings import Settings
 from spikerl.video import record_videos
 
 
-def package_agent(agent: str | Path, env_id: str, settings: Settings, out_dir: str | Path, video_steps: int = 1000) -> Path:
-    """Evaluate ``agent`` with ``settings.evaluate`` and write its Hub folder at ``out_dir``
-    (which must not exist yet, or be empty); returns ``out_dir``."""
+def package_agent(
+    agent: str | Path, env_id: str, settings: Settings, out_dir: str | Path, video_steps: int = 1000, progress: bool = True
+) -> Path:
+    """Evaluate ``agent`` with ``settings.evaluate`` (a progress bar of the episodes if ``progress``) and
+    write its Hub folder at ``out_dir`` (which must not exist yet, or be empty); returns ``out_dir``."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UsageError(f"{out_dir} already exists and is not an empty folder; choose another --out")
@@ -45,7 +47,10 @@ def package_agent(agent: str | Path, env_id: str, settings: Settings, out_dir: s
         raise UsageError(f"--video-steps must be >= 0 (0: no replay video), got {video_steps}")
     model = load_agent(agent, env_id, settings.env, "cpu")
     protocol = settings.evaluate
-    evaluation = evaluate_agent(model, env_id, settings.env, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs)
+    evaluation = evaluate_agent(
+        model, env_id, settings.env, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs,
+        progress="evaluate" if progress else None,
+    )
     name = f"dqn-{env_id}"
     # Built beside out_dir and moved in at the end: a failure leaves no half-written folder.
     out_dir.parent.mkdir(parents=True, exist_ok=True)

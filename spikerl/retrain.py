@@ -30,7 +30,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -40,10 +42,10 @@ from gymnasium import spaces
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.vec_env import VecEnv
-from tqdm.auto import tqdm
 
 from spikerl.convert import collect_observations
 from spikerl.policy import constrain_after_each_step, spiking_q_net
+from spikerl.progress import progress_bar
 from spikerl.settings import CompressSettings, DistillSettings, TDSettings
 
 #: ``td``'s in-stage evaluations play training seed + this (below the evaluation seeds).
@@ -109,10 +111,27 @@ class TDRetrainer:
                 self.eval_env, callback_on_new_best=best, n_eval_episodes=self.settings.eval_episodes,
                 eval_freq=self.settings.eval_freq, verbose=0,
             )
-        self.student.learn(steps, callback=evaluation, reset_num_timesteps=False, progress_bar=self.progress)
+        with _bootstrapping_from(self.student, self.teacher if self.settings.target == "teacher" else None):
+            self.student.learn(steps, callback=evaluation, reset_num_timesteps=False, progress_bar=self.progress)
         if best.state is not None:
             q_net.load_state_dict(best.state)
             target.load_state_dict(best.state)
+
+
+@contextmanager
+def _bootstrapping_from(student: DQN, teacher: DQN | None) -> Iterator[None]:
+    """With a ``teacher``, SB3's DQN loop takes its bootstrap targets from the teacher's Q-network
+    (frozen: SB3's periodic target sync, which would copy the student into it, is off) for the
+    length of the block; without one, it keeps the student's own target network."""
+    if teacher is None:
+        yield
+        return
+    target, interval = student.q_net_target, student.target_update_interval
+    student.q_net_target, student.target_update_interval = teacher.q_net, sys.maxsize
+    try:
+        yield
+    finally:
+        student.q_net_target, student.target_update_interval = target, interval
 
 
 class _BestWeights(BaseCallback):
@@ -193,18 +212,20 @@ class DistillationRetrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = settings.learning_rate
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(steps, 1)) if settings.cosine else None
-        for _ in tqdm(range(steps), desc=f"distill T={q_net.timesteps}", disable=not self.progress, unit="step"):
-            batch = self.rng.integers(len(self.states), size=settings.batch_size)
-            loss = self.loss(q_net(self._tensor(self.states[batch])), self.teacher_q[batch].to(q_net.device))
-            self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()  # the neuron constraints follow through the step hook
-            if self.writer is not None:
-                self.writer.add_scalar("distill/loss", loss.item(), self.steps_done)
-                self.writer.add_scalar("distill/learning_rate", self.optimizer.param_groups[0]["lr"], self.steps_done)
-            self.steps_done += 1
-            if schedule is not None:
-                schedule.step()
+        with progress_bar(steps, f"distill T={q_net.timesteps}", "step", self.progress) as bar:
+            for _ in range(steps):
+                batch = self.rng.integers(len(self.states), size=settings.batch_size)
+                loss = self.loss(q_net(self._tensor(self.states[batch])), self.teacher_q[batch].to(q_net.device))
+                self.optimizer.zero_grad()
+                loss.backward()
+                self.optimizer.step()  # the neuron constraints follow through the step hook
+                if self.writer is not None:
+                    self.writer.add_scalar("distill/loss", loss.item(), self.steps_done)
+                    self.writer.add_scalar("distill/learning_rate", self.optimizer.param_groups[0]["lr"], self.steps_done)
+                self.steps_done += 1
+                if schedule is not None:
+                    schedule.step()
+                bar.update()
         q_net.eval()
         self.student.q_net_target.load_state_dict(q_net.state_dict())
 

@@ -38,6 +38,8 @@ STICKY_ACTIONS = 0.25
 #: How image observations enter a spiking network (``spikerl.encoding``).
 Encoding = Literal["direct", "threshold", "event", "threshold+event"]
 ENCODINGS: tuple[str, ...] = get_args(Encoding)
+#: Which network gives ``td``'s bootstrap targets (``spikerl.retrain.TDRetrainer``).
+TDTarget = Literal["student", "teacher"]
 
 
 class EnvSettings(Record):
@@ -123,6 +125,10 @@ class TDSettings(Record):
     """Start every stage with fresh Adam moments (as the authors do)."""
     keep_best: bool = False
     """End each stage with the weights that scored best in its evaluations, not the last ones."""
+    target: TDTarget = "student"
+    """Network of the bootstrap target ``r + gamma * max_a Q(s', a)``: ``student`` (DQN's target
+    network, a copy of the student synced every ``dqn.target_update_interval`` steps) or
+    ``teacher`` (the ANN, frozen: the student learns the ANN's Q-function by TD)."""
     eval_freq: int = setting(default=1000, low=1, high=MAX_STEPS)
     """Agent steps between those evaluations (``keep_best``)."""
     eval_episodes: int = setting(default=5, low=1, high=MAX_EPISODES)

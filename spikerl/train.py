@@ -107,6 +107,27 @@ class WriteEvaluationsCallback(BaseCallback):
         return True
 
 
+class PrintEvaluationCallback(BaseCallback):
+    """Called by ``EvalCallback`` after each evaluation: prints it as one line (agent steps,
+    mean +- std reward, episodes, whether it is a new best), in place of SB3's three lines."""
+
+    parent: EvalCallback  # set by the EvalCallback that calls it (through a CallbackList)
+
+    def _on_training_start(self) -> None:
+        self.best = self.parent.best_mean_reward  # a resumed run's best so far
+
+    def _on_step(self) -> bool:
+        log = self.parent
+        rewards = log.evaluations_results[-1]
+        new_best, self.best = log.best_mean_reward > self.best, log.best_mean_reward
+        if self.verbose:
+            print(
+                f"evaluation at step {self.num_timesteps}: {np.mean(rewards):.2f} +- {np.std(rewards):.2f} "
+                f"over {len(rewards)} episodes" + (", new best" if new_best else "")
+            )
+        return True
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: the run saves a checkpoint and can be resumed."""
 
@@ -276,8 +297,8 @@ def _build(
         n_eval_episodes=train.eval_episodes,
         eval_freq=train.eval_freq,
         log_path=str(folder.path),
-        callback_after_eval=WriteEvaluationsCallback(folder),
-        verbose=verbose,
+        callback_after_eval=CallbackList([WriteEvaluationsCallback(folder), PrintEvaluationCallback(verbose)]),
+        verbose=0,
     )
     evaluation.log_path = str(folder.path / f".{folder.evaluations.name}{TEMPORARY_SUFFIX}")  # see WriteEvaluationsCallback
     return model, evaluation

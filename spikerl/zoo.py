@@ -4,10 +4,11 @@
   (``hyperparams/dqn.yml``: one flat block per env id, ``atari`` for every Atari game) into a
   spikerl preset mapping. Zoo's string fields (``policy_kwargs: "dict(net_arch=[256, 256])"``)
   are parsed with ``ast`` for literal values only: nothing is ever evaluated.
-- **Run folders zoo plays**: ``write_zoo_layout`` adds to a ``spikerl train`` run folder what
+- **Run folders zoo plays**: ``write_zoo_layout`` adds to a ``spikerl train`` run folder (the
+  ANN) and to a ``spikerl compress`` folder (the last stage's spiking agent, T=1 by default) what
   zoo's ``enjoy`` and ``record_video`` read (``dqn/<env>.zip``, ``dqn/<env>/config.yml``,
   ``dqn/<env>/args.yml``), so ``python -m rl_zoo3.enjoy --algo dqn --env <env> -f <run folder>``
-  plays it as it is.
+  plays it as it is (a spiking agent's zip names its policy class, which zoo imports from spikerl).
 - **A zoo run folder's env**: ``env_of_zoo_folder`` (zoo saves ``<env>.zip`` beside ``<env>/config.yml``).
 
 spikerl's policies are known to SB3 by name (``spikerl.policy`` registers them in
@@ -166,16 +167,25 @@ def zoo_model(run: str | Path, env_id: str) -> Path:
     return Path(run) / ALGO / f"{env_id}.zip"
 
 
-def write_zoo_layout(run: str | Path, env_id: str, seed: int, settings: Any, agent: str | Path) -> Path:
+def write_zoo_layout(
+    run: str | Path, env_id: str, seed: int, settings: Any, agent: str | Path,
+    policy: str | None = None, policy_kwargs: dict[str, Any] | None = None,
+) -> Path:
     """Add zoo's files to the run folder ``run`` for the agent at ``agent``; returns the model copy.
 
     ``dqn/<env>.zip`` (a copy of ``agent``), ``dqn/<env>/config.yml`` (the env wrappers and the
     hyperparameters, as zoo saves them) and ``dqn/<env>/args.yml`` (``env_kwargs``, read by
-    ``enjoy`` and ``record_video``); all plain YAML, no pickled objects.
+    ``enjoy`` and ``record_video``); all plain YAML, no pickled objects. ``policy`` and
+    ``policy_kwargs`` replace the training settings' in ``config.yml`` (a compressed agent: its
+    spiking policy's name, such as ``SpikingMlpPolicy``, and its ``policy_kwargs`` with T).
     """
     model = zoo_model(run, env_id)
     params = model.parent / env_id
     config: dict[str, Any] = {"policy": settings.train.policy, "n_timesteps": settings.train.n_timesteps, **settings.train.dqn}
+    if policy is not None:
+        config["policy"] = policy
+    if policy_kwargs is not None:
+        config["policy_kwargs"] = policy_kwargs
     if settings.env.atari:
         config["env_wrapper"] = (
             [{ATARI_WRAPPER: dict(settings.env.wrapper_kwargs)}] if settings.env.wrapper_kwargs else ATARI_WRAPPER

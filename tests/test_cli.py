@@ -1,5 +1,6 @@
 """The command line on tiny budgets, in-process; one clear error line for each kind of bad input."""
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -353,3 +354,51 @@ def test_bad_preset_gives_one_line_before_any_work(case, command, tmp_path, caps
     code, _, err = run(capsys, command, *agent, "--config", config, *out)
     assert_one_error_line(code, err, str(config), message)
     assert not (tmp_path / "out").exists()
+
+
+#: Options that take one of a fixed set of values, by subcommand: each must list them (argparse ``choices``).
+ENUM_OPTIONS = {
+    ("compress", "--objective"), ("compress", "--encoding"), ("evaluate", "--video-format"),
+}
+
+
+@pytest.mark.parametrize("command", ["train", "compress", "evaluate"])
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "--device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+    ("cuda:7", "--device cuda:7, but"),  # no CUDA here, or fewer than 8 GPUs
+])
+def test_devices_are_checked_in_one_line_before_any_work(command, device, message, capsys, tmp_path):
+    agent = ["--agent", str(SHIPPED_CARTPOLE / ("ann.zip" if command == "compress" else "T1.zip"))]
+    code = main([command, *(["--env", "CartPole-v1"] if command == "train" else agent), "--device", device,
+                 *(["--out", str(tmp_path / "out")] if command != "evaluate" else [])])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def _subcommands() -> argparse._SubParsersAction:
+    from spikerl.cli import build_parser
+
+    (commands,) = [action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)]
+    return commands
+
+
+def test_every_option_of_every_subcommand_has_help_and_enum_options_have_choices(capsys):
+    commands = _subcommands()
+    assert all(choice.help for choice in commands._choices_actions)  # the one-line summaries of 'spikerl --help'
+    subcommands = commands.choices
+    assert set(subcommands) == {"train", "compress", "evaluate", "report", "export", "package", "sweep"}
+    with_choices = set()
+    for name, parser in subcommands.items():
+        for action in parser._actions:
+            assert action.help and action.help.strip(), f"spikerl {name} {action.option_strings or action.dest} has no help"
+            if action.choices:
+                with_choices.add((name, action.option_strings[-1]))
+        assert main([name, "--help"]) == 0
+        shown = " ".join(capsys.readouterr().out.split())
+        for action in parser._actions:
+            assert (action.option_strings[-1] if action.option_strings else action.dest) in shown
+    assert ENUM_OPTIONS <= with_choices, f"without choices: {ENUM_OPTIONS - with_choices}"
+    assert main(["--help"]) == 0
+    top = capsys.readouterr().out
+    assert all(name in top for name in subcommands)

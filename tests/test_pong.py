@@ -32,9 +32,18 @@ def test_pong_env_matches_the_paper_wrappers():
 
 
 @pytest.mark.slow
-def test_pong_train_convert_compress(tmp_path):
+def test_pong_train_convert_compress(tmp_path, monkeypatch):
     preset = tiny_pong_preset()
+    sticky_probabilities = []
+
+    def make_env_and_note_its_sticky_actions(*args, **kwargs):
+        env = make_env(*args, **kwargs)
+        sticky_probabilities.append(env.get_attr("unwrapped")[0].ale.getFloat("repeat_action_probability"))
+        return env
+
+    monkeypatch.setattr("spikerl.train.make_env", make_env_and_note_its_sticky_actions)
     ann = train("PongNoFrameskip-v4", preset, tmp_path / "run", seed=0, device="cpu", progress=False, verbose=0)
+    assert sticky_probabilities == [0.25, 0.25]  # the preset's train.sticky_actions: training and its evaluations
     results = compress(ann, "PongNoFrameskip-v4", preset, tmp_path / "snn", device="cpu", progress=False)
     assert [(row.stage.value, row.T) for row in results.rows] == [
         ("ANN", None), ("converted", 2), ("retrained", 2), ("retrained", 1),
@@ -63,6 +72,13 @@ def test_sticky_actions_reach_the_emulator():
     env.close()
     with pytest.raises(UsageError, match=r"must be in \[0, 1\), got 1.0"):
         with_sticky_actions(env_config, 1.0, "PongNoFrameskip-v4")
+
+
+def test_training_sticky_actions_of_a_non_atari_env_are_refused(tmp_path):
+    preset = with_overrides(load_preset("CartPole-v1"), {"train": {"sticky_actions": 0.25}})
+    with pytest.raises(UsageError, match="sticky actions are an Atari"):
+        train("CartPole-v1", preset, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_sticky_actions_of_a_non_atari_env_are_refused(capsys):

@@ -1,16 +1,19 @@
-"""rl-baselines3-zoo interop: zoo hyperparameters as presets, zoo playing spikerl run folders,
-zoo training spikerl's policies by name."""
+"""rl-baselines3-zoo interop: zoo hyperparameters as presets, zoo playing spikerl run folders
+(training and compress), zoo training spikerl's policies by name."""
 
 import os
 import subprocess
 import sys
 
 import pytest
+import yaml
+from stable_baselines3 import DQN
 
-from conftest import REPO
+from conftest import REPO, SHIPPED_CARTPOLE
 from spikerl.cli import main
 from spikerl.config import load_preset
 from spikerl.errors import UsageError
+from spikerl.snn import SpikingQNetwork
 
 pytest.importorskip("rl_zoo3")
 
@@ -132,3 +135,22 @@ def test_zoo_trains_spiking_policy_by_name_and_spikerl_reads_its_folder(tmp_path
     agent = tmp_path / "logs" / "dqn" / "CartPole-v1_1" / "CartPole-v1.zip"
     assert main(["evaluate", "--agent", str(agent), "--episodes", "1", "--num-threads", "1"]) == 0  # env from the zoo folder
     assert "(SNN, T=2) on CartPole-v1" in capsys.readouterr().out
+
+
+def test_zoo_enjoy_plays_the_spiking_agent_of_a_compress_folder(tmp_path, capsys):
+    out = tmp_path / "snn"
+    args = ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--schedule", "1", "--steps-per-stage", "5"]
+    assert main([*args, "--eval-episodes", "1", "--out", str(out), "--num-threads", "1", "--no-progress"]) == 0
+    assert f"rl-zoo3 layout of T=1 in {out / 'dqn'}" in capsys.readouterr().out
+    model = out / "dqn" / "CartPole-v1.zip"
+    assert model.read_bytes() == (out / "T1.zip").read_bytes()  # the last stage of the schedule, as spikerl saved it
+    config = yaml.safe_load((out / "dqn" / "CartPole-v1" / "config.yml").read_text())
+    assert config["policy"] == "SpikingMlpPolicy" and config["policy_kwargs"]["timesteps"] == 1
+    played = _zoo(
+        "enjoy", "--algo", "dqn", "--env", "CartPole-v1", "-f", str(out), "--no-render", "-n", "50", "--num-threads", "1",
+        cwd=tmp_path,
+    )
+    assert played.returncode == 0, played.stderr
+    assert f"Loading {model}" in played.stdout
+    q_net = DQN.load(model).q_net  # what zoo loaded
+    assert isinstance(q_net, SpikingQNetwork) and q_net.timesteps == 1
