@@ -57,6 +57,7 @@ class Command:
     argv: Callable[[Path], list[str]]
     check: Callable[[Path], None]  # raises AssertionError when a file left behind does not load
     rerun: Callable[[Path], list[str]]  # the in-process command line that must then succeed (exit 0)
+    folder: Callable[[Path], Path]  # the folder the command locks (spikerl.locks) while it works
 
 
 def _prepare_preset(work: Path) -> None:
@@ -160,23 +161,44 @@ COMMANDS = {
         lambda w: ["train", "--config", str(w / "tiny.yaml"), "--out", str(w / "run"), "--no-progress"],
         _check_train,
         _rerun_train,
+        lambda w: w / "run",
     ),
-    "compress": Command(_prepare_preset, _compress_args, _check_compress, _rerun_compress),
+    "compress": Command(_prepare_preset, _compress_args, _check_compress, _rerun_compress, lambda w: w / "snn"),
     "export": Command(
         _prepare_export,
         lambda w: ["export", "--agent", str(SHIPPED / "T1.zip"), "--out", str(w / "agent.nir"), "--force"],
         _check_export,
         lambda w: ["export", "--agent", str(SHIPPED / "T1.zip"), "--out", str(w / "agent.nir"), "--force"],
+        lambda w: w,
     ),
     "report": Command(
-        _prepare_report, lambda w: ["report", str(w / "snn")], _check_report, lambda w: ["report", str(w / "snn")]
+        _prepare_report,
+        lambda w: ["report", str(w / "snn")],
+        _check_report,
+        lambda w: ["report", str(w / "snn")],
+        lambda w: w / "snn",
     ),
 }
 
 
-def run_trial(name: str, stop: signal.Signals, delay: float, work: Path) -> str:
-    """One fault of command ``name`` after ``delay`` seconds; returns its outcome, ``ok ...`` or ``FAIL ...``."""
+def _wait_for_lock(process: subprocess.Popen, lock: Path, timeout: float) -> None:
+    """Wait until ``process`` holds the folder lock ``lock`` (it writes its pid there), or has ended."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if lock.read_text().strip() == str(process.pid):
+                return
+        time.sleep(0.005)
+
+
+def run_trial(name: str, stop: signal.Signals, delay: float, work: Path, after_lock: bool = False) -> str:
+    """One fault of command ``name`` after ``delay`` seconds; returns its outcome, ``ok ...`` or ``FAIL ...``.
+
+    ``after_lock``: count ``delay`` from the moment the command holds its folder lock, that is
+    inside its work, past the interpreter's start-up (where a Ctrl-C is Python's own traceback).
+    """
     from spikerl.cli import main
+    from spikerl.locks import LOCK_FILE
 
     command = COMMANDS[name]
     command.prepare(work)
@@ -187,6 +209,8 @@ def run_trial(name: str, stop: signal.Signals, delay: float, work: Path) -> str:
         stderr=subprocess.PIPE,
         text=True,
     )
+    if after_lock:
+        _wait_for_lock(process, command.folder(work) / LOCK_FILE, timeout=120)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=delay)
     finished_first = process.poll() is not None
