@@ -31,25 +31,27 @@ def assert_one_error_line(code, err, *needles):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """train -> compress 2,1 -> the run folders."""
+def tiny_run(tmp_path_factory, tiny_preset):
+    """train -> compress 2,1 (the tiny preset's budgets) -> the run folders."""
     root = tmp_path_factory.mktemp("cli")
-    assert main(["train", "--env", "CartPole-v1", "-n", "1100", "--out", str(root / "run"), "--no-progress"]) == 0
+    train = ["train", "--env", "CartPole-v1", "--config", str(tiny_preset), "-n", "700", "--out", str(root / "run")]
+    assert main([*train, "--no-progress"]) == 0
     compress = [
-        "compress", "--agent", str(root / "run" / "ann.zip"), "--schedule", "2,1", "--steps-per-stage", "5",
-        "--eval-episodes", "2", "--out", str(root / "snn"), "--no-progress",
+        "compress", "--agent", str(root / "run" / "ann.zip"), "--config", str(tiny_preset), "--schedule", "2,1",
+        "--steps-per-stage", "5", "--eval-episodes", "2", "--out", str(root / "snn"), "--no-progress",
     ]
     assert main(compress) == 0
     return root
 
 
-def test_train_writes_a_loadable_ann(tiny_run):
+def test_train_writes_a_loadable_ann(tiny_run, tiny_preset):
     run_folder = tiny_run / "run"
     for name in ("ann.zip", "checkpoint.json", "config.yaml", "0.monitor.csv", "training_curve.png"):
         assert (run_folder / name).is_file(), name
     config = yaml.safe_load((run_folder / "config.yaml").read_text())
-    assert config["train"]["n_timesteps"] == 1100  # the preset as run, with the command line's -n
-    assert config["commands"] == ["spikerl train --env CartPole-v1 -n 1100 --out " + str(run_folder) + " --no-progress"]
+    assert config["train"]["n_timesteps"] == 700  # the preset as run, with the command line's -n
+    command = f"spikerl train --env CartPole-v1 --config {tiny_preset} -n 700 --out {run_folder} --no-progress"
+    assert config["commands"] == [command]
 
 
 def test_compress_writes_every_stage_and_results(tiny_run):
@@ -99,7 +101,7 @@ def test_report_refuses_damaged_results(tiny_run, capsys, tmp_path, damage, mess
     assert_one_error_line(*run(capsys, "report", folder)[::2], "is damaged", message)
 
 
-def test_resume_skips_conversion_and_finished_stages(tiny_run, capsys, tmp_path, monkeypatch):
+def test_resume_skips_conversion_and_finished_stages(tiny_run, tiny_preset, capsys, tmp_path, monkeypatch):
     """A run stopped after T=2 resumes at T=1 from T2.zip: no calibration, no conversion, no rerun of T=2."""
     folder = tmp_path / "snn"
     shutil.copytree(tiny_run / "snn", folder)
@@ -115,8 +117,8 @@ def test_resume_skips_conversion_and_finished_stages(tiny_run, capsys, tmp_path,
     monkeypatch.setattr(spikerl.compress, "convert", refuse)
     monkeypatch.setattr(spikerl.compress, "collect_observations", refuse)
     code, _, err = run(
-        capsys, "compress", "--agent", tiny_run / "run" / "ann.zip", "--schedule", "2,1", "--steps-per-stage", "5",
-        "--eval-episodes", "2", "--out", folder, "--no-progress", "--resume",
+        capsys, "compress", "--agent", tiny_run / "run" / "ann.zip", "--config", tiny_preset, "--schedule", "2,1",
+        "--steps-per-stage", "5", "--eval-episodes", "2", "--out", folder, "--no-progress", "--resume",
     )
     assert code == 0, err
     rows = json.loads((folder / "results.json").read_text())["rows"]
@@ -125,12 +127,12 @@ def test_resume_skips_conversion_and_finished_stages(tiny_run, capsys, tmp_path,
     assert (folder / "T1.zip").is_file()
 
 
-def test_resume_refuses_other_settings(tiny_run, capsys, tmp_path):
+def test_resume_refuses_other_settings(tiny_run, tiny_preset, capsys, tmp_path):
     folder = tmp_path / "snn"
     shutil.copytree(tiny_run / "snn", folder)
     code, _, err = run(
-        capsys, "compress", "--agent", tiny_run / "run" / "ann.zip", "--schedule", "2,1", "--steps-per-stage", "6",
-        "--eval-episodes", "2", "--out", folder, "--resume",
+        capsys, "compress", "--agent", tiny_run / "run" / "ann.zip", "--config", tiny_preset, "--schedule", "2,1",
+        "--steps-per-stage", "6", "--eval-episodes", "2", "--out", folder, "--resume",
     )
     assert_one_error_line(code, err, "steps_per_stage=5, not 6")
 
