@@ -8,9 +8,10 @@ from conftest import REPO, SHIPPED_CARTPOLE
 from spikerl.cli import main
 
 
-def test_compress_without_progress_still_prints_stages_and_a_summary(tmp_path, capsys):
+def test_compress_without_progress_still_prints_stages_and_a_summary(tmp_path, capsys, tiny_preset):
     out = tmp_path / "snn"
-    args = ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--schedule", "1", "--steps-per-stage", "5"]
+    args = ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--config", str(tiny_preset), "--schedule", "1",
+            "--steps-per-stage", "5"]
     assert main([*args, "--eval-episodes", "1", "--out", str(out), "--num-threads", "1", "--no-progress"]) == 0
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
@@ -30,9 +31,10 @@ def test_train_ends_with_a_summary(tmp_path, capsys):
     assert last.startswith("Trained: ") and f"spikerl compress --agent {out / 'ann.zip'}" in last
 
 
-def test_compress_shows_distillation_and_stage_evaluations_as_bars_in_one_style(tmp_path, capsys):
+def test_compress_shows_distillation_and_stage_evaluations_as_bars_in_one_style(tmp_path, capsys, tiny_preset):
     out = tmp_path / "snn"
-    args = ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--schedule", "1", "--steps-per-stage", "5"]
+    args = ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--config", str(tiny_preset), "--schedule", "1",
+            "--steps-per-stage", "5"]
     assert main([*args, "--eval-episodes", "3", "--out", str(out), "--num-threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
     # rich's bar (SB3's progress_bar=True style), drawn once off a terminal, where it may wrap at 80 columns
