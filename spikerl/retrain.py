@@ -18,6 +18,9 @@
             Bootstrapping from the frozen ANN instead (``target: teacher``), the same recipe,
             ANN seed 0, 20 episodes: T=1 201.6 (T=5 197.2); with lr 3e-4 104.7 (T=5 233.2). Worse
             than the student's own target network, so ``student`` stays the default.
+            At 10000 agent steps per stage (the ablation grid, 100 episodes) the iteration does
+            help: ANN seed 1, 5,4,3,2,1 T=1 500.0 against 197.9 directly with the same 50000 steps;
+            seed 0, 5,1 471.4 against 128.1 (README, Ablations; the grid is not finished).
 ``distill`` fits the spiking student to the ANN teacher on a pool of states gathered from
             teacher rollouts and, at every stage, from rollouts of the student itself (so it
             learns to act well on the states it reaches). The loss is scale-free:
