@@ -166,7 +166,10 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
     _add_agent_arguments(parser, "ANN DQN checkpoint (.zip)")
     parser.add_argument("--schedule", type=_int_list, help="decreasing T values (default: the preset's, 5,4,3,2,1)")
     parser.add_argument("--objective", choices=OBJECTIVES, help="retraining objective (default: the preset's)")
-    parser.add_argument("--steps-per-stage", type=int, help="gradient steps (distill) or agent steps (td) per stage")
+    parser.add_argument(
+        "--steps-per-stage", type=int,
+        help="gradient steps (distill) or agent steps (td) per stage (default: the preset's for the objective)",
+    )
     parser.add_argument("--percentile", type=float, help="conversion threshold percentile (default: the preset's)")
     parser.add_argument(
         "--encoding", choices=ENCODINGS, help="input of image observations: analog pixels or spikes (default: the preset's)"

@@ -75,7 +75,7 @@ def compress(
     set_random_seed(seed)
     env = make_env(env_id, settings.env, seed=seed)
     writer = open_writer(Path(tensorboard) / "compress") if tensorboard else None
-    record = _StageRecorder(folder, settings.env, writer, settings.compress.steps_per_stage, progress)
+    record = _StageRecorder(folder, settings.env, writer, settings.compress.stage_steps, progress)
     try:
         _copy_ann(agent, folder)
         if not previous:
@@ -100,7 +100,7 @@ def compress(
             if timesteps not in done:
                 started = time.perf_counter()
                 set_timesteps(student, timesteps)
-                retrainer.retrain(settings.compress.steps_per_stage)
+                retrainer.retrain(settings.compress.stage_steps)
                 save_model(student, folder.stage(timesteps), keep_optimizer_state=False)
                 result = record(result, Stage.RETRAINED, timesteps, student, started)
         if result.evaluation.sticky_actions is not None:
@@ -157,7 +157,7 @@ def _new_result(
     return CompressionResult(
         env_id=env_id, agent=str(agent), agent_sha256=sha256(agent), objective=stage_settings.objective,
         schedule=stage_settings.schedule, percentile=stage_settings.percentile, encoding=stage_settings.encoding,
-        steps_per_stage=stage_settings.steps_per_stage, seed=seed, evaluation=evaluation,
+        steps_per_stage=stage_settings.stage_steps, seed=seed, evaluation=evaluation,
         commands=list(commands or []), layers=[asdict(cost) for cost in layer_costs(ann.q_net, ann.observation_space)],
     )
 

@@ -1,8 +1,8 @@
 """Typed records checked against their type hints: the base of settings and results.
 
 A ``Record`` is a frozen dataclass whose ``__post_init__`` checks every field against its
-annotation (``int``, ``float``, ``bool``, ``str``, ``X | None``, ``Literal[...]``, an
-``Enum``, ``tuple[X, ...]``, ``list[X]``, ``dict[str, X]``, another ``Record``) and against
+annotation (``int``, ``float``, ``bool``, ``str``, ``X | None``, ``X | dict[str, X]``, ``Literal[...]``,
+an ``Enum``, ``tuple[X, ...]``, ``list[X]``, ``dict[str, X]``, another ``Record``) and against
 the bounds given with ``setting(...)``. ``build`` makes one from a plain (YAML or JSON)
 mapping and refuses unknown and missing keys. Every refusal is a one-line ``UsageError``
 whose ``parameter`` is the dotted key (``compress.distill.batch_size``), so a caller can name
@@ -98,7 +98,10 @@ def check_value(value: Any, hint: Any, name: str, bounds: Mapping[str, Any] | No
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [arg for arg in args if arg is not type(None)]
+        arms = [arg for arg in args if arg is not type(None)]
+        if len(arms) > 1:  # such as ``int | dict[str, int]``: the mapping arm takes mappings, the other the rest
+            arms = [arm for arm in arms if (typing.get_origin(arm) is dict) == isinstance(value, Mapping)]
+        (inner,) = arms
         return check_value(value, inner, name, bounds)
     if origin is typing.Literal:
         if value not in args:
@@ -128,7 +131,7 @@ def check_value(value: Any, hint: Any, name: str, bounds: Mapping[str, Any] | No
         if not isinstance(value, Mapping):
             raise _fail(name, f"must be a mapping, got {value!r}")
         keys = [check_value(key, str, f"{name} key") for key in value]
-        return {key: check_value(value[key], args[1], f"{name}.{key}") for key in keys}
+        return {key: check_value(value[key], args[1], f"{name}.{key}", bounds) for key in keys}
     raise TypeError(f"{name}: no check for type {hint!r}")  # a programming error in a Record's annotations
 
 

@@ -31,6 +31,7 @@ MAX_THREADS = 4 * (os.cpu_count() or 1)
 #: Retraining objectives of ``spikerl compress`` (``spikerl.retrain``).
 Objective = Literal["distill", "td"]
 SCHEDULE_HINT = f"give decreasing timesteps up to {MAX_TIMESTEPS} such as 5,4,3,2,1"
+STEPS_HINT = "give one number, or one per objective such as {distill: 3000, td: 10000}"
 EVAL_SEED_HINT = f"evaluation seeds start at {EVAL_SEED_BASE} (training uses the ones below)"
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 #: ALE's recommended sticky-action probability (Machado et al. 2018; the default of ``ALE/...-v5``).
@@ -141,8 +142,9 @@ class TDSettings(Record):
 class CompressSettings(Record):
     """``compress``: conversion and the IIR schedule of ``spikerl compress``."""
 
-    steps_per_stage: int = setting(low=0, high=MAX_STEPS)
-    """Gradient steps (distill) or agent steps (td) per stage."""
+    steps_per_stage: int | dict[str, int] = setting(low=0, high=MAX_STEPS, hint=STEPS_HINT)
+    """Retraining per stage: gradient steps (distill) or agent steps (td). One number for either
+    objective, or one per objective (``{distill: 3000, td: 10000}``); ``stage_steps`` is the one used."""
     schedule: tuple[int, ...] = setting(default=(5, 4, 3, 2, 1), low=1, high=MAX_TIMESTEPS, hint=SCHEDULE_HINT)
     """T of each stage, strictly decreasing."""
     objective: Objective = "distill"
@@ -166,7 +168,18 @@ class CompressSettings(Record):
     td: TDSettings = setting(factory=TDSettings)
     """Settings of the td objective."""
 
+    @property
+    def stage_steps(self) -> int:
+        """Retraining steps per stage of ``objective``: gradient steps (distill) or agent steps (td)."""
+        steps = self.steps_per_stage
+        return steps if isinstance(steps, int) else steps[self.objective]
+
     def check(self) -> None:
+        if isinstance(self.steps_per_stage, dict):
+            unknown = sorted(set(self.steps_per_stage) - set(OBJECTIVES))
+            if unknown or self.objective not in self.steps_per_stage:
+                problem = f"has unknown objective {unknown[0]}" if unknown else f"has no entry for objective {self.objective}"
+                raise UsageError(f"steps_per_stage {problem}; {STEPS_HINT}", parameter="steps_per_stage")
         schedule = self.schedule
         if not schedule:
             raise UsageError(f"schedule is empty; {SCHEDULE_HINT}", parameter="schedule")

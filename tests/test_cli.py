@@ -14,6 +14,7 @@ from stable_baselines3 import PPO
 
 from conftest import REPO, SHIPPED_CARTPOLE
 from spikerl.cli import main
+from spikerl.config import load_preset, with_overrides
 
 
 def run(capsys, *args):
@@ -137,6 +138,14 @@ def test_resume_refuses_other_settings(tiny_run, tiny_preset, capsys, tmp_path):
     assert_one_error_line(code, err, "steps_per_stage=5, not 6")
 
 
+def test_steps_per_stage_of_the_preset_follow_the_objective():
+    """The CartPole preset budgets each objective in its own unit; one number (a flag, a grid cell) sets both."""
+    preset = load_preset("CartPole-v1")
+    assert preset.compress.objective == "distill" and preset.compress.stage_steps == 3000
+    assert with_overrides(preset, {"compress": {"objective": "td"}}).compress.stage_steps == 10000
+    assert with_overrides(preset, {"compress": {"objective": "td", "steps_per_stage": 60}}).compress.stage_steps == 60
+
+
 def test_td_objective_retrains_every_stage(tmp_path, capsys):
     """The paper's TD objective on a tiny budget: every stage is trained by SB3's loop and recorded."""
     preset = yaml.safe_load(open(REPO / "envs" / "CartPole-v1.yaml"))
@@ -150,7 +159,7 @@ def test_td_objective_retrains_every_stage(tmp_path, capsys):
     )
     assert code == 0, err
     results = json.loads((tmp_path / "td" / "results.json").read_text())
-    assert results["objective"] == "td"
+    assert results["objective"] == "td" and results["steps_per_stage"] == 60  # the flag overrides the preset's {distill, td}
     assert [(row["stage"], row["T"]) for row in results["rows"]][2:] == [("retrained", 2), ("retrained", 1)]
     def first_layer(timesteps):
         with zipfile.ZipFile(tmp_path / "td" / f"T{timesteps}.zip") as archive:
@@ -300,6 +309,15 @@ BAD_PRESETS = {
     "gamma above 1": (_edited("compress.td.dqn.gamma", 2), "compress.td.dqn.gamma must be at most 1"),
     "unknown objective": (_edited("compress.objective", "mse"), "compress.objective must be one of distill, td"),
     "schedule not decreasing": (_edited("compress.schedule", [1, 2]), "compress.schedule must decrease strictly"),
+    "steps for an unknown objective": (
+        _edited("compress.steps_per_stage", {"distill": 3000, "mse": 5}), "compress.steps_per_stage has unknown objective mse"
+    ),
+    "no steps for the objective": (
+        _edited("compress.steps_per_stage", {"td": 10000}), "compress.steps_per_stage has no entry for objective distill"
+    ),
+    "negative steps of an objective": (
+        _edited("compress.steps_per_stage", {"distill": -1}), "compress.steps_per_stage.distill must be at least 0"
+    ),
     "training seed for evaluation": (_edited("evaluate.seed", 5), "evaluate.seed must be at least 1000000"),
     "too many threads": (_edited("env.num_threads", 10**6), "env.num_threads must be at most"),
     "unknown policy": (_edited("train.policy", "PPOPolicy"), "train.policy must be one of"),
