@@ -5,7 +5,9 @@
 ``sweep.md``   cells that differ only in seed form a group; per group and stage the reward and
                the energy per decision as mean +- std [95% bootstrap CI] over seeds
                (``spikerl.stats.summarize``), then the failed and unfinished cells.
+               It opens with the final stage of every group: each seed's reward and their summary.
 ``reward_vs_T.png`` / ``energy_vs_T.png``  per group, mean over seeds against T with the CI as error bars.
+``final_reward.png``  per group, the final stage's reward of every seed and their mean with the CI.
 """
 
 from __future__ import annotations
@@ -33,12 +35,16 @@ PLOTS = {
     "energy_vs_T.png": ("energy_nj", "energy per decision (nJ, 45 nm estimate)"),
 }
 
+FINAL_PLOT = "final_reward.png"
+
 
 def write_sweep_report(out: Path, plan: Plan, failed: dict[str, str]) -> list[dict[str, Any]]:
     """Write ``sweep.csv``, ``sweep.md`` and the plots into ``out``; returns the CSV rows."""
     rows = collect_rows(out, plan)
     write_text(out / "sweep.csv", _csv(rows))
     plots = [name for name in PLOTS if _plot(rows, *PLOTS[name], out / name)]
+    if plot_final_rewards(rows, out / FINAL_PLOT):
+        plots.insert(0, FINAL_PLOT)
     write_text(out / "sweep.md", render_markdown(plan, rows, failed, plots))
     return rows
 
@@ -98,6 +104,32 @@ def group_stages(rows: list[dict[str, Any]], metric: str) -> dict[str, dict[str,
     return {group: {stage: summarize(v) for stage, v in stages.items()} for group, stages in values.items()}
 
 
+def final_stages(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per group, the final stage (the lowest retrained T) of each finished cell, in seed order."""
+    finals: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # group -> cell -> its final row
+    for row in rows:
+        if row["status"] == "done" and row["stage"] == Stage.RETRAINED.value:
+            kept = finals[row["group"]].get(row["cell"])
+            if kept is None or row["T"] < kept["T"]:
+                finals[row["group"]][row["cell"]] = row
+    return {group: sorted(cells.values(), key=lambda row: row["seed"]) for group, cells in finals.items()}
+
+
+def final_stage_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: per group, the final stage's reward of every seed, mean +- std [95% CI] over
+    seeds, and the energy per decision, compute only and with memory access (mean over seeds, nJ)."""
+    lines = ["| cells | T | reward per seed | reward over seeds | energy / decision, compute (nJ) | with memory (nJ) |",
+             "|---|---|---|---|---|---|"]
+    for group, finals in final_stages(rows).items():
+        per_seed = ", ".join(f"{row['seed']}: {row['mean_reward']:.1f}" for row in finals)
+        reward = summarize(row["mean_reward"] for row in finals)
+        energy = [summarize(row[key] / 1000 for row in finals) if all(key in row for row in finals) else None
+                  for key in ("energy_pj", "total_energy_pj")]
+        lines.append(f"| {group} | {finals[0]['T']} | {per_seed} | {_cell_text(reward, 1)} | "
+                     f"{_cell_text(energy[0])} | {_cell_text(energy[1], 0)} |")
+    return lines
+
+
 def _cell_text(summary: Summary | None, digits: int = 1) -> str:
     if summary is None:
         return "-"
@@ -118,6 +150,8 @@ def render_markdown(plan: Plan, rows: list[dict[str, Any]], failed: dict[str, st
          "evaluation episodes; energy per decision: spikerl's 45 nm compute estimate (see spikerl/energy.py)."),
         "",
     ]
+    if any(row["status"] == "done" for row in rows):
+        lines += ["## Final stage of every group", "", *final_stage_table(rows), ""]
     for group in dict.fromkeys(row["group"] for row in rows):
         seeds = sorted({row["seed"] for row in rows if row["group"] == group})
         lines += [f"## {group}", "", f"seeds {', '.join(map(str, seeds))}", "",
@@ -153,6 +187,32 @@ def _plot(rows: list[dict[str, Any]], metric: str, label: str, path: Path) -> bo
     axis.set(xlabel="timesteps T per decision", ylabel=label, title=f"{label.split(' (')[0]} (mean over seeds, 95% CI)")
     axis.invert_xaxis()
     axis.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
+    return True
+
+
+def plot_final_rewards(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Per group (one line each), the final stage's reward of every seed (dots) and their mean with
+    the 95% CI (a bar), so that the spread across seeds shows beside the difference between groups."""
+    finals = final_stages(rows)
+    if not finals:
+        return False
+    figure = Figure(figsize=(7.5, 0.9 + 0.32 * len(finals)))
+    axis = figure.subplots()
+    for position, stage_rows in enumerate(finals.values()):
+        rewards = [row["mean_reward"] for row in stage_rows]
+        summary = summarize(rewards)
+        axis.scatter(rewards, [position] * len(rewards), s=14, color="tab:blue", alpha=0.6, zorder=3)
+        low, high = (summary.mean, summary.mean) if summary.n < 2 else (summary.ci_low, summary.ci_high)
+        axis.errorbar([summary.mean], [position], xerr=[[summary.mean - low], [high - summary.mean]], fmt="|",
+                      color="black", markersize=12, capsize=3, zorder=2)
+    labels = [f"{group} (T={stage_rows[0]['T']})" for group, stage_rows in finals.items()]
+    axis.set_yticks(range(len(finals)), labels, fontsize="x-small")
+    axis.invert_yaxis()
+    axis.set(xlabel="mean reward per episode", title="final stage of every group (dots: seeds; bar: mean, 95% bootstrap CI)")
+    axis.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=110, format="png")

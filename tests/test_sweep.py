@@ -1,5 +1,7 @@
 """`spikerl sweep`: grid files, cells on local Ray and on a simulated two-node cluster, resume after a kill."""
 
+import csv
+import io
 import json
 import math
 import os
@@ -161,7 +163,20 @@ def test_sweep_runs_cells_shares_anns_and_never_reruns_a_finished_cell(local_ray
     assert len(lines) == 1 + 2 * 3 + 2 * 4  # per cell: ANN, converted and one row per T
     report = (out / "sweep.md").read_text()
     assert "## schedule=2-1" in report and "| T=1 | 2 |" in report
-    assert (out / "reward_vs_T.png").is_file() and (out / "energy_vs_T.png").is_file()
+    assert (out / "reward_vs_T.png").is_file() and (out / "energy_vs_T.png").is_file() and (out / "final_reward.png").is_file()
+    csv_rows = csv.DictReader(io.StringIO((out / "sweep.csv").read_text()))
+    t1 = {row["seed"]: float(row["mean_reward"]) for row in csv_rows
+          if row["group"] == "schedule=2-1" and row["stage"] == "retrained" and row["T"] == "1"}
+    final = summarize([t1["0"], t1["1"]])
+    every_seed = f"| schedule=2-1 | 1 | 0: {t1['0']:.1f}, 1: {t1['1']:.1f} |"
+    assert f"{every_seed} {final.mean:.1f} +- {final.std:.1f} [{final.ci_low:.1f}, {final.ci_high:.1f}] |" in report
+
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n<!-- tiny -->\nold table\n<!-- /tiny -->\nafter\n")
+    subprocess.run([sys.executable, REPO / "scripts" / "readme_sweep.py", grid, out, "tiny", "--readme", readme], check=True)
+    written = readme.read_text()
+    assert "old table" not in written and every_seed in written and (tmp_path / "docs" / "tiny.png").is_file()
+    assert written.startswith("# title\n<!-- tiny -->") and written.endswith("<!-- /tiny -->\nafter\n")
 
     results = sorted(out.glob("cells/*/results.json"))
     stamps = [path.stat().st_mtime_ns for path in results]

@@ -1,0 +1,77 @@
+"""Write a sweep's final-stage table and plot into the README, between its markers.
+
+    python scripts/readme_sweep.py GRID.yaml SWEEP_DIR NAME [--readme README.md]
+
+reads the finished cells of the sweep in SWEEP_DIR (planned by GRID.yaml), draws their
+final-stage plot (as the sweep's ``final_reward.png``) to ``docs/NAME.png`` beside the README
+and replaces the lines between ``<!-- NAME -->`` and ``<!-- /NAME -->`` in it with the table
+(``spikerl.sweep_report.final_stage_table``) and the plot. The README's Ablations section is made this way:
+
+    python scripts/readme_sweep.py grids/cartpole-ablation.yaml runs/ablation cartpole-ablation
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from spikerl.checkpoints import write_text
+from spikerl.errors import UsageError
+from spikerl.sweep_grid import load_grid
+from spikerl.sweep_report import collect_rows, final_stage_table, plot_final_rewards
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def readme_block(grid: Path, sweep: Path, name: str, docs: Path) -> list[str]:
+    """The lines that go between the markers; writes the plot ``docs/NAME.png``."""
+    plan = load_grid(grid)
+    rows = collect_rows(sweep, plan)
+    if not rows:
+        raise UsageError(f"{sweep} holds no results of the cells of {grid}; run 'spikerl sweep {grid} --out {sweep}' first")
+    docs.mkdir(exist_ok=True)
+    plot_final_rewards(rows, docs / f"{name}.png")
+    done = len({row["cell"] for row in rows if row["status"] == "done"})
+    return [
+        f"<!-- {name} -->",
+        f"<!-- written by: python scripts/readme_sweep.py {grid} SWEEP_DIR {name} ({done} of {len(plan.cells)} cells) -->",
+        *final_stage_table(rows),
+        "",
+        f"![final stage of every group](docs/{name}.png)",
+        f"<!-- /{name} -->",
+    ]
+
+
+def replace_block(text: str, name: str, block: list[str]) -> str:
+    """``text`` with the lines from ``<!-- NAME -->`` to ``<!-- /NAME -->`` replaced by ``block``."""
+    lines = text.splitlines()
+    try:
+        start, end = lines.index(f"<!-- {name} -->"), lines.index(f"<!-- /{name} -->")
+    except ValueError:
+        missing = f"README.md has no '<!-- {name} -->' ... '<!-- /{name} -->' lines"
+        raise UsageError(f"{missing}; add them where the table goes") from None
+    return "\n".join([*lines[:start], *block, *lines[end + 1:]]) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("grid", type=Path, help="the sweep's grid file")
+    parser.add_argument("sweep", type=Path, help="the sweep folder (spikerl sweep --out)")
+    parser.add_argument("name", help="the README markers' name; the plot becomes docs/NAME.png")
+    parser.add_argument("--readme", type=Path, default=REPO / "README.md", help="the file to write into (default: README.md)")
+    args = parser.parse_args()
+    readme = args.readme
+    try:
+        block = readme_block(args.grid, args.sweep, args.name, readme.parent / "docs")
+        text = replace_block(readme.read_text(encoding="utf-8"), args.name, block)
+    except UsageError as error:
+        print(f"readme_sweep: {error}", file=sys.stderr)
+        return 2
+    write_text(readme, text)
+    print(f"wrote the {args.name} table into {readme} and its plot into {readme.parent / 'docs' / args.name}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
