@@ -13,14 +13,13 @@
             teacher-filled replay, fresh Adam, best-of-stage weights), 4000 steps/stage, over 100
             episodes for ANN seeds 0/1/2: 360.8 / 185.3 / 66.3 (stages T=5..3 reach 290-500 on
             20 episodes, then reward falls with T). Directly to T=1 with the same 20000 agent
-            steps: 269.7 / 197.9 / 205.4. TD reaches no 475 here; the iteration does not help
-            its reward but lowers T=1 spike rates by a third to a half (first layer 0.11-0.17 vs 0.22-0.27).
+            steps: 269.7 / 197.9 / 205.4.
             Bootstrapping from the frozen ANN instead (``target: teacher``), the same recipe,
             ANN seed 0, 20 episodes: T=1 201.6 (T=5 197.2); with lr 3e-4 104.7 (T=5 233.2). Worse
             than the student's own target network, so ``student`` stays the default.
-            At 10000 agent steps per stage (the ablation grid, 100 episodes) the iteration does
-            help: ANN seed 1, 5,4,3,2,1 T=1 500.0 against 197.9 directly with the same 50000 steps;
-            seed 0, 5,1 471.4 against 128.1 (README, Ablations; the grid is not finished).
+            At 10000 agent steps per stage (the preset's td budget; the ablation grid, 100
+            episodes, the grid's ANN seeds 0/1/2): 5,4,3,2,1 T=1 500.0 / 500.0 / 486.8, while
+            the direct jump to T=1 stays at 128-206 with 10000 or 50000 steps (README, Ablations).
 ``distill`` fits the spiking student to the ANN teacher on a pool of states gathered from
             teacher rollouts and, at every stage, from rollouts of the student itself (so it
             learns to act well on the states it reaches). The loss is scale-free:

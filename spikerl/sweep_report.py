@@ -199,7 +199,7 @@ def plot_final_rewards(rows: list[dict[str, Any]], path: Path) -> bool:
     finals = final_stages(rows)
     if not finals:
         return False
-    figure = Figure(figsize=(7.5, 0.9 + 0.32 * len(finals)))
+    figure = Figure(figsize=(9, 0.9 + 0.32 * len(finals)))
     axis = figure.subplots()
     for position, stage_rows in enumerate(finals.values()):
         rewards = [row["mean_reward"] for row in stage_rows]
@@ -211,7 +211,8 @@ def plot_final_rewards(rows: list[dict[str, Any]], path: Path) -> bool:
     labels = [f"{group} (T={stage_rows[0]['T']})" for group, stage_rows in finals.items()]
     axis.set_yticks(range(len(finals)), labels, fontsize="x-small")
     axis.invert_yaxis()
-    axis.set(xlabel="mean reward per episode", title="final stage of every group (dots: seeds; bar: mean, 95% bootstrap CI)")
+    axis.set(xlabel="mean reward per episode (dots: seeds; bar: their mean, 95% bootstrap CI)",
+             title="final stage of every group")
     axis.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     with atomic_path(path) as temporary:
