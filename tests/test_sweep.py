@@ -98,7 +98,9 @@ def test_shipped_grids_plan_the_issue_studies():
     assert schedules == {(1,), (5, 1), (5, 3, 1), (5, 4, 3, 2, 1)}
     assert {c.settings.compress.objective for c in ablation.cells} == {"distill", "td"}
     pong = load_grid(REPO / "grids" / "pong-seeds.yaml")
-    assert [c.folder for c in pong.cells] == ["cells/seed=0", "cells/seed=1", "cells/seed=2"] and len(pong.trains) == 3
+    assert len(pong.cells) == 6 and len(pong.trains) == 3  # per seed: the preset's IIR and the direct jump, one ANN
+    budgets = {(c.settings.compress.schedule, c.settings.compress.stage_steps) for c in pong.cells}
+    assert budgets == {((5, 4, 3, 2, 1), 1500), ((1,), 7500)}  # the same 7500 distillation steps in total
 
 
 @pytest.mark.parametrize("body, message", [
