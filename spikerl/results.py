@@ -43,6 +43,11 @@ class Stage(str, enum.Enum):
     def is_ann(self) -> bool:
         return self in (Stage.ANN, Stage.ANN_STICKY)
 
+    @property
+    def is_sticky(self) -> bool:
+        """Evaluated under sticky actions (``EvaluationProtocol.sticky_actions``), not the default protocol."""
+        return self in (Stage.ANN_STICKY, Stage.RETRAINED_STICKY)
+
 
 class EvaluationProtocol(Record):
     """The episodes every row was evaluated on (``spikerl.evaluate.evaluate_agent``)."""

@@ -92,7 +92,10 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 
 def _stage_label(row: dict[str, Any]) -> str:
-    return "ANN" if row["T"] is None else f"T={row['T']}" + (" (converted)" if row["stage"] == Stage.CONVERTED.value else "")
+    """``ANN``, ``T=3``, ``T=5 (converted)``, ``T=1, sticky actions``: one label per stage and protocol."""
+    stage = Stage(row["stage"])
+    label = "ANN" if row["T"] is None else f"T={row['T']}" + (" (converted)" if stage is Stage.CONVERTED else "")
+    return label + (", sticky actions" if stage.is_sticky else "")
 
 
 def group_stages(rows: list[dict[str, Any]], metric: str) -> dict[str, dict[str, Summary]]:
@@ -104,11 +107,12 @@ def group_stages(rows: list[dict[str, Any]], metric: str) -> dict[str, dict[str,
     return {group: {stage: summarize(v) for stage, v in stages.items()} for group, stages in values.items()}
 
 
-def final_stages(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Per group, the final stage (the lowest retrained T) of each finished cell, in seed order."""
+def final_stages(rows: list[dict[str, Any]], stage: Stage = Stage.RETRAINED) -> dict[str, list[dict[str, Any]]]:
+    """Per group, the final ``stage`` row (the lowest T) of each finished cell, in seed order;
+    ``Stage.RETRAINED_STICKY`` gives the last stage's sticky-action rows."""
     finals: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # group -> cell -> its final row
     for row in rows:
-        if row["status"] == "done" and row["stage"] == Stage.RETRAINED.value:
+        if row["status"] == "done" and row["stage"] == stage.value:
             kept = finals[row["group"]].get(row["cell"])
             if kept is None or row["T"] < kept["T"]:
                 finals[row["group"]][row["cell"]] = row
@@ -117,17 +121,27 @@ def final_stages(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def final_stage_table(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown lines: per group, the final stage's reward of every seed, mean +- std [95% CI] over
-    seeds, and the energy per decision, compute only and with memory access (mean over seeds, nJ)."""
-    lines = ["| cells | T | reward per seed | reward over seeds | energy / decision, compute (nJ) | with memory (nJ) |",
-             "|---|---|---|---|---|---|"]
+    seeds, and the energy per decision, compute only and with memory access (mean over seeds, nJ);
+    where the cells have sticky-action rows, their rewards too."""
+    sticky = final_stages(rows, Stage.RETRAINED_STICKY)
+    lines = ["| cells | T | reward per seed | reward over seeds | energy / decision, compute (nJ) | with memory (nJ) |"
+             + (" sticky actions: reward per seed | over seeds |" if sticky else ""),
+             "|---|---|---|---|---|---|" + ("---|---|" if sticky else "")]
     for group, finals in final_stages(rows).items():
-        per_seed = ", ".join(f"{row['seed']}: {row['mean_reward']:.1f}" for row in finals)
-        reward = summarize(row["mean_reward"] for row in finals)
         energy = [summarize(row[key] / 1000 for row in finals) if all(key in row for row in finals) else None
                   for key in ("energy_pj", "total_energy_pj")]
-        lines.append(f"| {group} | {finals[0]['T']} | {per_seed} | {_cell_text(reward, 1)} | "
-                     f"{_cell_text(energy[0])} | {_cell_text(energy[1], 0)} |")
+        costs = f"{_cell_text(energy[0])} | {_cell_text(energy[1], 0)}"
+        line = f"| {group} | {finals[0]['T']} | {_rewards_text(finals)} | {costs} |"
+        lines.append(line + (f" {_rewards_text(sticky.get(group, []))} |" if sticky else ""))
     return lines
+
+
+def _rewards_text(finals: list[dict[str, Any]]) -> str:
+    """``0: 499.2, 1: 477.0 | 488.1 +- 15.7 [477.0, 499.2]``: every seed's reward, then their summary."""
+    if not finals:
+        return "- | -"
+    per_seed = ", ".join(f"{row['seed']}: {row['mean_reward']:.1f}" for row in finals)
+    return f"{per_seed} | {_cell_text(summarize(row['mean_reward'] for row in finals), 1)}"
 
 
 def _cell_text(summary: Summary | None, digits: int = 1) -> str:

@@ -17,6 +17,7 @@ from conftest import REPO
 from spikerl.cli import main
 from spikerl.stats import summarize
 from spikerl.sweep_grid import load_grid
+from spikerl.sweep_report import final_stage_table, group_stages
 
 ray = pytest.importorskip("ray", reason="spikerl[sweep] (Ray) is not installed; scripts/setup.sh installs it")
 
@@ -64,6 +65,24 @@ def test_summarize_gives_mean_std_and_a_seeded_bootstrap_interval():
     assert single.n == 1 and single.mean == 7.0 and math.isnan(single.std) and math.isnan(single.ci_low)
     with pytest.raises(ValueError):
         summarize([])
+
+
+def test_sticky_action_rows_are_summarized_apart_from_the_default_protocol():
+    def row(seed, stage, reward):
+        return {"cell": f"cells/seed={seed}", "group": "all cells", "seed": seed, "status": "done", "stage": stage,
+                "T": None if stage.startswith("ANN") else 1, "mean_reward": reward,
+                "energy_pj": 1000.0, "total_energy_pj": 2000.0}
+
+    rows = [row(seed, stage, reward + seed) for seed in (0, 1) for stage, reward in
+            [("ANN", 20.0), ("retrained", 19.0), ("ANN, sticky actions", 10.0), ("retrained, sticky actions", 5.0)]]
+    rewards = group_stages(rows, "mean_reward")["all cells"]
+    assert {stage: summary.mean for stage, summary in rewards.items()} == {
+        "ANN": 20.5, "T=1": 19.5, "ANN, sticky actions": 10.5, "T=1, sticky actions": 5.5}
+    header, _, line = final_stage_table(rows)
+    assert "sticky actions: reward per seed" in header
+    rewards = "| all cells | 1 | 0: 19.0, 1: 20.0 | 19.5 +- 0.7 [19.0, 20.0] |"  # every seed, then their summary
+    assert line.startswith(rewards + " 1.0 +- 0.0 [1.0, 1.0] | 2 +- 0 [2, 2] |")  # energy in nJ
+    assert line.endswith("| 0: 5.0, 1: 6.0 | 5.5 +- 0.7 [5.0, 6.0] |")
 
 
 # --- grid files --------------------------------------------------------------------------------
