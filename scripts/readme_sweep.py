@@ -5,7 +5,7 @@
 reads the finished cells of the sweep in SWEEP_DIR (planned by GRID.yaml), draws their
 final-stage plot (as the sweep's ``final_reward.png``) to ``docs/NAME.png`` beside the README
 and replaces the lines between ``<!-- NAME -->`` and ``<!-- /NAME -->`` in it with the table
-(``spikerl.sweep_report.final_stage_table``) and the plot. The README's Ablations section is made this way:
+(``spikerl.sweep_report.final_stage_table``) and the plot. README's Ablations section is made so:
 
     python scripts/readme_sweep.py grids/cartpole-ablation.yaml runs/ablation cartpole-ablation
 """
@@ -28,10 +28,9 @@ def readme_block(grid: Path, sweep: Path, name: str, docs: Path) -> list[str]:
     """The lines that go between the markers; writes the plot ``docs/NAME.png``."""
     plan = load_grid(grid)
     rows = collect_rows(sweep, plan)
-    if not rows:
-        raise UsageError(f"{sweep} holds no results of the cells of {grid}; run 'spikerl sweep {grid} --out {sweep}' first")
     docs.mkdir(exist_ok=True)
-    plot_final_rewards(rows, docs / f"{name}.png")
+    if not plot_final_rewards(rows, docs / f"{name}.png"):
+        raise UsageError(f"{sweep} holds no finished cell of {grid}; run 'spikerl sweep {grid} --out {sweep}' first")
     done = len({row["cell"] for row in rows if row["status"] == "done"})
     return [
         f"<!-- {name} -->",

@@ -34,7 +34,7 @@ PLOTS = {
     "reward_vs_T.png": ("mean_reward", "mean reward per episode"),
     "energy_vs_T.png": ("energy_nj", "energy per decision (nJ, 45 nm estimate)"),
 }
-
+#: The final stage of every group: each seed's reward, their mean and CI (``plot_final_rewards``).
 FINAL_PLOT = "final_reward.png"
 
 
@@ -137,7 +137,7 @@ def final_stage_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _rewards_text(finals: list[dict[str, Any]]) -> str:
-    """``0: 499.2, 1: 477.0 | 488.1 +- 15.7 [477.0, 499.2]``: every seed's reward, then their summary."""
+    """``0: 19.0, 1: 20.0 | 19.5 +- 0.7 [19.0, 20.0]``: every seed's reward, then their summary."""
     if not finals:
         return "- | -"
     per_seed = ", ".join(f"{row['seed']}: {row['mean_reward']:.1f}" for row in finals)
