@@ -22,7 +22,7 @@ def _figure(size: tuple[float, float] = (5.5, 3.8)) -> tuple[Figure, Axes]:
     return figure, figure.add_subplot()
 
 
-def _save(figure: Figure, path: Path) -> str:
+def save_png(figure: Figure, path: Path) -> str:
     """Write ``figure`` as a PNG at ``path`` atomically; returns the file name."""
     figure.tight_layout()
     with atomic_path(path) as temporary:
@@ -48,7 +48,7 @@ def plot_compression(result: CompressionResult, folder: RunFolder) -> list[str]:
     axis.set_xticks(sorted({row.T for row in stages + converted if row.T is not None}))
     axis.invert_xaxis()
     axis.legend()
-    names.append(_save(figure, folder.plot("reward_vs_T")))
+    names.append(save_png(figure, folder.plot("reward_vs_T")))
 
     if stages:
         layers = list(stages[0].spike_rates)
@@ -60,7 +60,7 @@ def plot_compression(result: CompressionResult, folder: RunFolder) -> list[str]:
         axis.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, layers, rotation=20)
         axis.set(ylabel="spikes per neuron per timestep", title="spike rate per layer")
         axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
-        names.append(_save(figure, folder.plot("spike_rates")))
+        names.append(save_png(figure, folder.plot("spike_rates")))
 
     figure, axis = _figure()
     labels = ["ANN"] + [f"T={row.T}" for row in stages]
@@ -71,7 +71,7 @@ def plot_compression(result: CompressionResult, folder: RunFolder) -> list[str]:
     axis.bar(labels, ac_nj, bottom=mac_nj, color="tab:blue", label="ACs (SNN layers driven by spikes)")
     axis.set(ylabel="energy per decision (nJ, 45 nm estimate)", title="energy per decision")
     axis.legend(fontsize="small")
-    names.append(_save(figure, folder.plot("energy")))
+    names.append(save_png(figure, folder.plot("energy")))
     return names
 
 
@@ -100,7 +100,7 @@ def plot_training_curve(run_dir: Path, path: Path, frames_per_step: int = 1) -> 
         axis.errorbar(eval_steps, results.mean(axis=1), results.std(axis=1), marker="o", capsize=3, label="evaluation")
     axis.set(xlabel="agent steps", ylabel="episode reward", title=run_dir.name)
     axis.legend()
-    _save(figure, path)
+    save_png(figure, path)
 
 
 def _timesteps(rows: list[StageRow]) -> list[int]:

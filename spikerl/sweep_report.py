@@ -22,8 +22,9 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from spikerl.checkpoints import atomic_path, write_text
+from spikerl.checkpoints import write_text
 from spikerl.errors import UsageError
+from spikerl.plots import save_png
 from spikerl.results import Stage, StageRow, read_results
 from spikerl.run_folder import RunFolder
 from spikerl.stats import Summary, summarize
@@ -201,9 +202,7 @@ def _plot(rows: list[dict[str, Any]], metric: str, label: str, path: Path) -> bo
     axis.set(xlabel="timesteps T per decision", ylabel=label, title=f"{label.split(' (')[0]} (mean over seeds, 95% CI)")
     axis.invert_xaxis()
     axis.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1))
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
+    save_png(figure, path)
     return True
 
 
@@ -228,7 +227,5 @@ def plot_final_rewards(rows: list[dict[str, Any]], path: Path) -> bool:
     axis.set(xlabel="mean reward per episode (dots: seeds; bar: their mean, 95% bootstrap CI)",
              title="final stage of every group")
     axis.grid(axis="x", alpha=0.3)
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
+    save_png(figure, path)
     return True
