@@ -1,4 +1,5 @@
-"""Writing files atomically (SB3 checkpoints included), and keeping shipped checkpoints small.
+"""Writing files atomically (SB3 checkpoints included), keeping shipped checkpoints small, and
+stopping on SIGTERM as on Ctrl-C.
 
 Every write goes to a temporary file beside its target (``.<name>.<random>.spikerl.tmp``)
 that replaces the target only once complete, with Ctrl-C and SIGTERM held back until then:
@@ -52,6 +53,31 @@ def signals_held() -> Iterator[None]:
             handler(received[0], None)
         else:  # SIG_DFL or SIG_IGN, now restored: deliver the signal again
             os.kill(os.getpid(), received[0])
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would raise ``KeyboardInterrupt`` (``sigterm_as_interrupt``)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill``, a scheduler, a closing session) stops the work the
+    way Ctrl-C does: a ``KeyboardInterrupt`` that the command handles (checkpoint, stop its tasks).
+
+    Outside the main thread (where Python cannot install handlers) the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spikerl.checkpoints import write_json
+from spikerl.checkpoints import sigterm_as_interrupt, write_json
 from spikerl.config import read_run_config
 from spikerl.errors import UsageError
 from spikerl.run_folder import RunFolder
@@ -181,25 +181,18 @@ def _cpus(settings: Settings) -> int:
 
 
 def _execute(plan: Plan, out: Path, command: str, gpus: float) -> Outcome:
-    """Run every unfinished cell (and the training runs it needs), each task with ``gpus`` of a GPU; show progress."""
-    import ray
-    from ray.exceptions import RayError
+    """Run every unfinished cell (and the training runs it needs), each task with ``gpus`` of a GPU; show progress.
 
+    Ctrl-C or SIGTERM stops the running tasks the way Ctrl-C stops a command (training saves
+    a checkpoint) before the sweep ends; ``--resume`` carries on.
+    """
     outcome = Outcome()
     trainings, pending = _submit(plan, out, command, gpus, outcome)
     progress = Progress(len(plan.cells), outcome.skipped)
     progress.show(len(outcome.finished), 0, 0)
     try:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            for ref in ready:
-                cell = pending.pop(ref)
-                try:
-                    ray.get(ref)
-                    outcome.finished.append(cell.folder)
-                except RayError as error:  # a failed cell is reported; the others carry on
-                    outcome.failed[cell.folder] = describe_failure(error, cell, trainings)
-            progress.show(len(outcome.finished), _running(out, pending.values(), progress.started), len(outcome.failed))
+        with sigterm_as_interrupt():  # replaces Ray's handler (which exits and takes the tasks down unsaved)
+            _wait_for_cells(pending, trainings, outcome, out, progress)
     except KeyboardInterrupt:
         _stop(out, [*pending, *trainings.values()], list(pending.values()), progress.started)
         raise
@@ -208,6 +201,25 @@ def _execute(plan: Plan, out: Path, command: str, gpus: float) -> Outcome:
     for folder, message in outcome.failed.items():
         print(f"failed: {folder}: {message}", file=sys.stderr)
     return outcome
+
+
+def _wait_for_cells(
+    pending: dict[Any, Cell], trainings: dict[str, Any], outcome: Outcome, out: Path, progress: Progress
+) -> None:
+    """Wait for every task of ``pending`` (emptied as they end), recording each cell in ``outcome``."""
+    import ray
+    from ray.exceptions import RayError
+
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        for ref in ready:
+            cell = pending.pop(ref)
+            try:
+                ray.get(ref)
+                outcome.finished.append(cell.folder)
+            except RayError as error:  # a failed cell is reported; the others carry on
+                outcome.failed[cell.folder] = describe_failure(error, cell, trainings)
+        progress.show(len(outcome.finished), _running(out, pending.values(), progress.started), len(outcome.failed))
 
 
 def _submit(plan: Plan, out: Path, command: str, gpus: float, outcome: Outcome) -> tuple[dict[str, Any], dict[Any, Cell]]:

@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import functools
 import json
-import signal
 import zipfile
 from contextlib import ExitStack, closing
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.vec_env import VecEnv
 
-from spikerl.checkpoints import TEMPORARY_SUFFIX, atomic_path, save_model, signals_held, write_text
+from spikerl.checkpoints import TEMPORARY_SUFFIX, atomic_path, save_model, signals_held, sigterm_as_interrupt, write_text
 from spikerl.config import RunConfig, read_run_config
 from spikerl.envs import EVAL_SEED_BASE, check_env_id, check_training_seed, make_env, with_sticky_actions
 from spikerl.errors import UsageError
@@ -126,14 +124,6 @@ class PrintEvaluationCallback(BaseCallback):
                 f"over {len(rewards)} episodes" + (", new best" if new_best else "")
             )
         return True
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the run saves a checkpoint and can be resumed."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise _Terminated()
 
 
 def _restore_evaluations(callback: EvalCallback, path: Path) -> None:
@@ -326,18 +316,17 @@ def _learn(
 ) -> None:
     """Train ``model`` up to ``train.n_timesteps``; on any stop (Ctrl-C, SIGTERM) save a checkpoint to resume from."""
     callbacks = CallbackList([CheckpointCallback(out_dir, run_id, train.checkpoint_freq), evaluation])
-    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        model.learn(
-            total_timesteps=max(train.n_timesteps - model.num_timesteps, 0),
-            callback=callbacks,
-            reset_num_timesteps=not resume,
-            progress_bar=progress,
-        )
+        with sigterm_as_interrupt():
+            model.learn(
+                total_timesteps=max(train.n_timesteps - model.num_timesteps, 0),
+                callback=callbacks,
+                reset_num_timesteps=not resume,
+                progress_bar=progress,
+            )
     except KeyboardInterrupt:
         print(f"interrupted at step {model.num_timesteps}; saving a checkpoint to resume with --resume {out_dir}")
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
         with signals_held():
             save_checkpoint(model, out_dir, run_id, with_replay_buffer=train.save_replay_buffer)

@@ -261,6 +261,27 @@ def test_killed_sweep_resumes_unfinished_cells_without_rerunning_finished_ones(l
     assert task_state(slow)["attempts"] == 2 and task_state(out / "train" / "seed=0")["attempts"] == 1
 
 
+@pytest.mark.slow
+def test_sigterm_stops_the_running_tasks_as_ctrl_c_does(tmp_path):
+    grid = write_grid(tmp_path, "cells:\n  - {compress.schedule: [3, 2, 1], compress.steps_per_stage: 500}\n")
+    out = tmp_path / "out"
+    cell = out / "cells" / "seed=0"
+    sweep = subprocess.Popen([sys.executable, "-m", "spikerl", "sweep", str(grid), "--out", str(out)], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and sweep.poll() is None and _rows(cell) < 3:  # the ANN's rows and T=3 saved
+            time.sleep(0.05)
+        sweep.send_signal(signal.SIGTERM)  # the driver only, as `kill PID` would
+        _, stderr = sweep.communicate(timeout=180)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    assert sweep.returncode == 130, stderr
+    assert "continue with --resume" in stderr and "Traceback" not in stderr
+    assert task_state(cell)["state"] == "interrupted"  # the task was stopped and said so, not killed with its worker
+
+
 def _rows(cell: Path) -> int:
     try:
         return len(json.loads((cell / "results.json").read_text())["rows"])
