@@ -50,7 +50,8 @@ def test_pong_train_convert_compress(tmp_path, monkeypatch):
         ("ANN, sticky actions", None), ("retrained, sticky actions", 1),  # the preset's evaluate.sticky_actions
     ]
     rows = json.loads((tmp_path / "snn" / "results.json").read_text())["rows"]
-    assert len(rows[-1]["spike_rates"]) == 4  # three conv layers and the hidden linear layer
+    assert "encoder" in rows[-1]["spike_rates"]  # the preset's threshold input spikes
+    assert len(rows[-1]["spike_rates"]) == 5  # the encoder, three conv layers and the hidden linear layer
     assert all(row["lengths"][0] <= 400 for row in rows)  # the cap holds: no full games on CI
     assert (tmp_path / "snn" / "T1.zip").is_file()
 

@@ -120,6 +120,9 @@ def test_shipped_grids_plan_the_issue_studies():
     assert len(pong.cells) == 6 and len(pong.trains) == 3  # per seed: the preset's IIR and the direct jump, one ANN
     budgets = {(c.settings.compress.schedule, c.settings.compress.stage_steps) for c in pong.cells}
     assert budgets == {((5, 4, 3, 2, 1), 1500), ((1,), 7500)}  # the same 7500 distillation steps in total
+    assert {c.settings.compress.encoding for c in pong.cells} == {"threshold"}  # the preset's spiking input
+    shipped = load_grid(REPO / "grids" / "pong-direct-vs-iir.yaml")  # measured with the analog input; resumable
+    assert {c.settings.compress.encoding for c in shipped.cells} == {"direct"}
 
 
 @pytest.mark.parametrize("body, message", [
