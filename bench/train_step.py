@@ -2,14 +2,15 @@
 
     python bench/train_step.py [--env PongNoFrameskip-v4] [--threads 2] [--repeats 20]
 
-Builds the preset's DQN exactly as ``spikerl train`` does (its ``train.dqn`` settings on the
-preset's environment), fills the replay buffer with random transitions and times SB3's own
-``DQN.train(gradient_steps=1)``: a batch sampled, the target network's forward pass, the
-Q-network's forward and backward passes and the Adam step. Against that baseline, in the
-same run and taking turns: fused Adam, channels-last memory format, and bfloat16 autocast
-(which changes the arithmetic, so a recipe would have to be re-measured with it). The last
-column is the agent steps per second that the gradient steps alone allow (``train_freq``
-agent steps per gradient step).
+Builds the preset's DQN from its ``train.dqn`` settings on the preset's environment (as
+``spikerl train`` does, without sticky actions, which do not change a gradient step), fills
+the replay buffer with random transitions and times SB3's own ``DQN.train(gradient_steps=1)``:
+a batch sampled, the target network's forward pass, the Q-network's forward and backward
+passes and the Adam step. Against that baseline, in the same run and taking turns: fused
+Adam, channels-last memory format, and bfloat16 autocast (which changes the arithmetic, so
+a recipe would have to be re-measured with it). The last column is the agent steps per
+second that the gradient steps alone allow (``gradient_steps`` of them every ``train_freq``
+agent steps).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from spikerl.config import load_preset
 from spikerl.envs import make_env
 
 BUFFER = 2_000  # random transitions to sample batches from (the cost does not depend on the buffer size)
+SB3 = "SB3 DQN, as the preset builds it"
+SAMPLING = "(of which: sampling the batch)"
 
 
 def build(env_id: str, optimizer_kwargs: dict | None = None) -> DQN:
@@ -70,21 +73,26 @@ def main() -> None:
     for model in (channels_last, channels_last_bf16):
         model.policy.to(memory_format=torch.channels_last)
     paths = {
-        "SB3 DQN, as the preset builds it": gradient_step(baseline),
-        "(of which: sampling the batch)": lambda: baseline.replay_buffer.sample(baseline.batch_size),
+        SB3: gradient_step(baseline),
+        SAMPLING: lambda: baseline.replay_buffer.sample(baseline.batch_size),
         "fused Adam": gradient_step(build(args.env, {"fused": True})),
         "channels-last": gradient_step(channels_last),
         "bfloat16 autocast": gradient_step(build(args.env), autocast=True),
         "channels-last + bfloat16 autocast": gradient_step(channels_last_bf16, autocast=True),
     }
     medians = medians_ms(paths, args.repeats, warmup=3)
-    base, per_step = medians["SB3 DQN, as the preset builds it"], baseline.train_freq.frequency
+    base = medians.pop(SB3)
+    sampling = medians.pop(SAMPLING)
+    agent_steps = baseline.train_freq.frequency / baseline.gradient_steps  # agent steps per gradient step
     print(f"{args.env}: one gradient step at batch {baseline.batch_size}, {args.threads} torch threads, "
-          f"median of {args.repeats} (agent steps/s: what the gradient steps alone allow, one per {per_step} agent steps)")
+          f"median of {args.repeats} (agent steps/s: what the gradient steps alone allow, "
+          f"{baseline.gradient_steps} per {baseline.train_freq.frequency} agent steps)")
     print("| path | ms per step | ratio to SB3 | agent steps/s |")
     print("|---|---|---|---|")
+    print(f"| {SB3} | {base:.1f} | 1.00x | {agent_steps * 1000 / base:.0f} |")
+    print(f"| {SAMPLING} | {sampling:.1f} | - | - |")
     for name, ms in medians.items():
-        print(f"| {name} | {ms:.1f} | {ms / base:.2f}x | {per_step * 1000 / ms:.0f} |")
+        print(f"| {name} | {ms:.1f} | {ms / base:.2f}x | {agent_steps * 1000 / ms:.0f} |")
 
 
 if __name__ == "__main__":

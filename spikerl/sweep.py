@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spikerl.checkpoints import sigterm_as_interrupt, write_json
+from spikerl.checkpoints import signals_held, sigterm_as_interrupt, write_json
 from spikerl.config import read_run_config
 from spikerl.errors import UsageError
 from spikerl.run_folder import RunFolder
@@ -187,17 +187,18 @@ def _execute(plan: Plan, out: Path, command: str, gpus: float) -> Outcome:
     a checkpoint) before the sweep ends; ``--resume`` carries on.
     """
     outcome = Outcome()
-    trainings, pending = _submit(plan, out, command, gpus, outcome)
-    progress = Progress(len(plan.cells), outcome.skipped)
-    progress.show(len(outcome.finished), 0, 0)
-    try:
-        with sigterm_as_interrupt():  # replaces Ray's handler (which exits and takes the tasks down unsaved)
+    with sigterm_as_interrupt():  # instead of Ray's handler, which exits and takes the tasks down unsaved
+        trainings, pending = _submit(plan, out, command, gpus, outcome)
+        progress = Progress(len(plan.cells), outcome.skipped)
+        progress.show(len(outcome.finished), 0, 0)
+        try:
             _wait_for_cells(pending, trainings, outcome, out, progress)
-    except KeyboardInterrupt:
-        _stop(out, [*pending, *trainings.values()], list(pending.values()), progress.started)
-        raise
-    finally:
-        progress.close()
+        except KeyboardInterrupt:
+            with signals_held():  # a second Ctrl-C or SIGTERM acts once the tasks have stopped
+                _stop(out, [*pending, *trainings.values()], list(pending.values()), progress.started)
+            raise
+        finally:
+            progress.close()
     for folder, message in outcome.failed.items():
         print(f"failed: {folder}: {message}", file=sys.stderr)
     return outcome
