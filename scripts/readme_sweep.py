@@ -18,6 +18,7 @@ from pathlib import Path
 
 from spikerl.checkpoints import write_text
 from spikerl.errors import UsageError
+from spikerl.sweep import SWEEP_JSON, check_same_plan
 from spikerl.sweep_grid import load_grid
 from spikerl.sweep_report import collect_rows, final_stage_table, plot_final_rewards
 
@@ -27,10 +28,14 @@ REPO = Path(__file__).resolve().parent.parent
 def readme_block(grid: Path, sweep: Path, name: str, docs: Path) -> list[str]:
     """The lines that go between the markers; writes the plot ``docs/NAME.png``."""
     plan = load_grid(grid)
+    if not (sweep / SWEEP_JSON).is_file():
+        raise UsageError(f"{sweep} holds no sweep; run 'spikerl sweep {grid} --out {sweep}' first")
+    check_same_plan(sweep, plan)
     rows = collect_rows(sweep, plan)
+    if not any(row["status"] == "done" for row in rows):
+        raise UsageError(f"{sweep} holds no finished cell of {grid}; run 'spikerl sweep {grid} --out {sweep} --resume'")
     docs.mkdir(exist_ok=True)
-    if not plot_final_rewards(rows, docs / f"{name}.png"):
-        raise UsageError(f"{sweep} holds no finished cell of {grid}; run 'spikerl sweep {grid} --out {sweep}' first")
+    plot_final_rewards(rows, docs / f"{name}.png")
     done = len({row["cell"] for row in rows if row["status"] == "done"})
     return [
         f"<!-- {name} -->",
@@ -42,15 +47,16 @@ def readme_block(grid: Path, sweep: Path, name: str, docs: Path) -> list[str]:
     ]
 
 
-def replace_block(text: str, name: str, block: list[str]) -> str:
-    """``text`` with the lines from ``<!-- NAME -->`` to ``<!-- /NAME -->`` replaced by ``block``."""
-    lines = text.splitlines()
+def marked_block(lines: list[str], name: str, file: Path) -> tuple[int, int]:
+    """The indices of the lines ``<!-- NAME -->`` and ``<!-- /NAME -->`` in ``lines`` (of ``file``)."""
     try:
         start, end = lines.index(f"<!-- {name} -->"), lines.index(f"<!-- /{name} -->")
     except ValueError:
-        missing = f"README.md has no '<!-- {name} -->' ... '<!-- /{name} -->' lines"
-        raise UsageError(f"{missing}; add them where the table goes") from None
-    return "\n".join([*lines[:start], *block, *lines[end + 1:]]) + "\n"
+        start = end = -1
+    if not 0 <= start < end:
+        raise UsageError(f"{file} has no '<!-- {name} -->' line followed by a '<!-- /{name} -->' line; "
+                         "add them where the table goes")
+    return start, end
 
 
 def main() -> int:
@@ -62,12 +68,16 @@ def main() -> int:
     args = parser.parse_args()
     readme = args.readme
     try:
+        lines = readme.read_text(encoding="utf-8").splitlines()
+        start, end = marked_block(lines, args.name, readme)  # checked before anything is written
         block = readme_block(args.grid, args.sweep, args.name, readme.parent / "docs")
-        text = replace_block(readme.read_text(encoding="utf-8"), args.name, block)
+    except OSError as error:
+        print(f"readme_sweep: cannot read {error.filename} ({error.strerror}); check the path", file=sys.stderr)
+        return 2
     except UsageError as error:
         print(f"readme_sweep: {error}", file=sys.stderr)
         return 2
-    write_text(readme, text)
+    write_text(readme, "\n".join([*lines[:start], *block, *lines[end + 1:]]) + "\n")
     print(f"wrote the {args.name} table into {readme} and its plot into {readme.parent / 'docs' / args.name}.png")
     return 0
 

@@ -234,7 +234,7 @@ class _StageRecorder:
         """
         protocol = result.evaluation
         env_settings = self.env_settings
-        if stage in (Stage.ANN_STICKY, Stage.RETRAINED_STICKY) and protocol.sticky_actions is not None:
+        if stage.is_sticky and protocol.sticky_actions is not None:
             env_settings = with_sticky_actions(env_settings, protocol.sticky_actions, result.env_id)
         evaluation = evaluate_agent(
             model, result.env_id, env_settings, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs,

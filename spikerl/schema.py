@@ -101,8 +101,9 @@ def check_value(value: Any, hint: Any, name: str, bounds: Mapping[str, Any] | No
         arms = [arg for arg in args if arg is not type(None)]
         if len(arms) > 1:  # such as ``int | dict[str, int]``: the mapping arm takes mappings, the other the rest
             arms = [arm for arm in arms if (typing.get_origin(arm) is dict) == isinstance(value, Mapping)]
-        (inner,) = arms
-        return check_value(value, inner, name, bounds)
+        if len(arms) != 1:  # a programming error in a Record's annotations
+            raise TypeError(f"{name}: no check for the union {hint!r} (one arm, or one mapping arm and one other)")
+        return check_value(value, arms[0], name, bounds)
     if origin is typing.Literal:
         if value not in args:
             raise _fail(name, f"must be one of {', '.join(map(str, args))}, got {value!r}")

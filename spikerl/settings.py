@@ -177,9 +177,11 @@ class CompressSettings(Record):
     def check(self) -> None:
         if isinstance(self.steps_per_stage, dict):
             unknown = sorted(set(self.steps_per_stage) - set(OBJECTIVES))
-            if unknown or self.objective not in self.steps_per_stage:
-                problem = f"has unknown objective {unknown[0]}" if unknown else f"has no entry for objective {self.objective}"
-                raise UsageError(f"steps_per_stage {problem}; {STEPS_HINT}", parameter="steps_per_stage")
+            if unknown:
+                raise UsageError(f"steps_per_stage has unknown objective {unknown[0]}; {STEPS_HINT}",
+                                 parameter="steps_per_stage")
+            if self.objective not in self.steps_per_stage:  # the objective may come from --objective: no flag named
+                raise UsageError(f"compress.steps_per_stage has no entry for objective {self.objective}; {STEPS_HINT}")
         schedule = self.schedule
         if not schedule:
             raise UsageError(f"schedule is empty; {SCHEDULE_HINT}", parameter="schedule")

@@ -145,16 +145,22 @@ def _check_out_dir(out: Path, plan: Plan, resume: bool) -> None:
     if resume:
         if not stored.is_file():
             raise UsageError(f"nothing to resume in {out} ({SWEEP_JSON} missing); run without --resume")
-        try:
-            previous = json.loads(stored.read_text())
-        except (OSError, ValueError) as error:
-            raise UsageError(f"{stored} is unreadable ({error}); start the sweep in another --out") from None
-        if {key: previous.get(key) for key in ("env_id", "cells")} != json.loads(json.dumps(plan.as_json())):
-            raise UsageError(f"{out} holds a sweep of other cells than {plan.grid_file} plans now; "
-                             "resume with the grid file it was started with, or choose another --out")
+        check_same_plan(out, plan)
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         hint = "pass --resume to continue it" if stored.is_file() else "choose a new or empty folder"
         raise UsageError(f"--out {out} is not empty; {hint}, or another --out")
+
+
+def check_same_plan(out: Path, plan: Plan) -> None:
+    """``UsageError`` unless the sweep in ``out`` (its ``sweep.json``) was started with ``plan``'s cells."""
+    stored = out / SWEEP_JSON
+    try:
+        previous = json.loads(stored.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{stored} is unreadable ({error}); start the sweep in another --out") from None
+    if {key: previous.get(key) for key in ("env_id", "cells")} != json.loads(json.dumps(plan.as_json())):
+        raise UsageError(f"{out} holds a sweep of other cells than {plan.grid_file} plans now; "
+                         "use the grid file it was started with, or choose another --out")
 
 
 def _gpus_per_task(plan: Plan, resources: dict[str, float]) -> float:

@@ -122,8 +122,8 @@ def final_stages(rows: list[dict[str, Any]], stage: Stage = Stage.RETRAINED) -> 
 
 def final_stage_table(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown lines: per group, the final stage's reward of every seed, mean +- std [95% CI] over
-    seeds, and the energy per decision, compute only and with memory access (mean over seeds, nJ);
-    where the cells have sticky-action rows, their rewards too."""
+    seeds, and the energy per decision, compute only and with memory access (nJ, mean +- std [95% CI]
+    over seeds); where the cells have sticky-action rows, their rewards too (every seed listed)."""
     sticky = final_stages(rows, Stage.RETRAINED_STICKY)
     lines = ["| cells | T | reward per seed | reward over seeds | energy / decision, compute (nJ) | with memory (nJ) |"
              + (" sticky actions: reward per seed | over seeds |" if sticky else ""),

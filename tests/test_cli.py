@@ -146,6 +146,17 @@ def test_steps_per_stage_of_the_preset_follow_the_objective():
     assert with_overrides(preset, {"compress": {"objective": "td", "steps_per_stage": 60}}).compress.stage_steps == 60
 
 
+def test_objective_flag_without_steps_in_the_preset_names_the_preset_key(tmp_path, capsys):
+    preset = yaml.safe_load(open(REPO / "envs" / "CartPole-v1.yaml"))
+    preset["compress"]["steps_per_stage"] = {"distill": 3000}
+    config = tmp_path / "distill_only.yaml"
+    config.write_text(yaml.safe_dump(preset))
+    code, _, err = run(capsys, "compress", "--agent", SHIPPED_CARTPOLE / "ann.zip", "--config", config,
+                       "--objective", "td", "--out", tmp_path / "out")
+    assert_one_error_line(code, err, "compress.steps_per_stage has no entry for objective td")  # not --steps-per-stage
+    assert not (tmp_path / "out").exists()
+
+
 def test_td_objective_retrains_every_stage(tmp_path, capsys):
     """The paper's TD objective on a tiny budget: every stage is trained by SB3's loop and recorded."""
     preset = yaml.safe_load(open(REPO / "envs" / "CartPole-v1.yaml"))

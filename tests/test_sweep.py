@@ -3,7 +3,6 @@
 import csv
 import io
 import json
-import math
 import os
 import signal
 import subprocess
@@ -17,7 +16,6 @@ from conftest import REPO
 from spikerl.cli import main
 from spikerl.stats import summarize
 from spikerl.sweep_grid import load_grid
-from spikerl.sweep_report import final_stage_table, group_stages
 
 ray = pytest.importorskip("ray", reason="spikerl[sweep] (Ray) is not installed; scripts/setup.sh installs it")
 
@@ -49,40 +47,6 @@ def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=128 * 2**20)
     yield
     ray.shutdown()
-
-
-# --- statistics ------------------------------------------------------------------------------
-
-
-def test_summarize_gives_mean_std_and_a_seeded_bootstrap_interval():
-    summary = summarize([1.0, 2.0, 3.0, 10.0])
-    assert (summary.n, summary.mean) == (4, 4.0)
-    assert summary.std == pytest.approx(4.0825, abs=1e-4)  # sample std (ddof=1)
-    assert 1.0 <= summary.ci_low < summary.mean < summary.ci_high <= 10.0
-    assert summarize([1.0, 2.0, 3.0, 10.0]) == summary  # seeded: the same values give the same interval
-    assert summarize([5.0, 5.0, 5.0]).ci_low == summarize([5.0, 5.0, 5.0]).ci_high == 5.0
-    single = summarize([7.0])
-    assert single.n == 1 and single.mean == 7.0 and math.isnan(single.std) and math.isnan(single.ci_low)
-    with pytest.raises(ValueError):
-        summarize([])
-
-
-def test_sticky_action_rows_are_summarized_apart_from_the_default_protocol():
-    def row(seed, stage, reward):
-        return {"cell": f"cells/seed={seed}", "group": "all cells", "seed": seed, "status": "done", "stage": stage,
-                "T": None if stage.startswith("ANN") else 1, "mean_reward": reward,
-                "energy_pj": 1000.0, "total_energy_pj": 2000.0}
-
-    rows = [row(seed, stage, reward + seed) for seed in (0, 1) for stage, reward in
-            [("ANN", 20.0), ("retrained", 19.0), ("ANN, sticky actions", 10.0), ("retrained, sticky actions", 5.0)]]
-    rewards = group_stages(rows, "mean_reward")["all cells"]
-    assert {stage: summary.mean for stage, summary in rewards.items()} == {
-        "ANN": 20.5, "T=1": 19.5, "ANN, sticky actions": 10.5, "T=1, sticky actions": 5.5}
-    header, _, line = final_stage_table(rows)
-    assert "sticky actions: reward per seed" in header
-    rewards = "| all cells | 1 | 0: 19.0, 1: 20.0 | 19.5 +- 0.7 [19.0, 20.0] |"  # every seed, then their summary
-    assert line.startswith(rewards + " 1.0 +- 0.0 [1.0, 1.0] | 2 +- 0 [2, 2] |")  # energy in nJ
-    assert line.endswith("| 0: 5.0, 1: 6.0 | 5.5 +- 0.7 [5.0, 6.0] |")
 
 
 # --- grid files --------------------------------------------------------------------------------

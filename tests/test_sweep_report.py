@@ -1,0 +1,95 @@
+"""The sweep's results view (statistics over seeds, the final-stage table) and
+scripts/readme_sweep.py's refusals; none of it needs Ray."""
+
+import importlib.util
+import math
+import sys
+
+import pytest
+
+from conftest import REPO
+from spikerl.checkpoints import write_json
+from spikerl.stats import summarize
+from spikerl.sweep import SWEEP_JSON
+from spikerl.sweep_grid import load_grid
+from spikerl.sweep_report import final_stage_table, group_stages
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def test_summarize_gives_mean_std_and_a_seeded_bootstrap_interval():
+    summary = summarize([1.0, 2.0, 3.0, 10.0])
+    assert (summary.n, summary.mean) == (4, 4.0)
+    assert summary.std == pytest.approx(4.0825, abs=1e-4)  # sample std (ddof=1)
+    assert 1.0 <= summary.ci_low < summary.mean < summary.ci_high <= 10.0
+    assert summarize([1.0, 2.0, 3.0, 10.0]) == summary  # seeded: the same values give the same interval
+    assert summarize([5.0, 5.0, 5.0]).ci_low == summarize([5.0, 5.0, 5.0]).ci_high == 5.0
+    single = summarize([7.0])
+    assert single.n == 1 and single.mean == 7.0 and math.isnan(single.std) and math.isnan(single.ci_low)
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_sticky_action_rows_are_summarized_apart_from_the_default_protocol():
+    def row(seed, stage, reward):
+        return {"cell": f"cells/seed={seed}", "group": "all cells", "seed": seed, "status": "done", "stage": stage,
+                "T": None if stage.startswith("ANN") else 1, "mean_reward": reward,
+                "energy_pj": 1000.0, "total_energy_pj": 2000.0}
+
+    rows = [row(seed, stage, reward + seed) for seed in (0, 1) for stage, reward in
+            [("ANN", 20.0), ("retrained", 19.0), ("ANN, sticky actions", 10.0), ("retrained, sticky actions", 5.0)]]
+    rewards = group_stages(rows, "mean_reward")["all cells"]
+    assert {stage: summary.mean for stage, summary in rewards.items()} == {
+        "ANN": 20.5, "T=1": 19.5, "ANN, sticky actions": 10.5, "T=1, sticky actions": 5.5}
+    header, _, line = final_stage_table(rows)
+    assert "sticky actions: reward per seed" in header
+    rewards = "| all cells | 1 | 0: 19.0, 1: 20.0 | 19.5 +- 0.7 [19.0, 20.0] |"  # every seed, then their summary
+    assert line.startswith(rewards + " 1.0 +- 0.0 [1.0, 1.0] | 2 +- 0 [2, 2] |")  # energy in nJ
+    assert line.endswith("| 0: 5.0, 1: 6.0 | 5.5 +- 0.7 [5.0, 6.0] |")
+
+
+# --- scripts/readme_sweep.py -------------------------------------------------------------------
+
+
+@pytest.fixture
+def readme_sweep(monkeypatch, capsys):
+    """Run scripts/readme_sweep.py's main with the given arguments; returns (exit code, stderr)."""
+    spec = importlib.util.spec_from_file_location("readme_sweep", REPO / "scripts" / "readme_sweep.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["readme_sweep.py", *map(str, args)])
+        code = script.main()
+        return code, capsys.readouterr().err
+    return run
+
+
+def test_readme_sweep_refuses_in_one_line_and_writes_nothing(tmp_path, readme_sweep):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("env: CartPole-v1\ngrid: {seed: [0, 1]}\n")
+    other = tmp_path / "other.yaml"
+    other.write_text("env: CartPole-v1\ngrid: {seed: [0]}\n")
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    readme = tmp_path / "README.md"
+    text = "# title\n<!-- /t -->\n<!-- t -->\n"
+    readme.write_text(text)
+
+    cases = [
+        (tmp_path / "missing.md", "cannot read"),
+        (readme, "has no '<!-- t -->' line followed by a '<!-- /t -->' line"),  # the markers in the wrong order
+    ]
+    for path, message in cases:
+        code, error = readme_sweep(grid, sweep, "t", "--readme", path)
+        assert code == 2 and message in error and error.count("\n") == 1
+    readme.write_text("# title\n<!-- t -->\n<!-- /t -->\n")
+    code, error = readme_sweep(grid, sweep, "t", "--readme", readme)
+    assert code == 2 and "holds no sweep" in error
+    plan = load_grid(other)
+    write_json(sweep / SWEEP_JSON, {"grid_file": str(other), **plan.as_json()})
+    code, error = readme_sweep(grid, sweep, "t", "--readme", readme)  # a sweep of other cells than grid.yaml's
+    assert code == 2 and "holds a sweep of other cells" in error
+    code, error = readme_sweep(other, sweep, "t", "--readme", readme)
+    assert code == 2 and "holds no finished cell" in error and "--resume" in error
+    assert readme.read_text() == "# title\n<!-- t -->\n<!-- /t -->\n" and not (tmp_path / "docs").exists()
