@@ -280,10 +280,13 @@ def _stop(out: Path, refs: list[Any], cells: list[Cell], since: float, timeout_s
 def describe_failure(error: BaseException, cell: Cell, trainings: dict[str, Any]) -> str:
     """One line for a failed cell: the exception raised in its task (or in its training task)."""
     import ray
-    from ray.exceptions import RayError, RayTaskError
+    from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 
     cause = error.cause if isinstance(error, RayTaskError) and error.cause is not None else error
-    message = f"{type(cause).__name__}: {_first_line(cause)}"
+    if isinstance(cause, TaskCancelledError):  # Ctrl-C or SIGTERM reached the task's worker: it stopped and saved
+        message = "interrupted (its worker got Ctrl-C or SIGTERM); continue with --resume"
+    else:
+        message = f"{type(cause).__name__}: {_first_line(cause)}"
     if cell.train is None or cell.train.folder not in trainings:
         return message
     try:
@@ -385,7 +388,11 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
     }
     write_json(folder / TASK_JSON, state)
     try:
-        with open(folder / TASK_LOG, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        # Line-buffered: a killed task's log still shows its last line. SIGTERM to the worker
+        # (a scheduler or a closing session signals every process) stops the task as Ctrl-C
+        # does, where Ray's own handler would raise SystemExit past training's checkpoint.
+        with (open(folder / TASK_LOG, "a", buffering=1) as log, contextlib.redirect_stdout(log),
+              contextlib.redirect_stderr(log), sigterm_as_interrupt()):
             yield
     except BaseException as error:
         ended = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"

@@ -249,6 +249,36 @@ def test_sigterm_stops_the_running_tasks_as_ctrl_c_does(tmp_path):
     assert task_state(cell)["state"] == "interrupted"  # the task was stopped and said so, not killed with its worker
 
 
+@pytest.mark.slow
+def test_sigterm_to_a_task_worker_stops_it_with_a_checkpoint(tmp_path):
+    grid = write_grid(tmp_path, "settings: {train.n_timesteps: 1000000}\ncells:\n  - {compress.schedule: [1]}\n")
+    out = tmp_path / "out"
+    train = out / "train" / "seed=0"
+    sweep = subprocess.Popen([sys.executable, "-m", "spikerl", "sweep", str(grid), "--out", str(out)], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and sweep.poll() is None and _episodes(train) < 2:  # in the training loop
+            time.sleep(0.05)
+        os.kill(task_state(train)["pid"], signal.SIGTERM)  # the worker only, as a scheduler or `kill PID` would
+        _, stderr = sweep.communicate(timeout=180)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    assert sweep.returncode == 1, stderr
+    assert "interrupted (its worker got Ctrl-C or SIGTERM); continue with --resume" in stderr, stderr
+    assert task_state(train)["state"] == "interrupted"  # not Ray's SystemExit, which skips training's checkpoint
+    assert "saving a checkpoint" in (train / "sweep.log").read_text()
+    assert list(train.glob("checkpoint_*.pt"))  # before the first periodic one (10,000 steps)
+
+
+def _episodes(train: Path) -> int:
+    try:
+        return len((train / "0.monitor.csv").read_text().splitlines()) - 2  # under a JSON line and the header
+    except OSError:
+        return 0
+
+
 def _rows(cell: Path) -> int:
     try:
         return len(json.loads((cell / "results.json").read_text())["rows"])
