@@ -47,6 +47,11 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("-n", "--n-timesteps", type=int, help="agent steps (default: the preset's, or the resumed run's)")
     parser.add_argument("--out", help="run folder (default: runs/<env>_<seed>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    parser.add_argument(
+        "-i", "--trained-agent", metavar="ZIP",
+        help="start from this ANN's weights (e.g. another run's ann.zip; same network) with an empty replay buffer, "
+        "as rl-zoo3's --trained-agent",
+    )
     parser.add_argument("--force", action="store_true", help="start over in --out even if it holds a run or results")
     _add_common(parser)
     _add_tensorboard(parser, "SB3's training scalars (rollout/, train/, eval/)")
@@ -73,6 +78,7 @@ def _run_train(args: argparse.Namespace) -> None:
     ann = train(
         env_id, settings, out, seed=seed, device=args.device, resume=bool(args.resume), force=args.force,
         progress=args.progress, command=args.command_line, tensorboard=args.tensorboard,
+        trained_agent=args.trained_agent,
     )
     print(_train_summary(out, ann, args.tensorboard))
 

@@ -26,6 +26,7 @@ from contextlib import ExitStack, closing
 from pathlib import Path
 
 import numpy as np
+import torch
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.vec_env import VecEnv
@@ -34,7 +35,7 @@ from spikerl.checkpoints import TEMPORARY_SUFFIX, atomic_path, save_model, signa
 from spikerl.config import RunConfig, read_run_config
 from spikerl.envs import EVAL_SEED_BASE, check_env_id, check_training_seed, make_env, with_sticky_actions
 from spikerl.errors import UsageError
-from spikerl.loading import check_device
+from spikerl.loading import check_device, load_agent
 from spikerl.locks import folder_lock
 from spikerl.plots import plot_training_curve
 from spikerl.run_folder import RunFolder
@@ -207,6 +208,7 @@ def train(
     verbose: int = 1,
     command: str = "",
     tensorboard: str | Path | None = None,
+    trained_agent: str | Path | None = None,
 ) -> Path:
     """Train (or resume) a DQN agent as ``settings`` describe; returns the path of ``ann.zip``.
 
@@ -214,9 +216,15 @@ def train(
     run's saved settings hold its own target). ``command`` (the command line, if any) is
     added to the run's ``config.yaml``. ``force`` starts a fresh run over a folder holding
     another run or results. ``tensorboard``: a folder where SB3 logs its training scalars
-    for TensorBoard.
+    for TensorBoard. ``trained_agent``: an ANN (an SB3 DQN zip of the same network, e.g.
+    another run's ``ann.zip``) whose weights a fresh run starts from, as rl-zoo3's
+    ``--trained-agent``; its replay buffer starts empty and every setting is this run's.
     """
     env_settings = _checked_env_settings(env_id, settings, seed, device, tensorboard)
+    if trained_agent is not None and resume:
+        raise UsageError("--trained-agent starts a new run; a resumed run continues from its own checkpoint, drop it")
+    # read and checked before the folder is touched, so a bad file costs nothing already written
+    start_weights = _trained_weights(trained_agent, env_id, env_settings, settings.train, device) if trained_agent else None
     folder = RunFolder(out_dir)
     with folder_lock(folder.path):
         run_id, commands = _prepare_folder(folder, resume, force, command)
@@ -230,6 +238,8 @@ def train(
                 model.set_env(monitored_env())  # the resumed run starts a new episode (seeded as the first one)
             else:
                 model, evaluation = build(monitored_env())
+                if start_weights is not None:
+                    model.policy.load_state_dict(start_weights)
             if tensorboard:
                 model.tensorboard_log = str(tensorboard)
             evaluation.callback_on_new_best = SaveBestCallback(folder.path, run_id)
@@ -251,6 +261,33 @@ def _checked_env_settings(
         check_tensorboard()
     sticky = settings.train.sticky_actions
     return settings.env if sticky is None else with_sticky_actions(settings.env, sticky, env_id)
+
+
+def _trained_weights(
+    path: str | Path, env_id: str, env_settings: EnvSettings, train: TrainSettings, device: str
+) -> dict[str, torch.Tensor]:
+    """The policy weights (Q-network and target) of the ANN at ``path``, checked to fit the
+    network that ``train`` builds for ``env_id``; read without unpickling (``load_agent``)."""
+    trained = load_agent(path, env_id, env_settings, device)
+    policy_class = DQN.policy_aliases.get(train.policy, train.policy) if isinstance(train.policy, str) else train.policy
+    with closing(make_env(env_id, env_settings, seed=0)) as env:
+        policy = policy_class(env.observation_space, env.action_space, lambda _: 0.0, **train.dqn.get("policy_kwargs", {}))
+    weights = trained.policy.state_dict()
+    if type(trained.policy) is not policy_class:
+        raise UsageError(
+            f"{path} holds a {type(trained.policy).__name__}, not the {policy_class.__name__} this run trains; "
+            "pass an ANN, e.g. another run's ann.zip"
+        )
+    ours = {name: tuple(tensor.shape) for name, tensor in policy.state_dict().items()}
+    theirs = {name: tuple(tensor.shape) for name, tensor in weights.items()}
+    differing = sorted(name for name in ours.keys() | theirs.keys() if ours.get(name) != theirs.get(name))
+    if differing:
+        name = differing[0]
+        raise UsageError(
+            f"the network in {path} differs from the one this run trains ({name}: {theirs.get(name)} there, "
+            f"{ours.get(name)} here); pass an ANN trained with the same preset, e.g. another run's ann.zip"
+        )
+    return weights
 
 
 def _prepare_folder(folder: RunFolder, resume: bool, force: bool, command: str) -> tuple[str, list[str]]:

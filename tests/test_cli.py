@@ -10,7 +10,7 @@ import zipfile
 import pytest
 import torch
 import yaml
-from stable_baselines3 import PPO
+from stable_baselines3 import DQN, PPO
 
 from conftest import REPO, SHIPPED_CARTPOLE
 from spikerl.cli import main
@@ -270,6 +270,33 @@ def test_bad_compress_options_give_one_error_line(args, message, tmp_path, capsy
 )
 def test_bad_evaluate_options_are_refused_before_loading(args, message, capsys, no_work):
     assert_one_error_line(*run(capsys, "evaluate", "--agent", SHIPPED_CARTPOLE / "T1.zip", *args)[::2], message)
+
+
+def test_train_starts_from_a_trained_agents_weights(tiny_run, tiny_preset, tmp_path, capsys):
+    trained = tiny_run / "run" / "ann.zip"
+    # 40 steps: before learning starts (100) and the target network's first sync (50), so the
+    # weights must be the trained agent's own
+    code, _, err = run(capsys, "train", "--env", "CartPole-v1", "--config", tiny_preset, "-n", "40", "-i", trained,
+                       "--out", tmp_path / "again", "--no-progress")
+    assert code == 0, err
+    started, before = DQN.load(tmp_path / "again" / "ann.zip"), DQN.load(trained)
+    for name, tensor in before.policy.state_dict().items():
+        assert torch.equal(started.policy.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize(("agent", "message"), [
+    (SHIPPED_CARTPOLE / "T1.zip", "holds a SpikingMlpPolicy, not the DQNPolicy this run trains"),
+    (SHIPPED_CARTPOLE / "ann.zip", "differs from the one this run trains (q_net.q_net.0.bias: (256,) there, (32,) here)"),
+])
+def test_train_refuses_a_trained_agent_of_another_network(agent, message, tiny_preset, tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--env", "CartPole-v1", "--config", tiny_preset, "-i", agent, "--out", tmp_path / "x")
+    assert_one_error_line(code, err, message)
+    assert not (tmp_path / "x").exists()
+
+
+def test_train_refuses_a_trained_agent_on_resume(tiny_run, capsys):
+    code, _, err = run(capsys, "train", "--resume", tiny_run / "run", "-i", SHIPPED_CARTPOLE / "ann.zip")
+    assert_one_error_line(code, err, "--trained-agent starts a new run")
 
 
 def test_unknown_env_for_train(tmp_path, capsys):
