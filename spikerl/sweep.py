@@ -389,8 +389,8 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
     write_json(folder / TASK_JSON, state)
     try:
         # Line-buffered: a killed task's log still shows its last line. SIGTERM to the worker
-        # (a scheduler or a closing session signals every process) stops the task as Ctrl-C
-        # does, where Ray's own handler would raise SystemExit past training's checkpoint.
+        # (`kill PID`, a node's process manager) stops the task as Ctrl-C does, where Ray's
+        # own handler would raise SystemExit past training's checkpoint.
         with (open(folder / TASK_LOG, "a", buffering=1) as log, contextlib.redirect_stdout(log),
               contextlib.redirect_stderr(log), sigterm_as_interrupt()):
             yield

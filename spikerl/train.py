@@ -270,14 +270,14 @@ def _trained_weights(
     network that ``train`` builds for ``env_id``; read without unpickling (``load_agent``)."""
     trained = load_agent(path, env_id, env_settings, device)
     policy_class = DQN.policy_aliases.get(train.policy, train.policy) if isinstance(train.policy, str) else train.policy
-    with closing(make_env(env_id, env_settings, seed=0)) as env:
-        policy = policy_class(env.observation_space, env.action_space, lambda _: 0.0, **train.dqn.get("policy_kwargs", {}))
-    weights = trained.policy.state_dict()
     if type(trained.policy) is not policy_class:
         raise UsageError(
             f"{path} holds a {type(trained.policy).__name__}, not the {policy_class.__name__} this run trains; "
             "pass an ANN, e.g. another run's ann.zip"
         )
+    with closing(make_env(env_id, env_settings, seed=0)) as env:
+        policy = policy_class(env.observation_space, env.action_space, lambda _: 0.0, **train.dqn.get("policy_kwargs", {}))
+    weights = trained.policy.state_dict()
     ours = {name: tuple(tensor.shape) for name, tensor in policy.state_dict().items()}
     theirs = {name: tuple(tensor.shape) for name, tensor in weights.items()}
     differing = sorted(name for name in ours.keys() | theirs.keys() if ours.get(name) != theirs.get(name))
