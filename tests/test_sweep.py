@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -231,20 +232,10 @@ def test_killed_sweep_resumes_unfinished_cells_without_rerunning_finished_ones(l
 @pytest.mark.slow
 def test_sigterm_stops_the_running_tasks_as_ctrl_c_does(tmp_path):
     grid = write_grid(tmp_path, "cells:\n  - {compress.schedule: [3, 2, 1], compress.steps_per_stage: 500}\n")
-    out = tmp_path / "out"
-    cell = out / "cells" / "seed=0"
-    sweep = subprocess.Popen([sys.executable, "-m", "spikerl", "sweep", str(grid), "--out", str(out)], cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and sweep.poll() is None and _rows(cell) < 3:  # the ANN's rows and T=3 saved
-            time.sleep(0.05)
-        sweep.send_signal(signal.SIGTERM)  # the driver only, as `kill PID` would
-        _, stderr = sweep.communicate(timeout=180)
-    finally:
-        if sweep.poll() is None:
-            os.killpg(sweep.pid, signal.SIGKILL)
-    assert sweep.returncode == 130, stderr
+    cell = tmp_path / "out" / "cells" / "seed=0"
+    # the driver only, as `kill PID` would, once the ANN's rows and T=3 are saved
+    code, stderr = _signal_sweep(grid, tmp_path / "out", lambda: _rows(cell) >= 3, lambda sweep: sweep.pid)
+    assert code == 130, stderr
     assert "continue with --resume" in stderr and "Traceback" not in stderr
     assert task_state(cell)["state"] == "interrupted"  # the task was stopped and said so, not killed with its worker
 
@@ -252,24 +243,33 @@ def test_sigterm_stops_the_running_tasks_as_ctrl_c_does(tmp_path):
 @pytest.mark.slow
 def test_sigterm_to_a_task_worker_stops_it_with_a_checkpoint(tmp_path):
     grid = write_grid(tmp_path, "settings: {train.n_timesteps: 1000000}\ncells:\n  - {compress.schedule: [1]}\n")
-    out = tmp_path / "out"
-    train = out / "train" / "seed=0"
-    sweep = subprocess.Popen([sys.executable, "-m", "spikerl", "sweep", str(grid), "--out", str(out)], cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and sweep.poll() is None and _episodes(train) < 2:  # in the training loop
-            time.sleep(0.05)
-        os.kill(task_state(train)["pid"], signal.SIGTERM)  # the worker only, as a scheduler or `kill PID` would
-        _, stderr = sweep.communicate(timeout=180)
-    finally:
-        if sweep.poll() is None:
-            os.killpg(sweep.pid, signal.SIGKILL)
-    assert sweep.returncode == 1, stderr
+    train = tmp_path / "out" / "train" / "seed=0"
+    # the training task's worker only, as `kill PID` would, once it is in the training loop
+    code, stderr = _signal_sweep(grid, tmp_path / "out", lambda: _episodes(train) >= 2, lambda _: task_state(train)["pid"])
+    assert code == 1, stderr
     assert "interrupted (its worker got Ctrl-C or SIGTERM); continue with --resume" in stderr, stderr
     assert task_state(train)["state"] == "interrupted"  # not Ray's SystemExit, which skips training's checkpoint
     assert "saving a checkpoint" in (train / "sweep.log").read_text()
     assert list(train.glob("checkpoint_*.pt"))  # before the first periodic one (10,000 steps)
+
+
+def _signal_sweep(
+    grid: Path, out: Path, ready: Callable[[], bool], target: Callable[[subprocess.Popen], int]
+) -> tuple[int, str]:
+    """Run ``spikerl sweep GRID --out OUT``; once ``ready()``, send SIGTERM to the process
+    ``target`` names; return the sweep's exit code and stderr."""
+    sweep = subprocess.Popen([sys.executable, "-m", "spikerl", "sweep", str(grid), "--out", str(out)], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and sweep.poll() is None and not ready():
+            time.sleep(0.05)
+        os.kill(target(sweep), signal.SIGTERM)
+        _, stderr = sweep.communicate(timeout=180)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    return sweep.returncode, stderr
 
 
 def _episodes(train: Path) -> int:
