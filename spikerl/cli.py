@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import shlex
 import signal
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from spikerl.errors import UsageError
-from spikerl.settings import ENCODINGS, OBJECTIVES, STICKY_ACTIONS
+from spikerl.settings import ENCODINGS, OBJECTIVES, SECTIONS, STICKY_ACTIONS
 
 if TYPE_CHECKING:
     from spikerl.settings import Settings
@@ -60,7 +61,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
-    from spikerl.config import read_run_config, with_overrides
+    from spikerl.config import read_run_config
     from spikerl.train import train
 
     overrides = {"train": {"n_timesteps": args.n_timesteps}, **_common_overrides(args)}
@@ -69,10 +70,10 @@ def _run_train(args: argparse.Namespace) -> None:
         if saved is None:
             raise UsageError(f"nothing to resume in {args.resume} (config.yaml missing); start a run with --out")
         env_id, seed, out = saved.env_id, saved.seed, args.resume
-        settings = with_overrides(saved.settings, overrides)
+        settings = _overridden(saved.settings, overrides, args.assignments)
     else:
         env_id, seed = args.env, args.seed
-        settings = _settings(env_id, args.config, overrides)
+        settings = _settings(env_id, args.config, overrides, args.assignments)
         out = args.out or f"runs/{env_id}_{seed}"
     _set_threads(settings)
     ann = train(
@@ -99,6 +100,33 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="torch CPU threads (default: the preset's; small networks run far faster on 1, "
         "and several processes on 2 cores must not oversubscribe them)",
     )
+    parser.add_argument(
+        "--set", dest="assignments", metavar="SECTION.KEY=VALUE", type=_assignment, nargs="+", action="extend",
+        help="override preset settings, e.g. --set train.dqn.learning_rate=1e-4 train.sticky_actions=0.25 "
+        "(the value is YAML; rl-zoo3's -params KEY:VALUE is --set train.dqn.KEY=VALUE); the other flags win",
+    )
+
+
+def _assignment(text: str) -> tuple[str, Any]:
+    """One ``--set`` argument: the dotted setting and its value, read as YAML (``1e-4`` a number)."""
+    import yaml
+
+    key, equals, raw = text.partition("=")
+    if not equals or "." not in key or key.split(".")[0] not in SECTIONS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not SECTION.KEY=VALUE with SECTION one of {', '.join(SECTIONS)} "
+            "(e.g. train.dqn.learning_rate=1e-4)"
+        )
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"the value of {key} is not valid YAML: {raw!r}") from None
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{key} needs a value ({key}=VALUE); --set cannot unset a setting")
+    if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    return key, value
 
 
 def _add_tensorboard(parser: argparse.ArgumentParser, what: str) -> None:
@@ -115,11 +143,25 @@ def _common_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {"env": {"num_threads": args.num_threads}}
 
 
-def _settings(env_id: str, config: str | None, overrides: dict[str, Any]) -> Settings:
-    """The preset of ``env_id`` (or the file ``config``) with the command line's ``overrides``."""
-    from spikerl.config import load_preset, with_overrides
+def _settings(
+    env_id: str, config: str | None, overrides: dict[str, Any], assignments: list[tuple[str, Any]] | None = None
+) -> Settings:
+    """The preset of ``env_id`` (or the file ``config``) with the command line's settings (``_overridden``)."""
+    from spikerl.config import load_preset
 
-    return with_overrides(load_preset(env_id, config), overrides)
+    return _overridden(load_preset(env_id, config), overrides, assignments)
+
+
+def _overridden(settings: Settings, overrides: dict[str, Any], assignments: list[tuple[str, Any]] | None) -> Settings:
+    """``settings`` with the ``--set`` ``assignments`` and then the flags' ``overrides`` (nested
+    like a preset; a flag left out is None) merged in and checked."""
+    from spikerl.config import with_dotted, with_overrides
+
+    try:
+        settings = with_dotted(settings, dict(assignments or []))
+    except UsageError as error:  # named as --set spelled it (compress.schedule), not by the flag of that setting
+        raise UsageError(str(error)) from None
+    return with_overrides(settings, overrides)
 
 
 def _set_threads(settings: Settings) -> None:
@@ -204,7 +246,7 @@ def _run_compress(args: argparse.Namespace) -> None:
         "schedule": args.schedule, "objective": args.objective, "steps_per_stage": args.steps_per_stage,
         "percentile": args.percentile, "stage_eval_episodes": args.eval_episodes, "encoding": args.encoding,
     }
-    settings = _settings(env_id, args.config, {"compress": stage_overrides, **_common_overrides(args)})
+    settings = _settings(env_id, args.config, {"compress": stage_overrides, **_common_overrides(args)}, args.assignments)
     _set_threads(settings)
     out = args.out or f"runs/{env_id}_snn"
     result = compress(
@@ -296,7 +338,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
 
     env_id = env_of_agent(args.agent, args.env)
     protocol_overrides = {"episodes": args.episodes, "seed": args.seed}
-    settings = _settings(env_id, args.config, {"evaluate": protocol_overrides, **_common_overrides(args)})
+    settings = _settings(env_id, args.config, {"evaluate": protocol_overrides, **_common_overrides(args)}, args.assignments)
     protocol = settings.evaluate
     sticky = args.sticky_actions
     env_config = settings.env if sticky is None else with_sticky_actions(settings.env, sticky, env_id)

@@ -90,6 +90,19 @@ def with_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings
     return from_mapping(_merge(settings.to_dict(), overrides))
 
 
+def with_dotted(settings: Settings, dotted: Mapping[str, Any]) -> Settings:
+    """``settings`` with each dotted setting (``{"compress.schedule": [5, 1]}``) merged in and
+    checked, as ``with_overrides`` does."""
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return with_overrides(settings, nested)
+
+
 def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in overrides.items():

@@ -11,6 +11,7 @@ and ``spikerl.config.with_overrides`` merges a command-line value into it.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from typing import Any, Literal, get_args
@@ -216,6 +217,10 @@ class Settings(Record):
     compress: CompressSettings
     env: EnvSettings = setting(factory=EnvSettings)
     evaluate: EvaluateSettings = setting(factory=EvaluateSettings)
+
+
+SECTIONS = tuple(field.name for field in dataclasses.fields(Settings))
+"""The preset's sections, the first part of a dotted setting such as ``compress.schedule``."""
 
 
 def from_mapping(data: Any) -> Settings:

@@ -31,7 +31,6 @@ cells whose names coincide are an error.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import re
@@ -41,13 +40,12 @@ from typing import Any
 
 import yaml
 
-from spikerl.config import load_preset, with_overrides
+from spikerl.config import load_preset, with_dotted
 from spikerl.errors import UsageError
-from spikerl.settings import Settings
+from spikerl.settings import SECTIONS, Settings
 
 TOP_LEVEL_KEYS = ("env", "config", "settings", "grid", "cells", "gpus_per_cell")
 CELL_KEYS = ("seed", "agent")
-SECTIONS = tuple(field.name for field in dataclasses.fields(Settings))
 #: Settings that shape the ANN: cells that agree on them share one training run.
 TRAIN_SECTIONS = ("env", "train")
 
@@ -140,17 +138,8 @@ def load_grid(path: str | Path) -> Plan:
 
 def apply_settings(preset: Settings, settings: dict[str, Any]) -> Settings:
     """``preset`` with each dotted ``section.key...`` setting of ``settings`` merged in and checked
-    (``spikerl.config.with_overrides``); ``seed`` and ``agent`` are the cell's, not the preset's."""
-    nested: dict[str, Any] = {}
-    for key, value in settings.items():
-        if key in CELL_KEYS:
-            continue
-        *parents, leaf = key.split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return with_overrides(preset, nested)
+    (``spikerl.config.with_dotted``); ``seed`` and ``agent`` are the cell's, not the preset's."""
+    return with_dotted(preset, {key: value for key, value in settings.items() if key not in CELL_KEYS})
 
 
 def _reject_unknown(path: Path, what: str, keys: set[str], fix: str) -> None:

@@ -29,12 +29,13 @@ import yaml
 from spikerl.checkpoints import atomic_path, write_text
 from spikerl.envs import check_env_id
 from spikerl.errors import UsageError
+from spikerl.settings import SECTIONS
 
 #: The algorithm folder zoo's ``-f FOLDER --algo dqn`` looks in.
 ALGO = "dqn"
 ATARI_WRAPPER = "stable_baselines3.common.atari_wrappers.AtariWrapper"
 #: Preset sections; a YAML file with none of them at its top level is read as zoo hyperparameters.
-SECTIONS = ("env", "train", "compress", "evaluate")
+
 #: ``train`` settings that zoo blocks do not have, kept from the env's spikerl preset.
 SPIKERL_TRAIN_KEYS = ("eval_freq", "eval_episodes", "checkpoint_freq", "save_replay_buffer")
 #: Zoo keys that change what spikerl would train and that it cannot honour.
@@ -42,7 +43,8 @@ UNSUPPORTED = ("callback", "vec_env_wrapper", "env_wrapper_kwargs", "monitor_kwa
 
 
 def is_zoo_hyperparameters(data: Any) -> bool:
-    """Whether ``data`` (a YAML document) is a zoo hyperparameter file rather than a spikerl preset."""
+    """Whether ``data`` (a YAML document) is a zoo hyperparameter file rather than a spikerl preset
+    (none of the preset's ``SECTIONS`` at its top level)."""
     return (
         isinstance(data, dict)
         and bool(data)

@@ -414,6 +414,33 @@ def test_bad_preset_gives_one_line_before_any_work(case, command, tmp_path, caps
     assert not (tmp_path / "out").exists()
 
 
+def test_set_overrides_preset_settings_and_the_flags_win(tiny_preset, tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--env", "CartPole-v1", "--config", tiny_preset, "--out", tmp_path / "run",
+                       "--set", "train.dqn.learning_rate=2e-3", "train.n_timesteps=999", "env.num_threads=1",
+                       "-n", "60", "--no-progress")
+    assert code == 0, err
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config["train"]["dqn"]["learning_rate"] == 2e-3  # YAML 1.1 reads 2e-3 as a string; --set as a number
+    assert config["train"]["n_timesteps"] == 60  # -n wins over --set
+
+
+@pytest.mark.parametrize("command", ["train", "compress", "evaluate"])
+@pytest.mark.parametrize(("assignment", "message"), [
+    ("seed=3", "argument --set: 'seed=3' is not SECTION.KEY=VALUE with SECTION one of train, compress, env, evaluate"),
+    ("compress.schedule", "is not SECTION.KEY=VALUE"),
+    ("compress.schedule=[2,", "the value of compress.schedule is not valid YAML"),
+    ("evaluate.episodes=", "evaluate.episodes needs a value"),
+    ("compress.no_such_key=1", "unknown key compress.no_such_key"),
+    ("evaluate.episodes=many", "evaluate.episodes must be an integer"),
+])
+def test_bad_set_gives_one_line_before_any_work(command, assignment, message, tmp_path, capsys, no_work):
+    agent = ["--agent", SHIPPED_CARTPOLE / ("T1.zip" if command == "evaluate" else "ann.zip")] if command != "train" else []
+    out = [] if command == "evaluate" else ["--out", tmp_path / "out"]
+    code, _, err = run(capsys, command, *agent, *out, "--set", assignment)
+    assert_one_error_line(code, err, message)
+    assert not (tmp_path / "out").exists()
+
+
 #: Options that take one of a fixed set of values, by subcommand: each must list them (argparse ``choices``).
 ENUM_OPTIONS = {
     ("compress", "--objective"), ("compress", "--encoding"), ("evaluate", "--video-format"),
