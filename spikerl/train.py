@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from gymnasium import spaces
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.vec_env import VecEnv
@@ -269,13 +270,14 @@ def _trained_weights(
     """The policy weights (Q-network and target) of the ANN at ``path``, checked to fit the
     network that ``train`` builds for ``env_id``; read without unpickling (``load_agent``)."""
     trained = load_agent(path, env_id, env_settings, device)
-    policy_class = DQN.policy_aliases.get(train.policy, train.policy) if isinstance(train.policy, str) else train.policy
+    policy_class = DQN.policy_aliases[train.policy]  # a known alias (TrainSettings checks it)
     if type(trained.policy) is not policy_class:
         raise UsageError(
             f"{path} holds a {type(trained.policy).__name__}, not the {policy_class.__name__} this run trains; "
             "pass an ANN, e.g. another run's ann.zip"
         )
     with closing(make_env(env_id, env_settings, seed=0)) as env:
+        assert isinstance(env.action_space, spaces.Discrete)  # DQN's, checked with the env id
         policy = policy_class(env.observation_space, env.action_space, lambda _: 0.0, **train.dqn.get("policy_kwargs", {}))
     weights = trained.policy.state_dict()
     ours = {name: tuple(tensor.shape) for name, tensor in policy.state_dict().items()}
