@@ -32,6 +32,11 @@ def check_env_id(env_id: str) -> None:
         raise UsageError(f"unknown env id '{env_id}'; use a Gymnasium id such as CartPole-v1 or PongNoFrameskip-v4")
 
 
+def is_atari(env_id: str) -> bool:
+    """Whether ``env_id`` (a registered id) is an Atari game of the Arcade Learning Environment."""
+    return str(gym.spec(env_id).entry_point).startswith("ale_py")
+
+
 def check_agent_fits(model: BaseAlgorithm, env: VecEnv, env_id: str) -> None:
     """Refuse an agent whose observation or action space differs from ``env``'s."""
     try:
@@ -66,6 +71,11 @@ def make_env(env_id: str, env_config: EnvSettings, seed: int, n_envs: int = 1, m
     resumed run keeps its earlier episodes).
     """
     check_env_id(env_id)
+    if env_config.atari and not is_atari(env_id):
+        raise UsageError(
+            f"env.atari is true but {env_id} is not an Atari (ALE) game; set env.atari: false, or use an ALE id "
+            "such as PongNoFrameskip-v4", parameter="env.atari",
+        )
     # SB3's Monitor writes its CSV header only when it overrides the file: append only to an existing one
     resumed = monitor_dir is not None and (Path(monitor_dir) / "0.monitor.csv").is_file()
     monitor_kwargs = {"override_existing": not resumed}

@@ -30,6 +30,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import VecEnv
 
 from spikerl.checkpoints import TEMPORARY_SUFFIX, atomic_path, save_model, signals_held, sigterm_as_interrupt, write_text
@@ -224,11 +225,16 @@ def train(
     env_settings = _checked_env_settings(env_id, settings, seed, device, tensorboard)
     if trained_agent is not None and resume:
         raise UsageError("--trained-agent starts a new run; a resumed run continues from its own checkpoint, drop it")
-    # read and checked before the folder is touched, so a bad file costs nothing already written
-    start_weights = _trained_weights(trained_agent, env_id, env_settings, settings.train, device) if trained_agent else None
+    # checked (and the trained agent read) before the folder is touched: a bad setting or file costs nothing written
+    observation_space, action_space = _checked_spaces(env_id, env_settings, settings.train)
+    start_weights = None
+    if trained_agent is not None:
+        start_weights = _trained_weights(
+            trained_agent, env_id, env_settings, settings.train, device, observation_space, action_space
+        )
     folder = RunFolder(out_dir)
     with folder_lock(folder.path):
-        run_id, commands = _prepare_folder(folder, resume, force, command)
+        run_id, commands = _prepare_folder(folder, resume, force, command, settings)
         with ExitStack() as open_envs:  # every env the run opens is closed on the way out
             monitored_env = functools.partial(_open_env, open_envs, env_id, env_settings, seed, folder)
             build = functools.partial(_build, open_envs, env_id, env_settings, settings.train, seed, device, folder, verbose)
@@ -264,11 +270,26 @@ def _checked_env_settings(
     return settings.env if sticky is None else with_sticky_actions(settings.env, sticky, env_id)
 
 
+def _checked_spaces(env_id: str, env_settings: EnvSettings, train: TrainSettings) -> tuple[spaces.Space, spaces.Discrete]:
+    """The observation and action spaces of the run's env, checked to suit DQN and ``train.policy``."""
+    with closing(make_env(env_id, env_settings, seed=0)) as env:
+        observation_space, action_space = env.observation_space, env.action_space
+    if not isinstance(action_space, spaces.Discrete):
+        raise UsageError(f"DQN takes discrete actions and {env_id}'s are {action_space}; choose an env with discrete actions")
+    if train.policy == "CnnPolicy" and not is_image_space(observation_space):
+        raise UsageError(
+            f"train.policy CnnPolicy takes image observations and {env_id}'s are {observation_space}; use MlpPolicy",
+            parameter="train.policy",
+        )
+    return observation_space, action_space
+
+
 def _trained_weights(
-    path: str | Path, env_id: str, env_settings: EnvSettings, train: TrainSettings, device: str
+    path: str | Path, env_id: str, env_settings: EnvSettings, train: TrainSettings, device: str,
+    observation_space: spaces.Space, action_space: spaces.Discrete,
 ) -> dict[str, torch.Tensor]:
     """The policy weights (Q-network and target) of the ANN at ``path``, checked to fit the
-    network that ``train`` builds for ``env_id``; read without unpickling (``load_agent``)."""
+    network that ``train`` builds for these spaces; read without unpickling (``load_agent``)."""
     trained = load_agent(path, env_id, env_settings, device)
     policy_class = DQN.policy_aliases[train.policy]  # a known alias (TrainSettings checks it)
     if type(trained.policy) is not policy_class:
@@ -276,9 +297,7 @@ def _trained_weights(
             f"{path} holds a {type(trained.policy).__name__}, not the {policy_class.__name__} this run trains; "
             "pass an ANN, e.g. another run's ann.zip"
         )
-    with closing(make_env(env_id, env_settings, seed=0)) as env:
-        assert isinstance(env.action_space, spaces.Discrete)  # DQN's, checked with the env id
-        policy = policy_class(env.observation_space, env.action_space, lambda _: 0.0, **train.dqn.get("policy_kwargs", {}))
+    policy = policy_class(observation_space, action_space, lambda _: 0.0, **train.dqn.get("policy_kwargs", {}))
     weights = trained.policy.state_dict()
     ours = {name: tuple(tensor.shape) for name, tensor in policy.state_dict().items()}
     theirs = {name: tuple(tensor.shape) for name, tensor in weights.items()}
@@ -292,10 +311,38 @@ def _trained_weights(
     return weights
 
 
-def _prepare_folder(folder: RunFolder, resume: bool, force: bool, command: str) -> tuple[str, list[str]]:
-    """The run's id and command lines: a resumed run's own, or a fresh run's in a cleared folder."""
+#: Settings that a run's checkpoint fixes (its network, replay buffer and environment), by dotted path.
+FIXED_ON_RESUME = (
+    "train.policy", "train.dqn.policy_kwargs", "train.dqn.buffer_size", "train.dqn.n_steps",
+    "train.dqn.optimize_memory_usage", "train.dqn.replay_buffer_class", "train.dqn.replay_buffer_kwargs",
+    "env.atari", "env.frame_stack", "env.wrapper_kwargs", "env.env_kwargs",
+)
+
+
+def _check_resumable_settings(previous: Settings, settings: Settings) -> None:
+    """Refuse to resume under settings that change what the run's checkpoint fixes (``FIXED_ON_RESUME``)."""
+    before, now = previous.to_dict(), settings.to_dict()
+    for key in FIXED_ON_RESUME:
+        section, *path = key.split(".")
+        old, new = before[section], now[section]
+        for part in path:
+            old, new = old.get(part), new.get(part)
+        if old != new:
+            raise UsageError(
+                f"{key} is {old!r} in the run being resumed, not {new!r}: a resumed run keeps its network, replay "
+                "buffer and environment; drop that setting, or start a new run from its ann.zip with -i"
+            )
+
+
+def _prepare_folder(
+    folder: RunFolder, resume: bool, force: bool, command: str, settings: Settings
+) -> tuple[str, list[str]]:
+    """The run's id and command lines: a resumed run's own (its settings checked against
+    ``settings``), or a fresh run's in a cleared folder."""
     if resume:
         run_id, previous = read_index(folder.path)["run_id"], read_run_config(folder.path)
+        if previous is not None:
+            _check_resumable_settings(previous.settings, settings)
     else:
         _check_fresh_folder(folder, force)
         run_id, previous = new_run_id(), None

@@ -441,6 +441,24 @@ def test_bad_set_gives_one_line_before_any_work(command, assignment, message, tm
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("assignment", "message"), [
+    ("train.policy=CnnPolicy", "train.policy CnnPolicy takes image observations and CartPole-v1's are Box("),
+    ("env.atari=true", "env.atari is true but CartPole-v1 is not an Atari (ALE) game"),
+])
+def test_train_refuses_settings_that_do_not_suit_the_env(assignment, message, tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--env", "CartPole-v1", "--out", tmp_path / "x", "--set", assignment)
+    assert_one_error_line(code, err, message)
+    assert not (tmp_path / "x").exists()
+
+
+def test_resume_refuses_settings_that_the_checkpoint_fixes(tiny_run, tmp_path, capsys):
+    run_folder = shutil.copytree(tiny_run / "run", tmp_path / "run")
+    before = (run_folder / "config.yaml").read_text()
+    code, _, err = run(capsys, "train", "--resume", run_folder, "--set", "train.dqn.buffer_size=50")
+    assert_one_error_line(code, err, "train.dqn.buffer_size is 2000 in the run being resumed, not 50")
+    assert (run_folder / "config.yaml").read_text() == before
+
+
 #: Options that take one of a fixed set of values, by subcommand: each must list them (argparse ``choices``).
 ENUM_OPTIONS = {
     ("compress", "--objective"), ("compress", "--encoding"), ("evaluate", "--video-format"),
