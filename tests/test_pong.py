@@ -43,7 +43,8 @@ def test_pong_train_convert_compress(tmp_path, monkeypatch):
 
     monkeypatch.setattr("spikerl.train.make_env", make_env_and_note_its_sticky_actions)
     ann = train("PongNoFrameskip-v4", preset, tmp_path / "run", seed=0, device="cpu", progress=False, verbose=0)
-    assert sticky_probabilities == [0.25, 0.25]  # the preset's train.sticky_actions: training and its evaluations
+    # the preset's train.sticky_actions: the spaces check, training and its evaluations
+    assert sticky_probabilities == [0.25, 0.25, 0.25]
     results = compress(ann, "PongNoFrameskip-v4", preset, tmp_path / "snn", device="cpu", progress=False)
     assert [(row.stage.value, row.T) for row in results.rows] == [
         ("ANN", None), ("converted", 2), ("retrained", 2), ("retrained", 1),
