@@ -156,10 +156,11 @@ def fold_first_layer(encoder: InputEncoder, conv: nn.Conv2d, analog: nn.Conv2d, 
     design = torch.cat([spikes, torch.ones_like(spikes[:1])])  # [C_out + 1, P]
     targets = frames.transpose(0, 1).flatten(1).double()  # [C, P]
     gram = design @ design.T
-    ridge = 1e-6 * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)  # channels that never fire
+    identity = torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+    ridge = 1e-6 * gram.diagonal().mean() * identity  # channels that never fire
     coefficients = torch.linalg.solve(gram + ridge, design @ targets.T)  # [C_out + 1, C]
     mix, offset = coefficients[:-1].T.float(), coefficients[-1].float()  # A [C, C_out], b [C]
     conv.weight.copy_(torch.einsum("kchw,co->kohw", analog.weight, mix))
-    bias = analog.bias if analog.bias is not None else torch.zeros(analog.out_channels)
+    bias = analog.bias if analog.bias is not None else analog.weight.new_zeros(analog.out_channels)
     if conv.bias is not None:
         conv.bias.copy_(bias + analog.weight.sum(dim=(2, 3)) @ offset)
