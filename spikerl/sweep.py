@@ -41,7 +41,7 @@ from spikerl.checkpoints import signals_held, sigterm_as_interrupt, write_json
 from spikerl.config import read_run_config
 from spikerl.errors import UsageError
 from spikerl.run_folder import RunFolder
-from spikerl.settings import Settings
+from spikerl.settings import Settings, from_mapping
 from spikerl.sweep_grid import Cell, Plan, TrainRun, load_grid
 
 SWEEP_JSON = "sweep.json"
@@ -158,9 +158,20 @@ def check_same_plan(out: Path, plan: Plan) -> None:
         previous = json.loads(stored.read_text())
     except (OSError, ValueError) as error:
         raise UsageError(f"{stored} is unreadable ({error}); start the sweep in another --out") from None
-    if {key: previous.get(key) for key in ("env_id", "cells")} != json.loads(json.dumps(plan.as_json())):
-        raise UsageError(f"{out} holds a sweep of other cells than {plan.grid_file} plans now; "
-                         "use the grid file it was started with, or choose another --out")
+    mismatch = UsageError(f"{out} holds a sweep of other cells than {plan.grid_file} plans now; "
+                          "use the grid file it was started with, or choose another --out")
+    try:
+        stored_plan = {"env_id": previous["env_id"], "cells": [_read_as_now(cell) for cell in previous["cells"]]}
+    except (KeyError, TypeError, UsageError):
+        raise mismatch from None
+    if stored_plan != json.loads(json.dumps(plan.as_json())):
+        raise mismatch
+
+
+def _read_as_now(stored_cell: dict[str, Any]) -> dict[str, Any]:
+    """A cell of ``sweep.json`` with its settings read as this spikerl reads a preset: a setting
+    added since the sweep started is at its default, so an upgrade does not strand a sweep."""
+    return {**stored_cell, "settings": from_mapping(stored_cell["settings"]).to_dict()}
 
 
 def _gpus_per_task(plan: Plan, resources: dict[str, float]) -> float:

@@ -15,7 +15,9 @@ import pytest
 
 from conftest import REPO
 from spikerl.cli import main
+from spikerl.errors import UsageError
 from spikerl.stats import summarize
+from spikerl.sweep import check_same_plan
 from spikerl.sweep_grid import load_grid
 
 ray = pytest.importorskip("ray", reason="spikerl[sweep] (Ray) is not installed; scripts/setup.sh installs it")
@@ -136,6 +138,26 @@ def test_unreachable_address_and_occupied_out_are_refused(tmp_path, capsys):
     assert main(["sweep", str(grid), "--out", str(tmp_path / "new"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
 
+
+
+def test_a_sweep_started_before_a_setting_was_added_still_resumes(tmp_path):
+    grid = write_grid(tmp_path, "grid: {seed: [0, 1]}\n")
+    plan = load_grid(grid)
+    out = tmp_path / "out"
+    out.mkdir()
+    stored = plan.as_json()
+    for cell in stored["cells"]:
+        del cell["settings"]["evaluate"]["sticky_actions"]  # as if evaluate.sticky_actions were added since
+    (out / "sweep.json").write_text(json.dumps(stored))
+    check_same_plan(out, plan)
+    stored["cells"][1]["settings"]["evaluate"]["n_envs"] = 3  # a setting the preset changed since: another plan
+    (out / "sweep.json").write_text(json.dumps(stored))
+    with pytest.raises(UsageError, match="holds a sweep of other cells than"):
+        check_same_plan(out, plan)
+    stored["cells"][1]["settings"]["evaluate"]["no_such_setting"] = 1  # a setting this spikerl does not know
+    (out / "sweep.json").write_text(json.dumps(stored))
+    with pytest.raises(UsageError, match="holds a sweep of other cells than"):
+        check_same_plan(out, plan)
 
 # --- sweeps on Ray -----------------------------------------------------------------------------
 
