@@ -341,7 +341,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     settings = _settings(env_id, args.config, {"evaluate": protocol_overrides, **_common_overrides(args)}, args.assignments)
     protocol = settings.evaluate
     sticky = args.sticky_actions
-    env_config = settings.env if sticky is None else with_sticky_actions(settings.env, sticky, env_id)
+    env_config = with_sticky_actions(settings.env, sticky, env_id)
     _set_threads(settings)
     model = load_agent(args.agent, env_id, settings.env, args.device)
     if args.event_driven:

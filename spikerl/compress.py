@@ -73,7 +73,8 @@ def compress(
         result = dataclasses.replace(result, rows=previous.rows, commands=commands)
     schedule = settings.compress.schedule
     set_random_seed(seed)
-    env = make_env(env_id, settings.env, seed=seed)
+    retrain_env = with_sticky_actions(settings.env, settings.compress.sticky_actions, env_id)
+    env = make_env(env_id, retrain_env, seed=seed)
     writer = open_writer(Path(tensorboard) / "compress") if tensorboard else None
     record = _StageRecorder(folder, settings.env, writer, settings.compress.stage_steps, progress)
     try:
@@ -92,7 +93,7 @@ def compress(
             if not result.rows_of(Stage.CONVERTED):
                 result = record(result, Stage.CONVERTED, schedule[0], student, started)
         eval_seed = seed + TD_EVAL_SEED_OFFSET
-        make_eval_env = functools.partial(make_env, env_id, settings.env, seed=eval_seed)  # td's in-stage evaluations
+        make_eval_env = functools.partial(make_env, env_id, retrain_env, seed=eval_seed)  # td's in-stage evaluations
         retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress, writer, make_eval_env)
         if tensorboard:
             student.tensorboard_log = str(tensorboard)  # the td objective: SB3 logs its training scalars there
@@ -149,8 +150,8 @@ def _new_result(
     """The header of this run's results (no rows yet)."""
     stage_settings, protocol = settings.compress, settings.evaluate
     episodes = stage_settings.stage_eval_episodes if stage_settings.stage_eval_episodes is not None else protocol.episodes
-    if protocol.sticky_actions is not None:
-        with_sticky_actions(settings.env, protocol.sticky_actions, env_id)  # refuses a non-Atari env now, not after the stages
+    for sticky in (protocol.sticky_actions, stage_settings.sticky_actions):
+        with_sticky_actions(settings.env, sticky, env_id)  # refuses a non-Atari env now, not after the stages
     evaluation = EvaluationProtocol(
         episodes=episodes, seed=protocol.seed, n_envs=protocol.n_envs, sticky_actions=protocol.sticky_actions
     )
@@ -158,7 +159,8 @@ def _new_result(
         env_id=env_id, agent=str(agent), agent_sha256=sha256(agent), objective=stage_settings.objective,
         schedule=stage_settings.schedule, percentile=stage_settings.percentile, encoding=stage_settings.encoding,
         steps_per_stage=stage_settings.stage_steps, seed=seed, evaluation=evaluation,
-        commands=list(commands or []), layers=[asdict(cost) for cost in layer_costs(ann.q_net, ann.observation_space)],
+        sticky_actions=stage_settings.sticky_actions, commands=list(commands or []),
+        layers=[asdict(cost) for cost in layer_costs(ann.q_net, ann.observation_space)],
     )
 
 

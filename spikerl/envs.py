@@ -46,9 +46,12 @@ def check_agent_fits(model: BaseAlgorithm, env: VecEnv, env_id: str) -> None:
         raise UsageError(f"{problem}; pass as env_id the environment the agent was trained on", parameter="env_id") from None
 
 
-def with_sticky_actions(env_config: EnvSettings, probability: float, env_id: str) -> EnvSettings:
+def with_sticky_actions(env_config: EnvSettings, probability: float | None, env_id: str) -> EnvSettings:
     """``env_config`` with ALE's sticky actions: at every emulator frame the previous action is
-    repeated with ``probability`` (``repeat_action_probability``, passed to ``gymnasium.make``)."""
+    repeated with ``probability`` (``repeat_action_probability``, passed to ``gymnasium.make``);
+    ``env_config`` itself where ``probability`` is None (the env's own)."""
+    if probability is None:
+        return env_config
     if not env_config.atari:
         problem = f"sticky actions are an Atari (ALE) setting and {env_id} is not an Atari env"
         raise UsageError(f"{problem}; drop the sticky-action setting", parameter="sticky_actions")

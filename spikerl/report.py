@@ -27,7 +27,8 @@ def render_markdown(result: CompressionResult) -> str:
         f"Evaluation: {protocol.episodes} episodes per row, environment seeds from {protocol.seed} "
         f"({protocol.n_envs} environments), greedy actions; the same episodes for every row.",
         f"Objective `{result.objective}`, {result.steps_per_stage} steps per stage, "
-        f"conversion percentile {result.percentile}, input encoding {result.encoding}, seed {result.seed}.",
+        f"conversion percentile {result.percentile}, input encoding {result.encoding}, seed {result.seed}"
+        + (f", retrained under sticky actions p={result.sticky_actions}." if result.sticky_actions is not None else "."),
         *([f"Sticky-action rows: repeat_action_probability {protocol.sticky_actions}."] if protocol.sticky_actions else []),
         "Energy per decision: MAC 4.6 pJ, AC 0.9 pJ (45 nm); SNN layers after the first cost "
         "MACs x input spike rate x T accumulates; with memory, every byte of weights, biases, membrane potentials "

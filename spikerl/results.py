@@ -111,10 +111,14 @@ class CompressionResult(Record):
     """File names of the plots, beside results.json."""
     agent_sha256: str | None = None
     """SHA-256 of the ANN agent file (absent in results written before it was recorded)."""
+    sticky_actions: float | None = None
+    """ALE's sticky-action probability of the retraining rollouts (``compress.sticky_actions``;
+    None: the env's own, as in results written before it was recorded)."""
 
     #: Header fields that must agree for a run to be resumed.
     SAME_RUN = (
-        "env_id", "agent_sha256", "objective", "schedule", "percentile", "encoding", "steps_per_stage", "seed", "evaluation"
+        "env_id", "agent_sha256", "objective", "schedule", "percentile", "encoding", "steps_per_stage", "seed", "evaluation",
+        "sticky_actions",
     )
 
     def check(self) -> None:

@@ -162,6 +162,10 @@ class CompressSettings(Record):
     """Evaluation episodes per stage (None: evaluate.episodes)."""
     teacher_states: int = setting(default=5000, low=1, high=MAX_SAMPLES)
     """States from teacher rollouts in the initial distillation pool."""
+    sticky_actions: float | None = setting(default=None, low=0, high=0.99)
+    """Atari: retrain under ALE's sticky actions at this probability (calibration, the teacher's and
+    the student's rollouts, td's transitions and in-stage evaluations); the stage evaluations keep
+    the ``evaluate`` protocol (None: the env's own)."""
     neuron_kwargs: dict[str, Any] = setting(factory=dict)
     """Keyword arguments of ``spikerl.neurons.IFNeuron`` (threshold, leak, learn_leak, surrogate_scale)."""
     distill: DistillSettings = setting(factory=DistillSettings)

@@ -266,8 +266,7 @@ def _checked_env_settings(
     check_device(device)
     if tensorboard:
         check_tensorboard()
-    sticky = settings.train.sticky_actions
-    return settings.env if sticky is None else with_sticky_actions(settings.env, sticky, env_id)
+    return with_sticky_actions(settings.env, settings.train.sticky_actions, env_id)
 
 
 def _checked_spaces(env_id: str, env_settings: EnvSettings, train: TrainSettings) -> tuple[spaces.Space, spaces.Discrete]:

@@ -16,7 +16,7 @@ from spikerl.train import train
 def tiny_pong_preset():
     return with_overrides(load_preset("PongNoFrameskip-v4"), {
         "env": {"env_kwargs": {"max_episode_steps": 400}},  # raw frames: 100 agent steps per episode
-        "train": {"n_timesteps": 300, "eval_freq": 10_000, "save_replay_buffer": False,
+        "train": {"n_timesteps": 300, "eval_freq": 10_000, "save_replay_buffer": False, "sticky_actions": 0.25,
                   "dqn": {"buffer_size": 500, "learning_starts": 200, "batch_size": 32}},
         "compress": {"schedule": [2, 1], "steps_per_stage": 3, "stage_eval_episodes": 1, "calibration_samples": 64,
                      "teacher_states": 64,
@@ -43,7 +43,7 @@ def test_pong_train_convert_compress(tmp_path, monkeypatch):
 
     monkeypatch.setattr("spikerl.train.make_env", make_env_and_note_its_sticky_actions)
     ann = train("PongNoFrameskip-v4", preset, tmp_path / "run", seed=0, device="cpu", progress=False, verbose=0)
-    # the preset's train.sticky_actions: the spaces check, training and its evaluations
+    # train.sticky_actions: the spaces check, training and its evaluations
     assert sticky_probabilities == [0.25, 0.25, 0.25]
     results = compress(ann, "PongNoFrameskip-v4", preset, tmp_path / "snn", device="cpu", progress=False)
     assert [(row.stage.value, row.T) for row in results.rows] == [
@@ -56,15 +56,20 @@ def test_pong_train_convert_compress(tmp_path, monkeypatch):
     assert all(row["lengths"][0] <= 400 for row in rows)  # the cap holds: no full games on CI
     assert (tmp_path / "snn" / "T1.zip").is_file()
 
+    monkeypatch.setattr("spikerl.compress.make_env", make_env_and_note_its_sticky_actions)
+    sticky_probabilities.clear()
     spiking_input = compress(
-        ann, "PongNoFrameskip-v4", with_overrides(preset, {"compress": {"encoding": "threshold+event", "schedule": [1]}}),
+        ann, "PongNoFrameskip-v4",
+        with_overrides(preset, {"compress": {"encoding": "threshold+event", "schedule": [1], "sticky_actions": 0.5}}),
         tmp_path / "events", device="cpu", progress=False,
     )
+    assert sticky_probabilities == [0.5]  # compress.sticky_actions: the retraining rollouts; evaluations keep the protocol
     last = spiking_input.rows[2]
     assert last.stage.value == "retrained" and "encoder" in last.spike_rates
     first_conv = next(layer for layer in spiking_input.spiking_layers if layer["name"] == "features_extractor.cnn.0")
     assert first_conv["input_layer"] == "encoder" and last.cost["macs"] == 0  # every weighted layer takes spikes
-    assert "input encoding threshold+event" in (tmp_path / "events" / "results.md").read_text()
+    assert "input encoding threshold+event, seed 0, retrained under sticky actions p=0.5." in (
+        tmp_path / "events" / "results.md").read_text()
 
 
 def test_sticky_actions_reach_the_emulator():
@@ -83,7 +88,12 @@ def test_training_sticky_actions_of_a_non_atari_env_are_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_sticky_actions_of_a_non_atari_env_are_refused(capsys):
+def test_sticky_actions_of_a_non_atari_env_are_refused(capsys, tmp_path):
     code = main(["evaluate", "--agent", str(SHIPPED_CARTPOLE / "T1.zip"), "--sticky-actions"])
     error = capsys.readouterr().err
     assert code == 2 and "sticky actions are an Atari (ALE) setting" in error and error.count("\n") == 1
+    code = main(["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--out", str(tmp_path / "snn"),
+                 "--set", "compress.sticky_actions=0.25"])
+    error = capsys.readouterr().err
+    assert code == 2 and "sticky actions are an Atari (ALE) setting" in error and error.count("\n") == 1
+    assert not (tmp_path / "snn").exists()
