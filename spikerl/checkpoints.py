@@ -1,8 +1,8 @@
 """Writing files atomically (SB3 checkpoints included), keeping shipped checkpoints small, and
-stopping on SIGTERM as on Ctrl-C.
+stopping on SIGTERM or a closed terminal (SIGHUP) as on Ctrl-C.
 
 Every write goes to a temporary file beside its target (``.<name>.<random>.spikerl.tmp``)
-that replaces the target only once complete, with Ctrl-C and SIGTERM held back until then:
+that replaces the target only once complete, with Ctrl-C, SIGTERM and SIGHUP held back until then:
 a stopped or killed run leaves either the old file or the new one, never half of one.
 Temporary files left by a hard kill are removed by ``remove_stale_temporaries`` (which
 the commands call while they hold their folder's lock).
@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -26,15 +27,18 @@ from torch.optim import Optimizer
 from spikerl.errors import UsageError
 
 TEMPORARY_SUFFIX = ".spikerl.tmp"
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: Signals that stop a command as Ctrl-C does (``stop_signals_as_interrupt``): ``kill`` or a
+#: scheduler (SIGTERM) and a closed terminal (SIGHUP, which Windows lacks).
+_TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+_STOP_SIGNALS = (signal.SIGINT, *_TERMINATION_SIGNALS)
 
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """Hold back SIGINT and SIGTERM for the block, then act on the first that arrived.
+    """Hold back SIGINT, SIGTERM and SIGHUP for the block, then act on the first that arrived.
 
-    After the block, a held SIGINT raises ``KeyboardInterrupt``; a held SIGTERM goes to the
-    handler that was installed before (the default one ends the process). Outside the main
+    After the block, a held SIGINT raises ``KeyboardInterrupt``; a held SIGTERM or SIGHUP goes
+    to the handler that was installed before (the default one ends the process). Outside the main
     thread (where Python cannot install handlers) the block runs unprotected.
     """
     if threading.current_thread() is not threading.main_thread():
@@ -56,28 +60,46 @@ def signals_held() -> Iterator[None]:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C would raise ``KeyboardInterrupt`` (``sigterm_as_interrupt``)."""
+    """SIGTERM or SIGHUP, raised where Ctrl-C would raise ``KeyboardInterrupt`` (``stop_signals_as_interrupt``)."""
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
+    if signum == getattr(signal, "SIGHUP", None):
+        _detach_from_terminal()
     raise Terminated()
 
 
+def _detach_from_terminal() -> None:
+    """Point stdout and stderr at ``/dev/null`` where they write to a terminal (a character
+    device): after a hang-up every write there fails (EIO), and the command could not report
+    its checkpoint or end cleanly. Output to files and pipes is left as it is."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for descriptor in (1, 2):
+            with contextlib.suppress(OSError):
+                if stat.S_ISCHR(os.fstat(descriptor).st_mode):
+                    os.dup2(devnull, descriptor)
+    finally:
+        os.close(devnull)
+
+
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM (``kill``, a scheduler, a closing session) stops the work the
-    way Ctrl-C does: a ``KeyboardInterrupt`` that the command handles (checkpoint, stop its tasks).
+def stop_signals_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill``, a scheduler) and SIGHUP (the terminal closed) stop the
+    work the way Ctrl-C does: a ``KeyboardInterrupt`` that the command handles (checkpoint, stop
+    its tasks). After a SIGHUP the output that went to the terminal goes to ``/dev/null``.
 
     Outside the main thread (where Python cannot install handlers) the block runs unchanged.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {number: signal.signal(number, _raise_terminated) for number in _TERMINATION_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @contextlib.contextmanager

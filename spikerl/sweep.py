@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spikerl.checkpoints import signals_held, sigterm_as_interrupt, write_json
+from spikerl.checkpoints import signals_held, stop_signals_as_interrupt, write_json
 from spikerl.config import read_run_config
 from spikerl.errors import UsageError
 from spikerl.run_folder import RunFolder
@@ -204,7 +204,7 @@ def _execute(plan: Plan, out: Path, command: str, gpus: float) -> Outcome:
     a checkpoint) before the sweep ends; ``--resume`` carries on.
     """
     outcome = Outcome()
-    with sigterm_as_interrupt():  # instead of Ray's handler, which exits and takes the tasks down unsaved
+    with stop_signals_as_interrupt():  # instead of Ray's handler, which exits and takes the tasks down unsaved
         trainings, pending = _submit(plan, out, command, gpus, outcome)
         progress = Progress(len(plan.cells), outcome.skipped)
         progress.show(len(outcome.finished), 0, 0)
@@ -403,7 +403,7 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
         # (`kill PID`, a node's process manager) stops the task as Ctrl-C does, where Ray's
         # own handler would raise SystemExit past training's checkpoint.
         with (open(folder / TASK_LOG, "a", buffering=1) as log, contextlib.redirect_stdout(log),
-              contextlib.redirect_stderr(log), sigterm_as_interrupt()):
+              contextlib.redirect_stderr(log), stop_signals_as_interrupt()):
             yield
     except BaseException as error:
         ended = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"

@@ -33,7 +33,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalC
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import VecEnv
 
-from spikerl.checkpoints import TEMPORARY_SUFFIX, atomic_path, save_model, signals_held, sigterm_as_interrupt, write_text
+from spikerl.checkpoints import TEMPORARY_SUFFIX, atomic_path, save_model, signals_held, stop_signals_as_interrupt, write_text
 from spikerl.config import RunConfig, read_run_config
 from spikerl.envs import EVAL_SEED_BASE, check_env_id, check_training_seed, make_env, with_sticky_actions
 from spikerl.errors import UsageError
@@ -402,7 +402,7 @@ def _learn(
     """Train ``model`` up to ``train.n_timesteps``; on any stop (Ctrl-C, SIGTERM) save a checkpoint to resume from."""
     callbacks = CallbackList([CheckpointCallback(out_dir, run_id, train.checkpoint_freq), evaluation])
     try:
-        with sigterm_as_interrupt():
+        with stop_signals_as_interrupt():
             model.learn(
                 total_timesteps=max(train.n_timesteps - model.num_timesteps, 0),
                 callback=callbacks,

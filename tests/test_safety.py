@@ -1,8 +1,11 @@
 """Untrusted checkpoints are never unpickled; more bad inputs; interrupted runs resume."""
 
 import base64
+import contextlib
 import json
+import os
 import pickle
+import pty
 import signal
 import subprocess
 import sys
@@ -210,6 +213,29 @@ def test_killed_train_resumes_from_its_checkpoint(tmp_path, tiny_preset):
     assert checkpoint_step(run) >= stopped_at + 1500
     assert (run / "ann.zip").is_file()
 
+
+@pytest.mark.slow
+def test_closed_terminal_stops_train_with_its_checkpoint(tmp_path, tiny_preset):
+    """SIGHUP (the terminal of a run started without nohup closed) stops training as Ctrl-C does,
+    even though the terminal its progress bar drew on is gone."""
+    run = tmp_path / "run"
+    terminal, terminal_of_the_run = pty.openpty()
+    args = ["train", "--config", str(tiny_preset), "-n", "200000", "--out", str(run)]  # the progress bar draws there
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spikerl", *args], cwd=REPO, stdout=terminal_of_the_run, stderr=terminal_of_the_run
+    )
+    os.close(terminal_of_the_run)
+    deadline = time.time() + 300
+    while not (run / "checkpoint.json").exists() and time.time() < deadline and process.poll() is None:
+        with contextlib.suppress(OSError):
+            os.read(terminal, 65536)  # a terminal that is read, as a user's is
+        time.sleep(0.1)
+    process.send_signal(signal.SIGHUP)
+    os.close(terminal)  # the terminal is gone: writes to it fail from now on
+    assert process.wait(timeout=120) == 130  # interrupted, not killed by the signal
+    stopped_at = checkpoint_step(run)
+    assert 0 < stopped_at < 200_000
+    assert [path.name for path in run.glob("replay_buffer_*.npz")] == [f"replay_buffer_{stopped_at}.npz"]
 
 @pytest.mark.slow
 def test_same_command_and_seed_give_the_same_results(tmp_path, tiny_preset):
