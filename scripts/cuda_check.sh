@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # spikerl on a CUDA machine, end to end, in a few minutes: what the CPU-only suite cannot see.
-#   scripts/cuda_check.sh [WORK_DIR [ATARI_ANN.zip [ENV_ID]]]   (spikerl and its dependencies installed; a CUDA GPU)
-# With --device auto (the default) every command must pick CUDA; a CartPole ANN is trained,
+#   scripts/cuda_check.sh [NEW_DIR [ATARI_ANN.zip [ENV_ID]]]   (spikerl and its dependencies installed; a CUDA GPU)
+# With --device auto (the default) train and compress must run on CUDA (read off the tensors
+# they save, in a new or empty NEW_DIR, else a temporary folder); a CartPole ANN is trained,
 # stopped and resumed (CUDA random states in the checkpoint), compressed with a short IIR
 # schedule, evaluated on CUDA and on the CPU (the same episodes should give the same rewards),
 # and its T=1 agent loaded with plain stable_baselines3.DQN.load on either device (the same
@@ -28,17 +29,23 @@ step "train CartPole-v1 to 3000 steps, then resume to 4000 (--device auto)"
 "${spikerl[@]}" train --env CartPole-v1 -n 3000 --out "$work/cartpole" --no-progress
 "${spikerl[@]}" train --resume "$work/cartpole" -n 4000 --no-progress
 python3 - "$work/cartpole" <<'PYTHON'
-import sys
-from stable_baselines3 import DQN
-model = DQN.load(f"{sys.argv[1]}/ann.zip")  # SB3's device="auto"
-assert model.device.type == "cuda", model.device
-print("ann.zip loads on", model.device)
+import glob, sys, torch
+checkpoint = torch.load(glob.glob(f"{sys.argv[1]}/checkpoint_*.pt")[0], weights_only=True)
+assert "cuda_rng" in checkpoint, "the training checkpoint holds no CUDA random state: training ran on the CPU"
+print("training ran on CUDA (its checkpoint holds the CUDA random state)")
 PYTHON
 took
 
 step "compress it (schedule 3,1, 300 distillation steps per stage)"
 "${spikerl[@]}" compress --agent "$work/cartpole/ann.zip" --out "$work/cartpole_snn" --no-progress \
     --set compress.schedule=[3,1] compress.steps_per_stage=300 compress.stage_eval_episodes=5
+python3 - "$work/cartpole_snn/T1.zip" <<'PYTHON'
+import io, sys, torch, zipfile
+weights = torch.load(io.BytesIO(zipfile.ZipFile(sys.argv[1]).read("policy.pth")), weights_only=True)
+devices = {str(tensor.device) for tensor in weights.values()}
+assert devices == {"cuda:0"}, f"T1.zip was saved from {devices}: compression ran on the CPU"
+print("compression ran on CUDA (T1.zip's weights were saved from cuda:0)")
+PYTHON
 took
 
 step "evaluate T=1 on CUDA and on the CPU: the same episodes, the same rewards"

@@ -29,8 +29,14 @@ from spikerl.errors import UsageError
 TEMPORARY_SUFFIX = ".spikerl.tmp"
 #: Signals that stop a command as Ctrl-C does (``stop_signals_as_interrupt``): ``kill`` or a
 #: scheduler (SIGTERM) and a closed terminal (SIGHUP, which Windows lacks).
-_TERMINATION_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+_SIGHUP = getattr(signal, "SIGHUP", None)
+_TERMINATION_SIGNALS = (signal.SIGTERM, *([_SIGHUP] if _SIGHUP is not None else []))
 _STOP_SIGNALS = (signal.SIGINT, *_TERMINATION_SIGNALS)
+
+
+def _handled(numbers: tuple[int, ...]) -> tuple[int, ...]:
+    """``numbers`` but the signals this process ignores (SIGHUP under ``nohup``): they stay ignored."""
+    return tuple(number for number in numbers if signal.getsignal(number) is not signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -38,14 +44,22 @@ def signals_held() -> Iterator[None]:
     """Hold back SIGINT, SIGTERM and SIGHUP for the block, then act on the first that arrived.
 
     After the block, a held SIGINT raises ``KeyboardInterrupt``; a held SIGTERM or SIGHUP goes
-    to the handler that was installed before (the default one ends the process). Outside the main
-    thread (where Python cannot install handlers) the block runs unprotected.
+    to the handler that was installed before (the default one ends the process). A SIGHUP
+    detaches the output from the gone terminal at once, so the block can still print. Signals
+    ignored before (``nohup``) stay ignored. Outside the main thread (where Python cannot
+    install handlers) the block runs unprotected.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
-    previous = {number: signal.signal(number, lambda number, frame: received.append(number)) for number in _STOP_SIGNALS}
+
+    def hold(number: int, frame: Any) -> None:
+        if number == _SIGHUP:
+            _detach_from_terminal()
+        received.append(number)
+
+    previous = {number: signal.signal(number, hold) for number in _handled(_STOP_SIGNALS)}
     try:
         yield
     finally:
@@ -64,7 +78,7 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
-    if signum == getattr(signal, "SIGHUP", None):
+    if signum == _SIGHUP:
         _detach_from_terminal()
     raise Terminated()
 
@@ -88,13 +102,14 @@ def stop_signals_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM (``kill``, a scheduler) and SIGHUP (the terminal closed) stop the
     work the way Ctrl-C does: a ``KeyboardInterrupt`` that the command handles (checkpoint, stop
     its tasks). After a SIGHUP the output that went to the terminal goes to ``/dev/null``.
+    Signals ignored before (SIGHUP under ``nohup``) stay ignored.
 
     Outside the main thread (where Python cannot install handlers) the block runs unchanged.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {number: signal.signal(number, _raise_terminated) for number in _TERMINATION_SIGNALS}
+    previous = {number: signal.signal(number, _raise_terminated) for number in _handled(_TERMINATION_SIGNALS)}
     try:
         yield
     finally:
@@ -106,7 +121,7 @@ def stop_signals_as_interrupt() -> Iterator[None]:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
 
-    Ctrl-C and SIGTERM wait until the file is in place (``signals_held``).
+    Ctrl-C, SIGTERM and SIGHUP wait until the file is in place (``signals_held``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"spikerl {args.command}: error: {_with_flag(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (train, sweep): every file written is complete (atomic writes)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP (train, sweep): every file written is complete (atomic writes)
         print(f"spikerl {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:

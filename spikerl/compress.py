@@ -169,8 +169,9 @@ def _finished_stages(previous: CompressionResult, result: CompressionResult, fol
     name = previous.differing_setting(result)
     if name is not None:
         before, now = (_shown(getattr(r, name)) for r in (previous, result))
+        setting = f"compress.{name}" if name in CompressSettings.__dataclass_fields__ else name
         raise UsageError(
-            f"{folder.path} holds a run with {name}={before!r}, not {now!r}; "
+            f"{folder.path} holds a run with {setting}={before!r}, not {now!r}; "
             "resume with the same settings, or pass --force to start over"
         )
     done = previous.finished_stages()

@@ -29,7 +29,8 @@ def render_markdown(result: CompressionResult) -> str:
         f"Objective `{result.objective}`, {result.steps_per_stage} steps per stage, "
         f"conversion percentile {result.percentile}, input encoding {result.encoding}, seed {result.seed}"
         + (f", retrained under sticky actions p={result.sticky_actions}." if result.sticky_actions is not None else "."),
-        *([f"Sticky-action rows: repeat_action_probability {protocol.sticky_actions}."] if protocol.sticky_actions else []),
+        *([f"Sticky-action rows: repeat_action_probability {protocol.sticky_actions}."]
+          if protocol.sticky_actions is not None else []),
         "Energy per decision: MAC 4.6 pJ, AC 0.9 pJ (45 nm); SNN layers after the first cost "
         "MACs x input spike rate x T accumulates; with memory, every byte of weights, biases, membrane potentials "
         "and activations read or written costs 24.96 pJ (see spikerl/energy.py).",

@@ -156,22 +156,38 @@ def check_same_plan(out: Path, plan: Plan) -> None:
     stored = out / SWEEP_JSON
     try:
         previous = json.loads(stored.read_text())
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RecursionError) as error:
         raise UsageError(f"{stored} is unreadable ({error}); start the sweep in another --out") from None
-    mismatch = UsageError(f"{out} holds a sweep of other cells than {plan.grid_file} plans now; "
-                          "use the grid file it was started with, or choose another --out")
+    planned = json.loads(json.dumps(plan.as_json()))
     try:
         stored_plan = {"env_id": previous["env_id"], "cells": [_read_as_now(cell) for cell in previous["cells"]]}
-    except (KeyError, TypeError, UsageError):
-        raise mismatch from None
-    if stored_plan != json.loads(json.dumps(plan.as_json())):
-        raise mismatch
+        difference = None if stored_plan == planned else _first_difference(stored_plan, planned)
+    except (KeyError, TypeError, UsageError, RecursionError):
+        difference = f"{stored} does not hold a plan this spikerl reads"
+    if difference is not None:
+        raise UsageError(f"{out} holds a sweep of other cells than {plan.grid_file} plans now ({difference}); "
+                         "resume with the grid and presets it was started with (or pin the setting under the grid's "
+                         "settings:), or choose another --out")
 
 
 def _read_as_now(stored_cell: dict[str, Any]) -> dict[str, Any]:
     """A cell of ``sweep.json`` with its settings read as this spikerl reads a preset: a setting
     added since the sweep started is at its default, so an upgrade does not strand a sweep."""
     return {**stored_cell, "settings": from_mapping(stored_cell["settings"]).to_dict()}
+
+
+def _first_difference(before: Any, now: Any, where: str = "the plan") -> str:
+    """Where two plans (plain JSON data) first differ, as ``where: before then, now now``."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        for key in [*before, *(key for key in now if key not in before)]:
+            if key not in before or key not in now or before[key] != now[key]:
+                return _first_difference(before.get(key), now.get(key), f"{where}.{key}" if where != "the plan" else key)
+    if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
+        for index, (item_before, item_now) in enumerate(zip(before, now)):
+            if item_before != item_now:
+                label = item_now.get("folder") if isinstance(item_now, dict) else None
+                return _first_difference(item_before, item_now, f"cell {label}" if label else f"{where}[{index}]")
+    return f"{where}: {json.dumps(before)} then, {json.dumps(now)} now"
 
 
 def _gpus_per_task(plan: Plan, resources: dict[str, float]) -> float:
@@ -200,8 +216,8 @@ def _cpus(settings: Settings) -> int:
 def _execute(plan: Plan, out: Path, command: str, gpus: float) -> Outcome:
     """Run every unfinished cell (and the training runs it needs), each task with ``gpus`` of a GPU; show progress.
 
-    Ctrl-C or SIGTERM stops the running tasks the way Ctrl-C stops a command (training saves
-    a checkpoint) before the sweep ends; ``--resume`` carries on.
+    Ctrl-C, SIGTERM or SIGHUP stops the running tasks the way Ctrl-C stops a command (training
+    saves a checkpoint) before the sweep ends; ``--resume`` carries on.
     """
     outcome = Outcome()
     with stop_signals_as_interrupt():  # instead of Ray's handler, which exits and takes the tasks down unsaved
@@ -211,7 +227,7 @@ def _execute(plan: Plan, out: Path, command: str, gpus: float) -> Outcome:
         try:
             _wait_for_cells(pending, trainings, outcome, out, progress)
         except KeyboardInterrupt:
-            with signals_held():  # a second Ctrl-C or SIGTERM acts once the tasks have stopped
+            with signals_held():  # a second stop signal acts once the tasks have stopped
                 _stop(out, [*pending, *trainings.values()], list(pending.values()), progress.started)
             raise
         finally:

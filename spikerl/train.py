@@ -399,7 +399,7 @@ def _hand_on(model: DQN, folder: RunFolder, run_id: str, env_id: str, seed: int,
 def _learn(
     model: DQN, out_dir: Path, run_id: str, evaluation: EvalCallback, train: TrainSettings, resume: bool, progress: bool
 ) -> None:
-    """Train ``model`` up to ``train.n_timesteps``; on any stop (Ctrl-C, SIGTERM) save a checkpoint to resume from."""
+    """Train ``model`` up to ``train.n_timesteps``; on any stop (Ctrl-C, SIGTERM, SIGHUP) save a checkpoint to resume from."""
     callbacks = CallbackList([CheckpointCallback(out_dir, run_id, train.checkpoint_freq), evaluation])
     try:
         with stop_signals_as_interrupt():

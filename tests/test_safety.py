@@ -9,6 +9,7 @@ import pty
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import zipfile
 
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from conftest import REPO, SHIPPED_CARTPOLE, run_cli, run_cli_in_fresh_process
+from spikerl.checkpoints import signals_held, stop_signals_as_interrupt
 
 
 def checkpoint_step(run):
@@ -236,6 +238,39 @@ def test_closed_terminal_stops_train_with_its_checkpoint(tmp_path, tiny_preset):
     stopped_at = checkpoint_step(run)
     assert 0 < stopped_at < 200_000
     assert [path.name for path in run.glob("replay_buffer_*.npz")] == [f"replay_buffer_{stopped_at}.npz"]
+
+
+def test_signals_ignored_before_stay_ignored():
+    """Under nohup SIGHUP is ignored: neither train's stop handlers nor a held write take it back."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with stop_signals_as_interrupt():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)  # SIGTERM still stops
+            with signals_held():
+                assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+                os.kill(os.getpid(), signal.SIGHUP)  # nothing happens
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+def test_a_hang_up_during_a_held_write_lets_the_write_finish_and_print():
+    terminal, terminal_of_the_child = pty.openpty()
+    child = textwrap.dedent("""
+        import os, sys, time
+        from spikerl.checkpoints import signals_held
+        with signals_held():
+            print("ready", flush=True)
+            time.sleep(2)  # the terminal closes and SIGHUP arrives meanwhile
+            print("still printing", flush=True)  # to a gone terminal: EIO, unless detached
+        """)
+    process = subprocess.Popen([sys.executable, "-c", child], cwd=REPO, stdout=terminal_of_the_child,
+                               stderr=terminal_of_the_child)
+    os.close(terminal_of_the_child)
+    assert b"ready" in os.read(terminal, 1024)
+    os.close(terminal)
+    process.send_signal(signal.SIGHUP)
+    assert process.wait(timeout=60) == -signal.SIGHUP  # the held SIGHUP ends it after the block, not an OSError
 
 @pytest.mark.slow
 def test_same_command_and_seed_give_the_same_results(tmp_path, tiny_preset):

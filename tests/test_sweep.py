@@ -152,11 +152,12 @@ def test_a_sweep_started_before_a_setting_was_added_still_resumes(tmp_path):
     check_same_plan(out, plan)
     stored["cells"][1]["settings"]["evaluate"]["n_envs"] = 3  # a setting the preset changed since: another plan
     (out / "sweep.json").write_text(json.dumps(stored))
-    with pytest.raises(UsageError, match="holds a sweep of other cells than"):
+    with pytest.raises(UsageError, match=r"holds a sweep of other cells than .*\(cell cells/seed=1.settings.evaluate.n_envs: "
+                                         r"3 then, \d+ now\)"):
         check_same_plan(out, plan)
     stored["cells"][1]["settings"]["evaluate"]["no_such_setting"] = 1  # a setting this spikerl does not know
     (out / "sweep.json").write_text(json.dumps(stored))
-    with pytest.raises(UsageError, match="holds a sweep of other cells than"):
+    with pytest.raises(UsageError, match="holds a sweep of other cells than .*does not hold a plan this spikerl reads"):
         check_same_plan(out, plan)
 
 # --- sweeps on Ray -----------------------------------------------------------------------------
