@@ -4,7 +4,7 @@ Each training run and each cell is one Ray task that calls the library functions
 (``spikerl.train.train``, ``spikerl.compress.compress``) on its own run folder under the sweep
 folder ``DIR``::
 
-    DIR/sweep.json                      the planned cells (a resumed sweep must plan the same)
+    DIR/sweep.json                      the planned cells (a resumed sweep must plan the same, env.num_threads aside)
     DIR/train/seed=0/                   a 'spikerl train' run folder, shared by the cells of its ANN
     DIR/cells/schedule=5-1,seed=0/      a 'spikerl compress' run folder
     DIR/*/*/sweep_task.json             the task's state: running / done / failed (with its error), attempts
@@ -158,9 +158,9 @@ def check_same_plan(out: Path, plan: Plan) -> None:
         previous = json.loads(stored.read_text())
     except (OSError, ValueError, RecursionError) as error:
         raise UsageError(f"{stored} is unreadable ({error}); start the sweep in another --out") from None
-    planned = json.loads(json.dumps(plan.as_json()))
+    planned = _comparable(json.loads(json.dumps(plan.as_json())))
     try:
-        stored_plan = {"env_id": previous["env_id"], "cells": [_read_as_now(cell) for cell in previous["cells"]]}
+        stored_plan = _comparable(previous)
         difference = None if stored_plan == planned else _first_difference(stored_plan, planned)
     except (KeyError, TypeError, UsageError, RecursionError):
         difference = f"{stored} does not hold a plan this spikerl reads"
@@ -170,10 +170,20 @@ def check_same_plan(out: Path, plan: Plan) -> None:
                          "settings:), or choose another --out")
 
 
+def _comparable(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan as ``sweep.json`` holds it, in the form two plans are compared in."""
+    return {"env_id": plan["env_id"], "cells": [_read_as_now(cell) for cell in plan["cells"]]}
+
+
 def _read_as_now(stored_cell: dict[str, Any]) -> dict[str, Any]:
-    """A cell of ``sweep.json`` with its settings read as this spikerl reads a preset: a setting
-    added since the sweep started is at its default, so an upgrade does not strand a sweep."""
-    return {**stored_cell, "settings": from_mapping(stored_cell["settings"]).to_dict()}
+    """A cell of ``sweep.json`` as plans are compared: its settings read as this spikerl reads a
+    preset (a setting added since the sweep started is at its default, so an upgrade does not
+    strand a sweep), without ``env.num_threads`` (the CPUs a task takes may change on resume, as
+    ``train --resume`` allows)."""
+    settings = from_mapping(stored_cell["settings"]).to_dict()
+    del settings["env"]["num_threads"]
+    own = {key: value for key, value in stored_cell["own"].items() if key != "env.num_threads"}
+    return {**stored_cell, "own": own, "settings": settings}
 
 
 def _first_difference(before: Any, now: Any, where: str = "the plan") -> str:

@@ -140,7 +140,7 @@ def test_unreachable_address_and_occupied_out_are_refused(tmp_path, capsys):
 
 
 
-def test_a_sweep_started_before_a_setting_was_added_still_resumes(tmp_path):
+def test_a_sweep_started_before_a_setting_was_added_or_with_other_threads_still_resumes(tmp_path):
     grid = write_grid(tmp_path, "grid: {seed: [0, 1]}\n")
     plan = load_grid(grid)
     out = tmp_path / "out"
@@ -148,6 +148,7 @@ def test_a_sweep_started_before_a_setting_was_added_still_resumes(tmp_path):
     stored = plan.as_json()
     for cell in stored["cells"]:
         del cell["settings"]["evaluate"]["sticky_actions"]  # as if evaluate.sticky_actions were added since
+        cell["settings"]["env"]["num_threads"] = 7  # the CPUs a task takes may change on resume
     (out / "sweep.json").write_text(json.dumps(stored))
     check_same_plan(out, plan)
     stored["cells"][1]["settings"]["evaluate"]["n_envs"] = 3  # a setting the preset changed since: another plan
