@@ -59,14 +59,21 @@ def agreement_row(
     return f"| {states} | {same_action} | {same_move} | {medians[0]} | {medians[1]} |"
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True, help="the ANN (ann.zip)")
     parser.add_argument("--student", required=True, help="its spiking student (T1.zip)")
     parser.add_argument("--env", help="env id, where the agents' folders do not tell")
-    parser.add_argument("--states", type=int, default=4000)
+    parser.add_argument("--states", type=positive_int, default=4000)
     parser.add_argument("--sticky-actions", type=float, metavar="P", help="also a row under ALE's sticky actions")
-    parser.add_argument("--num-threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--num-threads", type=positive_int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.num_threads)
     try:
