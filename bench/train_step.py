@@ -7,10 +7,10 @@ Builds the preset's DQN from its ``train.dqn`` settings on the preset's environm
 the replay buffer with random transitions and times SB3's own ``DQN.train(gradient_steps=1)``:
 a batch sampled, the target network's forward pass, the Q-network's forward and backward
 passes and the Adam step. Against that baseline, in the same run and taking turns: fused
-Adam, channels-last memory format, and bfloat16 autocast (which changes the arithmetic, so
-a recipe would have to be re-measured with it). The last column is the agent steps per
-second that the gradient steps alone allow (``gradient_steps`` of them every ``train_freq``
-agent steps).
+Adam, channels-last memory format (which ``spikerl train`` applies to image policies), and
+bfloat16 autocast (which changes the arithmetic, so a recipe would have to be re-measured with
+it). The last column is the agent steps per second that the gradient steps alone allow
+(``gradient_steps`` of them every ``train_freq`` agent steps).
 """
 
 from __future__ import annotations
