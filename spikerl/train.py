@@ -367,8 +367,10 @@ def _build(
     """A new DQN on ``env`` and its evaluation callback (on an evaluation env closed with ``open_envs``)."""
     eval_env = open_envs.enter_context(closing(make_env(env_id, env_settings, seed=EVAL_SEED_BASE)))
     model = DQN(train.policy, env, seed=seed, device=device, verbose=0, **train.dqn)
-    if is_image_space(model.observation_space):  # NHWC convolutions: 0.77x the time per gradient step on 1 CPU thread
-        model.policy.to(memory_format=torch.channels_last)  # (bench/train_step.py); the weights are the same
+    if is_image_space(model.observation_space):
+        # NHWC convolutions, the same weights: 0.77x the time per gradient step on one CPU thread
+        # (bench/train_step.py). Module.to documents memory_format; torch's type stubs lack it.
+        model.policy.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     evaluation = EvalCallback(
         eval_env,
         n_eval_episodes=train.eval_episodes,
