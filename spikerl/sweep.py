@@ -186,18 +186,18 @@ def _read_as_now(stored_cell: dict[str, Any]) -> dict[str, Any]:
     return {**stored_cell, "own": own, "settings": settings}
 
 
-def _first_difference(before: Any, now: Any, where: str = "the plan") -> str:
+def _first_difference(before: Any, now: Any, where: str = "") -> str:
     """Where two plans (plain JSON data) first differ, as ``where: before then, now now``."""
     if isinstance(before, dict) and isinstance(now, dict):
         for key in [*before, *(key for key in now if key not in before)]:
             if key not in before or key not in now or before[key] != now[key]:
-                return _first_difference(before.get(key), now.get(key), f"{where}.{key}" if where != "the plan" else key)
+                return _first_difference(before.get(key), now.get(key), f"{where}.{key}" if where else key)
     if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
         for index, (item_before, item_now) in enumerate(zip(before, now)):
             if item_before != item_now:
                 label = item_now.get("folder") if isinstance(item_now, dict) else None
                 return _first_difference(item_before, item_now, f"cell {label}" if label else f"{where}[{index}]")
-    return f"{where}: {json.dumps(before)} then, {json.dumps(now)} now"
+    return f"{where or 'the plan'}: {json.dumps(before)} then, {json.dumps(now)} now"
 
 
 def _gpus_per_task(plan: Plan, resources: dict[str, float]) -> float:
