@@ -8,8 +8,8 @@
 # and its T=1 agent loaded with plain stable_baselines3.DQN.load on either device (the same
 # actions). With an Atari ANN (e.g. agents/PongNoFrameskip-v4/ann.zip) its preset's compression
 # runs briefly on CUDA too (schedule 2,1, one game per evaluation; ENV_ID where the ANN lies
-# outside its run folder). Every step prints its wall
-# time; a failed command stops the script, a CUDA/CPU difference is reported and it goes on.
+# outside its run folder). Every step prints its wall time; a failed command stops the script,
+# a CUDA/CPU difference is reported and it goes on.
 set -euo pipefail
 work=${1:-$(mktemp -d)}
 atari_ann=${2:-}
