@@ -13,12 +13,14 @@ a reward over a few games: README's "What the spikes buy" quotes it for the Pong
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 import numpy as np
 import torch
 from stable_baselines3 import DQN
 
+from spikerl.cli import int_in
 from spikerl.config import load_preset
 from spikerl.convert import collect_observations
 from spikerl.envs import make_env, with_sticky_actions
@@ -31,10 +33,11 @@ def move_of_action(env_id: str, n_actions: int) -> np.ndarray | None:
     """``[n_actions]``: each action's move with FIRE ignored (an index per distinct move), or None off Atari."""
     import gymnasium as gym
 
-    unwrapped = gym.make(env_id).unwrapped
-    if not hasattr(unwrapped, "get_action_meanings"):
-        return None
-    moves = [meaning.replace("FIRE", "") or "NOOP" for meaning in unwrapped.get_action_meanings()[:n_actions]]
+    with contextlib.closing(gym.make(env_id)) as env:
+        meanings = getattr(env.unwrapped, "get_action_meanings", None)
+        if meanings is None:
+            return None
+        moves = [meaning.replace("FIRE", "") or "NOOP" for meaning in meanings()[:n_actions]]
     return np.array([sorted(set(moves)).index(move) for move in moves])
 
 
@@ -59,21 +62,14 @@ def agreement_row(
     return f"| {states} | {same_action} | {same_move} | {medians[0]} | {medians[1]} |"
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
-    return int(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", required=True, help="the ANN (ann.zip)")
     parser.add_argument("--student", required=True, help="its spiking student (T1.zip)")
     parser.add_argument("--env", help="env id, where the agents' folders do not tell")
-    parser.add_argument("--states", type=positive_int, default=4000)
+    parser.add_argument("--states", type=int_in(1, 10**7), default=4000)
     parser.add_argument("--sticky-actions", type=float, metavar="P", help="also a row under ALE's sticky actions")
-    parser.add_argument("--num-threads", type=positive_int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--num-threads", type=int_in(1, 1024), default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.num_threads)
     try:

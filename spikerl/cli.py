@@ -184,7 +184,7 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of integers such as 5,4,3,2,1") from None
 
 
-def _int_in(low: int, high: int) -> Callable[[str], int]:
+def int_in(low: int, high: int) -> Callable[[str], int]:
     """An argparse type: an integer in [low, high] (for options that are no preset setting)."""
 
     def parse(text: str) -> int:
@@ -316,11 +316,11 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     video = parser.add_argument_group("video")
     video.add_argument("--video", metavar="DIR", help="also write videos of greedy games to DIR (<env>_seed<seed>.mp4)")
     video.add_argument(
-        "--video-episodes", type=_int_in(1, 1000), default=1,
+        "--video-episodes", type=int_in(1, 1000), default=1,
         help="games to film, seeded like the first game of each evaluation environment (default 1)",
     )
     video.add_argument(
-        "--video-steps", type=_int_in(1, 10**7), help="at most this many agent steps per video (default: whole games)"
+        "--video-steps", type=int_in(1, 10**7), help="at most this many agent steps per video (default: whole games)"
     )
     video.add_argument("--video-format", choices=("mp4", "gif"), default="mp4", help="mp4 (default) or gif (short clips)")
     video.add_argument(
