@@ -272,6 +272,24 @@ def test_a_hang_up_during_a_held_write_lets_the_write_finish_and_print():
     process.send_signal(signal.SIGHUP)
     assert process.wait(timeout=60) == -signal.SIGHUP  # the held SIGHUP ends it after the block, not an OSError
 
+def test_python_m_spikerl_exits_130_when_ctrl_c_lands_in_a_string_exec(tmp_path):
+    """A Ctrl-C inside a string ``exec`` (a dataclass being built) that ``main`` handles still exits 130, not by SIGINT."""
+    (tmp_path / "ctrl_c_in_exec.py").write_text(textwrap.dedent("""
+        import runpy, sys
+        import spikerl.cli
+
+        def interrupted(args):
+            exec("raise KeyboardInterrupt")  # as Ctrl-C landing while a dataclass is built
+
+        spikerl.cli._run_report = interrupted
+        sys.argv = ["spikerl", "report", "some-run"]
+        runpy.run_module("spikerl", run_name="__main__")
+        """))
+    process = subprocess.run([sys.executable, "-m", "ctrl_c_in_exec"], cwd=REPO, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=120)
+    assert (process.returncode, process.stderr.strip()) == (130, "spikerl report: interrupted")
+
+
 @pytest.mark.slow
 def test_same_command_and_seed_give_the_same_results(tmp_path, tiny_preset):
     args = [
