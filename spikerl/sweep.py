@@ -179,9 +179,12 @@ def _read_as_now(stored_cell: dict[str, Any]) -> dict[str, Any]:
     """A cell of ``sweep.json`` as plans are compared: its settings read as this spikerl reads a
     preset (a setting added since the sweep started is at its default, so an upgrade does not
     strand a sweep), without ``env.num_threads`` (the CPUs a task takes may change on resume, as
-    ``train --resume`` allows)."""
+    ``train --resume`` allows) and, in a cell that compresses a given agent (no training task),
+    without the training settings, which it never uses."""
     settings = from_mapping(stored_cell["settings"]).to_dict()
     del settings["env"]["num_threads"]
+    if stored_cell.get("train") is None:
+        del settings["train"]
     own = {key: value for key, value in stored_cell["own"].items() if key != "env.num_threads"}
     return {**stored_cell, "own": own, "settings": settings}
 

@@ -35,6 +35,8 @@ PLOTS = {
     "reward_vs_T.png": ("mean_reward", "mean reward per episode"),
     "energy_vs_T.png": ("energy_nj", "energy per decision (nJ, 45 nm estimate)"),
 }
+#: The ANN's energy over a row's (``spikerl.energy.energy_ratios``): compute only, with memory.
+RATIO_KEYS = ("ann_energy_ratio", "ann_total_energy_ratio")
 #: The final stage of every group: each seed's reward, their mean and CI (``plot_final_rewards``).
 FINAL_PLOT = "final_reward.png"
 
@@ -110,7 +112,8 @@ def group_stages(rows: list[dict[str, Any]], metric: str) -> dict[str, dict[str,
 
 def final_stages(rows: list[dict[str, Any]], stage: Stage = Stage.RETRAINED) -> dict[str, list[dict[str, Any]]]:
     """Per group, the final ``stage`` row (the lowest T) of each finished cell, in seed order;
-    ``Stage.RETRAINED_STICKY`` gives the last stage's sticky-action rows."""
+    ``Stage.RETRAINED_STICKY`` gives the last stage's sticky-action rows, ``Stage.ANN`` the
+    cell's one ANN row."""
     finals: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # group -> cell -> its final row
     for row in rows:
         if row["status"] == "done" and row["stage"] == stage.value:
@@ -122,19 +125,50 @@ def final_stages(rows: list[dict[str, Any]], stage: Stage = Stage.RETRAINED) -> 
 
 def final_stage_table(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown lines: per group, the final stage's reward of every seed, mean +- std [95% CI] over
-    seeds, and the energy per decision, compute only and with memory access (nJ, mean +- std [95% CI]
-    over seeds); where the cells have sticky-action rows, their rewards too (every seed listed)."""
-    sticky = final_stages(rows, Stage.RETRAINED_STICKY)
-    lines = ["| cells | T | reward per seed | reward over seeds | energy / decision, compute (nJ) | with memory (nJ) |"
-             + (" sticky actions: reward per seed | over seeds |" if sticky else ""),
-             "|---|---|---|---|---|---|" + ("---|---|" if sticky else "")]
-    for group, finals in final_stages(rows).items():
-        energy = [summarize(row[key] / 1000 for row in finals) if all(key in row for row in finals) else None
-                  for key in ("energy_pj", "total_energy_pj")]
-        costs = f"{_cell_text(energy[0])} | {_cell_text(energy[1], 0)}"
-        line = f"| {group} | {finals[0]['T']} | {_rewards_text(finals)} | {costs} |"
-        lines.append(line + (f" {_rewards_text(sticky.get(group, []))} |" if sticky else ""))
+    seeds, the energy per decision, compute only and with memory access (nJ), and how many times
+    the ANN's it is below, both as mean +- std [95% CI] over seeds; where the cells have
+    sticky-action rows, their rewards too (every seed listed). The ANNs come first: in one line
+    when every group compressed the same ones (equal rows), else in a line before each group."""
+    finals, sticky = final_stages(rows), final_stages(rows, Stage.RETRAINED_STICKY)
+    anns, anns_sticky = final_stages(rows, Stage.ANN), final_stages(rows, Stage.ANN_STICKY)
+    with_sticky = bool(sticky or anns_sticky)
+    lines = ["| cells | T | reward per seed | reward over seeds | energy / decision, compute (nJ) | with memory (nJ) "
+             "| energy below the ANN's, compute / with memory (times) |"
+             + (" sticky actions: reward per seed | over seeds |" if with_sticky else ""),
+             "|---|---|---|---|---|---|---|" + ("---|---|" if with_sticky else "")]
+    same_anns = len({_ann_identity(anns.get(group, []) + anns_sticky.get(group, [])) for group in finals}) == 1
+    if same_anns and finals:
+        first = next(iter(finals))
+        lines.append(_table_line("ANN of every group", anns.get(first, []), anns_sticky.get(first, []), with_sticky))
+    for group, group_finals in finals.items():
+        if not same_anns and group in anns:
+            lines.append(_table_line(group, anns[group], anns_sticky.get(group, []), with_sticky))
+        lines.append(_table_line(group, group_finals, sticky.get(group, []), with_sticky))
     return lines
+
+
+def _ann_identity(rows: list[dict[str, Any]]) -> tuple[tuple[Any, ...], ...]:
+    """What tells the ANN rows of one group from another's: each row's seed, stage, reward and energy."""
+    return tuple((row["seed"], row["stage"], row["mean_reward"], row.get("energy_pj"), row.get("total_energy_pj"))
+                 for row in rows)
+
+
+def _table_line(label: str, finals: list[dict[str, Any]], sticky: list[dict[str, Any]], with_sticky: bool) -> str:
+    """One line of ``final_stage_table``: ``finals`` holds one stage's rows (ANN or SNN), a row per seed."""
+    is_ann = bool(finals) and finals[0]["T"] is None
+    compute, memory = (_summary_of(finals, key, scale=1000) for key in ("energy_pj", "total_energy_pj"))
+    ratios = [_summary_of(finals, key) for key in RATIO_KEYS]
+    ratio = "-" if is_ann or None in ratios else f"{_cell_text(ratios[0])} / {_cell_text(ratios[1])}"
+    stage = "ANN" if is_ann else finals[0]["T"] if finals else "-"
+    line = f"| {label} | {stage} | {_rewards_text(finals)} | {_cell_text(compute)} | {_cell_text(memory, 0)} | {ratio} |"
+    return line + (f" {_rewards_text(sticky)} |" if with_sticky else "")
+
+
+def _summary_of(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> Summary | None:
+    """``row[key] / scale`` summarized over ``rows``; None where a row lacks it."""
+    if not rows or any(key not in row for row in rows):
+        return None
+    return summarize(row[key] / scale for row in rows)
 
 
 def _rewards_text(finals: list[dict[str, Any]]) -> str:

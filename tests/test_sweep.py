@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, SHIPPED_CARTPOLE
 from spikerl.cli import main
 from spikerl.errors import UsageError
 from spikerl.stats import summarize
@@ -160,6 +160,24 @@ def test_a_sweep_started_before_a_setting_was_added_or_with_other_threads_still_
     (out / "sweep.json").write_text(json.dumps(stored))
     with pytest.raises(UsageError, match="holds a sweep of other cells than .*does not hold a plan this spikerl reads"):
         check_same_plan(out, plan)
+
+def test_a_sweep_that_compresses_a_given_agent_ignores_changed_training_settings(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(TINY + f"  agent: {SHIPPED_CARTPOLE / 'ann.zip'}\ngrid: {{seed: [0, 1]}}\n")
+    plan = load_grid(grid)
+    out = tmp_path / "out"
+    out.mkdir()
+    stored = plan.as_json()
+    assert all(cell["train"] is None for cell in stored["cells"])  # no training task: the agent is given
+    for cell in stored["cells"]:
+        cell["settings"]["train"]["n_timesteps"] = 5  # the preset's training changed since: irrelevant here
+    (out / "sweep.json").write_text(json.dumps(stored))
+    check_same_plan(out, plan)
+    stored["cells"][0]["settings"]["compress"]["steps_per_stage"] = 7  # what the cells run: another plan
+    (out / "sweep.json").write_text(json.dumps(stored))
+    with pytest.raises(UsageError, match=r"\(cell cells/seed=0.settings.compress.steps_per_stage: 7 then, 20 now\)"):
+        check_same_plan(out, plan)
+
 
 # --- sweeps on Ray -----------------------------------------------------------------------------
 

@@ -30,22 +30,42 @@ def test_summarize_gives_mean_std_and_a_seeded_bootstrap_interval():
         summarize([])
 
 
-def test_sticky_action_rows_are_summarized_apart_from_the_default_protocol():
-    def row(seed, stage, reward):
-        return {"cell": f"cells/seed={seed}", "group": "all cells", "seed": seed, "status": "done", "stage": stage,
-                "T": None if stage.startswith("ANN") else 1, "mean_reward": reward,
-                "energy_pj": 1000.0, "total_energy_pj": 2000.0}
+def _stage_row(group, seed, stage, reward, energy_pj=1000.0):
+    """A flat row of ``collect_rows`` as a finished cell of ``group`` gives it."""
+    ann = stage.startswith("ANN")
+    return {"cell": f"{group}/seed={seed}", "group": group, "seed": seed, "status": "done", "stage": stage,
+            "T": None if ann else 1, "mean_reward": reward, "energy_pj": energy_pj, "total_energy_pj": 2 * energy_pj,
+            "ann_energy_ratio": 1.0 if ann else 40_000.0 / energy_pj, "ann_total_energy_ratio": 1.0 if ann else 10.0}
 
-    rows = [row(seed, stage, reward + seed) for seed in (0, 1) for stage, reward in
-            [("ANN", 20.0), ("retrained", 19.0), ("ANN, sticky actions", 10.0), ("retrained, sticky actions", 5.0)]]
+
+def test_sticky_action_rows_are_summarized_apart_from_the_default_protocol():
+    stages = [("ANN", 20.0, 40.0), ("retrained", 19.0, 1.0), ("ANN, sticky actions", 10.0, 40.0),
+              ("retrained, sticky actions", 5.0, 1.0)]
+    rows = [_stage_row("all cells", seed, stage, reward + seed, energy * 1000) for seed in (0, 1)
+            for stage, reward, energy in stages]
     rewards = group_stages(rows, "mean_reward")["all cells"]
     assert {stage: summary.mean for stage, summary in rewards.items()} == {
         "ANN": 20.5, "T=1": 19.5, "ANN, sticky actions": 10.5, "T=1, sticky actions": 5.5}
-    header, _, line = final_stage_table(rows)
-    assert "sticky actions: reward per seed" in header
+    header, _, ann, line = final_stage_table(rows)
+    assert "sticky actions: reward per seed" in header and "energy below the ANN's" in header
     rewards = "| all cells | 1 | 0: 19.0, 1: 20.0 | 19.5 +- 0.7 [19.0, 20.0] |"  # every seed, then their summary
-    assert line.startswith(rewards + " 1.0 +- 0.0 [1.0, 1.0] | 2 +- 0 [2, 2] |")  # energy in nJ
+    energies = " 1.0 +- 0.0 [1.0, 1.0] | 2 +- 0 [2, 2] |"  # nJ, compute and with memory
+    below_the_ann = " 40.0 +- 0.0 [40.0, 40.0] / 10.0 +- 0.0 [10.0, 10.0] |"  # times, compute / with memory
+    assert line.startswith(rewards + energies + below_the_ann)
     assert line.endswith("| 0: 5.0, 1: 6.0 | 5.5 +- 0.7 [5.0, 6.0] |")
+    assert ann.startswith("| ANN of every group | ANN | 0: 20.0, 1: 21.0 |") and "| - |" in ann
+    assert ann.endswith("| 0: 10.0, 1: 11.0 | 10.5 +- 0.7 [10.0, 11.0] |")
+
+
+def test_the_ann_line_is_shared_only_where_every_group_compressed_the_same_anns():
+    def table(ann_rewards):
+        rows = [_stage_row(group, seed, stage, ann_reward if stage == "ANN" else 19.0)
+                for group, ann_reward in zip(("direct", "iir"), ann_rewards) for seed in (0, 1)
+                for stage in ("ANN", "retrained")]
+        return [line.split(" | ")[:2] for line in final_stage_table(rows)[2:]]
+
+    assert table([20.0, 20.0]) == [["| ANN of every group", "ANN"], ["| direct", "1"], ["| iir", "1"]]
+    assert table([20.0, 18.0]) == [["| direct", "ANN"], ["| direct", "1"], ["| iir", "ANN"], ["| iir", "1"]]
 
 
 # --- scripts/readme_sweep.py -------------------------------------------------------------------
