@@ -405,17 +405,19 @@ def _learn(
 ) -> None:
     """Train ``model`` up to ``train.n_timesteps``; on any stop (Ctrl-C, SIGTERM, SIGHUP) save a checkpoint to resume from."""
     callbacks = CallbackList([CheckpointCallback(out_dir, run_id, train.checkpoint_freq), evaluation])
-    try:
-        with stop_signals_as_interrupt():
+    # A second stop signal (a closing terminal sends more than one) while the checkpoint is being
+    # written waits for it (signals_held) and then stops the command as the first did.
+    with stop_signals_as_interrupt():
+        try:
             model.learn(
                 total_timesteps=max(train.n_timesteps - model.num_timesteps, 0),
                 callback=callbacks,
                 reset_num_timesteps=not resume,
                 progress_bar=progress,
             )
-    except KeyboardInterrupt:
-        print(f"interrupted at step {model.num_timesteps}; saving a checkpoint to resume with --resume {out_dir}")
-        raise
-    finally:
-        with signals_held():
-            save_checkpoint(model, out_dir, run_id, with_replay_buffer=train.save_replay_buffer)
+        except KeyboardInterrupt:
+            print(f"interrupted at step {model.num_timesteps}; saving a checkpoint to resume with --resume {out_dir}")
+            raise
+        finally:
+            with signals_held():
+                save_checkpoint(model, out_dir, run_id, with_replay_buffer=train.save_replay_buffer)

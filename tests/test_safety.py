@@ -272,6 +272,34 @@ def test_a_hang_up_during_a_held_write_lets_the_write_finish_and_print():
     process.send_signal(signal.SIGHUP)
     assert process.wait(timeout=60) == -signal.SIGHUP  # the held SIGHUP ends it after the block, not an OSError
 
+def test_a_second_stop_signal_while_train_saves_its_checkpoint_still_ends_as_the_first():
+    child = textwrap.dedent("""
+        import os, signal, sys
+        from pathlib import Path
+        from types import SimpleNamespace
+        from stable_baselines3.common.callbacks import CallbackList
+        import spikerl.train as train
+
+        def learn(**_):
+            raise KeyboardInterrupt  # the first stop: Ctrl-C during training
+
+        def save_checkpoint(*_, **__):
+            os.kill(os.getpid(), signal.SIGTERM)  # the second, while the checkpoint is written
+            print("checkpoint written", flush=True)
+
+        train.save_checkpoint = save_checkpoint
+        settings = SimpleNamespace(n_timesteps=10, checkpoint_freq=5, save_replay_buffer=False)
+        try:
+            train._learn(SimpleNamespace(learn=learn, num_timesteps=3), Path("run"), "id", CallbackList([]), settings,
+                         resume=False, progress=False)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        """)
+    process = subprocess.run([sys.executable, "-c", child], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert process.returncode == 130, process.stderr  # not killed by the SIGTERM
+    assert "checkpoint written" in process.stdout
+
+
 def test_python_m_spikerl_exits_130_when_ctrl_c_lands_in_a_string_exec(tmp_path):
     """A Ctrl-C inside a string ``exec`` (a dataclass being built) that ``main`` handles still exits 130, not by SIGINT."""
     (tmp_path / "ctrl_c_in_exec.py").write_text(textwrap.dedent("""
