@@ -29,8 +29,10 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -107,10 +109,11 @@ def connect(address: str | None) -> bool:
     if address is None:
         if ray.is_initialized():
             return False
-        ray.init(
-            address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-            object_store_memory=128 * 2**20, logging_level=logging.WARNING,
-        )
+        with _hang_ups_ignored():  # by the Ray processes started here, which inherit it
+            ray.init(
+                address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                object_store_memory=128 * 2**20, logging_level=logging.WARNING,
+            )
         return True
     _check_reachable(address)
     if ray.is_initialized():
@@ -123,6 +126,22 @@ def connect(address: str | None) -> bool:
             "address, and set RAY_AUTH_MODE=token where the cluster authenticates with a token (see README)"
         ) from None
     return True
+
+
+@contextlib.contextmanager
+def _hang_ups_ignored() -> Iterator[None]:
+    """SIGHUP ignored within the block. A closing terminal hangs up its whole process group, the
+    local Ray instance's processes included, which would die without their tasks' checkpoints;
+    started with SIGHUP ignored, they keep running while the driver stops the tasks as on Ctrl-C."""
+    hang_up = getattr(signal, "SIGHUP", None)
+    if hang_up is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(hang_up, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(hang_up, previous)
 
 
 def _check_reachable(address: str) -> None:

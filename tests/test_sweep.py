@@ -276,10 +276,23 @@ def test_sigterm_stops_the_running_tasks_as_ctrl_c_does(tmp_path):
     grid = write_grid(tmp_path, "cells:\n  - {compress.schedule: [3, 2, 1], compress.steps_per_stage: 500}\n")
     cell = tmp_path / "out" / "cells" / "seed=0"
     # the driver only, as `kill PID` would, once the ANN's rows and T=3 are saved
-    code, stderr = _signal_sweep(grid, tmp_path / "out", lambda: _rows(cell) >= 3, lambda sweep: sweep.pid)
+    code, stderr = _signal_sweep(grid, tmp_path / "out", lambda: _rows(cell) >= 3,
+                                 lambda sweep: os.kill(sweep.pid, signal.SIGTERM))
     assert code == 130, stderr
     assert "continue with --resume" in stderr and "Traceback" not in stderr
     assert task_state(cell)["state"] == "interrupted"  # the task was stopped and said so, not killed with its worker
+
+
+@pytest.mark.slow
+def test_a_closed_terminal_stops_the_running_tasks_as_ctrl_c_does(tmp_path):
+    grid = write_grid(tmp_path, "cells:\n  - {compress.schedule: [3, 2, 1], compress.steps_per_stage: 500}\n")
+    cell = tmp_path / "out" / "cells" / "seed=0"
+    # SIGHUP to the sweep's whole process group (its Ray instance too), as a closing terminal's hang-up
+    code, stderr = _signal_sweep(grid, tmp_path / "out", lambda: _rows(cell) >= 3,
+                                 lambda sweep: os.killpg(sweep.pid, signal.SIGHUP))
+    assert code == 130, stderr
+    assert "continue with --resume" in stderr and "Traceback" not in stderr
+    assert task_state(cell)["state"] == "interrupted"
 
 
 @pytest.mark.slow
@@ -287,7 +300,8 @@ def test_sigterm_to_a_task_worker_stops_it_with_a_checkpoint(tmp_path):
     grid = write_grid(tmp_path, "settings: {train.n_timesteps: 1000000}\ncells:\n  - {compress.schedule: [1]}\n")
     train = tmp_path / "out" / "train" / "seed=0"
     # the training task's worker only, as `kill PID` would, once it is in the training loop
-    code, stderr = _signal_sweep(grid, tmp_path / "out", lambda: _episodes(train) >= 2, lambda _: task_state(train)["pid"])
+    code, stderr = _signal_sweep(grid, tmp_path / "out", lambda: _episodes(train) >= 2,
+                                 lambda _: os.kill(task_state(train)["pid"], signal.SIGTERM))
     assert code == 1, stderr
     assert "interrupted (its worker got Ctrl-C or SIGTERM); continue with --resume" in stderr, stderr
     assert task_state(train)["state"] == "interrupted"  # not Ray's SystemExit, which skips training's checkpoint
@@ -296,17 +310,17 @@ def test_sigterm_to_a_task_worker_stops_it_with_a_checkpoint(tmp_path):
 
 
 def _signal_sweep(
-    grid: Path, out: Path, ready: Callable[[], bool], target: Callable[[subprocess.Popen], int]
+    grid: Path, out: Path, ready: Callable[[], bool], send: Callable[[subprocess.Popen], None]
 ) -> tuple[int, str]:
-    """Run ``spikerl sweep GRID --out OUT``; once ``ready()``, send SIGTERM to the process
-    ``target`` names; return the sweep's exit code and stderr."""
+    """Run ``spikerl sweep GRID --out OUT`` in a process group of its own; once ``ready()``,
+    ``send(sweep)`` signals it; return the sweep's exit code and stderr."""
     sweep = subprocess.Popen([sys.executable, "-m", "spikerl", "sweep", str(grid), "--out", str(out)], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and sweep.poll() is None and not ready():
             time.sleep(0.05)
-        os.kill(target(sweep), signal.SIGTERM)
+        send(sweep)
         _, stderr = sweep.communicate(timeout=180)
     finally:
         if sweep.poll() is None:
