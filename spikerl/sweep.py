@@ -181,7 +181,9 @@ def check_same_plan(out: Path, plan: Plan) -> None:
     try:
         stored_plan = _comparable(previous)
         difference = None if stored_plan == planned else _first_difference(stored_plan, planned)
-    except (KeyError, TypeError, UsageError, RecursionError):
+    except UsageError as error:  # a setting this spikerl does not know, or a value it refuses
+        difference = f"{stored} does not hold a plan this spikerl reads: {error}"
+    except (AttributeError, KeyError, TypeError, RecursionError):
         difference = f"{stored} does not hold a plan this spikerl reads"
     if difference is not None:
         raise UsageError(f"{out} holds a sweep of other cells than {plan.grid_file} plans now ({difference}); "
@@ -214,12 +216,28 @@ def _first_difference(before: Any, now: Any, where: str = "") -> str:
         for key in [*before, *(key for key in now if key not in before)]:
             if key not in before or key not in now or before[key] != now[key]:
                 return _first_difference(before.get(key), now.get(key), f"{where}.{key}" if where else key)
-    if isinstance(before, list) and isinstance(now, list) and len(before) == len(now):
+    if isinstance(before, list) and isinstance(now, list):
+        if len(before) != len(now) and where == "cells":
+            return f"{len(before)} cells then, {len(now)} now{_changed_cells(before, now)}"
         for index, (item_before, item_now) in enumerate(zip(before, now)):
             if item_before != item_now:
                 label = item_now.get("folder") if isinstance(item_now, dict) else None
                 return _first_difference(item_before, item_now, f"cell {label}" if label else f"{where}[{index}]")
     return f"{where or 'the plan'}: {json.dumps(before)} then, {json.dumps(now)} now"
+
+
+def _changed_cells(before: list[Any], now: list[Any], named: int = 3) -> str:
+    """``; new: cells/seed=2`` and the like: the first ``named`` folders planned only now, and only then."""
+    def folders(cells: list[Any]) -> list[str]:
+        return [str(cell.get("folder")) for cell in cells if isinstance(cell, dict)]
+
+    parts = []
+    for label, these, others in (("new", folders(now), folders(before)), ("gone", folders(before), folders(now))):
+        changed = [folder for folder in these if folder not in others]
+        if changed:
+            more = f" and {len(changed) - named} more" if len(changed) > named else ""
+            parts.append(f"{label}: {', '.join(changed[:named])}{more}")
+    return "".join(f"; {part}" for part in parts)
 
 
 def _gpus_per_task(plan: Plan, resources: dict[str, float]) -> float:

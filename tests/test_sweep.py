@@ -158,8 +158,25 @@ def test_a_sweep_started_before_a_setting_was_added_or_with_other_threads_still_
         check_same_plan(out, plan)
     stored["cells"][1]["settings"]["evaluate"]["no_such_setting"] = 1  # a setting this spikerl does not know
     (out / "sweep.json").write_text(json.dumps(stored))
-    with pytest.raises(UsageError, match="holds a sweep of other cells than .*does not hold a plan this spikerl reads"):
+    with pytest.raises(UsageError, match="holds a sweep of other cells than .*does not hold a plan this spikerl reads: "
+                                         ".*no_such_setting"):
         check_same_plan(out, plan)
+    stored["cells"][1]["own"] = None  # damaged
+    (out / "sweep.json").write_text(json.dumps(stored))
+    with pytest.raises(UsageError, match="does not hold a plan this spikerl reads"):
+        check_same_plan(out, plan)
+
+
+def test_a_grid_with_other_seeds_is_refused_naming_the_cells(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps(load_grid(write_grid(tmp_path, "grid: {seed: [0, 1]}\n")).as_json()))
+    plan = load_grid(write_grid(tmp_path, "grid: {seed: [1, 2, 3, 4, 5]}\n", "more.yaml"))
+    with pytest.raises(UsageError) as refused:
+        check_same_plan(out, plan)
+    message = str(refused.value)
+    assert "(2 cells then, 5 now; new: cells/seed=2, cells/seed=3, cells/seed=4 and 1 more; gone: cells/seed=0)" in message
+    assert len(message) < 600  # the folders, not the cells' settings (kB of them)
 
 def test_a_sweep_that_compresses_a_given_agent_ignores_changed_training_settings(tmp_path):
     grid = tmp_path / "grid.yaml"
