@@ -1,11 +1,14 @@
 """The results view of a sweep: ``sweep.csv``, ``sweep.md`` and plots, from each cell's ``results.json``.
 
-``sweep.csv``  one row per cell and stage (ANN, converted, each retrained T): the cell's settings,
-               reward, spike rates per layer and every operation/energy figure of the row's ``cost``.
+``sweep.csv``  one row per cell and stage (ANN, converted, each retrained T): the cell's settings
+               and ANN (``agent_sha256``), reward, spike rates per layer and every operation/energy
+               figure of the row's ``cost``.
 ``sweep.md``   cells that differ only in seed form a group; per group and stage the reward and
                the energy per decision as mean +- std [95% bootstrap CI] over seeds
                (``spikerl.stats.summarize``), then the failed and unfinished cells.
-               It opens with the final stage of every group: each seed's reward and their summary.
+               It opens with the final stage of every group (``final_stage_table``): each seed's
+               reward and their summary, energy per decision and its ratio to the ANN's, after
+               the ANNs' own line.
 ``reward_vs_T.png`` / ``energy_vs_T.png``  per group, mean over seeds against T with the CI as error bars.
 ``final_reward.png``  per group, the final stage's reward of every seed and their mean with the CI.
 """
@@ -63,12 +66,14 @@ def collect_rows(out: Path, plan: Plan) -> list[dict[str, Any]]:
         except UsageError:  # damaged: the cell is listed as unfinished
             continue
         finished = set(results.finished_stages()) >= set(cell.settings.compress.schedule)
-        rows += [_flat_row(cell, row, "done" if finished else "unfinished") for row in results.rows]
+        status = "done" if finished else "unfinished"
+        rows += [_flat_row(cell, row, status, results.agent_sha256) for row in results.rows]
     return rows
 
 
-def _flat_row(cell: Cell, row: StageRow, status: str) -> dict[str, Any]:
-    flat: dict[str, Any] = {"cell": cell.folder, "group": cell.group, "seed": cell.seed, "status": status}
+def _flat_row(cell: Cell, row: StageRow, status: str, agent_sha256: str | None) -> dict[str, Any]:
+    flat: dict[str, Any] = {"cell": cell.folder, "group": cell.group, "seed": cell.seed, "status": status,
+                            "agent_sha256": agent_sha256}
     flat.update({key: _text(value) for key, value in cell.own.items() if key != "seed"})
     flat.update({
         "stage": row.stage.value, "T": row.T, "mean_reward": row.mean_reward, "std_reward": row.std_reward,
@@ -148,9 +153,9 @@ def final_stage_table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _ann_identity(rows: list[dict[str, Any]]) -> tuple[tuple[Any, ...], ...]:
-    """What tells the ANN rows of one group from another's: each row's seed, stage, reward and energy."""
-    return tuple((row["seed"], row["stage"], row["mean_reward"], row.get("energy_pj"), row.get("total_energy_pj"))
-                 for row in rows)
+    """What tells the ANN rows of one group from another's: each row's ANN file (its SHA-256),
+    seed, stage and reward."""
+    return tuple((row.get("agent_sha256"), row["seed"], row["stage"], row["mean_reward"]) for row in rows)
 
 
 def _table_line(label: str, finals: list[dict[str, Any]], sticky: list[dict[str, Any]], with_sticky: bool) -> str:

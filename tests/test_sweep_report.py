@@ -30,10 +30,11 @@ def test_summarize_gives_mean_std_and_a_seeded_bootstrap_interval():
         summarize([])
 
 
-def _stage_row(group, seed, stage, reward, energy_pj=1000.0):
-    """A flat row of ``collect_rows`` as a finished cell of ``group`` gives it."""
+def _stage_row(group, seed, stage, reward, energy_pj=1000.0, ann_file="ann"):
+    """A flat row of ``collect_rows`` as a finished cell of ``group`` gives it; ``ann_file`` names its ANN."""
     ann = stage.startswith("ANN")
     return {"cell": f"{group}/seed={seed}", "group": group, "seed": seed, "status": "done", "stage": stage,
+            "agent_sha256": f"{ann_file} of seed {seed}",
             "T": None if ann else 1, "mean_reward": reward, "energy_pj": energy_pj, "total_energy_pj": 2 * energy_pj,
             "ann_energy_ratio": 1.0 if ann else 40_000.0 / energy_pj, "ann_total_energy_ratio": 1.0 if ann else 10.0}
 
@@ -58,14 +59,16 @@ def test_sticky_action_rows_are_summarized_apart_from_the_default_protocol():
 
 
 def test_the_ann_line_is_shared_only_where_every_group_compressed_the_same_anns():
-    def table(ann_rewards):
-        rows = [_stage_row(group, seed, stage, ann_reward if stage == "ANN" else 19.0)
-                for group, ann_reward in zip(("direct", "iir"), ann_rewards) for seed in (0, 1)
+    def table(ann_rewards, ann_files=("ann", "ann")):
+        rows = [_stage_row(group, seed, stage, ann_reward if stage == "ANN" else 19.0, ann_file=ann_file)
+                for group, ann_reward, ann_file in zip(("direct", "iir"), ann_rewards, ann_files) for seed in (0, 1)
                 for stage in ("ANN", "retrained")]
         return [line.split(" | ")[:2] for line in final_stage_table(rows)[2:]]
 
+    apart = [["| direct", "ANN"], ["| direct", "1"], ["| iir", "ANN"], ["| iir", "1"]]
     assert table([20.0, 20.0]) == [["| ANN of every group", "ANN"], ["| direct", "1"], ["| iir", "1"]]
-    assert table([20.0, 18.0]) == [["| direct", "ANN"], ["| direct", "1"], ["| iir", "ANN"], ["| iir", "1"]]
+    assert table([20.0, 18.0]) == apart
+    assert table([20.0, 20.0], ann_files=("ann", "other ann")) == apart  # the same rewards from other ANNs
 
 
 # --- scripts/readme_sweep.py -------------------------------------------------------------------
