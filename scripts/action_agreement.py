@@ -6,8 +6,9 @@ prints one row per protocol (deterministic, and ALE's sticky actions where given
 of states where the student's greedy action is the teacher's, and for Atari games also where
 it makes the same move with FIRE ignored (``RIGHTFIRE`` as ``RIGHT``, ``FIRE`` as ``NOOP``; in
 Pong these pairs move the paddle alike), with the teacher's median Q-value gap between its two
-best actions where they agree and where they do not. A lower-noise reading of fidelity than
-a reward over a few games: README's "What the spikes buy" quotes it for the Pong SNNs.
+best actions where they agree (make the same move, on Atari) and where they do not. A
+lower-noise reading of fidelity than a reward over a few games: README's "What the spikes
+buy" quotes it for the Pong SNNs.
 """
 
 from __future__ import annotations
@@ -29,15 +30,12 @@ from spikerl.loading import env_of_agent, load_agent
 from spikerl.settings import EnvSettings
 
 
-def move_of_action(env_id: str, n_actions: int) -> np.ndarray | None:
+def move_of_action(env_id: str, env_config: EnvSettings) -> np.ndarray | None:
     """``[n_actions]``: each action's move with FIRE ignored (an index per distinct move), or None off Atari."""
-    import gymnasium as gym
-
-    with contextlib.closing(gym.make(env_id)) as env:
-        meanings = getattr(env.unwrapped, "get_action_meanings", None)
-        if meanings is None:
-            return None
-        moves = [meaning.replace("FIRE", "") or "NOOP" for meaning in meanings()[:n_actions]]
+    if not env_config.atari:
+        return None
+    with contextlib.closing(make_env(env_id, env_config, seed=0)) as env:  # the agents' own action set
+        moves = [meaning.replace("FIRE", "") or "NOOP" for meaning in env.env_method("get_action_meanings")[0]]
     return np.array([sorted(set(moves)).index(move) for move in moves])
 
 
@@ -80,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.sticky_actions is not None:
             protocols[f"sticky actions p={args.sticky_actions}"] = with_sticky_actions(env_config, args.sticky_actions, env_id)
     except UsageError as error:
-        print(f"action_agreement: error: {error}", file=sys.stderr)
+        print(f"action_agreement: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
-    moves = move_of_action(env_id, int(teacher.action_space.n))
+    moves = move_of_action(env_id, env_config)
     print(f"{args.student} against {args.teacher} on {env_id}, greedy actions on the teacher's rollout states\n")
     print("| protocol | states | same action | same move, FIRE ignored | teacher's Q gap where they agree | where not |")
     print("|---|---|---|---|---|---|")

@@ -73,7 +73,7 @@ def compress(
         result = dataclasses.replace(result, rows=previous.rows, commands=commands)
     schedule = settings.compress.schedule
     set_random_seed(seed)
-    retrain_env = with_sticky_actions(settings.env, settings.compress.sticky_actions, env_id)
+    retrain_env = with_sticky_actions(settings.env, settings.compress.sticky_actions, env_id, "compress.sticky_actions")
     env = make_env(env_id, retrain_env, seed=seed)
     writer = open_writer(Path(tensorboard) / "compress") if tensorboard else None
     record = _StageRecorder(folder, settings.env, writer, settings.compress.stage_steps, progress)
@@ -150,8 +150,8 @@ def _new_result(
     """The header of this run's results (no rows yet)."""
     stage_settings, protocol = settings.compress, settings.evaluate
     episodes = stage_settings.stage_eval_episodes if stage_settings.stage_eval_episodes is not None else protocol.episodes
-    for sticky in (protocol.sticky_actions, stage_settings.sticky_actions):
-        with_sticky_actions(settings.env, sticky, env_id)  # refuses a non-Atari env now, not after the stages
+    for name, sticky in (("evaluate", protocol.sticky_actions), ("compress", stage_settings.sticky_actions)):
+        with_sticky_actions(settings.env, sticky, env_id, f"{name}.sticky_actions")  # refused now, not after the stages
     evaluation = EvaluationProtocol(
         episodes=episodes, seed=protocol.seed, n_envs=protocol.n_envs, sticky_actions=protocol.sticky_actions
     )
@@ -238,7 +238,7 @@ class _StageRecorder:
         protocol = result.evaluation
         env_settings = self.env_settings
         if stage.is_sticky and protocol.sticky_actions is not None:
-            env_settings = with_sticky_actions(env_settings, protocol.sticky_actions, result.env_id)
+            env_settings = with_sticky_actions(env_settings, protocol.sticky_actions, result.env_id, "evaluate.sticky_actions")
         evaluation = evaluate_agent(
             model, result.env_id, env_settings, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs,
             progress=f"evaluate {stage.value} T={timesteps or '-'}" if self.progress else None,

@@ -46,18 +46,21 @@ def check_agent_fits(model: BaseAlgorithm, env: VecEnv, env_id: str) -> None:
         raise UsageError(f"{problem}; pass as env_id the environment the agent was trained on", parameter="env_id") from None
 
 
-def with_sticky_actions(env_config: EnvSettings, probability: float | None, env_id: str) -> EnvSettings:
+def with_sticky_actions(
+    env_config: EnvSettings, probability: float | None, env_id: str, setting: str = "sticky_actions"
+) -> EnvSettings:
     """``env_config`` with ALE's sticky actions: at every emulator frame the previous action is
     repeated with ``probability`` (``repeat_action_probability``, passed to ``gymnasium.make``);
-    ``env_config`` itself where ``probability`` is None (the env's own)."""
+    ``env_config`` itself where ``probability`` is None (the env's own). ``setting``: where the
+    probability came from (``compress.sticky_actions``, ...), named in a refusal."""
     if probability is None:
         return env_config
     if not env_config.atari:
         problem = f"sticky actions are an Atari (ALE) setting and {env_id} is not an Atari env"
-        raise UsageError(f"{problem}; drop the sticky-action setting", parameter="sticky_actions")
+        raise UsageError(f"{problem}; drop {setting}", parameter=setting)
     if not 0 <= probability < 1:
         problem = f"the sticky-action probability must be in [0, 1), got {probability}"
-        raise UsageError(f"{problem}; ALE recommends {STICKY_ACTIONS}", parameter="sticky_actions")
+        raise UsageError(f"{problem}; ALE recommends {STICKY_ACTIONS}", parameter=setting)
     env_kwargs = {**env_config.env_kwargs, "repeat_action_probability": float(probability)}
     return dataclasses.replace(env_config, env_kwargs=env_kwargs)
 

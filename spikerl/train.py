@@ -266,7 +266,7 @@ def _checked_env_settings(
     check_device(device)
     if tensorboard:
         check_tensorboard()
-    return with_sticky_actions(settings.env, settings.train.sticky_actions, env_id)
+    return with_sticky_actions(settings.env, settings.train.sticky_actions, env_id, "train.sticky_actions")
 
 
 def _checked_spaces(env_id: str, env_settings: EnvSettings, train: TrainSettings) -> tuple[spaces.Space, spaces.Discrete]:
@@ -368,7 +368,8 @@ def _build(
     eval_env = open_envs.enter_context(closing(make_env(env_id, env_settings, seed=EVAL_SEED_BASE)))
     model = DQN(train.policy, env, seed=seed, device=device, verbose=0, **train.dqn)
     if is_image_space(model.observation_space):
-        # NHWC convolutions, the same weights: 0.77x the time per gradient step on one CPU thread
+        # NHWC convolutions, the same weights and float32 arithmetic (float sums in another order):
+        # 0.77x the time per gradient step on one CPU thread
         # (bench/train_step.py). Module.to documents memory_format; torch's type stubs lack it.
         model.policy.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     evaluation = EvalCallback(

@@ -33,3 +33,11 @@ def test_sticky_actions_off_atari_are_one_error_line(action_agreement, capsys):
                              "--sticky-actions", "0.25"]) == 2
     error = capsys.readouterr().err
     assert "sticky actions are an Atari (ALE) setting" in error and error.count("\n") == 1
+
+
+def test_a_student_of_another_env_is_one_error_line(action_agreement, capsys):
+    pong_student = REPO / "agents" / "PongNoFrameskip-v4" / "T1.zip"
+    assert action_agreement(["--teacher", str(SHIPPED_CARTPOLE / "ann.zip"), "--student", str(pong_student),
+                             "--env", "CartPole-v1"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("action_agreement: error: ") and error.count("\n") == 1  # SB3's message spans lines

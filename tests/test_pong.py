@@ -83,7 +83,7 @@ def test_sticky_actions_reach_the_emulator():
 
 def test_training_sticky_actions_of_a_non_atari_env_are_refused(tmp_path):
     preset = with_overrides(load_preset("CartPole-v1"), {"train": {"sticky_actions": 0.25}})
-    with pytest.raises(UsageError, match="sticky actions are an Atari"):
+    with pytest.raises(UsageError, match="sticky actions are an Atari .*; drop train.sticky_actions"):
         train("CartPole-v1", preset, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
 
@@ -92,8 +92,10 @@ def test_sticky_actions_of_a_non_atari_env_are_refused(capsys, tmp_path):
     code = main(["evaluate", "--agent", str(SHIPPED_CARTPOLE / "T1.zip"), "--sticky-actions"])
     error = capsys.readouterr().err
     assert code == 2 and "sticky actions are an Atari (ALE) setting" in error and error.count("\n") == 1
+    assert error.strip().endswith("drop --sticky-actions")  # the flag that set it
     code = main(["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--out", str(tmp_path / "snn"),
                  "--set", "compress.sticky_actions=0.25"])
     error = capsys.readouterr().err
     assert code == 2 and "sticky actions are an Atari (ALE) setting" in error and error.count("\n") == 1
+    assert error.strip().endswith("drop compress.sticky_actions")
     assert not (tmp_path / "snn").exists()
