@@ -45,6 +45,7 @@ from spikerl.errors import UsageError
 from spikerl.run_folder import RunFolder
 from spikerl.settings import Settings, from_mapping
 from spikerl.sweep_grid import Cell, Plan, TrainRun, load_grid
+from spikerl.training_checkpoint import read_index
 
 SWEEP_JSON = "sweep.json"
 TASK_JSON = "sweep_task.json"
@@ -55,6 +56,9 @@ DEFAULT_GPUS_PER_CELL = 0.25
 MAX_RETRIES = 2
 #: Seconds to wait for an address given with --address to answer.
 CONNECT_TIMEOUT_S = 5.0
+#: Seconds a stopped sweep waits for its tasks to write their checkpoints (a Pong training's
+#: replay buffer, 5.6 GB, took about 2 min on this project's 2-core machine).
+STOP_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -303,7 +307,8 @@ def _wait_for_cells(
                 outcome.finished.append(cell.folder)
             except RayError as error:  # a failed cell is reported; the others carry on
                 outcome.failed[cell.folder] = describe_failure(error, cell, trainings)
-        progress.show(len(outcome.finished), _running(out, pending.values(), progress.started), len(outcome.failed))
+        running = _running_tasks(out, pending.values(), progress.started)
+        progress.show(len(outcome.finished), len(running), len(outcome.failed), _how_far(out, running))
 
 
 def _submit(plan: Plan, out: Path, command: str, gpus: float, outcome: Outcome) -> tuple[dict[str, Any], dict[Any, Cell]]:
@@ -340,17 +345,21 @@ def _submit(plan: Plan, out: Path, command: str, gpus: float, outcome: Outcome) 
     return trainings, pending
 
 
-def _stop(out: Path, refs: list[Any], cells: list[Cell], since: float, timeout_s: float = 120) -> None:
+def _stop(out: Path, refs: list[Any], cells: list[Cell], since: float, timeout_s: float = STOP_TIMEOUT_S) -> None:
     """Cancel the tasks of ``refs`` (a running one gets a KeyboardInterrupt: training saves a
-    checkpoint) and wait until none of ``cells`` has a task running (its ``sweep_task.json``)."""
+    checkpoint) and wait until none of ``cells`` has a task running (its ``sweep_task.json``),
+    at most ``timeout_s``; the sweep then shuts its Ray instance down, ending any task left."""
     import ray
 
-    print("\ninterrupted; stopping the running tasks (training writes a checkpoint)", file=sys.stderr)
+    print("\ninterrupted; stopping the running tasks (training writes its checkpoint and replay buffer, "
+          "which takes minutes for a large buffer)", file=sys.stderr)
     for ref in refs:
         ray.cancel(ref)
     deadline = time.time() + timeout_s
-    while _running(out, cells, since) and time.time() < deadline:
+    while (running := _running_tasks(out, cells, since)) and time.time() < deadline:
         time.sleep(0.5)
+    if running:
+        print(f"still running after {timeout_s:.0f} s, so ended unsaved: {', '.join(running)}", file=sys.stderr)
     print("continue with --resume: unfinished cells resume from their checkpoints", file=sys.stderr)
 
 
@@ -391,13 +400,37 @@ def is_finished(folder: Path, cell: Cell) -> bool:
     return set(done) >= set(cell.settings.compress.schedule)
 
 
-def _running(out: Path, cells: Any, since: float) -> int:
-    """Unfinished cells whose training or compression task started in this sweep and is running."""
+def _running_tasks(out: Path, cells: Any, since: float) -> dict[str, Cell]:
+    """Unfinished cells whose training or compression task started in this sweep and is running:
+    a cell by the folder of that task (a training run shared by cells counts once)."""
     def running(folder: str) -> bool:
         state = _task_state(out / folder)
         return state.get("state") == "running" and state.get("started_at", 0) >= since
 
-    return sum(running(cell.folder) or (cell.train is not None and running(cell.train.folder)) for cell in cells)
+    tasks: dict[str, Cell] = {}
+    for cell in cells:
+        if running(cell.folder):
+            tasks[cell.folder] = cell
+        elif cell.train is not None and running(cell.train.folder):
+            tasks.setdefault(cell.train.folder, cell)
+    return tasks
+
+
+def _how_far(out: Path, running: dict[str, Cell]) -> str:
+    """``train/seed=0 150000/400000 steps, cells/seed=1 T=5,4 of 5,4,3,2,1``: the last
+    checkpoint of each running training, the finished stages of each running compression."""
+    from spikerl.results import read_results
+
+    parts = []
+    for folder, cell in running.items():
+        with contextlib.suppress(UsageError, OSError):  # none yet, or being replaced: said next time
+            if cell.train is not None and folder == cell.train.folder:
+                steps = read_index(out / folder)["counters"]["num_timesteps"]
+                parts.append(f"{folder} {steps}/{cell.train.settings.train.n_timesteps} steps")
+            elif RunFolder(out / folder).results_json.is_file():
+                done = ",".join(map(str, read_results(out / folder).finished_stages())) or "none"
+                parts.append(f"{folder} T={done} of {','.join(map(str, cell.settings.compress.schedule))}")
+    return ", ".join(parts)
 
 
 def _task_state(folder: Path) -> dict[str, Any]:
@@ -518,20 +551,24 @@ class Progress:
         self.total, self.skipped, self.stream = total, skipped, stream or sys.stderr
         self.started = time.time()
         self.last = ""
+        self.shown = ("", "")
 
-    def show(self, done: int, running: int, failed: int) -> None:
+    def show(self, done: int, running: int, failed: int, how_far: str = "") -> None:
+        """``running``: cells with a task running; ``how_far``: where those tasks are (``_how_far``)."""
         elapsed = time.time() - self.started
         finished_now = done - self.skipped
         left = self.total - done - failed
         eta = _clock(elapsed / finished_now * left) if finished_now and left else "-" if not left else "?"
         earlier = f" ({self.skipped} earlier)" if self.skipped else ""
-        line = (f"sweep: {done}/{self.total} cells done{earlier}, {running} running, {failed} failed, "
-                f"{left - running} waiting | {_clock(elapsed)} elapsed, ETA {eta}")
+        counts = f"{running} running, {failed} failed, {left - running} waiting"
+        status = f"sweep: {done}/{self.total} cells done{earlier}, {counts}"
+        line = f"{status} | {_clock(elapsed)} elapsed, ETA {eta}" + (f" | {how_far}" if how_far else "")
         if self.stream.isatty():
             self.stream.write("\r" + line.ljust(len(self.last)))
             self.stream.flush()
-        elif line.split(" | ")[0] != self.last.split(" | ")[0]:
+        elif (status, how_far) != self.shown:  # a log gets a line when the cells or a task move on
             print(line, file=self.stream, flush=True)
+            self.shown = (status, how_far)
         self.last = line
 
     def close(self) -> None:

@@ -12,13 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from stable_baselines3 import DQN
 
 from conftest import REPO, SHIPPED_CARTPOLE
 from spikerl.cli import main
 from spikerl.errors import UsageError
 from spikerl.stats import summarize
-from spikerl.sweep import check_same_plan
+from spikerl.sweep import Progress, _how_far, check_same_plan
 from spikerl.sweep_grid import load_grid
+from spikerl.training_checkpoint import save_checkpoint
 
 ray = pytest.importorskip("ray", reason="spikerl[sweep] (Ray) is not installed; scripts/setup.sh installs it")
 
@@ -194,6 +196,27 @@ def test_a_sweep_that_compresses_a_given_agent_ignores_changed_training_settings
     (out / "sweep.json").write_text(json.dumps(stored))
     with pytest.raises(UsageError, match=r"\(cell cells/seed=0.settings.compress.steps_per_stage: 7 then, 20 now\)"):
         check_same_plan(out, plan)
+
+
+def test_progress_says_how_far_each_running_task_is(tmp_path):
+    cell = load_grid(write_grid(tmp_path, "grid: {seed: [0]}\n")).cells[0]
+    out = tmp_path / "out"
+    model = DQN("MlpPolicy", "CartPole-v1")
+    model.num_timesteps = 300
+    save_checkpoint(model, out / cell.train.folder, "run", with_replay_buffer=False)
+    (out / cell.folder).mkdir(parents=True)
+    (out / cell.folder / "results.json").write_bytes((SHIPPED_CARTPOLE / "results.json").read_bytes())
+    assert _how_far(out, {cell.train.folder: cell}) == "train/seed=0 300/1000 steps"  # its last checkpoint
+    assert _how_far(out, {cell.folder: cell}) == "cells/seed=0 T=5,4,3,2,1 of 5,4,3,2,1"
+    assert _how_far(out, {"train/seed=1": load_grid(write_grid(tmp_path, "grid: {seed: [1]}\n")).cells[0]}) == ""
+
+    log = io.StringIO()  # not a terminal: a line whenever the cells or a task move on
+    progress = Progress(total=2, skipped=0, stream=log)
+    for how_far in ("train/seed=0 300/1000 steps", "train/seed=0 300/1000 steps", "train/seed=0 600/1000 steps"):
+        progress.show(0, 2, 0, how_far)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("sweep: 0/2 cells done, 2 running, 0 failed, 0 waiting | ")
+    assert lines[1].endswith(" | train/seed=0 600/1000 steps")
 
 
 # --- sweeps on Ray -----------------------------------------------------------------------------
