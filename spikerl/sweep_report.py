@@ -133,7 +133,8 @@ def final_stage_table(rows: list[dict[str, Any]]) -> list[str]:
     seeds, the energy per decision, compute only and with memory access (nJ), and how many times
     the ANN's it is below, both as mean +- std [95% CI] over seeds; where the cells have
     sticky-action rows, their rewards too (every seed listed). The ANNs come first: in one line
-    when every group compressed the same ones (equal rows), else in a line before each group."""
+    when every group compressed the same ANN files with the same results, else in a line before
+    each group."""
     finals, sticky = final_stages(rows), final_stages(rows, Stage.RETRAINED_STICKY)
     anns, anns_sticky = final_stages(rows, Stage.ANN), final_stages(rows, Stage.ANN_STICKY)
     with_sticky = bool(sticky or anns_sticky)
