@@ -423,6 +423,13 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="sweep folder (default: runs/sweep_<grid name>)")
     parser.add_argument("--address", help="Ray cluster: auto, host:port or ray://host:port (default: a local Ray instance)")
     parser.add_argument("--resume", action="store_true", help="continue the sweep in --out; finished cells are not rerun")
+    parser.add_argument(
+        "--num-threads", type=int_in(1, 1024),
+        help="torch threads and Ray CPUs of every task, in place of the cells' env.num_threads (may change on --resume)",
+    )
+    parser.add_argument(
+        "--num-cpus", type=int_in(1, 4096), help="CPUs of the local Ray instance (default: every core; not with --address)"
+    )
     parser.set_defaults(run=_run_sweep)
 
 
@@ -432,7 +439,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
     from spikerl.sweep import run_sweep
 
     out = args.out or f"runs/sweep_{Path(args.grid).stem}"
-    outcome = run_sweep(args.grid, out, address=args.address, resume=args.resume, command=args.command_line)
+    outcome = run_sweep(args.grid, out, address=args.address, resume=args.resume, command=args.command_line,
+                        num_threads=args.num_threads, num_cpus=args.num_cpus)
     done = f"{len(outcome.finished)} cells done ({outcome.skipped} earlier)"
     print(f"{done}, {len(outcome.failed)} failed; see {Path(out) / 'sweep.md'}")
     return 1 if outcome.failed else 0

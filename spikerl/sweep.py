@@ -71,20 +71,29 @@ class Outcome:
 
 
 def run_sweep(
-    grid_file: str | Path, out_dir: str | Path, address: str | None = None, resume: bool = False, command: str = ""
+    grid_file: str | Path,
+    out_dir: str | Path,
+    address: str | None = None,
+    resume: bool = False,
+    command: str = "",
+    num_threads: int | None = None,
+    num_cpus: int | None = None,
 ) -> Outcome:
     """Run the grid file's cells on Ray and write the results view in ``out_dir``.
 
-    ``address``: None starts a local Ray instance on this machine's CPUs (or uses the one this
-    process already initialized); ``auto``, ``host:port`` or ``ray://host:port`` joins a cluster.
-    ``command`` (the command line) is recorded in every run's results.
+    ``address``: None starts a local Ray instance on ``num_cpus`` CPUs (default: every core; or
+    uses the one this process already initialized); ``auto``, ``host:port`` or ``ray://host:port``
+    joins a cluster. ``num_threads``: torch threads and Ray CPUs of every task, in place of the
+    cells' ``env.num_threads``. ``command`` (the command line) is recorded in every run's results.
     """
     from spikerl.sweep_report import write_sweep_report
 
     plan = load_grid(grid_file)
+    if num_threads is not None:
+        plan = plan.with_num_threads(num_threads)
     out = Path(out_dir).resolve()
     _check_out_dir(out, plan, resume)
-    started_here = connect(address)
+    started_here = connect(address, num_cpus)
     try:
         import ray
 
@@ -101,8 +110,9 @@ def run_sweep(
     return outcome
 
 
-def connect(address: str | None) -> bool:
-    """Initialize Ray; returns whether this call started it (and so must shut it down)."""
+def connect(address: str | None, num_cpus: int | None = None) -> bool:
+    """Initialize Ray (a local instance of ``num_cpus`` CPUs, default every core, where
+    ``address`` is None); returns whether this call started it (and so must shut it down)."""
     try:
         import ray
     except ImportError:
@@ -110,12 +120,15 @@ def connect(address: str | None) -> bool:
             "spikerl sweep runs on Ray, which is not installed; pip install 'spikerl[sweep]' (scripts/setup.sh does)"
         ) from None
 
+    if num_cpus is not None and address is not None:
+        raise UsageError("--num-cpus sizes the local Ray instance; a cluster's nodes say their own CPUs "
+                         "(ray start --num-cpus), so drop it with --address", parameter="num_cpus")
     if address is None:
         if ray.is_initialized():
             return False
         with _hang_ups_ignored():  # by the Ray processes started here, which inherit it
             ray.init(
-                address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
                 object_store_memory=128 * 2**20, logging_level=logging.WARNING,
             )
         return True

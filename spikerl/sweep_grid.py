@@ -31,6 +31,7 @@ cells whose names coincide are an error.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -92,6 +93,23 @@ class Plan:
     cells: list[Cell]
     trains: list[TrainRun] = field(default_factory=list)
     gpus_per_cell: float | None = None
+
+    def with_num_threads(self, num_threads: int) -> Plan:
+        """This plan with every task at ``num_threads`` torch threads (and Ray CPUs): ``env.num_threads``
+        of every cell and training run, which may differ on resume (``spikerl sweep --num-threads``)."""
+        if any("env.num_threads" in cell.own for cell in self.cells):
+            raise UsageError(f"{self.grid_file} varies env.num_threads across its cells; drop --num-threads "
+                             "or that key of the grid", parameter="num_threads")
+
+        def threaded(settings: Settings) -> Settings:
+            return dataclasses.replace(settings, env=dataclasses.replace(settings.env, num_threads=num_threads))
+
+        trains = {id(run): dataclasses.replace(run, settings=threaded(run.settings)) for run in self.trains}
+        cells = [
+            dataclasses.replace(cell, settings=threaded(cell.settings), train=cell.train and trains[id(cell.train)])
+            for cell in self.cells
+        ]
+        return dataclasses.replace(self, cells=cells, trains=list(trains.values()))
 
     def as_json(self) -> dict[str, Any]:
         """Everything that determines the sweep's results (stored in ``sweep.json``; a resumed

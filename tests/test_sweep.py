@@ -139,6 +139,25 @@ def test_unreachable_address_and_occupied_out_are_refused(tmp_path, capsys):
     assert "is not empty" in capsys.readouterr().err
     assert main(["sweep", str(grid), "--out", str(tmp_path / "new"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "new"), "--address", "auto", "--num-cpus", "1"]) == 2
+    assert "--num-cpus sizes the local Ray instance" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_num_threads_sets_every_task_keeps_shared_trainings_and_resumes(tmp_path):
+    plan = load_grid(write_grid(tmp_path, "grid: {seed: [0, 1], compress.schedule: [[1], [2, 1]]}\n"))
+    threaded = plan.with_num_threads(3)
+    assert {cell.settings.env.num_threads for cell in threaded.cells} == {run.settings.env.num_threads
+                                                                          for run in threaded.trains} == {3}
+    assert [run.folder for run in threaded.trains] == [run.folder for run in plan.trains]
+    assert threaded.cells[0].train is threaded.cells[1].train is threaded.trains[0]  # still one training per seed
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps(plan.as_json()))
+    check_same_plan(out, threaded)  # the sweep resumes with other threads
+    varied = load_grid(write_grid(tmp_path, "grid: {seed: [0], env.num_threads: [1, 2]}\n", "varied.yaml"))
+    with pytest.raises(UsageError, match="varies env.num_threads across its cells; drop --num-threads"):
+        varied.with_num_threads(1)
 
 
 
@@ -352,9 +371,10 @@ def test_sigterm_to_a_task_worker_stops_it_with_a_checkpoint(tmp_path):
 def _signal_sweep(
     grid: Path, out: Path, ready: Callable[[], bool], send: Callable[[subprocess.Popen], None]
 ) -> tuple[int, str]:
-    """Run ``spikerl sweep GRID --out OUT`` in a process group of its own; once ``ready()``,
-    ``send(sweep)`` signals it; return the sweep's exit code and stderr."""
-    sweep = subprocess.Popen([sys.executable, "-m", "spikerl", "sweep", str(grid), "--out", str(out)], cwd=REPO,
+    """Run ``spikerl sweep GRID --out OUT`` on one CPU in a process group of its own; once
+    ``ready()``, ``send(sweep)`` signals it; return the sweep's exit code and stderr."""
+    command = ["sweep", str(grid), "--out", str(out), "--num-cpus", "1", "--num-threads", "1"]
+    sweep = subprocess.Popen([sys.executable, "-m", "spikerl", *command], cwd=REPO,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.time() + 120
