@@ -515,7 +515,7 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
         # (`kill PID`, a node's process manager) stops the task as Ctrl-C does, where Ray's
         # own handler would raise SystemExit past training's checkpoint.
         with (open(folder / TASK_LOG, "a", buffering=1) as log, contextlib.redirect_stdout(log),
-              contextlib.redirect_stderr(log), stop_signals_as_interrupt()):
+              contextlib.redirect_stderr(log), _cancellable(), stop_signals_as_interrupt()):
             yield
     except BaseException as error:
         ended = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
@@ -523,6 +523,22 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
                                         "wall_time_s": time.time() - state["started_at"]})
         raise
     write_json(folder / TASK_JSON, {**state, "state": "done", "wall_time_s": time.time() - state["started_at"]})
+
+
+@contextlib.contextmanager
+def _cancellable() -> Iterator[None]:
+    """Python's SIGINT handler within the block. ``ray.cancel`` stops a running task through it
+    (``_thread.interrupt_main``), which does nothing where SIGINT was ignored from the start, as
+    in every worker of a sweep that a script started in the background (``nohup spikerl sweep
+    ... &``): a stopped sweep would then end its tasks unsaved instead of stopping them as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _wait_for_killed_task(previous: dict[str, Any], timeout_s: float = 180) -> None:

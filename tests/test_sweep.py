@@ -343,6 +343,17 @@ def test_sigterm_stops_the_running_tasks_as_ctrl_c_does(tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_stops_the_tasks_of_a_sweep_started_in_the_background(tmp_path):
+    grid = write_grid(tmp_path, "cells:\n  - {compress.schedule: [3, 2, 1], compress.steps_per_stage: 500}\n")
+    cell = tmp_path / "out" / "cells" / "seed=0"
+    # a script's `nohup spikerl sweep ... &` starts it, and so its Ray workers, with SIGINT ignored
+    code, stderr = _signal_sweep(grid, tmp_path / "out", lambda: _rows(cell) >= 3,
+                                 lambda sweep: os.kill(sweep.pid, signal.SIGTERM), sigint_ignored=True)
+    assert code == 130, stderr
+    assert task_state(cell)["state"] == "interrupted"  # ray.cancel reached it: stopped, not ended unsaved
+
+
+@pytest.mark.slow
 def test_a_closed_terminal_stops_the_running_tasks_as_ctrl_c_does(tmp_path):
     grid = write_grid(tmp_path, "cells:\n  - {compress.schedule: [3, 2, 1], compress.steps_per_stage: 500}\n")
     cell = tmp_path / "out" / "cells" / "seed=0"
@@ -369,13 +380,19 @@ def test_sigterm_to_a_task_worker_stops_it_with_a_checkpoint(tmp_path):
 
 
 def _signal_sweep(
-    grid: Path, out: Path, ready: Callable[[], bool], send: Callable[[subprocess.Popen], None]
+    grid: Path, out: Path, ready: Callable[[], bool], send: Callable[[subprocess.Popen], None], sigint_ignored=False
 ) -> tuple[int, str]:
-    """Run ``spikerl sweep GRID --out OUT`` on one CPU in a process group of its own; once
-    ``ready()``, ``send(sweep)`` signals it; return the sweep's exit code and stderr."""
+    """Run ``spikerl sweep GRID --out OUT`` on one CPU in a process group of its own (with
+    SIGINT ignored if asked); once ``ready()``, ``send(sweep)`` signals it; return the sweep's
+    exit code and stderr."""
     command = ["sweep", str(grid), "--out", str(out), "--num-cpus", "1", "--num-threads", "1"]
-    sweep = subprocess.Popen([sys.executable, "-m", "spikerl", *command], cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if sigint_ignored else None
+    try:  # the child inherits an ignored SIGINT
+        sweep = subprocess.Popen([sys.executable, "-m", "spikerl", *command], cwd=REPO, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and sweep.poll() is None and not ready():
