@@ -330,39 +330,27 @@ def test_killed_sweep_resumes_unfinished_cells_without_rerunning_finished_ones(l
     assert task_state(slow)["attempts"] == 2 and task_state(out / "train" / "seed=0")["attempts"] == 1
 
 
-@pytest.mark.slow
-def test_sigterm_stops_the_running_tasks_as_ctrl_c_does(tmp_path):
-    grid = write_grid(tmp_path, "cells:\n  - {compress.schedule: [3, 2, 1], compress.steps_per_stage: 500}\n")
-    cell = tmp_path / "out" / "cells" / "seed=0"
-    # the driver only, as `kill PID` would, once the ANN's rows and T=3 are saved
-    code, stderr = _signal_sweep(grid, tmp_path / "out", lambda: _rows(cell) >= 3,
-                                 lambda sweep: os.kill(sweep.pid, signal.SIGTERM))
-    assert code == 130, stderr
-    assert "continue with --resume" in stderr and "Traceback" not in stderr
-    assert task_state(cell)["state"] == "interrupted"  # the task was stopped and said so, not killed with its worker
-
-
-@pytest.mark.slow
-def test_sigterm_stops_the_tasks_of_a_sweep_started_in_the_background(tmp_path):
-    grid = write_grid(tmp_path, "cells:\n  - {compress.schedule: [3, 2, 1], compress.steps_per_stage: 500}\n")
-    cell = tmp_path / "out" / "cells" / "seed=0"
-    # a script's `nohup spikerl sweep ... &` starts it, and so its Ray workers, with SIGINT ignored
-    code, stderr = _signal_sweep(grid, tmp_path / "out", lambda: _rows(cell) >= 3,
-                                 lambda sweep: os.kill(sweep.pid, signal.SIGTERM), sigint_ignored=True)
-    assert code == 130, stderr
-    assert task_state(cell)["state"] == "interrupted"  # ray.cancel reached it: stopped, not ended unsaved
-
-
-@pytest.mark.slow
-def test_a_closed_terminal_stops_the_running_tasks_as_ctrl_c_does(tmp_path):
-    grid = write_grid(tmp_path, "cells:\n  - {compress.schedule: [3, 2, 1], compress.steps_per_stage: 500}\n")
-    cell = tmp_path / "out" / "cells" / "seed=0"
+#: Ways to stop a sweep: how the signal is sent, and whether the sweep started with SIGINT ignored.
+STOPS = {
+    "sigterm": (lambda sweep: os.kill(sweep.pid, signal.SIGTERM), False),  # to the driver only, as `kill PID`
+    # the same to a sweep that a script's `nohup spikerl sweep ... &` started: it and its Ray workers ignore SIGINT
+    "sigterm-background": (lambda sweep: os.kill(sweep.pid, signal.SIGTERM), True),
     # SIGHUP to the sweep's whole process group (its Ray instance too), as a closing terminal's hang-up
-    code, stderr = _signal_sweep(grid, tmp_path / "out", lambda: _rows(cell) >= 3,
-                                 lambda sweep: os.killpg(sweep.pid, signal.SIGHUP))
+    "closed-terminal": (lambda sweep: os.killpg(sweep.pid, signal.SIGHUP), False),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", STOPS)
+def test_a_stopped_sweep_stops_its_running_tasks_as_ctrl_c_does(tmp_path, stop):
+    send, sigint_ignored = STOPS[stop]
+    grid = write_grid(tmp_path, "cells:\n  - {compress.schedule: [3, 2, 1], compress.steps_per_stage: 500}\n")
+    cell = tmp_path / "out" / "cells" / "seed=0"
+    # once the ANN's rows and T=3 are saved
+    code, stderr = _signal_sweep(grid, tmp_path / "out", lambda: _rows(cell) >= 3, send, sigint_ignored)
     assert code == 130, stderr
     assert "continue with --resume" in stderr and "Traceback" not in stderr
-    assert task_state(cell)["state"] == "interrupted"
+    assert task_state(cell)["state"] == "interrupted"  # the task was stopped and said so, not ended with its worker
 
 
 @pytest.mark.slow
