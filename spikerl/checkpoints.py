@@ -49,9 +49,6 @@ def signals_held() -> Iterator[None]:
     ignored before (``nohup``) stay ignored. Outside the main thread (where Python cannot
     install handlers) the block runs unprotected.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     received: list[int] = []
 
     def hold(number: int, frame: Any) -> None:
@@ -59,12 +56,8 @@ def signals_held() -> Iterator[None]:
             _detach_from_terminal()
         received.append(number)
 
-    previous = {number: signal.signal(number, hold) for number in _handled(_STOP_SIGNALS)}
-    try:
+    with signal_handlers(dict.fromkeys(_handled(_STOP_SIGNALS), hold)) as previous:
         yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
     if received:
         handler = previous[signal.Signals(received[0])]
         if callable(handler):  # Python's own SIGINT handler raises KeyboardInterrupt
@@ -106,12 +99,21 @@ def stop_signals_as_interrupt() -> Iterator[None]:
 
     Outside the main thread (where Python cannot install handlers) the block runs unchanged.
     """
+    with signal_handlers(dict.fromkeys(_handled(_TERMINATION_SIGNALS), _raise_terminated)):
+        yield
+
+
+@contextlib.contextmanager
+def signal_handlers(handlers: dict[int, Any]) -> Iterator[dict[int, Any]]:
+    """Install ``handlers`` (signal number -> handler, ``SIG_IGN``, ...) for the block and yield
+    the ones they replaced, which are reinstalled after it. Outside the main thread (where Python
+    cannot install handlers) nothing is installed and it yields ``{}``."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield {}
         return
-    previous = {number: signal.signal(number, _raise_terminated) for number in _handled(_TERMINATION_SIGNALS)}
+    previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
     try:
-        yield
+        yield previous
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)

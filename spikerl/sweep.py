@@ -32,14 +32,13 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spikerl.checkpoints import signals_held, stop_signals_as_interrupt, write_json
+from spikerl.checkpoints import signal_handlers, signals_held, stop_signals_as_interrupt, write_json
 from spikerl.config import read_run_config
 from spikerl.errors import UsageError
 from spikerl.run_folder import RunFolder
@@ -126,7 +125,10 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     if address is None:
         if ray.is_initialized():
             return False
-        with _hang_ups_ignored():  # by the Ray processes started here, which inherit it
+        # SIGHUP ignored by the Ray processes started here, which inherit it: a closing terminal
+        # hangs up its whole process group, and they would die without their tasks' checkpoints;
+        # so they keep running while the driver stops the tasks as on Ctrl-C.
+        with signal_handlers({signal.SIGHUP: signal.SIG_IGN} if hasattr(signal, "SIGHUP") else {}):
             ray.init(
                 address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
                 object_store_memory=128 * 2**20, logging_level=logging.WARNING,
@@ -143,22 +145,6 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
             "address, and set RAY_AUTH_MODE=token where the cluster authenticates with a token (see README)"
         ) from None
     return True
-
-
-@contextlib.contextmanager
-def _hang_ups_ignored() -> Iterator[None]:
-    """SIGHUP ignored within the block. A closing terminal hangs up its whole process group, the
-    local Ray instance's processes included, which would die without their tasks' checkpoints;
-    started with SIGHUP ignored, they keep running while the driver stops the tasks as on Ctrl-C."""
-    hang_up = getattr(signal, "SIGHUP", None)
-    if hang_up is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(hang_up, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(hang_up, previous)
 
 
 def _check_reachable(address: str) -> None:
@@ -510,12 +496,16 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
         "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "started_at": time.time(),
     }
     write_json(folder / TASK_JSON, state)
+    # ray.cancel stops a running task through Python's SIGINT handler (_thread.interrupt_main),
+    # which does nothing where SIGINT was ignored from the start, as in every worker of a sweep
+    # that a script started in the background (`nohup spikerl sweep ... &`): reinstated here.
+    cancellable = signal_handlers({signal.SIGINT: signal.default_int_handler})
     try:
         # Line-buffered: a killed task's log still shows its last line. SIGTERM to the worker
         # (`kill PID`, a node's process manager) stops the task as Ctrl-C does, where Ray's
         # own handler would raise SystemExit past training's checkpoint.
         with (open(folder / TASK_LOG, "a", buffering=1) as log, contextlib.redirect_stdout(log),
-              contextlib.redirect_stderr(log), _cancellable(), stop_signals_as_interrupt()):
+              contextlib.redirect_stderr(log), cancellable, stop_signals_as_interrupt()):
             yield
     except BaseException as error:
         ended = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
@@ -523,22 +513,6 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
                                         "wall_time_s": time.time() - state["started_at"]})
         raise
     write_json(folder / TASK_JSON, {**state, "state": "done", "wall_time_s": time.time() - state["started_at"]})
-
-
-@contextlib.contextmanager
-def _cancellable() -> Iterator[None]:
-    """Python's SIGINT handler within the block. ``ray.cancel`` stops a running task through it
-    (``_thread.interrupt_main``), which does nothing where SIGINT was ignored from the start, as
-    in every worker of a sweep that a script started in the background (``nohup spikerl sweep
-    ... &``): a stopped sweep would then end its tasks unsaved instead of stopping them as Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _wait_for_killed_task(previous: dict[str, Any], timeout_s: float = 180) -> None:
