@@ -11,6 +11,7 @@ the commands call while they hold their folder's lock).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -155,6 +156,24 @@ def writable_folder(folder: str | Path) -> Iterator[Path]:
     except OSError as error:
         problem = f"cannot write to output folder {folder} ({error.strerror or error})"
         raise UsageError(f"{problem}; choose a writable out_dir", parameter="out_dir") from None
+
+
+def open_own_file(path: str | Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open(path, flags)`` for a file spikerl keeps beside its results (a lock, a log).
+
+    Refuses, with a one-line ``UsageError``, a symbolic link or anything but a regular file at
+    ``path``: writing would otherwise go through it into whatever file the link names.
+    """
+    try:
+        handle = os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise UsageError(f"{path} is a symbolic link where spikerl keeps its own file; delete the link") from None
+    if not stat.S_ISREG(os.fstat(handle).st_mode):
+        os.close(handle)
+        raise UsageError(f"{path} is not a regular file where spikerl keeps its own file; delete it")
+    return handle
 
 
 def save_model(model: BaseAlgorithm, path: str | Path, keep_optimizer_state: bool = True) -> None:

@@ -116,11 +116,11 @@ def compress(
         if writer is not None:
             writer.close()
     result = write_report(folder, result)
-    write_results(folder, result)
     write_zoo_layout(  # so rl-zoo3's enjoy plays the last stage's agent from this folder
         folder.path, env_id, seed, settings, folder.stage(schedule[-1]),
         policy=type(student.policy).__name__, policy_kwargs=dict(student.policy_kwargs),
     )
+    write_results(folder, result)  # last: results.json with its plots marks the run complete
     return result
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from spikerl.checkpoints import remove_stale_temporaries, writable_folder
+from spikerl.checkpoints import open_own_file, remove_stale_temporaries, writable_folder
 from spikerl.errors import UsageError
 
 LOCK_FILE = ".spikerl.lock"
@@ -35,7 +35,7 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
     folder = Path(folder)
     created = not folder.exists()
     with writable_folder(folder):
-        handle = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        handle = open_own_file(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

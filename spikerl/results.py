@@ -141,6 +141,12 @@ class CompressionResult(Record):
         """T of every retrained stage recorded, in order."""
         return [row.T for row in self.rows_of(Stage.RETRAINED) if row.T is not None]
 
+    def is_complete(self) -> bool:
+        """Whether the run ended: every stage of its schedule retrained, the sticky-action rows
+        where the protocol has them, and the plots (which ``compress`` records last)."""
+        sticky_done = self.evaluation.sticky_actions is None or bool(self.rows_of(Stage.RETRAINED_STICKY))
+        return set(self.finished_stages()) >= set(self.schedule) and sticky_done and bool(self.plots)
+
     def differing_setting(self, other: CompressionResult) -> str | None:
         """The first ``SAME_RUN`` field whose value differs from ``other``'s (None if they agree)."""
         for name in self.SAME_RUN:

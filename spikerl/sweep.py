@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spikerl.checkpoints import signal_handlers, signals_held, stop_signals_as_interrupt, write_json
+from spikerl.checkpoints import open_own_file, signal_handlers, signals_held, stop_signals_as_interrupt, write_json
 from spikerl.config import read_run_config
 from spikerl.errors import UsageError
 from spikerl.run_folder import RunFolder
@@ -326,7 +326,7 @@ def _submit(plan: Plan, out: Path, command: str, gpus: float, outcome: Outcome) 
     trainings: dict[str, Any] = {}
     pending: dict[Any, Cell] = {}
     for cell in plan.cells:
-        if is_finished(out / cell.folder, cell):
+        if is_finished(out / cell.folder):
             outcome.finished.append(cell.folder)
             continue
         ann: Any = cell.agent  # a path, or the ObjectRef of the training task (Ray passes its result: the path)
@@ -386,17 +386,16 @@ def _first_line(error: BaseException) -> str:
     return (lines[0] if lines else repr(error))[:300]
 
 
-def is_finished(folder: Path, cell: Cell) -> bool:
-    """Whether ``folder`` holds the results of every stage of ``cell``'s schedule."""
+def is_finished(folder: Path) -> bool:
+    """Whether ``folder`` holds a complete compression run (``CompressionResult.is_complete``)."""
     from spikerl.results import read_results
 
     if not RunFolder(folder).results_json.is_file():
         return False
     try:
-        done = read_results(folder).finished_stages()
+        return read_results(folder).is_complete()
     except UsageError:  # damaged: not finished (resuming it then says what is wrong)
         return False
-    return set(done) >= set(cell.settings.compress.schedule)
 
 
 def _running_tasks(out: Path, cells: Any, since: float) -> dict[str, Cell]:
@@ -463,7 +462,7 @@ def compress_task(out: str, cell: Cell, ann: str, command: str, device: str) -> 
 
     folder = _task_folder(out, cell.folder)
     with _recorded(folder, cell.settings):
-        if is_finished(folder, cell):
+        if is_finished(folder):
             return
         run_config = read_run_config(Path(ann).parent)
         commands = (run_config.commands if run_config else []) + [command]
@@ -504,7 +503,8 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
         # Line-buffered: a killed task's log still shows its last line. SIGTERM to the worker
         # (`kill PID`, a node's process manager) stops the task as Ctrl-C does, where Ray's
         # own handler would raise SystemExit past training's checkpoint.
-        with (open(folder / TASK_LOG, "a", buffering=1) as log, contextlib.redirect_stdout(log),
+        log_handle = open_own_file(folder / TASK_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        with (os.fdopen(log_handle, "a", buffering=1) as log, contextlib.redirect_stdout(log),
               contextlib.redirect_stderr(log), cancellable, stop_signals_as_interrupt()):
             yield
     except BaseException as error:

@@ -65,8 +65,7 @@ def collect_rows(out: Path, plan: Plan) -> list[dict[str, Any]]:
             results = read_results(out / cell.folder)
         except UsageError:  # damaged: the cell is listed as unfinished
             continue
-        finished = set(results.finished_stages()) >= set(cell.settings.compress.schedule)
-        status = "done" if finished else "unfinished"
+        status = "done" if results.is_complete() else "unfinished"
         rows += [_flat_row(cell, row, status, results.agent_sha256) for row in results.rows]
     return rows
 

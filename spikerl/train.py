@@ -394,11 +394,15 @@ def _resume_state(model: DQN, evaluation: EvalCallback, folder: RunFolder, run_i
 
 
 def _hand_on(model: DQN, folder: RunFolder, run_id: str, env_id: str, seed: int, settings: Settings) -> None:
-    """Write ``ann.zip`` (this run's best policy, no optimizer state), the rl-zoo3 layout and the training curve."""
+    """Write ``ann.zip`` (this run's best policy, no optimizer state), the rl-zoo3 layout and the training curve.
+
+    ``ann.zip`` appears last: a folder that holds it holds the others (a sweep takes it as the end of training).
+    """
     load_best(model, folder.path, run_id)
-    save_model(model, folder.ann, keep_optimizer_state=False)
-    write_zoo_layout(folder.path, env_id, seed, settings, folder.ann)  # so rl-zoo3's enjoy plays this folder
-    plot_training_curve(folder.path, folder.training_curve, settings.env.frames_per_step)
+    with atomic_path(folder.ann) as ann:
+        save_model(model, ann, keep_optimizer_state=False)
+        write_zoo_layout(folder.path, env_id, seed, settings, ann)  # so rl-zoo3's enjoy plays this folder
+        plot_training_curve(folder.path, folder.training_curve, settings.env.frames_per_step)
 
 
 def _learn(

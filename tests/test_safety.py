@@ -551,6 +551,39 @@ def test_a_locked_folder_is_refused_with_the_holders_pid(tmp_path, capsys):
     assert not out.exists()  # nothing written; the folder the lock created is gone again
 
 
+def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_kept(tmp_path, capsys):
+    from spikerl.cli import main
+
+    victim, folder = tmp_path / "victim.txt", tmp_path / "run"
+    victim.write_text("precious")
+    folder.mkdir()
+    (folder / ".spikerl.lock").symlink_to(victim)
+    assert main(["report", str(folder)]) == 2
+    error = capsys.readouterr().err
+    assert ".spikerl.lock is a symbolic link" in error and error.count("\n") == 1
+    assert victim.read_text() == "precious"
+
+
+def test_a_stop_while_train_hands_on_leaves_no_ann_and_resume_completes_it(tmp_path, tiny_preset, monkeypatch):
+    """``ann.zip`` is written last: a sweep that finds it takes the rl-zoo3 layout and the curve as written too."""
+    import spikerl.train
+    from spikerl.cli import main
+
+    run = tmp_path / "run"
+    plot = spikerl.train.plot_training_curve
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(spikerl.train, "plot_training_curve", stopped)
+    assert main(["train", "--config", str(tiny_preset), "-n", "300", "--out", str(run), "--no-progress"]) == 130
+    assert not (run / "ann.zip").exists()
+    monkeypatch.setattr(spikerl.train, "plot_training_curve", plot)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert (run / "ann.zip").is_file() and (run / "training_curve.png").is_file()
+    assert (run / "dqn" / "CartPole-v1.zip").read_bytes() == (run / "ann.zip").read_bytes()
+
+
 def test_stale_temporaries_are_removed_by_the_next_run(tmp_path):
     from spikerl.locks import folder_lock
 

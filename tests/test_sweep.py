@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,9 @@ from stable_baselines3 import DQN
 from conftest import REPO, SHIPPED_CARTPOLE
 from spikerl.cli import main
 from spikerl.errors import UsageError
+from spikerl.results import read_results, write_results
 from spikerl.stats import summarize
-from spikerl.sweep import Progress, _how_far, check_same_plan
+from spikerl.sweep import Progress, _how_far, check_same_plan, is_finished
 from spikerl.sweep_grid import load_grid
 from spikerl.training_checkpoint import save_checkpoint
 
@@ -298,6 +300,21 @@ def test_a_failed_cell_is_reported_and_the_others_finish(local_ray, tmp_path, ca
     assert "cells/agent=broken-ann,seed=0" in (out / "sweep.md").read_text()
     assert task_state(out / "cells" / "agent=broken-ann,seed=0")["state"] == "failed"
     assert task_state(out / "cells" / "agent=none,seed=0")["state"] == "done"
+
+
+def test_a_cell_is_finished_only_once_compress_has_written_its_last_file(tmp_path):
+    """A sweep stopped after a cell's T=1 row but before its sticky-action games or its plots resumes that cell."""
+    complete = read_results(SHIPPED_CARTPOLE)
+    partial = {
+        "T=1 not yet retrained": replace(complete, rows=[row for row in complete.rows if row.T != 1]),
+        "sticky-action games not yet played": replace(complete, evaluation=replace(complete.evaluation, sticky_actions=0.25)),
+        "plots not yet drawn": replace(complete, plots=[]),
+    }
+    write_results(tmp_path, complete)
+    assert is_finished(tmp_path)
+    for stopped_before, result in partial.items():
+        write_results(tmp_path, result)
+        assert not is_finished(tmp_path), stopped_before
 
 
 @pytest.mark.slow
