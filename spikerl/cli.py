@@ -199,16 +199,6 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _agent_commands(agent: str) -> list[str]:
-    """The commands that trained ``agent``, when its run folder recorded them."""
-    from pathlib import Path
-
-    from spikerl.config import read_run_config
-
-    run_config = read_run_config(Path(agent).parent)
-    return list(run_config.commands) if run_config else []
-
-
 def _add_compress(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("compress", help="convert an ANN agent to an SNN and compress it in time (IIR)")
     _add_agent_arguments(parser, "ANN DQN checkpoint (.zip)")
@@ -239,6 +229,7 @@ def _add_compress(commands: argparse._SubParsersAction) -> None:
 
 def _run_compress(args: argparse.Namespace) -> None:
     from spikerl.compress import compress
+    from spikerl.config import training_commands
     from spikerl.loading import env_of_agent
 
     env_id = env_of_agent(args.agent, args.env)
@@ -252,7 +243,7 @@ def _run_compress(args: argparse.Namespace) -> None:
     result = compress(
         args.agent, env_id, settings, out, seed=args.seed, device=args.device,
         resume=args.resume, force=args.force, progress=args.progress,
-        commands=_agent_commands(args.agent) + [args.command_line],
+        commands=training_commands(args.agent) + [args.command_line],
         tensorboard=args.tensorboard,
     )
     print(_compress_summary(out, result, args.tensorboard))

@@ -10,6 +10,7 @@ end the last stage is also laid out for rl-zoo3 (``dqn/<env>.zip`` and its confi
 from __future__ import annotations
 
 import dataclasses
+import filecmp
 import functools
 import shutil
 import time
@@ -64,7 +65,7 @@ def compress(
     if tensorboard:
         check_tensorboard()
     folder = RunFolder(out_dir)
-    previous = _previous_result(folder, resume, force)
+    previous = _previous_result(folder, agent, resume, force)
     ann = _load_ann(agent, env_id, settings, device)
     result = _new_result(agent, env_id, settings, seed, ann, commands)
     done = _finished_stages(previous, result, folder) if previous else []
@@ -124,15 +125,18 @@ def compress(
     return result
 
 
-def _previous_result(folder: RunFolder, resume: bool, force: bool) -> CompressionResult | None:
-    """The results to resume from (``resume``), after refusing to overwrite results unless ``force``."""
+def _previous_result(folder: RunFolder, agent: str | Path, resume: bool, force: bool) -> CompressionResult | None:
+    """The results to resume from (``resume``), after refusing to overwrite results or another
+    agent's ``ann.zip`` (a training run's folder) unless ``force``."""
     if resume:
         if not folder.results_json.is_file():
             raise UsageError(f"nothing to resume in {folder.path} (results.json missing); run without --resume")
         return read_results(folder.path)
-    if folder.results_json.is_file() and not force:
+    another_ann = folder.ann.is_file() and Path(agent).is_file() and not filecmp.cmp(folder.ann, agent, shallow=False)
+    if (folder.results_json.is_file() or another_ann) and not force:
+        held = "results" if folder.results_json.is_file() else f"another agent's {folder.ann.name}"
         raise UsageError(
-            f"{folder.path} already holds results; pass --resume to continue, --force to overwrite, or another --out"
+            f"{folder.path} already holds {held}; pass --resume to continue, --force to overwrite, or another --out"
         )
     return None
 

@@ -145,3 +145,9 @@ def read_run_config(folder: str | os.PathLike[str]) -> RunConfig | None:
         raise UsageError(f"{path}: commands must be a list of command lines; {fix}")
     env_id, seed = data.pop("env_id"), data.pop("seed")
     return RunConfig(env_id, seed, _settings(data, path, fix), commands)
+
+
+def training_commands(agent: str | os.PathLike[str]) -> list[str]:
+    """The commands that trained the agent at ``agent``, where its run folder recorded them."""
+    run_config = read_run_config(Path(agent).parent)
+    return list(run_config.commands) if run_config else []

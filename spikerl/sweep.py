@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from spikerl.checkpoints import open_own_file, signal_handlers, signals_held, stop_signals_as_interrupt, write_json
-from spikerl.config import read_run_config
+from spikerl.config import training_commands
 from spikerl.errors import UsageError
 from spikerl.run_folder import RunFolder
 from spikerl.settings import Settings, from_mapping
@@ -96,7 +97,7 @@ def run_sweep(
     try:
         import ray
 
-        gpus = _gpus_per_task(plan, ray.cluster_resources())
+        gpus = _gpus_per_task(plan, [node["Resources"] for node in ray.nodes() if node["Alive"]])
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / SWEEP_JSON, {"grid_file": str(plan.grid_file), **plan.as_json()})
         outcome = _execute(plan, out, command or f"spikerl sweep {grid_file} --out {out_dir}", gpus)
@@ -130,7 +131,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
         # so they keep running while the driver stops the tasks as on Ctrl-C.
         with signal_handlers({signal.SIGHUP: signal.SIG_IGN} if hasattr(signal, "SIGHUP") else {}):
             ray.init(
-                address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                 object_store_memory=128 * 2**20, logging_level=logging.WARNING,
             )
         return True
@@ -243,17 +244,19 @@ def _changed_cells(before: list[Any], now: list[Any], named: int = 3) -> str:
     return "".join(f"; {part}" for part in parts)
 
 
-def _gpus_per_task(plan: Plan, resources: dict[str, float]) -> float:
-    """The GPU fraction each task requests, after checking that the cluster can run the cells at all."""
-    largest = max(_cpus(cell.settings) for cell in plan.cells)
-    if largest > resources.get("CPU", 0):
+def _gpus_per_task(plan: Plan, nodes: list[dict[str, float]]) -> float:
+    """The GPU fraction each task requests, after checking that the cluster can run the cells at
+    all; ``nodes``: the resources of each live node (a task runs on one node)."""
+    largest, node_cpus = max(_cpus(cell.settings) for cell in plan.cells), max(node.get("CPU", 0) for node in nodes)
+    if largest > node_cpus:
         raise UsageError(
-            f"cells need {largest} CPUs each (env.num_threads) but the Ray cluster has {resources.get('CPU', 0):g}; "
-            "lower env.num_threads in the grid's settings or add nodes"
+            f"cells need {largest} CPUs each (env.num_threads) but the largest node of the Ray cluster has "
+            f"{node_cpus:g}; lower env.num_threads in the grid's settings (or --num-threads) or add larger nodes"
         )
+    has_gpus = any(node.get("GPU") for node in nodes)
     if plan.gpus_per_cell is None:
-        return DEFAULT_GPUS_PER_CELL if resources.get("GPU") else 0.0
-    if plan.gpus_per_cell and not resources.get("GPU"):
+        return DEFAULT_GPUS_PER_CELL if has_gpus else 0.0
+    if plan.gpus_per_cell and not has_gpus:
         raise UsageError(
             f"{plan.grid_file} asks for gpus_per_cell {plan.gpus_per_cell:g} but the Ray cluster has no GPU; "
             "set it to 0 or leave it out"
@@ -307,7 +310,8 @@ def _wait_for_cells(
             except RayError as error:  # a failed cell is reported; the others carry on
                 outcome.failed[cell.folder] = describe_failure(error, cell, trainings)
         running = _running_tasks(out, pending.values(), progress.started)
-        progress.show(len(outcome.finished), len(running), len(outcome.failed), _how_far(out, running))
+        progress.show(len(outcome.finished), _cells_running(running, pending.values()), len(outcome.failed),
+                      _how_far(out, running))
 
 
 def _submit(plan: Plan, out: Path, command: str, gpus: float, outcome: Outcome) -> tuple[dict[str, Any], dict[Any, Cell]]:
@@ -400,10 +404,13 @@ def is_finished(folder: Path) -> bool:
 
 def _running_tasks(out: Path, cells: Any, since: float) -> dict[str, Cell]:
     """Unfinished cells whose training or compression task started in this sweep and is running:
-    a cell by the folder of that task (a training run shared by cells counts once)."""
+    a cell by the folder of that task (a training run shared by cells counts once). A task
+    whose process on this host is gone (killed without a word: kill -9, out of memory) is not running."""
     def running(folder: str) -> bool:
         state = _task_state(out / folder)
-        return state.get("state") == "running" and state.get("started_at", 0) >= since
+        pid, here = state.get("pid"), state.get("host") == socket.gethostname()
+        gone = here and isinstance(pid, int) and pid > 0 and not _alive(pid)
+        return state.get("state") == "running" and state.get("started_at", 0) >= since and not gone
 
     tasks: dict[str, Cell] = {}
     for cell in cells:
@@ -412,6 +419,11 @@ def _running_tasks(out: Path, cells: Any, since: float) -> dict[str, Cell]:
         elif cell.train is not None and running(cell.train.folder):
             tasks.setdefault(cell.train.folder, cell)
     return tasks
+
+
+def _cells_running(running: dict[str, Cell], cells: Any) -> int:
+    """How many of ``cells`` have a task in ``running``: their compression or the training they wait on."""
+    return sum(1 for cell in cells if cell.folder in running or (cell.train is not None and cell.train.folder in running))
 
 
 def _how_far(out: Path, running: dict[str, Cell]) -> str:
@@ -464,10 +476,9 @@ def compress_task(out: str, cell: Cell, ann: str, command: str, device: str) -> 
     with _recorded(folder, cell.settings):
         if is_finished(folder):
             return
-        run_config = read_run_config(Path(ann).parent)
-        commands = (run_config.commands if run_config else []) + [command]
         compress(ann, cell.env_id, cell.settings, folder, seed=cell.seed, device=device,
-                 resume=RunFolder(folder).results_json.is_file(), progress=False, commands=commands)
+                 resume=RunFolder(folder).results_json.is_file(), progress=False,
+                 commands=training_commands(ann) + [command])
 
 
 def _task_folder(out: str, relative: str) -> Path:
@@ -566,7 +577,8 @@ class Progress:
         counts = f"{running} running, {failed} failed, {left - running} waiting"
         status = f"sweep: {done}/{self.total} cells done{earlier}, {counts}"
         line = f"{status} | {_clock(elapsed)} elapsed, ETA {eta}" + (f" | {how_far}" if how_far else "")
-        if self.stream.isatty():
+        if self.stream.isatty():  # cut to the terminal's width: a wrapped line is not rewritten in place
+            line = line[:shutil.get_terminal_size().columns - 1]
             self.stream.write("\r" + line.ljust(len(self.last)))
             self.stream.flush()
         elif (status, how_far) != self.shown:  # a log gets a line when the cells or a task move on

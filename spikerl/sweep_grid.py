@@ -245,7 +245,7 @@ def _format(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "-".join(_format(item) for item in value)
     if isinstance(value, dict):
-        return "+".join(f"{k}-{_format(v)}" for k, v in value.items())
+        return "+".join(f"{_format(k)}-{_format(v)}" for k, v in value.items())
     if isinstance(value, bool) or value is None:
         return str(value).lower()
     if isinstance(value, float):

@@ -117,11 +117,12 @@ def test_spiking_agent_is_not_compressed_again(tmp_path):
     assert result.returncode == 2 and "already a spiking agent" in result.stderr
 
 
-def test_output_folder_with_results_is_not_overwritten(tmp_path):
-    (tmp_path / "results.json").write_text("{}")
+@pytest.mark.parametrize("held", ["results.json", "ann.zip"])  # a compression's results, a training run's ANN
+def test_output_folder_with_results_is_not_overwritten(tmp_path, held):
+    (tmp_path / held).write_text("{}")
     result = run_cli("compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--out", str(tmp_path))
     assert result.returncode == 2 and "--force" in result.stderr
-    assert (tmp_path / "results.json").read_text() == "{}"
+    assert (tmp_path / held).read_text() == "{}"
 
 
 def test_unwritable_output_folder(tmp_path):

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from spikerl.cli import main
 from spikerl.errors import UsageError
 from spikerl.results import read_results, write_results
 from spikerl.stats import summarize
-from spikerl.sweep import Progress, _how_far, check_same_plan, is_finished
+from spikerl.sweep import Progress, _cells_running, _gpus_per_task, _how_far, _running_tasks, check_same_plan, is_finished
 from spikerl.sweep_grid import load_grid
 from spikerl.training_checkpoint import save_checkpoint
 
@@ -79,6 +80,16 @@ def test_grid_names_cells_by_the_settings_that_vary_and_shares_anns(tmp_path):
     assert [run.folder for run in plan.trains] == ["train/seed=0", "train/seed=1"]
     assert plan.cells[4].settings.compress.steps_per_stage == 40 and plan.cells[4].train is plan.cells[0].train
     assert plan.cells[0].group == plan.cells[2].group == "schedule=1,steps_per_stage=20"
+
+
+def test_cell_folders_stay_inside_the_sweep_whatever_the_grid_keys(tmp_path):
+    grid = write_grid(tmp_path, """grid:
+  seed: [0]
+  compress.td.dqn.policy_kwargs: [{}, {"/../../../../victim/x": 1}]
+""")
+    for cell in load_grid(grid).cells:
+        kind, name = cell.folder.split("/")
+        assert kind == "cells" and name not in (".", "..") and "/" not in name, cell.folder
 
 
 def test_shipped_grids_plan_the_issue_studies():
@@ -230,6 +241,9 @@ def test_progress_says_how_far_each_running_task_is(tmp_path):
     assert _how_far(out, {cell.train.folder: cell}) == "train/seed=0 300/1000 steps"  # its last checkpoint
     assert _how_far(out, {cell.folder: cell}) == "cells/seed=0 T=5,4,3,2,1 of 5,4,3,2,1"
     assert _how_far(out, {"train/seed=1": load_grid(write_grid(tmp_path, "grid: {seed: [1]}\n")).cells[0]}) == ""
+    two_cells = load_grid(write_grid(tmp_path, "grid: {seed: [0], compress.schedule: [[1], [2, 1]]}\n")).cells
+    assert _cells_running({two_cells[0].train.folder: two_cells[0]}, two_cells) == 2  # both wait on that training
+    assert _cells_running({two_cells[1].folder: two_cells[1]}, two_cells) == 1
 
     log = io.StringIO()  # not a terminal: a line whenever the cells or a task move on
     progress = Progress(total=2, skipped=0, stream=log)
@@ -238,6 +252,18 @@ def test_progress_says_how_far_each_running_task_is(tmp_path):
     lines = log.getvalue().splitlines()
     assert len(lines) == 2 and lines[1].startswith("sweep: 0/2 cells done, 2 running, 0 failed, 0 waiting | ")
     assert lines[1].endswith(" | train/seed=0 600/1000 steps")
+
+
+def test_a_task_whose_process_died_unannounced_is_not_waited_for(tmp_path):
+    cell = load_grid(write_grid(tmp_path, "grid: {seed: [0]}\n")).cells[0]
+    out = tmp_path / "out"
+    (out / cell.folder).mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for pid, running in ((os.getpid(), True), (dead.pid, False)):  # a sweep stopped after a kill -9 of that worker
+        state = {"state": "running", "host": socket.gethostname(), "pid": pid, "started_at": time.time()}
+        (out / cell.folder / "sweep_task.json").write_text(json.dumps(state))
+        assert bool(_running_tasks(out, [cell], since=0)) is running
 
 
 # --- sweeps on Ray -----------------------------------------------------------------------------
@@ -278,13 +304,20 @@ def test_sweep_runs_cells_shares_anns_and_never_reruns_a_finished_cell(local_ray
     assert all(task_state(path.parent)["attempts"] == 1 for path in results)
 
 
+def test_a_cell_must_fit_on_one_node_not_on_the_cluster_as_a_whole(tmp_path):
+    plan = load_grid(write_grid(tmp_path, "grid: {env.num_threads: [3]}\n"))
+    with pytest.raises(UsageError, match="largest node of the Ray cluster has 2"):
+        _gpus_per_task(plan, [{"CPU": 2}, {"CPU": 2}])  # 4 CPUs in all, but Ray would never place it
+    assert _gpus_per_task(plan, [{"CPU": 2}, {"CPU": 4, "GPU": 1}]) == 0.25
+
+
 def test_cells_that_the_cluster_cannot_run_are_refused(local_ray, tmp_path, capsys):
     grid = write_grid(tmp_path, "gpus_per_cell: 0.5\ngrid: {seed: [0]}\n", "gpu.yaml")
     assert main(["sweep", str(grid), "--out", str(tmp_path / "gpu")]) == 2
     assert "asks for gpus_per_cell 0.5 but the Ray cluster has no GPU" in capsys.readouterr().err
     grid = write_grid(tmp_path, "grid: {env.num_threads: [3]}\n", "cpu.yaml")
     assert main(["sweep", str(grid), "--out", str(tmp_path / "cpu")]) == 2
-    assert "cells need 3 CPUs each (env.num_threads) but the Ray cluster has 2" in capsys.readouterr().err
+    assert "cells need 3 CPUs each (env.num_threads) but the largest node of the Ray cluster has 2" in capsys.readouterr().err
     assert not (tmp_path / "gpu").exists() and not (tmp_path / "cpu").exists()
 
 
