@@ -63,7 +63,7 @@ def compress(
     """
     check_training_seed(seed)
     if tensorboard:
-        check_tensorboard()
+        check_tensorboard(tensorboard)
     folder = RunFolder(out_dir)
     previous = _previous_result(folder, agent, resume, force)
     ann = _load_ann(agent, env_id, settings, device)

@@ -86,7 +86,10 @@ def make_env(env_id: str, env_config: EnvSettings, seed: int, n_envs: int = 1, m
     resumed = monitor_dir is not None and (Path(monitor_dir) / "0.monitor.csv").is_file()
     monitor_kwargs = {"override_existing": not resumed}
     env_kwargs = env_config.env_kwargs  # keyword arguments of gymnasium.make, e.g. max_episode_steps
-    if env_config.atari:
+    try:
+        if not env_config.atari:
+            return make_vec_env(env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir,
+                                monitor_kwargs=monitor_kwargs, env_kwargs=env_kwargs)
         venv = make_atari_env(
             env_id,
             n_envs=n_envs,
@@ -96,8 +99,12 @@ def make_env(env_id: str, env_config: EnvSettings, seed: int, n_envs: int = 1, m
             env_kwargs=env_kwargs,
             wrapper_kwargs=env_config.wrapper_kwargs,
         )
-        frame_stack = env_config.frame_stack
-        return VecTransposeImage(VecFrameStack(venv, frame_stack) if frame_stack > 1 else venv)
-    return make_vec_env(
-        env_id, n_envs=n_envs, seed=seed, monitor_dir=monitor_dir, monitor_kwargs=monitor_kwargs, env_kwargs=env_kwargs
-    )
+    except UsageError:
+        raise
+    except (TypeError, ValueError, gym.error.Error) as error:  # a keyword the env or the wrapper does not take
+        given = {"env.env_kwargs": dict(env_kwargs), "env.wrapper_kwargs": dict(env_config.wrapper_kwargs)}
+        settings = ", ".join(f"{name} {value}" for name, value in given.items() if value)
+        problem = f"cannot make {env_id} with {settings or 'its settings'} ({error})"
+        raise UsageError(f"{problem}; fix or drop the setting") from None
+    frame_stack = env_config.frame_stack
+    return VecTransposeImage(VecFrameStack(venv, frame_stack) if frame_stack > 1 else venv)

@@ -42,6 +42,7 @@ from typing import Any
 from spikerl.checkpoints import open_own_file, signal_handlers, signals_held, stop_signals_as_interrupt, write_json
 from spikerl.config import training_commands
 from spikerl.errors import UsageError
+from spikerl.locks import folder_lock
 from spikerl.run_folder import RunFolder
 from spikerl.settings import Settings, from_mapping
 from spikerl.sweep_grid import Cell, Plan, TrainRun, load_grid
@@ -93,20 +94,20 @@ def run_sweep(
         plan = plan.with_num_threads(num_threads)
     out = Path(out_dir).resolve()
     _check_out_dir(out, plan, resume)
-    started_here = connect(address, num_cpus)
-    try:
-        import ray
-
-        gpus = _gpus_per_task(plan, [node["Resources"] for node in ray.nodes() if node["Alive"]])
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / SWEEP_JSON, {"grid_file": str(plan.grid_file), **plan.as_json()})
-        outcome = _execute(plan, out, command or f"spikerl sweep {grid_file} --out {out_dir}", gpus)
-    finally:
-        if started_here:
+    with folder_lock(out):  # one sweep at a time in a folder: a second would take over its cells' records
+        started_here = connect(address, num_cpus)
+        try:
             import ray
 
-            ray.shutdown()
-    write_sweep_report(out, plan, outcome.failed)
+            gpus = _gpus_per_task(plan, [node["Resources"] for node in ray.nodes() if node["Alive"]])
+            write_json(out / SWEEP_JSON, {"grid_file": str(plan.grid_file), **plan.as_json()})
+            outcome = _execute(plan, out, command or f"spikerl sweep {grid_file} --out {out_dir}", gpus)
+        finally:
+            if started_here:
+                import ray
+
+                ray.shutdown()
+        write_sweep_report(out, plan, outcome.failed)
     return outcome
 
 

@@ -13,32 +13,38 @@ at 0):
 
 from __future__ import annotations
 
+import errno
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
 from spikerl.errors import UsageError
 
 
-def check_tensorboard() -> None:
-    """Refuse ``--tensorboard`` when the tensorboard package is missing."""
+def check_tensorboard(log_dir: str | Path) -> None:
+    """Refuse ``--tensorboard log_dir`` when the tensorboard package is missing or ``log_dir``
+    cannot be written (checked before any work; the folder is created)."""
     if importlib.util.find_spec("tensorboard") is None:
         raise UsageError(
             "--tensorboard needs the tensorboard package; pip install 'spikerl[tensorboard]', or drop --tensorboard"
         )
-
-
-def open_writer(log_dir: str | Path) -> Any:
-    """A ``torch.utils.tensorboard.SummaryWriter`` writing to ``log_dir`` (events appended, never replaced)."""
-    check_tensorboard()
-    from torch.utils.tensorboard import SummaryWriter
-
     try:
-        return SummaryWriter(str(log_dir))
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        if not os.access(log_dir, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
     except OSError as error:
         raise UsageError(
             f"cannot write TensorBoard logs to {log_dir} ({error.strerror or error}); choose a writable --tensorboard"
         ) from None
+
+
+def open_writer(log_dir: str | Path) -> Any:
+    """A ``torch.utils.tensorboard.SummaryWriter`` writing to ``log_dir`` (events appended, never replaced)."""
+    check_tensorboard(log_dir)
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(log_dir))
 
 
 def log_stage(writer: Any, step: int, timesteps: int | None, evaluation: Any, q_net: Any) -> None:

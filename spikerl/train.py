@@ -194,6 +194,12 @@ def _check_fresh_folder(folder: RunFolder, force: bool) -> None:
                 f"{folder.path} already holds results ({', '.join(results)}); pass --force to replace them, "
                 "or choose another --out"
             )
+        left = sorted(path.name for path in folder.training_files())
+        if left:  # a run whose config.yaml is gone, an rl-zoo3 log folder: nothing is deleted unasked
+            raise UsageError(
+                f"{folder.path} holds files of another training run ({', '.join(left)}); pass --force to delete "
+                "them and start over, or choose another --out"
+            )
     for path in folder.training_files():
         path.unlink()
 
@@ -265,7 +271,7 @@ def _checked_env_settings(
     check_training_seed(seed)
     check_device(device)
     if tensorboard:
-        check_tensorboard()
+        check_tensorboard(tensorboard)
     return with_sticky_actions(settings.env, settings.train.sticky_actions, env_id, "train.sticky_actions")
 
 

@@ -98,6 +98,8 @@ def test_non_finite_weights_are_refused(tmp_path, value):
     [
         (["--episodes", "0"], "at least 1"),
         (["--seed", "5"], "evaluation seeds start at"),
+        (["--episodes", "1", "--set", "env.env_kwargs.foo=1"], "with env.env_kwargs {'foo': 1} (CartPoleEnv.__init__()"),
+        (["--episodes", "1", "--set", "env.env_kwargs.max_episode_steps=-5"], "`max_episode_steps` to be positive"),
     ],
 )
 def test_bad_evaluate_options(args, message):
@@ -512,6 +514,18 @@ def test_train_never_overwrites_results(tmp_path, tiny_preset, capsys):
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "already holds results (T1.zip, T2.zip" in error and "--force" in error
     assert file_digests(shipped) == before
+
+
+def test_train_never_deletes_the_files_of_a_run_whose_config_is_gone(tmp_path, tiny_preset, capsys):
+    from spikerl.cli import main
+
+    (tmp_path / "evaluations.npz").write_bytes(b"an earlier run's evaluations")
+    (tmp_path / "0.monitor.csv").write_text("an earlier run's episodes")
+    before = file_digests(tmp_path)
+    assert main(["train", "--config", str(tiny_preset), "--out", str(tmp_path), "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "holds files of another training run (0.monitor.csv, evaluations.npz)" in error
+    assert file_digests(tmp_path) == before
 
 
 def test_export_refuses_an_existing_file_unless_forced(tmp_path, capsys):

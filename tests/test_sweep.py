@@ -304,6 +304,18 @@ def test_sweep_runs_cells_shares_anns_and_never_reruns_a_finished_cell(local_ray
     assert all(task_state(path.parent)["attempts"] == 1 for path in results)
 
 
+def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path, capsys):
+    from spikerl.checkpoints import write_json
+    from spikerl.locks import folder_lock
+
+    grid, out = write_grid(tmp_path, "grid: {seed: [0]}\n"), tmp_path / "out"
+    plan = load_grid(grid)
+    with folder_lock(out):  # the first sweep, still running
+        write_json(out / "sweep.json", {"grid_file": str(plan.grid_file), **plan.as_json()})
+        assert main(["sweep", str(grid), "--out", str(out), "--resume"]) == 2
+    assert f"in use by another spikerl command (pid {os.getpid()})" in capsys.readouterr().err
+
+
 def test_a_cell_must_fit_on_one_node_not_on_the_cluster_as_a_whole(tmp_path):
     plan = load_grid(write_grid(tmp_path, "grid: {env.num_threads: [3]}\n"))
     with pytest.raises(UsageError, match="largest node of the Ray cluster has 2"):

@@ -66,3 +66,14 @@ def test_missing_tensorboard_is_one_line(tmp_path, capsys, monkeypatch):
     assert main(args) == 2
     error = capsys.readouterr().err
     assert "spikerl[tensorboard]" in error and error.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["train", "compress"])
+def test_an_unwritable_tensorboard_folder_is_one_line_before_any_work(tmp_path, capsys, command):
+    (tmp_path / "a_file").write_text("")
+    agent = ["--agent", str(SHIPPED_CARTPOLE / "ann.zip")] if command == "compress" else ["-n", "100"]
+    args = [command, *agent, "--out", str(tmp_path / "run"), "--tensorboard", str(tmp_path / "a_file" / "tb")]
+    assert main([*args, "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert "cannot write TensorBoard logs to" in error and "--tensorboard" in error and error.count("\n") == 1
+    assert not (tmp_path / "run").exists()
