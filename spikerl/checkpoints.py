@@ -148,14 +148,16 @@ def remove_stale_temporaries(folder: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def writable_folder(folder: str | Path) -> Iterator[Path]:
-    """Create ``folder``; an ``OSError`` inside the block becomes a one-line ``UsageError``."""
+def writable_folder(folder: str | Path, parameter: str | None = "out_dir") -> Iterator[Path]:
+    """Create ``folder``; an ``OSError`` inside the block becomes a one-line ``UsageError``
+    naming ``parameter``, the argument that gave the folder (None: a positional one)."""
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         yield Path(folder)
     except OSError as error:
         problem = f"cannot write to output folder {folder} ({error.strerror or error})"
-        raise UsageError(f"{problem}; choose a writable out_dir", parameter="out_dir") from None
+        fix = f"choose a writable {parameter}" if parameter else "check its permissions, or give another folder"
+        raise UsageError(f"{problem}; {fix}", parameter=parameter) from None
 
 
 def open_own_file(path: str | Path, flags: int, mode: int = 0o644) -> int:

@@ -40,11 +40,14 @@ FLAGS = {
 }
 
 
+DEFAULT_TRAIN_ENV = "CartPole-v1"
+
+
 def _add_train(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("train", help="train an ANN DQN agent with SB3")
-    parser.add_argument("--env", default="CartPole-v1", help="Gymnasium id with a preset in envs/")
+    parser.add_argument("--env", help=f"Gymnasium id with a preset in envs/ (default {DEFAULT_TRAIN_ENV})")
     parser.add_argument("--config", help="preset YAML file, spikerl's or rl-zoo3's hyperparameters (default: envs/<env>.yaml)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed, below 1000000 (default 0)")
+    parser.add_argument("--seed", type=int, help="training seed, below 1000000 (default 0)")
     parser.add_argument("-n", "--n-timesteps", type=int, help="agent steps (default: the preset's, or the resumed run's)")
     parser.add_argument("--out", help="run folder (default: runs/<env>_<seed>)")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
@@ -70,9 +73,10 @@ def _run_train(args: argparse.Namespace) -> None:
         if saved is None:
             raise UsageError(f"nothing to resume in {args.resume} (config.yaml missing); start a run with --out")
         env_id, seed, out = saved.env_id, saved.seed, args.resume
+        _check_resume_arguments(args, env_id, seed)
         settings = _overridden(saved.settings, overrides, args.assignments)
     else:
-        env_id, seed = args.env, args.seed
+        env_id, seed = args.env or DEFAULT_TRAIN_ENV, args.seed if args.seed is not None else 0
         settings = _settings(env_id, args.config, overrides, args.assignments)
         out = args.out or f"runs/{env_id}_{seed}"
     _set_threads(settings)
@@ -82,6 +86,20 @@ def _run_train(args: argparse.Namespace) -> None:
         trained_agent=args.trained_agent,
     )
     print(_train_summary(out, ann, args.tensorboard))
+
+
+def _check_resume_arguments(args: argparse.Namespace, env_id: str, seed: int) -> None:
+    """Refuse what ``train --resume DIR`` would ignore: another env, seed, preset or folder than the run's own."""
+    from pathlib import Path
+
+    given = {
+        "--env": args.env not in (None, env_id), "--seed": args.seed not in (None, seed), "--config": args.config is not None,
+        "--out": args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve(),
+    }
+    for flag, differs in given.items():
+        if differs:
+            raise UsageError(f"--resume {args.resume} continues that run with its own env, seed, settings and folder; "
+                             f"drop {flag} (-n and --set change its settings)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -383,7 +401,7 @@ def _run_report(args: argparse.Namespace) -> None:
     from spikerl.report import write_report
     from spikerl.run_folder import RunFolder
 
-    with folder_lock(args.dir):
+    with folder_lock(args.dir, parameter=None):
         write_report(args.dir)
     print(f"wrote {RunFolder(args.dir).results_md} and its plots")
 

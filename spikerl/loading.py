@@ -317,7 +317,7 @@ def env_of_agent(agent: str, env: str | None) -> str:
         return run_config.env_id
     compress_results = RunFolder(folder).results_json
     if compress_results.is_file():
-        with contextlib.suppress(ValueError, KeyError, TypeError):
+        with contextlib.suppress(ValueError, KeyError, TypeError, RecursionError, OSError):  # not ours: asked below
             return str(json.loads(compress_results.read_text())["env_id"])
     if folder.name in available_presets():
         return folder.name

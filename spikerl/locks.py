@@ -26,15 +26,17 @@ Function = TypeVar("Function", bound=Callable[..., Any])
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | Path) -> Iterator[Path]:
+def folder_lock(folder: str | Path, parameter: str | None = "out_dir") -> Iterator[Path]:
     """Create ``folder`` if needed and hold its lock for the block; ``UsageError`` if another process holds it.
+
+    ``parameter``: the argument that gave the folder, named where it cannot be written (``writable_folder``).
 
     A folder created here that is still empty afterwards (the command refused its input) is
     removed again.
     """
     folder = Path(folder)
     created = not folder.exists()
-    with writable_folder(folder):
+    with writable_folder(folder, parameter):
         handle = open_own_file(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT)
     try:
         try:

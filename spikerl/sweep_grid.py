@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ from spikerl.config import load_preset, with_dotted
 from spikerl.errors import UsageError
 from spikerl.settings import SECTIONS, Settings
 
+#: Most cells one grid block may make (its axes' product), far beyond any study one sweep finishes.
+MAX_CELLS = 10_000
 TOP_LEVEL_KEYS = ("env", "config", "settings", "grid", "cells", "gpus_per_cell")
 CELL_KEYS = ("seed", "agent")
 #: Settings that shape the ANN: cells that agree on them share one training run.
@@ -140,6 +143,8 @@ def load_grid(path: str | Path) -> Plan:
     if not isinstance(env_id, str):
         raise UsageError(f"{path}: 'env' must name a Gymnasium id with a preset, e.g. env: CartPole-v1")
     config = grid.get("config")
+    if config is not None and not isinstance(config, str):
+        raise UsageError(f"{path}: 'config' must be the path of a preset file, e.g. config: my_preset.yaml")
     try:
         preset = load_preset(env_id, path.parent / config if config else None)
     except UsageError as error:
@@ -204,6 +209,9 @@ def _blocks(path: Path, grid: Any) -> list[dict[str, Any]]:
             else:
                 fix = "use seed, agent, a dotted preset path such as compress.schedule, or a linked key whose values map those"
                 _reject_unknown(path, f"key in {where}:", {key}, fix)
+        if math.prod(len(axis) for axis in axes) > MAX_CELLS:
+            sizes = " x ".join(str(len(axis)) for axis in axes)
+            raise UsageError(f"{path}: {where} makes {sizes} cells, more than {MAX_CELLS}; split the study into smaller grids")
         cells += [{k: v for value in combination for k, v in value.items()} for combination in itertools.product(*axes)]
     return cells
 

@@ -19,6 +19,7 @@ with ``--gym-packages spikerl``.
 from __future__ import annotations
 
 import ast
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ def preset_from_zoo(data: dict[str, Any], env_id: str, base: dict[str, Any] | No
     for key in UNSUPPORTED:
         if key in block:
             raise UsageError(f"zoo key {key} is not supported by spikerl; remove it from the {env_id} block")
-    if int(block.pop("n_envs", 1)) != 1:
+    if _whole(block.pop("n_envs", 1), "n_envs") != 1:
         raise UsageError(
             f"zoo key n_envs must be 1 for spikerl (it trains DQN on one environment); remove it from the {env_id} block"
         )
@@ -120,11 +121,11 @@ def _literal_node(node: ast.expr, name: str) -> Any:
             raise UsageError(f"{name}: **unpacking is not a literal value; spell the keys out")
         return {keyword.arg: _literal_node(keyword.value, name) for keyword in node.keywords}
     if isinstance(node, ast.Dict):
-        return {
-            _literal_node(key, name): _literal_node(value, name)
-            for key, value in zip(node.keys, node.values)
-            if key is not None
-        }
+        pairs = [(_literal_node(key, name), _literal_node(value, name)) for key, value in zip(node.keys, node.values)
+                 if key is not None]
+        if not all(isinstance(key, (str, int, float, bool, type(None))) for key, _ in pairs):
+            raise UsageError(f"{name}: dictionary keys must be strings or numbers; spell them so")
+        return dict(pairs)
     if isinstance(node, (ast.List, ast.Tuple)):
         return [_literal_node(element, name) for element in node.elts]
     try:
@@ -138,7 +139,7 @@ def _literal_node(node: ast.expr, name: str) -> Any:
 
 def _whole(value: Any, name: str) -> int:
     """A whole number given as an int or a float such as ``!!float 5e4``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value):
         raise UsageError(f"zoo key {name} must be a whole number, got {value!r}")
     return int(value)
 
@@ -157,7 +158,7 @@ def _atari_wrapper(wrapper: Any, env_id: str) -> tuple[bool, dict[str, Any]]:
         only = wrappers[0]
         if only == ATARI_WRAPPER:
             return True, {}
-        if isinstance(only, dict) and list(only) == [ATARI_WRAPPER]:
+        if isinstance(only, dict) and list(only) == [ATARI_WRAPPER] and isinstance(only[ATARI_WRAPPER] or {}, dict):
             return True, dict(only[ATARI_WRAPPER] or {})
     raise UsageError(
         f"zoo env_wrapper {wrapper!r} is not supported by spikerl (only {ATARI_WRAPPER}); remove it from the {env_id} block"

@@ -294,6 +294,13 @@ def test_train_refuses_a_trained_agent_of_another_network(agent, message, tiny_p
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("given", [["--env", "PongNoFrameskip-v4"], ["--seed", "3"], ["--config", "envs/CartPole-v1.yaml"],
+                                   ["--out", "elsewhere"]])
+def test_train_resume_refuses_what_the_run_fixes_itself(tiny_run, capsys, given):
+    code, _, err = run(capsys, "train", "--resume", tiny_run / "run", *given)
+    assert_one_error_line(code, err, f"continues that run with its own env, seed, settings and folder; drop {given[0]}")
+
+
 def test_train_refuses_a_trained_agent_on_resume(tiny_run, capsys):
     code, _, err = run(capsys, "train", "--resume", tiny_run / "run", "-i", SHIPPED_CARTPOLE / "ann.zip")
     assert_one_error_line(code, err, "--trained-agent starts a new run")

@@ -107,11 +107,14 @@ def test_bad_evaluate_options(args, message):
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_cannot_guess_env_of_a_loose_agent(tmp_path):
+@pytest.mark.parametrize("beside", [None, "[" * 100_000])  # nothing, a results.json nested too deep to read
+def test_cannot_guess_env_of_a_loose_agent(tmp_path, beside):
     agent = tmp_path / "agent.zip"
     agent.write_bytes((SHIPPED_CARTPOLE / "T1.zip").read_bytes())
+    if beside is not None:
+        (tmp_path / "results.json").write_text(beside)
     result = run_cli("evaluate", "--agent", str(agent))
-    assert result.returncode == 2 and "pass --env" in result.stderr
+    assert result.returncode == 2 and "pass --env" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_spiking_agent_is_not_compressed_again(tmp_path):

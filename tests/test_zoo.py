@@ -154,3 +154,22 @@ def test_zoo_enjoy_plays_the_spiking_agent_of_a_compress_folder(tmp_path, capsys
     assert f"Loading {model}" in played.stdout
     q_net = DQN.load(model).q_net  # what zoo loaded
     assert isinstance(q_net, SpikingQNetwork) and q_net.timesteps == 1
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ("n_timesteps: !!float 5e4", "n_timesteps: .inf", "n_timesteps must be a whole number"),
+        ("n_timesteps: !!float 5e4", "n_timesteps: .nan", "n_timesteps must be a whole number"),
+        ("  batch_size: 64", "  batch_size: 64\n  n_envs: abc", "n_envs must be a whole number"),
+        ("  batch_size: 64", "  batch_size: 64\n  n_envs: [1]", "n_envs must be a whole number"),
+        ('"dict(net_arch=[256, 256])"', '"{[1]: 2}"', "dictionary keys must be strings or numbers"),
+        ("  batch_size: 64", "  batch_size: 64\n  env_wrapper: {stable_baselines3.common.atari_wrappers.AtariWrapper: abc}",
+         "env_wrapper .* is not supported"),
+    ],
+)
+def test_malformed_zoo_hyperparameters_are_one_error(tmp_path, old, new, message):
+    hyperparameters = tmp_path / "dqn.yml"
+    hyperparameters.write_text(ZOO_CARTPOLE.replace(old, new))
+    with pytest.raises(UsageError, match=message):
+        load_preset("CartPole-v1", hyperparameters)
