@@ -129,6 +129,12 @@ class CompressionResult(Record):
             self.layer_costs(spiking=True)
         except TypeError as error:
             raise UsageError(f"layers must hold LayerCost fields ({error})", parameter="layers") from None
+        try:  # every row's cost can be computed: its spike rates name the layers, the sizes are numbers
+            for row in self.rows:
+                self.row_cost(row.T, row.spike_rates)
+        except (TypeError, KeyError, ValueError, ZeroDivisionError) as error:
+            problem = f"{type(error).__name__}: {error}"
+            raise UsageError(f"layers and the rows' spike rates do not fit together ({problem})", parameter="layers") from None
 
     def layer_costs(self, spiking: bool = False) -> list[LayerCost]:
         """The ANN's layers, or with ``spiking`` the SNN's (``spiking_layers`` where there are any)."""

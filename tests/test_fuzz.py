@@ -647,6 +647,11 @@ def results_cases(rng: random.Random, results: dict) -> list[tuple[str, bytes]]:
         ("T of the ANN row", json.dumps(replaced(results, ("rows", 0, "T"), 3)).encode()),
         ("T 10**9", json.dumps(replaced(results, ("rows", 2, "T"), 10**9)).encode()),
         ("rewards empty", json.dumps(replaced(results, ("rows", 1, "rewards"), [])).encode()),
+        # well-typed pieces that do not fit together: each row's cost is recomputed from them
+        ("macs a word", json.dumps(replaced(results, ("layers", 0, "macs"), "many")).encode()),
+        ("spike rates of no layer", json.dumps(replaced(results, ("rows", 2, "spike_rates"), {})).encode()),
+        ("no layers", json.dumps({**results, "layers": []}).encode()),
+        ("outputs 0", json.dumps(replaced(results, ("layers", 0, "outputs"), 0)).encode()),
     ]
     return cases
 
