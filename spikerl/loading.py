@@ -68,6 +68,8 @@ WEIGHTS_OVERHEAD_BYTES = 1 << 20  # torch's file format around the tensors
 MAX_PARAMETERS = 50_000_000  # weights of the fully connected layers
 #: Any entry larger than the biggest network allowed (twice: Q-network and target) is refused at once.
 MAX_ENTRY_BYTES = 2 * 4 * MAX_PARAMETERS + MAX_DATA_BYTES
+#: All entries together: the policy, the optimizer's moments (the same size again) and the rest.
+MAX_ARCHIVE_BYTES = 3 * MAX_ENTRY_BYTES
 
 
 def _policy_class(data: dict[str, Any], path: Path) -> type:
@@ -126,12 +128,14 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
         archive.close()
         raise UsageError(f"{path} is not a Stable-Baselines3 checkpoint (no data/policy.pth inside); pass an SB3 DQN .zip")
     largest = max(archive.infolist(), key=lambda info: info.file_size)
-    if largest.file_size > MAX_ENTRY_BYTES:
+    total = sum(info.file_size for info in archive.infolist())  # `spikerl package` unpacks them all
+    if largest.file_size > MAX_ENTRY_BYTES or total > MAX_ARCHIVE_BYTES:
         archive.close()
+        declared = (f"its {largest.filename} declares {largest.file_size:,} bytes" if largest.file_size > MAX_ENTRY_BYTES
+                    else f"its {len(archive.infolist())} entries declare {total:,} bytes")
+        limit = MAX_ENTRY_BYTES if largest.file_size > MAX_ENTRY_BYTES else MAX_ARCHIVE_BYTES
         raise UsageError(
-            f"{path}: its {largest.filename} declares {largest.file_size:,} bytes, "
-            f"more than any agent spikerl loads ({MAX_ENTRY_BYTES:,}); "
-            "the file is damaged or not an agent"
+            f"{path}: {declared}, more than any agent spikerl loads ({limit:,}); the file is damaged or not an agent"
         )
     return archive
 

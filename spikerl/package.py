@@ -45,17 +45,20 @@ def package_agent(
         raise UsageError(f"{out_dir} already exists and is not an empty folder; choose another --out")
     if video_steps < 0:
         raise UsageError(f"--video-steps must be >= 0 (0: no replay video), got {video_steps}")
-    model = load_agent(agent, env_id, settings.env, "cpu")
-    protocol = settings.evaluate
-    evaluation = evaluate_agent(
-        model, env_id, settings.env, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs,
-        progress="evaluate" if progress else None,
-    )
-    name = f"dqn-{env_id}"
     # Built beside out_dir and moved in at the end: a failure leaves no half-written folder.
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    except OSError as error:  # checked before the evaluation (minutes for Pong)
+        raise UsageError(f"cannot write beside {out_dir} ({error.strerror or error}); choose a writable --out") from None
+    name = f"dqn-{env_id}"
+    try:
+        model = load_agent(agent, env_id, settings.env, "cpu")
+        protocol = settings.evaluate
+        evaluation = evaluate_agent(
+            model, env_id, settings.env, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs,
+            progress="evaluate" if progress else None,
+        )
         shutil.copyfile(agent, staging / f"{name}.zip")
         with zipfile.ZipFile(agent) as archive:
             archive.extractall(staging / name)

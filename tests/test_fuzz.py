@@ -25,6 +25,7 @@ import torch
 
 from conftest import SHIPPED_CARTPOLE
 from spikerl.cli import main
+from spikerl.loading import MAX_ENTRY_BYTES
 
 SEED = 20261129
 MARKER_NAME = "payload-ran"
@@ -134,6 +135,10 @@ def agent_cases(rng: random.Random, marker: Path) -> list[tuple[str, object]]:
                 [2**31 + rng.randrange(2**31), 2**32 - 1, 10**9 + rng.randrange(10**9), (1 << 24) + rng.randrange(1 << 28)]
             )
             cases.append((f"{entry} declares {size} bytes", declare_size(shipped, entry, size)))
+    padded = write_zip_bytes({**members, **{f"pad{index}": b"" for index in range(3)}})
+    for index in range(3):  # each entry below the bound of one, together above that of an agent (package unpacks all)
+        padded = declare_size(padded, f"pad{index}", MAX_ENTRY_BYTES - 1)
+    cases.append(("three extra entries declaring an agent's worth each", padded))
     cases += [
         ("no data", write_zip_bytes({k: v for k, v in members.items() if k != "data"})),
         ("no policy.pth", write_zip_bytes({k: v for k, v in members.items() if k != "policy.pth"})),

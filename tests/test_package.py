@@ -40,3 +40,16 @@ def test_package_writes_the_hub_layout_and_the_zip_loads(tmp_path, capsys):
 
     assert main([*args, "--video-steps", "0"]) == 2  # never writes into a folder that holds something
     assert "already exists" in capsys.readouterr().err
+
+
+def test_an_unwritable_out_is_refused_before_the_evaluation(tmp_path, capsys, monkeypatch):
+    import spikerl.package
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("the agent was evaluated before --out was checked")
+
+    monkeypatch.setattr(spikerl.package, "evaluate_agent", not_reached)
+    (tmp_path / "a_file").write_text("")
+    code = main(["package", "--agent", str(SHIPPED_CARTPOLE / "T1.zip"), "--out", str(tmp_path / "a_file" / "hub")])
+    error = capsys.readouterr().err
+    assert code == 2 and "cannot write beside" in error and "--out" in error and error.count("\n") == 1
