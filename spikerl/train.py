@@ -140,7 +140,7 @@ def _restore_evaluations(callback: EvalCallback, path: Path) -> None:
             raise ValueError("arrays of inconsistent shapes")
         if not (np.isfinite(results).all() and np.isfinite(timesteps).all()):
             raise ValueError("non-finite values")
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:  # TypeError: not numbers
         raise UsageError(f"{path} is damaged ({error}); delete it to resume with a fresh evaluation log") from None
     callback.evaluations_timesteps = timesteps.tolist()
     callback.evaluations_results = results.tolist()

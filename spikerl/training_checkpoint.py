@@ -235,7 +235,7 @@ def load_checkpoint(model: DQN, folder: Path) -> dict[str, Any]:
         _restore_random_states(model, index["rng"])
         model.ep_info_buffer = deque(index["episodes"]["info"], maxlen=model._stats_window_size)
         model.ep_success_buffer = deque(index["episodes"]["success"], maxlen=model._stats_window_size)
-    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as error:
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError, OverflowError) as error:
         raise UsageError(
             f"the checkpoint in {folder} is damaged or from another configuration ({error}); "
             "delete the run folder and start again"
@@ -347,7 +347,7 @@ def _load_buffer(model: DQN, path: Path) -> None:
                         f"{name} has shape {array.shape} {array.dtype}, expected {(rows, *target.shape[1:])} {target.dtype}"
                     )
                 target[:rows] = array
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:  # TypeError: pos not a number
         raise UsageError(
             f"{path} is damaged ({error}); delete it to resume with an empty replay buffer, or delete the run folder"
         ) from None
@@ -376,20 +376,30 @@ def load_best(model: DQN, folder: Path, run_id: str) -> float | None:
 
     A ``best_model.pt`` of another run (another ``run_id``) is ignored, never adopted.
     """
+    best = _this_runs_best(folder, run_id)
+    if best is None:
+        return None
+    _load_policy(model, best["policy"], RunFolder(folder).best_model)
+    return best["mean_reward"]
+
+
+def best_mean_reward(folder: Path, run_id: str) -> float | None:
+    """The mean reward of this run's ``best_model.pt`` (None without one)."""
+    best = _this_runs_best(folder, run_id)
+    return None if best is None else best["mean_reward"]
+
+
+def _this_runs_best(folder: Path, run_id: str) -> dict[str, Any] | None:
+    """The ``best_model.pt`` in ``folder`` if this run wrote it (None otherwise), its mean reward a float."""
     path = RunFolder(folder).best_model
     if not path.is_file():
         return None
     best = _load_tensors(path, ("policy", "run_id", "mean_reward"))
     if best["run_id"] != run_id:
         return None
-    _load_policy(model, best["policy"], path)
-    return float(best["mean_reward"])
-
-
-def best_mean_reward(folder: Path, run_id: str) -> float | None:
-    """The mean reward of this run's ``best_model.pt`` (None without one)."""
-    path = RunFolder(folder).best_model
-    if not path.is_file():
-        return None
-    best = _load_tensors(path, ("policy", "run_id", "mean_reward"))
-    return float(best["mean_reward"]) if best["run_id"] == run_id else None
+    try:
+        return {**best, "mean_reward": float(best["mean_reward"])}
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"{path} is damaged (its mean_reward is not a number); delete it (the run then keeps its last policy)"
+        ) from None

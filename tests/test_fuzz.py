@@ -507,6 +507,7 @@ def run_folder_cases(rng: random.Random, run: Path, marker: Path) -> list[tuple[
         ("buffer position out of range", with_digests({buffer: npz_bytes(**{**stored, "pos": np.asarray(10**9)})})),
         ("buffer of another step", with_digests({buffer: npz_bytes(**{**stored, "num_timesteps": np.asarray(step + 1)})})),
         ("buffer array missing", with_digests({buffer: npz_bytes(**{k: v for k, v in stored.items() if k != "rewards"})})),
+        ("buffer position not a number", with_digests({buffer: npz_bytes(**{**stored, "pos": np.array([1, 2])})})),
     ]
     index_edits = [
         ("format unknown", lambda i: i.__setitem__("format", "sb3")),
@@ -521,6 +522,7 @@ def run_folder_cases(rng: random.Random, run: Path, marker: Path) -> list[tuple[
         ("digest wrong", lambda i: i["sha256"].__setitem__("weights", "0" * 64)),
         ("replay flag a string", lambda i: i.__setitem__("replay_buffer", "yes")),
         ("numpy rng damaged", lambda i: i["rng"].__setitem__("numpy", ["MT19937", [1, 2], 0, 0, 0.0])),
+        ("numpy rng keys too large", lambda i: i["rng"]["numpy"].__setitem__(1, [2**40] * 624)),
         ("python rng damaged", lambda i: i["rng"].__setitem__("python", [3, "x", None])),
         ("action space rng damaged", lambda i: i["rng"].__setitem__("action_space", {"bit_generator": "PCG64"})),
         ("episodes not a list", lambda i: i["episodes"].__setitem__("info", 5)),
@@ -555,6 +557,15 @@ def run_folder_cases(rng: random.Random, run: Path, marker: Path) -> list[tuple[
             },
         ),
         ("best model a payload", {"best_model.pt": pickle.dumps(Payload(marker))}),
+        (
+            "best model's mean reward a word",
+            {"best_model.pt": torch_bytes({**torch.load(run / "best_model.pt", weights_only=True), "mean_reward": "high"})},
+        ),
+        (
+            "evaluations of words",
+            {"evaluations.npz": npz_bytes(timesteps=np.array([150]), results=np.array([["a", "b"]]),
+                                          ep_lengths=np.ones((1, 2)))},
+        ),
         ("monitor rows not numbers", {"0.monitor.csv": b'#{"t_start": 0}\nr,l,t\nabc,def,ghi\n1,2,3\n'}),
         ("monitor without header", {"0.monitor.csv": b"1,2,3\n"}),
         ("monitor not UTF-8", {"0.monitor.csv": b'#{"t_start": 0}\nr,l,t\n\xff\xfe\n'}),
