@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 #: Flags of the settings and parameters they override; errors naming one are shown with its flag.
 FLAGS = {
     "env.num_threads": "--num-threads",
+    "num_threads": "--num-threads",
     "train.n_timesteps": "-n/--n-timesteps",
     "compress.schedule": "--schedule",
     "compress.objective": "--objective",
