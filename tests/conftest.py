@@ -1,4 +1,5 @@
 import contextlib
+import importlib.util
 import io
 import os
 import subprocess
@@ -79,3 +80,19 @@ def cartpole_ann() -> Path:
     path = SHIPPED_CARTPOLE / "ann.zip"
     assert path.is_file(), "agents/CartPole-v1/ann.zip is missing; ship it with 'spikerl train' (see README)"
     return path
+
+
+@pytest.fixture
+def run_script(monkeypatch, capsys):
+    """Run ``scripts/NAME.py``'s ``main`` with the given arguments; returns (exit code, stdout, stderr)."""
+
+    def run(name: str, *args):
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        monkeypatch.setattr(sys, "argv", [f"{name}.py", *map(str, args)])
+        code = script.main()
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

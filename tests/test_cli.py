@@ -301,6 +301,23 @@ def test_train_resume_refuses_what_the_run_fixes_itself(tiny_run, capsys, given)
     assert_one_error_line(code, err, f"continues that run with its own env, seed, settings and folder; drop {given[0]}")
 
 
+def test_ship_agent_copies_a_finished_compression_and_its_training_run(tiny_run, tmp_path, run_script):
+    agent = tmp_path / "agent"
+    code, out, _ = run_script("ship_agent", tiny_run / "snn", agent)
+    shipped = {str(path.relative_to(agent)) for path in agent.rglob("*") if path.is_file()}
+    logs = [name for name in ("evaluations.npz", "0.monitor.csv") if (tiny_run / "run" / name).is_file()]
+    training = {f"training/{name}" for name in logs}
+    assert code == 0 and shipped == {
+        "T2.zip", "T1.zip", "ann.zip", "results.json", "results.md", "reward_vs_T.png", "spike_rates.png", "energy.png",
+        "training_curve.png", "training/config.yaml", *training,
+    }, out
+    assert (agent / "T1.zip").read_bytes() == (tiny_run / "snn" / "T1.zip").read_bytes()
+    code, _, err = run_script("ship_agent", tiny_run / "snn", agent)  # an agent is there now: --force replaces it
+    assert code == 2 and "already holds T1.zip" in err and "--force" in err
+    code, _, err = run_script("ship_agent", tiny_run / "run", agent)
+    assert code == 2 and "holds no results.json" in err
+
+
 def test_train_refuses_a_trained_agent_on_resume(tiny_run, capsys):
     code, _, err = run(capsys, "train", "--resume", tiny_run / "run", "-i", SHIPPED_CARTPOLE / "ann.zip")
     assert_one_error_line(code, err, "--trained-agent starts a new run")

@@ -1,13 +1,10 @@
 """The sweep's results view (statistics over seeds, the final-stage table) and
 scripts/readme_sweep.py's refusals; none of it needs Ray."""
 
-import importlib.util
 import math
-import sys
 
 import pytest
 
-from conftest import REPO
 from spikerl.checkpoints import write_json
 from spikerl.stats import summarize
 from spikerl.sweep import SWEEP_JSON
@@ -75,17 +72,9 @@ def test_the_ann_line_is_shared_only_where_every_group_compressed_the_same_anns(
 
 
 @pytest.fixture
-def readme_sweep(monkeypatch, capsys):
+def readme_sweep(run_script):
     """Run scripts/readme_sweep.py's main with the given arguments; returns (exit code, stderr)."""
-    spec = importlib.util.spec_from_file_location("readme_sweep", REPO / "scripts" / "readme_sweep.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-
-    def run(*args):
-        monkeypatch.setattr(sys, "argv", ["readme_sweep.py", *map(str, args)])
-        code = script.main()
-        return code, capsys.readouterr().err
-    return run
+    return lambda *args: run_script("readme_sweep", *args)[::2]
 
 
 def test_readme_sweep_refuses_in_one_line_and_writes_nothing(tmp_path, readme_sweep):

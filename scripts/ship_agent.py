@@ -1,0 +1,74 @@
+"""Ship a finished compression run, with the training run of its ANN, as an agent folder.
+
+    python scripts/ship_agent.py CELL_DIR AGENT_DIR [--force]
+
+CELL_DIR is a complete ``spikerl compress`` folder (a sweep cell: every stage, the
+sticky-action rows where its protocol has them, the plots); the ANN it compressed must lie
+in a ``spikerl train`` folder, unchanged since (its SHA-256 is checked against the results).
+AGENT_DIR (such as ``agents/PongNoFrameskip-v4``) receives what ``agents/`` ships: the
+stages ``T*.zip``, ``ann.zip``, ``results.json``, ``results.md`` and the plots from the
+compression run; ``training_curve.png`` and, under ``training/``, ``config.yaml``,
+``evaluations.npz`` and the Monitor log (where the run has them) from the training run (no
+checkpoints, no replay buffers). Files of an earlier agent there are replaced only with ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from spikerl.errors import UsageError
+from spikerl.results import read_results, sha256
+from spikerl.run_folder import PLOTS, RunFolder
+
+
+def shipped_files(cell: RunFolder) -> list[tuple[Path, Path]]:
+    """(source, path inside the agent folder) of every file to ship, after checking the runs."""
+    result = read_results(cell)
+    if not result.is_complete():
+        raise UsageError(f"{cell.path} holds an unfinished compression; finish it (spikerl compress --resume) first")
+    training = RunFolder(Path(result.agent).parent)
+    if not training.config.is_file() or not training.ann.is_file():
+        raise UsageError(f"the ANN {result.agent} does not lie in a 'spikerl train' folder (config.yaml, ann.zip)")
+    if sha256(training.ann) != result.agent_sha256:
+        raise UsageError(f"{training.ann} changed since {cell.path} compressed it; ship the run of that ANN")
+    files = [(cell.stage(timesteps), Path(cell.stage(timesteps).name)) for timesteps in result.schedule]
+    files += [(cell.path / name, Path(name)) for name in (cell.ann.name, cell.results_json.name, cell.results_md.name)]
+    files += [(cell.plot(name), Path(cell.plot(name).name)) for name in PLOTS]
+    files += [(training.training_curve, Path(training.training_curve.name))]
+    logs = [path for path in (training.evaluations, training.monitor) if path.is_file()]  # where the run kept them
+    files += [(path, Path("training") / path.name) for path in (training.config, *logs)]
+    missing = [str(source) for source, _ in files if not source.is_file()]
+    if missing:
+        raise UsageError(f"missing: {', '.join(missing)}")
+    return files
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("cell", type=Path, help="the compression run (a finished sweep cell)")
+    parser.add_argument("agent_dir", type=Path, help="the agent folder to write, such as agents/PongNoFrameskip-v4")
+    parser.add_argument("--force", action="store_true", help="replace the files of an agent already there")
+    args = parser.parse_args()
+    try:
+        files = shipped_files(RunFolder(args.cell))
+        held = sorted(str(target) for _, target in files if (args.agent_dir / target).exists())
+        if held and not args.force:
+            raise UsageError(f"{args.agent_dir} already holds {', '.join(held)}; pass --force to replace them")
+        for source, target in files:
+            (args.agent_dir / target).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, args.agent_dir / target)
+    except UsageError as error:
+        print(f"ship_agent: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"ship_agent: cannot copy ({error}); check the paths", file=sys.stderr)
+        return 2
+    print(f"shipped {len(files)} files from {args.cell} into {args.agent_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
