@@ -9,7 +9,8 @@ AGENT_DIR (such as ``agents/PongNoFrameskip-v4``) receives what ``agents/`` ship
 stages ``T*.zip``, ``ann.zip``, ``results.json``, ``results.md`` and the plots from the
 compression run; ``training_curve.png`` and, under ``training/``, ``config.yaml``,
 ``evaluations.npz`` and the Monitor log (where the run has them) from the training run (no
-checkpoints, no replay buffers). Files of an earlier agent there are replaced only with ``--force``.
+checkpoints, no replay buffers). The folder is replaced as a whole; one that holds files
+only with ``--force``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from spikerl.errors import UsageError
@@ -46,20 +48,44 @@ def shipped_files(cell: RunFolder) -> list[tuple[Path, Path]]:
     return files
 
 
+def ship(files: list[tuple[Path, Path]], agent_dir: Path) -> None:
+    """Copy ``files`` into a folder beside ``agent_dir`` that then takes its place: a stop or a
+    full disk leaves the earlier agent whole, and none of its files outlives it."""
+    agent_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=agent_dir.parent, prefix=f".{agent_dir.name}."))
+    try:
+        for source, target in files:
+            (staging / target).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, staging / target)
+        staging.chmod(0o755)  # mkdtemp's folder is private
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    earlier = staging.with_name(f"{staging.name}.earlier")
+    if agent_dir.exists():
+        agent_dir.rename(earlier)
+    try:
+        staging.rename(agent_dir)
+    except BaseException:
+        if earlier.exists():
+            earlier.rename(agent_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(earlier, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("cell", type=Path, help="the compression run (a finished sweep cell)")
     parser.add_argument("agent_dir", type=Path, help="the agent folder to write, such as agents/PongNoFrameskip-v4")
-    parser.add_argument("--force", action="store_true", help="replace the files of an agent already there")
+    parser.add_argument("--force", action="store_true", help="replace the agent folder if it holds files")
     args = parser.parse_args()
     try:
         files = shipped_files(RunFolder(args.cell))
-        held = sorted(str(target) for _, target in files if (args.agent_dir / target).exists())
+        held = sorted(path.name for path in args.agent_dir.iterdir()) if args.agent_dir.is_dir() else []
         if held and not args.force:
-            raise UsageError(f"{args.agent_dir} already holds {', '.join(held)}; pass --force to replace them")
-        for source, target in files:
-            (args.agent_dir / target).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, args.agent_dir / target)
+            raise UsageError(f"{args.agent_dir} already holds {', '.join(held)}; pass --force to replace the whole folder")
+        ship(files, args.agent_dir)
     except UsageError as error:
         print(f"ship_agent: {error}", file=sys.stderr)
         return 2

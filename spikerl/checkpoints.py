@@ -166,15 +166,18 @@ def open_own_file(path: str | Path, flags: int, mode: int = 0o644) -> int:
     Refuses, with a one-line ``UsageError``, a symbolic link or anything but a regular file at
     ``path``: writing would otherwise go through it into whatever file the link names.
     """
-    try:
-        handle = os.open(path, flags | os.O_NOFOLLOW, mode)
+    try:  # O_NONBLOCK: a FIFO there must not block the open (it does nothing to a regular file)
+        handle = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, mode)
     except OSError as error:
-        if error.errno != errno.ELOOP:
-            raise
-        raise UsageError(f"{path} is a symbolic link where spikerl keeps its own file; delete the link") from None
+        if error.errno == errno.ELOOP:
+            raise UsageError(f"{path} is a symbolic link where spikerl keeps its own file; delete the link") from None
+        if error.errno == errno.ENXIO:  # a FIFO without a reader
+            raise UsageError(f"{path} is not a regular file where spikerl keeps its own file; delete it") from None
+        raise
     if not stat.S_ISREG(os.fstat(handle).st_mode):
         os.close(handle)
         raise UsageError(f"{path} is not a regular file where spikerl keeps its own file; delete it")
+    os.set_blocking(handle, True)
     return handle
 
 

@@ -438,7 +438,8 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
         help="torch threads and Ray CPUs of every task, in place of the cells' env.num_threads (may change on --resume)",
     )
     parser.add_argument(
-        "--num-cpus", type=int_in(1, 4096), help="CPUs of the local Ray instance (default: every core; not with --address)"
+        "--num-cpus", type=int_in(1, 4096),
+        help="CPUs of the local Ray instance (default: Ray's count of this machine's usable cores; not with --address)",
     )
     parser.set_defaults(run=_run_sweep)
 

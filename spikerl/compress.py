@@ -132,12 +132,19 @@ def _previous_result(folder: RunFolder, agent: str | Path, resume: bool, force: 
         if not folder.results_json.is_file():
             raise UsageError(f"nothing to resume in {folder.path} (results.json missing); run without --resume")
         return read_results(folder.path)
-    another_ann = folder.ann.is_file() and Path(agent).is_file() and not filecmp.cmp(folder.ann, agent, shallow=False)
-    if (folder.results_json.is_file() or another_ann) and not force:
-        held = "results" if folder.results_json.is_file() else f"another agent's {folder.ann.name}"
+    if force:
+        return None
+    if folder.results_json.is_file():
         raise UsageError(
-            f"{folder.path} already holds {held}; pass --resume to continue, --force to overwrite, or another --out"
+            f"{folder.path} already holds results; pass --resume to continue, --force to overwrite, or another --out"
         )
+    try:
+        another_ann = folder.ann.is_file() and Path(agent).is_file() and not filecmp.cmp(folder.ann, agent, shallow=False)
+    except OSError:  # unreadable: loading the agent says so
+        another_ann = False
+    if another_ann:
+        raise UsageError(f"{folder.path} holds another agent's {folder.ann.name} (a training run?); choose another "
+                         "--out (--force would replace that file)")
     return None
 
 

@@ -163,7 +163,7 @@ def _with_input_sizes(weighted: list[LayerCost]) -> list[LayerCost]:
 def _input_size(cost: LayerCost) -> int:
     """``cost.inputs``: set for every encoder, filled in for weighted layers by ``_with_input_sizes``."""
     if cost.inputs is None:
-        raise ValueError(f"layer {cost.name} has no input size; fill it in with _with_input_sizes")
+        raise ValueError(f"layer {cost.name} has no input size (results written before it was recorded)")
     return cost.inputs
 
 

@@ -42,7 +42,7 @@ from typing import Any
 from spikerl.checkpoints import open_own_file, signal_handlers, signals_held, stop_signals_as_interrupt, write_json
 from spikerl.config import training_commands
 from spikerl.errors import UsageError
-from spikerl.locks import folder_lock
+from spikerl.locks import LOCK_FILE, folder_lock
 from spikerl.run_folder import RunFolder
 from spikerl.settings import Settings, from_mapping
 from spikerl.sweep_grid import Cell, Plan, TrainRun, load_grid
@@ -170,7 +170,7 @@ def _check_out_dir(out: Path, plan: Plan, resume: bool) -> None:
         if not stored.is_file():
             raise UsageError(f"nothing to resume in {out} ({SWEEP_JSON} missing); run without --resume")
         check_same_plan(out, plan)
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+    elif out.exists() and (not out.is_dir() or any(path.name != LOCK_FILE for path in out.iterdir())):  # a refused try's lock
         hint = "pass --resume to continue it" if stored.is_file() else "choose a new or empty folder"
         raise UsageError(f"--out {out} is not empty; {hint}, or another --out")
 
@@ -248,13 +248,15 @@ def _changed_cells(before: list[Any], now: list[Any], named: int = 3) -> str:
 def _gpus_per_task(plan: Plan, nodes: list[dict[str, float]]) -> float:
     """The GPU fraction each task requests, after checking that the cluster can run the cells at
     all; ``nodes``: the resources of each live node (a task runs on one node)."""
-    largest, node_cpus = max(_cpus(cell.settings) for cell in plan.cells), max(node.get("CPU", 0) for node in nodes)
-    if largest > node_cpus:
+    largest = max(_cpus(cell.settings) for cell in plan.cells)
+    fitting = [node for node in nodes if node.get("CPU", 0) >= largest]
+    if not fitting:
         raise UsageError(
             f"cells need {largest} CPUs each (env.num_threads) but the largest node of the Ray cluster has "
-            f"{node_cpus:g}; lower env.num_threads in the grid's settings (or --num-threads) or add larger nodes"
+            f"{max(node.get('CPU', 0) for node in nodes):g}; lower env.num_threads in the grid's settings "
+            "(or --num-threads) or add larger nodes"
         )
-    has_gpus = any(node.get("GPU") for node in nodes)
+    has_gpus = any(node.get("GPU") for node in fitting)  # on a node that also has the CPUs
     if plan.gpus_per_cell is None:
         return DEFAULT_GPUS_PER_CELL if has_gpus else 0.0
     if plan.gpus_per_cell and not has_gpus:

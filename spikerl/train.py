@@ -195,7 +195,9 @@ def _check_fresh_folder(folder: RunFolder, force: bool) -> None:
                 "or choose another --out"
             )
         left = sorted(path.name for path in folder.training_files())
-        if left:  # a run whose config.yaml is gone, an rl-zoo3 log folder: nothing is deleted unasked
+        # a run whose config.yaml is gone, an rl-zoo3 log folder: nothing is deleted unasked; a Monitor
+        # log alone is what a run stopped before it wrote config.yaml leaves (this command's own, rerun)
+        if left and left != [folder.monitor.name]:
             raise UsageError(
                 f"{folder.path} holds files of another training run ({', '.join(left)}); pass --force to delete "
                 "them and start over, or choose another --out"
@@ -372,7 +374,10 @@ def _build(
 ) -> tuple[DQN, EvalCallback]:
     """A new DQN on ``env`` and its evaluation callback (on an evaluation env closed with ``open_envs``)."""
     eval_env = open_envs.enter_context(closing(make_env(env_id, env_settings, seed=EVAL_SEED_BASE)))
-    model = DQN(train.policy, env, seed=seed, device=device, verbose=0, **train.dqn)
+    try:
+        model = DQN(train.policy, env, seed=seed, device=device, verbose=0, **train.dqn)
+    except TypeError as error:  # a keyword SB3's DQN or its policy does not take (train.dqn, its policy_kwargs)
+        raise UsageError(f"SB3's DQN refuses the settings train.dqn ({error}); fix or drop that setting") from None
     if is_image_space(model.observation_space):
         # NHWC convolutions, the same weights and float32 arithmetic (float sums in another order):
         # 0.77x the time per gradient step on one CPU thread

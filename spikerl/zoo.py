@@ -139,7 +139,9 @@ def _literal_node(node: ast.expr, name: str) -> Any:
 
 def _whole(value: Any, name: str) -> int:
     """A whole number given as an int or a float such as ``!!float 5e4``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"zoo key {name} must be a whole number, got {value!r}")
+    if (isinstance(value, float) and not math.isfinite(value)) or value != int(value):
         raise UsageError(f"zoo key {name} must be a whole number, got {value!r}")
     return int(value)
 

@@ -1,6 +1,7 @@
 """The command line on tiny budgets, in-process; one clear error line for each kind of bad input."""
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from stable_baselines3 import DQN, PPO
 from conftest import REPO, SHIPPED_CARTPOLE
 from spikerl.cli import main
 from spikerl.config import load_preset, with_overrides
+from spikerl.results import read_results, write_results
 
 
 def run(capsys, *args):
@@ -312,10 +314,19 @@ def test_ship_agent_copies_a_finished_compression_and_its_training_run(tiny_run,
         "training_curve.png", "training/config.yaml", *training,
     }, out
     assert (agent / "T1.zip").read_bytes() == (tiny_run / "snn" / "T1.zip").read_bytes()
+    (agent / "T5.zip").write_bytes(b"an earlier agent's stage")
     code, _, err = run_script("ship_agent", tiny_run / "snn", agent)  # an agent is there now: --force replaces it
-    assert code == 2 and "already holds T1.zip" in err and "--force" in err
+    assert code == 2 and "already holds T1.zip, T2.zip, T5.zip" in err and "--force" in err
+    assert run_script("ship_agent", tiny_run / "snn", agent, "--force")[0] == 0
+    assert not (agent / "T5.zip").exists() and not list(tmp_path.glob(".agent*"))  # nothing of the earlier one left
     code, _, err = run_script("ship_agent", tiny_run / "run", agent)
     assert code == 2 and "holds no results.json" in err
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    result = read_results(tiny_run / "snn")
+    write_results(unfinished, dataclasses.replace(result, plots=[]))  # stopped before its plots
+    code, _, err = run_script("ship_agent", unfinished, tmp_path / "other")
+    assert code == 2 and "unfinished compression" in err and not (tmp_path / "other").exists()
 
 
 def test_train_refuses_a_trained_agent_on_resume(tiny_run, capsys):

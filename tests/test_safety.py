@@ -130,6 +130,16 @@ def test_output_folder_with_results_is_not_overwritten(tmp_path, held):
     assert (tmp_path / held).read_text() == "{}"
 
 
+def test_compress_into_the_folder_of_its_own_ann_is_allowed(tmp_path, tiny_preset, capsys):
+    from spikerl.cli import main
+
+    ann = tmp_path / "ann.zip"
+    ann.write_bytes((SHIPPED_CARTPOLE / "ann.zip").read_bytes())
+    args = ["--env", "CartPole-v1", "--config", str(tiny_preset), "--schedule", "1", "--steps-per-stage", "2", "--no-progress"]
+    assert main(["compress", "--agent", str(ann), "--out", str(tmp_path), *args]) == 0, capsys.readouterr().err
+    assert ann.read_bytes() == (SHIPPED_CARTPOLE / "ann.zip").read_bytes() and (tmp_path / "T1.zip").is_file()
+
+
 def test_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -580,6 +590,32 @@ def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_kept(tmp_path, 
     error = capsys.readouterr().err
     assert ".spikerl.lock is a symbolic link" in error and error.count("\n") == 1
     assert victim.read_text() == "precious"
+
+
+def test_a_fifo_where_spikerl_keeps_a_file_is_refused_without_blocking(tmp_path):
+    import os
+    import signal
+
+    from spikerl.checkpoints import open_own_file
+    from spikerl.errors import UsageError
+
+    os.mkfifo(tmp_path / "sweep.log")
+    signal.alarm(10)  # opening a FIFO for writing blocks until a reader comes: fail, do not hang
+    try:
+        with pytest.raises(UsageError, match="is not a regular file"):
+            open_own_file(tmp_path / "sweep.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    finally:
+        signal.alarm(0)
+
+
+def test_settings_sb3_refuses_are_one_line_and_the_fixed_command_then_runs(tmp_path, tiny_preset, capsys):
+    from spikerl.cli import main
+
+    run = ["train", "--config", str(tiny_preset), "-n", "300", "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main([*run, "--set", "train.dqn.policy_kwargs.no_such_keyword=1"]) == 2
+    error = capsys.readouterr().err
+    assert "SB3's DQN refuses the settings train.dqn" in error and error.count("\n") == 1
+    assert main(run) == 0  # what the refused run left (its Monitor log) is no other run's
 
 
 def test_a_stop_while_train_hands_on_leaves_no_ann_and_resume_completes_it(tmp_path, tiny_preset, monkeypatch):

@@ -333,6 +333,7 @@ def test_a_cell_must_fit_on_one_node_not_on_the_cluster_as_a_whole(tmp_path):
     with pytest.raises(UsageError, match="largest node of the Ray cluster has 2"):
         _gpus_per_task(plan, [{"CPU": 2}, {"CPU": 2}])  # 4 CPUs in all, but Ray would never place it
     assert _gpus_per_task(plan, [{"CPU": 2}, {"CPU": 4, "GPU": 1}]) == 0.25
+    assert _gpus_per_task(plan, [{"CPU": 4}, {"CPU": 2, "GPU": 1}]) == 0.0  # the GPU is on a node too small
 
 
 def test_cells_that_the_cluster_cannot_run_are_refused(local_ray, tmp_path, capsys):
@@ -343,6 +344,10 @@ def test_cells_that_the_cluster_cannot_run_are_refused(local_ray, tmp_path, caps
     assert main(["sweep", str(grid), "--out", str(tmp_path / "cpu")]) == 2
     assert "cells need 3 CPUs each (env.num_threads) but the largest node of the Ray cluster has 2" in capsys.readouterr().err
     assert not (tmp_path / "gpu").exists() and not (tmp_path / "cpu").exists()
+    (tmp_path / "made").mkdir()  # an empty folder made for the sweep: the refused try leaves it usable
+    for _ in range(2):
+        assert main(["sweep", str(grid), "--out", str(tmp_path / "made")]) == 2
+        assert "cells need 3 CPUs each" in capsys.readouterr().err
 
 
 def test_a_failed_cell_is_reported_and_the_others_finish(local_ray, tmp_path, capsys):

@@ -161,6 +161,7 @@ def test_zoo_enjoy_plays_the_spiking_agent_of_a_compress_folder(tmp_path, capsys
     [
         ("n_timesteps: !!float 5e4", "n_timesteps: .inf", "n_timesteps must be a whole number"),
         ("n_timesteps: !!float 5e4", "n_timesteps: .nan", "n_timesteps must be a whole number"),
+        ("n_timesteps: !!float 5e4", f"n_timesteps: {'9' * 400}", "n_timesteps must be at most"),
         ("  batch_size: 64", "  batch_size: 64\n  n_envs: abc", "n_envs must be a whole number"),
         ("  batch_size: 64", "  batch_size: 64\n  n_envs: [1]", "n_envs must be a whole number"),
         ('"dict(net_arch=[256, 256])"', '"{[1]: 2}"', "dictionary keys must be strings or numbers"),
