@@ -127,13 +127,18 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
     if not {"data", "policy.pth"} <= set(archive.namelist()):
         archive.close()
         raise UsageError(f"{path} is not a Stable-Baselines3 checkpoint (no data/policy.pth inside); pass an SB3 DQN .zip")
-    largest = max(archive.infolist(), key=lambda info: info.file_size)
-    total = sum(info.file_size for info in archive.infolist())  # `spikerl package` unpacks them all
-    if largest.file_size > MAX_ENTRY_BYTES or total > MAX_ARCHIVE_BYTES:
+    entries = archive.infolist()
+    largest = max(entries, key=lambda info: info.file_size)
+    total = sum(info.file_size for info in entries)  # `spikerl package` unpacks them all
+    too_large = [
+        (declared, limit) for declared, size, limit in (
+            (f"its {largest.filename} declares {largest.file_size:,} bytes", largest.file_size, MAX_ENTRY_BYTES),
+            (f"its {len(entries)} entries declare {total:,} bytes", total, MAX_ARCHIVE_BYTES),
+        ) if size > limit
+    ]
+    if too_large:
         archive.close()
-        declared = (f"its {largest.filename} declares {largest.file_size:,} bytes" if largest.file_size > MAX_ENTRY_BYTES
-                    else f"its {len(archive.infolist())} entries declare {total:,} bytes")
-        limit = MAX_ENTRY_BYTES if largest.file_size > MAX_ENTRY_BYTES else MAX_ARCHIVE_BYTES
+        declared, limit = too_large[0]
         raise UsageError(
             f"{path}: {declared}, more than any agent spikerl loads ({limit:,}); the file is damaged or not an agent"
         )
