@@ -190,8 +190,8 @@ class SpikingQNetwork(QNetwork):
         return [name for name, module in self.named_modules() if id(module) in stand_ins]
 
     def neurons(self) -> dict[str, IFNeuron]:
-        """Neuron layers by module name, in execution order."""
-        return {name: m for name, m in self.named_modules() if isinstance(m, IFNeuron)}
+        """Neuron layers (the input encoder first, where there is one) by module name, in execution order."""
+        return {entry.name: entry.module for entry in self.plan if isinstance(entry.module, IFNeuron)}
 
     def forward(self, obs: PyTorchObs) -> torch.Tensor:
         """Observations ``[B, ...]`` -> Q-values ``[B, n_actions]`` after T timesteps (Box observations only)."""

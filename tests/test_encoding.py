@@ -85,7 +85,8 @@ def test_the_encoder_is_the_first_entry_of_the_plan(encoding, channels):
     assert q_net(torch.randint(0, 255, (5, 3, 36, 36), dtype=torch.uint8)).shape == (5, 3)
     with q_net.recording_spikes() as rates:
         q_net(torch.randint(0, 255, (5, 3, 36, 36), dtype=torch.uint8))
-    assert "encoder" in rates
+    assert list(rates) == list(q_net.neurons()) == [entry.name for entry in q_net.planned("encoder", "neuron")]
+    assert list(rates)[0] == "encoder"  # spike rates, spike maps and results list the input layer first
 
 
 def test_direct_encoding_adds_no_module_and_non_images_are_refused():
