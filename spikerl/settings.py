@@ -82,6 +82,10 @@ class TrainSettings(Record):
     sticky_actions: float | None = setting(default=None, low=0, high=0.99)
     """Atari: train (and run the training-time evaluations) with ALE's sticky actions, the
     previous action repeated with this probability at every frame (None: the env's own)."""
+    bfloat16: bool = False
+    """Run the gradient steps under bfloat16 autocast (``spikerl.train.BFloat16DQN``): about half
+    the time per Pong step on a CPU (``bench/train_step.py``), but other arithmetic, so a recipe
+    learns differently with it."""
     dqn: dict[str, Any] = setting(factory=dict)
     """Keyword arguments of ``stable_baselines3.DQN`` (as in rl-baselines3-zoo)."""
 

@@ -55,6 +55,17 @@ from spikerl.training_checkpoint import (
 from spikerl.zoo import write_zoo_layout
 
 
+class BFloat16DQN(DQN):
+    """SB3's DQN with each call of ``train`` (its gradient steps: target and Q-network passes,
+    loss, backward) under ``torch.autocast`` to bfloat16 on the model's device; the weights,
+    the Adam state and the action selection stay float32. It saves the same zip as ``DQN``,
+    which plain ``DQN.load`` opens."""
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            super().train(gradient_steps, batch_size)
+
+
 class CheckpointCallback(BaseCallback):
     """Every ``save_freq`` agent steps (counted from the run's start), save a training checkpoint."""
 
@@ -375,7 +386,8 @@ def _build(
     """A new DQN on ``env`` and its evaluation callback (on an evaluation env closed with ``open_envs``)."""
     eval_env = open_envs.enter_context(closing(make_env(env_id, env_settings, seed=EVAL_SEED_BASE)))
     try:
-        model = DQN(train.policy, env, seed=seed, device=device, verbose=0, **train.dqn)
+        algorithm = BFloat16DQN if train.bfloat16 else DQN
+        model = algorithm(train.policy, env, seed=seed, device=device, verbose=0, **train.dqn)
     except TypeError as error:  # a keyword SB3's DQN or its policy does not take (train.dqn, its policy_kwargs)
         raise UsageError(f"SB3's DQN refuses the settings train.dqn ({error}); fix or drop that setting") from None
     if is_image_space(model.observation_space):

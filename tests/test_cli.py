@@ -286,6 +286,28 @@ def test_train_starts_from_a_trained_agents_weights(tiny_run, tiny_preset, tmp_p
         assert torch.equal(started.policy.state_dict()[name], tensor), name
 
 
+def test_bfloat16_training_runs_its_gradient_steps_in_bfloat16(tiny_preset, tmp_path, capsys, monkeypatch):
+    from spikerl.train import BFloat16DQN
+
+    q_value_dtypes = set()
+    sb3_train = BFloat16DQN.train
+
+    def train_and_record(model, gradient_steps, batch_size=100):
+        hook = model.q_net.register_forward_hook(lambda module, inputs, output: q_value_dtypes.add(output.dtype))
+        try:
+            sb3_train(model, gradient_steps, batch_size)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(BFloat16DQN, "train", train_and_record)
+    code, _, err = run(capsys, "train", "--env", "CartPole-v1", "--config", tiny_preset, "-n", "300",
+                       "--set", "train.bfloat16=true", "--out", tmp_path / "run", "--no-progress")
+    assert code == 0, err
+    assert q_value_dtypes == {torch.bfloat16}
+    ann = DQN.load(tmp_path / "run" / "ann.zip")  # plain SB3, float32 weights
+    assert {tensor.dtype for tensor in ann.policy.state_dict().values()} == {torch.float32}
+
+
 @pytest.mark.parametrize(("agent", "message"), [
     (SHIPPED_CARTPOLE / "T1.zip", "holds a SpikingMlpPolicy, not the DQNPolicy this run trains"),
     (SHIPPED_CARTPOLE / "ann.zip", "differs from the one this run trains (q_net.q_net.0.bias: (256,) there, (32,) here)"),
