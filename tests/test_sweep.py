@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -281,7 +282,7 @@ def test_a_task_whose_process_died_unannounced_is_not_waited_for(tmp_path):
 # --- sweeps on Ray -----------------------------------------------------------------------------
 
 
-def test_sweep_runs_cells_shares_anns_and_never_reruns_a_finished_cell(local_ray, tmp_path, capsys):
+def test_sweep_runs_cells_shares_anns_and_never_reruns_a_finished_cell(local_ray, tmp_path, capsys, run_script):
     grid = write_grid(tmp_path, "grid:\n  seed: [0, 1]\n  compress.schedule: [[1], [2, 1]]\n")
     out = tmp_path / "out"
     assert main(["sweep", str(grid), "--out", str(out)]) == 0
@@ -314,6 +315,26 @@ def test_sweep_runs_cells_shares_anns_and_never_reruns_a_finished_cell(local_ray
     assert "4 cells done (4 earlier)" in capsys.readouterr().out
     assert [path.stat().st_mtime_ns for path in results] == stamps
     assert all(task_state(path.parent)["attempts"] == 1 for path in results)
+
+    # what scripts/keep_sweep.py keeps (results, no agents) resumes elsewhere with nothing left to run
+    kept, elsewhere = tmp_path / "kept", tmp_path / "elsewhere"
+    code, printed, _ = run_script("keep_sweep", grid, out, kept)
+    # sweep.json; per cell results.json, results.md and 3 plots; per training config.yaml and its curve (1000
+    # steps hold no evaluation)
+    assert code == 0 and "kept 25 new files" in printed
+    assert not [path for path in kept.rglob("*") if path.suffix in (".zip", ".pt") or "replay" in path.name]
+    assert (kept / "sweep.md").read_text() == report
+    again = run_script("keep_sweep", grid, out, kept)
+    assert again[:2] == (0, f"kept 0 new files of {out} in {kept} (and the sweep's views)\n")
+    shutil.copytree(kept, elsewhere)
+    changed = next(kept.glob("cells/*/results.md"))
+    changed.write_text("edited by hand\n")
+    code, _, error = run_script("keep_sweep", grid, out, kept)
+    assert code == 2 and f"{changed} differs from the one in {out}" in error and error.count("\n") == 1
+    assert changed.read_text() == "edited by hand\n"
+    assert main(["sweep", str(grid), "--out", str(elsewhere), "--resume"]) == 0
+    assert "4 cells done (4 earlier)" in capsys.readouterr().out
+    assert not list(elsewhere.rglob("*.zip"))  # nothing was trained or compressed again
 
 
 def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path, capsys):

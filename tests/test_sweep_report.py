@@ -1,5 +1,5 @@
 """The sweep's results view (statistics over seeds, the final-stage table) and
-scripts/readme_sweep.py's refusals; none of it needs Ray."""
+scripts/readme_sweep.py's and scripts/keep_sweep.py's refusals; none of it needs Ray."""
 
 import math
 
@@ -105,3 +105,18 @@ def test_readme_sweep_refuses_in_one_line_and_writes_nothing(tmp_path, readme_sw
     code, error = readme_sweep(other, sweep, "t", "--readme", readme)
     assert code == 2 and "holds no finished cell" in error and "--resume" in error
     assert readme.read_text() == "# title\n<!-- t -->\n<!-- /t -->\n" and not (tmp_path / "docs").exists()
+
+
+def test_keep_sweep_refuses_in_one_line_and_copies_nothing(tmp_path, run_script):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("env: CartPole-v1\ngrid: {seed: [0, 1]}\n")
+    sweep, keep = tmp_path / "sweep", tmp_path / "keep"
+    sweep.mkdir()
+    code, _, error = run_script("keep_sweep", grid, sweep, keep)
+    assert code == 2 and "holds no sweep" in error and error.count("\n") == 1
+    write_json(sweep / SWEEP_JSON, {"grid_file": str(grid), **load_grid(grid).as_json()})
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine\n")
+    code, _, error = run_script("keep_sweep", grid, sweep, keep)  # a folder of other files
+    assert code == 2 and f"{keep} holds files but no {SWEEP_JSON}" in error
+    assert [path.name for path in keep.iterdir()] == ["notes.txt"]
