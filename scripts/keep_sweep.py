@@ -5,8 +5,10 @@
 copies into KEEP_DIR, at the same paths as in SWEEP_DIR (the sweep of GRID.yaml): its plan
 ``sweep.json``, the results of every finished cell (``results.json``, ``results.md``, the
 plots), the record of every finished training (``config.yaml``, ``evaluations.npz``, the
-training curve) and the sweep's views (``sweep.md``, ``sweep.csv``, the plots); no agents,
-checkpoints or replay buffers, a few kB per cell. What KEEP_DIR then serves:
+training curve; its ``ann.zip`` too while a cell of it is unfinished, so that the cell
+compresses the same ANN wherever it resumes) and the sweep's views (``sweep.md``,
+``sweep.csv``, the plots); no spiking agents, checkpoints or replay buffers, a few kB per
+finished cell. What KEEP_DIR then serves:
 
     python scripts/readme_sweep.py GRID.yaml KEEP_DIR NAME        # the README table of what was kept
     cp -r KEEP_DIR runs/X && spikerl sweep GRID.yaml --out runs/X --resume
@@ -40,16 +42,19 @@ def kept_files(grid: Path, sweep: Path) -> tuple[list[Path], list[Path]]:
     if not (sweep / SWEEP_JSON).is_file():
         raise UsageError(f"{sweep} holds no sweep; run 'spikerl sweep {grid} --out {sweep}' first")
     check_same_plan(sweep, plan)
-    final = [Path(SWEEP_JSON)]
+    final, waiting = [Path(SWEEP_JSON)], set()  # waiting: trainings with a cell still to finish
     for cell in plan.cells:
         folder = RunFolder(sweep / cell.folder)
         if is_finished(folder.path):
             final += [path.relative_to(sweep) for path in (folder.results_json, folder.results_md, *map(folder.plot, PLOTS))]
+        elif cell.train is not None:
+            waiting.add(cell.train.folder)
     trainings = {cell.train.folder for cell in plan.cells if cell.train is not None}
     for training in sorted(trainings):
         folder = RunFolder(sweep / training)
         if folder.ann.is_file():  # written last: the training is over
-            final += [path.relative_to(sweep) for path in (folder.config, folder.evaluations, folder.training_curve)]
+            record = [folder.config, folder.evaluations, folder.training_curve]
+            final += [path.relative_to(sweep) for path in record + ([folder.ann] if training in waiting else [])]
     return [path for path in final if (sweep / path).is_file()], [Path(view) for view in VIEWS if (sweep / view).is_file()]
 
 

@@ -316,8 +316,8 @@ def test_sweep_runs_cells_shares_anns_and_never_reruns_a_finished_cell(local_ray
     assert [path.stat().st_mtime_ns for path in results] == stamps
     assert all(task_state(path.parent)["attempts"] == 1 for path in results)
 
-    # what scripts/keep_sweep.py keeps (results, no agents) resumes elsewhere with nothing left to run
-    kept, elsewhere = tmp_path / "kept", tmp_path / "elsewhere"
+    # what scripts/keep_sweep.py keeps (results, no agents)
+    kept = tmp_path / "kept"
     code, printed, _ = run_script("keep_sweep", grid, out, kept)
     # sweep.json; per cell results.json, results.md and 3 plots; per training config.yaml and its curve (1000
     # steps hold no evaluation)
@@ -326,15 +326,24 @@ def test_sweep_runs_cells_shares_anns_and_never_reruns_a_finished_cell(local_ray
     assert (kept / "sweep.md").read_text() == report
     again = run_script("keep_sweep", grid, out, kept)
     assert again[:2] == (0, f"kept 0 new files of {out} in {kept} (and the sweep's views)\n")
-    shutil.copytree(kept, elsewhere)
     changed = next(kept.glob("cells/*/results.md"))
     changed.write_text("edited by hand\n")
     code, _, error = run_script("keep_sweep", grid, out, kept)
     assert code == 2 and f"{changed} differs from the one in {out}" in error and error.count("\n") == 1
     assert changed.read_text() == "edited by hand\n"
+
+    # a cell still to finish keeps its ANN too, and a copy of what was kept resumes elsewhere with that cell alone
+    unfinished = out / "cells" / "schedule=2-1,seed=1"
+    compressed = json.loads((unfinished / "results.json").read_text())["agent_sha256"]
+    (unfinished / "results.json").unlink()
+    partial, elsewhere = tmp_path / "partial", tmp_path / "elsewhere"
+    assert run_script("keep_sweep", grid, out, partial)[0] == 0
+    assert sorted(path.relative_to(partial).as_posix() for path in partial.rglob("*.zip")) == ["train/seed=1/ann.zip"]
+    shutil.copytree(partial, elsewhere)
     assert main(["sweep", str(grid), "--out", str(elsewhere), "--resume"]) == 0
-    assert "4 cells done (4 earlier)" in capsys.readouterr().out
-    assert not list(elsewhere.rglob("*.zip"))  # nothing was trained or compressed again
+    assert "4 cells done (3 earlier)" in capsys.readouterr().out
+    assert read_results(elsewhere / unfinished.relative_to(out)).agent_sha256 == compressed
+    assert sorted(path.parent.name for path in elsewhere.glob("cells/*/T1.zip")) == [unfinished.name]
 
 
 def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path, capsys):
