@@ -8,15 +8,14 @@ the replay buffer with random transitions and times SB3's own ``DQN.train(gradie
 a batch sampled, the target network's forward pass, the Q-network's forward and backward
 passes and the Adam step. Against that baseline, in the same run and taking turns: fused
 Adam, channels-last memory format (which ``spikerl train`` applies to image policies), and
-bfloat16 autocast (which changes the arithmetic, so a recipe would have to be re-measured with
-it). The last column is the agent steps per second that the gradient steps alone allow
+bfloat16 autocast (``train.bfloat16``, ``spikerl.train.BFloat16DQN``; it changes the arithmetic,
+so a recipe has to be re-measured with it). The last column is the agent steps per second that the gradient steps alone allow
 (``gradient_steps`` of them every ``train_freq`` agent steps).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 from collections.abc import Callable
 
 import numpy as np
@@ -27,20 +26,21 @@ from timing import medians_ms
 
 from spikerl.config import load_preset
 from spikerl.envs import make_env
+from spikerl.train import BFloat16DQN
 
 BUFFER = 2_000  # random transitions to sample batches from (the cost does not depend on the buffer size)
 SB3 = "SB3 DQN, as the preset builds it"
 SAMPLING = "(of which: sampling the batch)"
 
 
-def build(env_id: str, optimizer_kwargs: dict | None = None) -> DQN:
-    """The preset's DQN with ``BUFFER`` random transitions in its replay buffer."""
+def build(env_id: str, optimizer_kwargs: dict | None = None, algorithm: type[DQN] = DQN) -> DQN:
+    """The preset's DQN (as ``algorithm``) with ``BUFFER`` random transitions in its replay buffer."""
     settings = load_preset(env_id)
     dqn = dict(settings.train.dqn)
     if optimizer_kwargs:
         dqn["policy_kwargs"] = {**dqn.get("policy_kwargs", {}), "optimizer_kwargs": optimizer_kwargs}
     env = make_env(env_id, settings.env, seed=0)
-    model = DQN(settings.train.policy, env, seed=0, device="cpu", verbose=0, **dqn)
+    model = algorithm(settings.train.policy, env, seed=0, device="cpu", verbose=0, **dqn)
     model.set_logger(configure(None, []))
     rng = np.random.default_rng(0)
     space = env.observation_space
@@ -52,12 +52,8 @@ def build(env_id: str, optimizer_kwargs: dict | None = None) -> DQN:
     return model
 
 
-def gradient_step(model: DQN, autocast: bool = False) -> Callable[[], None]:
-    def step() -> None:
-        context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
-        with context:
-            model.train(gradient_steps=1, batch_size=model.batch_size)
-    return step
+def gradient_step(model: DQN) -> Callable[[], None]:
+    return lambda: model.train(gradient_steps=1, batch_size=model.batch_size)
 
 
 def main() -> None:
@@ -69,7 +65,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     baseline = build(args.env)
-    channels_last, channels_last_bf16 = build(args.env), build(args.env)
+    channels_last, channels_last_bf16 = build(args.env), build(args.env, algorithm=BFloat16DQN)
     for model in (channels_last, channels_last_bf16):
         model.policy.to(memory_format=torch.channels_last)
     paths = {
@@ -77,8 +73,8 @@ def main() -> None:
         SAMPLING: lambda: baseline.replay_buffer.sample(baseline.batch_size),
         "fused Adam": gradient_step(build(args.env, {"fused": True})),
         "channels-last": gradient_step(channels_last),
-        "bfloat16 autocast": gradient_step(build(args.env), autocast=True),
-        "channels-last + bfloat16 autocast": gradient_step(channels_last_bf16, autocast=True),
+        "bfloat16 autocast": gradient_step(build(args.env, algorithm=BFloat16DQN)),
+        "channels-last + bfloat16 autocast": gradient_step(channels_last_bf16),
     }
     medians = medians_ms(paths, args.repeats, warmup=3)
     base = medians.pop(SB3)
