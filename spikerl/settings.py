@@ -76,7 +76,7 @@ class TrainSettings(Record):
     eval_episodes: int = setting(default=10, low=1, high=MAX_EPISODES)
     """Episodes per evaluation during training."""
     checkpoint_freq: int = setting(default=10_000, low=1, high=MAX_STEPS)
-    """Write a resumable checkpoint every this many agent steps."""
+    """Write a resumable checkpoint every this many agent steps (and after every evaluation)."""
     save_replay_buffer: bool = True
     """Keep the replay buffer when the run stops, for resuming."""
     sticky_actions: float | None = setting(default=None, low=0, high=0.99)

@@ -67,18 +67,36 @@ class BFloat16DQN(DQN):
 
 
 class CheckpointCallback(BaseCallback):
-    """Every ``save_freq`` agent steps (counted from the run's start), save a training checkpoint."""
+    """Saves a training checkpoint (no replay buffer) each time it is called: ``EvalCallback``
+    calls it after each evaluation, once the evaluation log is written."""
 
     model: DQN
 
-    def __init__(self, folder: Path, run_id: str, save_freq: int):
+    def __init__(self, folder: Path, run_id: str):
         super().__init__()
-        self.folder, self.run_id, self.save_freq = folder, run_id, save_freq
+        self.folder, self.run_id = folder, run_id
 
     def _on_step(self) -> bool:
-        if self.model.num_timesteps % self.save_freq == 0:
-            save_checkpoint(self.model, self.folder, self.run_id, with_replay_buffer=False)
+        save_checkpoint(self.model, self.folder, self.run_id, with_replay_buffer=False)
         return True
+
+
+class PeriodicCheckpointCallback(CheckpointCallback):
+    """Saves a training checkpoint every ``save_freq`` agent steps (counted from the run's start),
+    except at evaluation steps (multiples of ``eval_freq``), whose checkpoint follows the evaluation.
+
+    So the evaluation log never runs ahead of the last checkpoint (but for the moment between
+    the two writes), and a run killed during an evaluation resumes from before it and
+    evaluates that step again.
+    """
+
+    def __init__(self, folder: Path, run_id: str, save_freq: int, eval_freq: int):
+        super().__init__(folder, run_id)
+        self.save_freq, self.eval_freq = save_freq, eval_freq
+
+    def _on_step(self) -> bool:
+        step = self.model.num_timesteps
+        return super()._on_step() if step % self.save_freq == 0 and step % self.eval_freq != 0 else True
 
 
 class SaveBestCallback(BaseCallback):
@@ -140,8 +158,10 @@ class PrintEvaluationCallback(BaseCallback):
         return True
 
 
-def _restore_evaluations(callback: EvalCallback, path: Path) -> None:
-    """Continue the evaluation log of an earlier part of this run; ``UsageError`` if damaged."""
+def _restore_evaluations(callback: EvalCallback, path: Path, checkpoint_step: int) -> None:
+    """Continue the evaluation log of an earlier part of this run, up to its checkpoint at
+    ``checkpoint_step``: evaluations after it (of a stretch a kill lost, which the resumed run
+    plays again) are dropped. ``UsageError`` if the log is damaged."""
     if not path.is_file():
         return
     try:
@@ -153,9 +173,10 @@ def _restore_evaluations(callback: EvalCallback, path: Path) -> None:
             raise ValueError("non-finite values")
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:  # TypeError: not numbers
         raise UsageError(f"{path} is damaged ({error}); delete it to resume with a fresh evaluation log") from None
-    callback.evaluations_timesteps = timesteps.tolist()
-    callback.evaluations_results = results.tolist()
-    callback.evaluations_length = lengths.tolist()
+    kept = timesteps <= checkpoint_step
+    callback.evaluations_timesteps = timesteps[kept].tolist()
+    callback.evaluations_results = results[kept].tolist()
+    callback.evaluations_length = lengths[kept].tolist()
 
 
 def _repair_monitor(path: Path) -> None:
@@ -256,7 +277,9 @@ def train(
         run_id, commands = _prepare_folder(folder, resume, force, command, settings)
         with ExitStack() as open_envs:  # every env the run opens is closed on the way out
             monitored_env = functools.partial(_open_env, open_envs, env_id, env_settings, seed, folder)
-            build = functools.partial(_build, open_envs, env_id, env_settings, settings.train, seed, device, folder, verbose)
+            build = functools.partial(
+                _build, open_envs, env_id, env_settings, settings.train, seed, device, folder, run_id, verbose
+            )
             if resume:  # the run's state is loaded and checked before the monitored env opens the folder's files
                 with closing(make_env(env_id, env_settings, seed=seed)) as unmonitored_env:
                     model, evaluation = build(unmonitored_env)
@@ -268,8 +291,6 @@ def train(
                     model.policy.load_state_dict(start_weights)
             if tensorboard:
                 model.tensorboard_log = str(tensorboard)
-            evaluation.callback_on_new_best = SaveBestCallback(folder.path, run_id)
-            evaluation.callback_on_new_best.parent = evaluation
             RunConfig(env_id, seed, settings, commands).write(folder.path)
             _learn(model, folder.path, run_id, evaluation, settings.train, resume, progress)
         _hand_on(model, folder, run_id, env_id, seed, settings)
@@ -380,10 +401,12 @@ def _build(
     seed: int,
     device: str,
     folder: RunFolder,
+    run_id: str,
     verbose: int,
     env: VecEnv,
 ) -> tuple[DQN, EvalCallback]:
-    """A new DQN on ``env`` and its evaluation callback (on an evaluation env closed with ``open_envs``)."""
+    """A new DQN on ``env`` and its evaluation callback (on an evaluation env closed with ``open_envs``),
+    which keeps a new best policy, then writes the evaluation log, prints it and saves a checkpoint."""
     eval_env = open_envs.enter_context(closing(make_env(env_id, env_settings, seed=EVAL_SEED_BASE)))
     try:
         algorithm = BFloat16DQN if train.bfloat16 else DQN
@@ -400,7 +423,10 @@ def _build(
         n_eval_episodes=train.eval_episodes,
         eval_freq=train.eval_freq,
         log_path=str(folder.path),
-        callback_after_eval=CallbackList([WriteEvaluationsCallback(folder), PrintEvaluationCallback(verbose)]),
+        callback_on_new_best=SaveBestCallback(folder.path, run_id),
+        callback_after_eval=CallbackList(
+            [WriteEvaluationsCallback(folder), PrintEvaluationCallback(verbose), CheckpointCallback(folder.path, run_id)]
+        ),
         verbose=0,
     )
     evaluation.log_path = str(folder.path / f".{folder.evaluations.name}{TEMPORARY_SUFFIX}")  # see WriteEvaluationsCallback
@@ -410,7 +436,7 @@ def _build(
 def _resume_state(model: DQN, evaluation: EvalCallback, folder: RunFolder, run_id: str) -> None:
     """Load the run's checkpoint into ``model`` and its evaluation log and best reward into ``evaluation``."""
     load_checkpoint(model, folder.path)
-    _restore_evaluations(evaluation, folder.evaluations)
+    _restore_evaluations(evaluation, folder.evaluations, model.num_timesteps)
     evaluation.best_mean_reward = best_mean_reward(folder.path, run_id) or -np.inf
     evaluation.n_calls = model.num_timesteps  # evaluations stay at multiples of eval_freq
     _repair_monitor(folder.monitor)
@@ -432,7 +458,8 @@ def _learn(
     model: DQN, out_dir: Path, run_id: str, evaluation: EvalCallback, train: TrainSettings, resume: bool, progress: bool
 ) -> None:
     """Train ``model`` up to ``train.n_timesteps``; on any stop (Ctrl-C, SIGTERM, SIGHUP) save a checkpoint to resume from."""
-    callbacks = CallbackList([CheckpointCallback(out_dir, run_id, train.checkpoint_freq), evaluation])
+    checkpoints = PeriodicCheckpointCallback(out_dir, run_id, train.checkpoint_freq, train.eval_freq)
+    callbacks = CallbackList([checkpoints, evaluation])
     # A second stop signal (a closing terminal sends more than one) while the checkpoint is being
     # written waits for it (signals_held) and then stops the command as the first did.
     with stop_signals_as_interrupt():

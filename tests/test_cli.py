@@ -351,6 +351,37 @@ def test_ship_agent_copies_a_finished_compression_and_its_training_run(tiny_run,
     assert code == 2 and "unfinished compression" in err and not (tmp_path / "other").exists()
 
 
+def test_every_evaluation_is_followed_by_a_checkpoint_and_a_resume_drops_evaluations_of_a_lost_stretch(
+    tiny_preset, tmp_path, capsys, monkeypatch
+):
+    import numpy as np
+
+    import spikerl.train
+
+    saved_at, save = [], spikerl.train.save_checkpoint
+
+    def save_and_record(model, folder, run_id, with_replay_buffer):
+        saved_at.append(model.num_timesteps)
+        save(model, folder, run_id, with_replay_buffer)
+
+    monkeypatch.setattr(spikerl.train, "save_checkpoint", save_and_record)
+    folder = tmp_path / "run"
+    train = ("train", "--env", "CartPole-v1", "--config", tiny_preset, "--out", folder, "--no-progress")
+    assert run(capsys, *train, "-n", "300", "--set", "train.eval_freq=100", "train.checkpoint_freq=150")[0] == 0
+    # after each evaluation (100, 200, 300), every 150 steps but at evaluation steps (150, not 300), and on the
+    # way out (at 304: SB3 stops at a multiple of the preset's train_freq, 16)
+    assert saved_at == [100, 150, 200, 300, 304]
+    # as if killed at step 350, after an evaluation there and before its checkpoint: that evaluation is of a
+    # stretch the resumed run plays again from 304, and leaves the log
+    with np.load(folder / "evaluations.npz") as log:
+        timesteps, results, lengths = log["timesteps"], log["results"], log["ep_lengths"]
+    np.savez(folder / "evaluations.npz", timesteps=np.append(timesteps, 350), results=np.vstack([results, results[-1]]),
+             ep_lengths=np.vstack([lengths, lengths[-1]]))
+    assert run(capsys, "train", "--resume", folder, "-n", "400", "--no-progress")[0] == 0
+    with np.load(folder / "evaluations.npz") as log:
+        assert log["timesteps"].tolist() == [100, 200, 300, 400]
+
+
 def test_train_refuses_a_trained_agent_on_resume(tiny_run, capsys):
     code, _, err = run(capsys, "train", "--resume", tiny_run / "run", "-i", SHIPPED_CARTPOLE / "ann.zip")
     assert_one_error_line(code, err, "--trained-agent starts a new run")
