@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from spikerl.checkpoints import atomic_path
-from spikerl.errors import UsageError
+from spikerl.errors import UsageError, run_script
 from spikerl.run_folder import PLOTS, RunFolder
 from spikerl.sweep import SWEEP_JSON, check_same_plan, is_finished
 from spikerl.sweep_grid import load_grid
@@ -83,16 +83,12 @@ def main() -> int:
     parser.add_argument("sweep", type=Path, help="the sweep folder (spikerl sweep --out)")
     parser.add_argument("keep_dir", type=Path, help="where to keep its results (e.g. a folder under docs/)")
     args = parser.parse_args()
-    try:
+
+    def work() -> str:
         new = keep(args.grid, args.sweep, args.keep_dir)
-    except OSError as error:
-        print(f"keep_sweep: cannot copy {error.filename} ({error.strerror}); check the paths", file=sys.stderr)
-        return 2
-    except UsageError as error:
-        print(f"keep_sweep: {error}", file=sys.stderr)
-        return 2
-    print(f"kept {new} new files of {args.sweep} in {args.keep_dir} (and the sweep's views)")
-    return 0
+        return f"kept {new} new files of {args.sweep} in {args.keep_dir} (and the sweep's views)"
+
+    return run_script("keep_sweep", work)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from spikerl.checkpoints import write_text
-from spikerl.errors import UsageError
+from spikerl.errors import UsageError, run_script
 from spikerl.sweep import SWEEP_JSON, check_same_plan
 from spikerl.sweep_grid import load_grid
 from spikerl.sweep_report import collect_rows, final_stage_table, plot_final_rewards
@@ -67,19 +67,15 @@ def main() -> int:
     parser.add_argument("--readme", type=Path, default=REPO / "README.md", help="the file to write into (default: README.md)")
     args = parser.parse_args()
     readme = args.readme
-    try:
+
+    def work() -> str:
         lines = readme.read_text(encoding="utf-8").splitlines()
         start, end = marked_block(lines, args.name, readme)  # checked before anything is written
         block = readme_block(args.grid, args.sweep, args.name, readme.parent / "docs")
-    except OSError as error:
-        print(f"readme_sweep: cannot read {error.filename} ({error.strerror}); check the path", file=sys.stderr)
-        return 2
-    except UsageError as error:
-        print(f"readme_sweep: {error}", file=sys.stderr)
-        return 2
-    write_text(readme, "\n".join([*lines[:start], *block, *lines[end + 1:]]) + "\n")
-    print(f"wrote the {args.name} table into {readme} and its plot into {readme.parent / 'docs' / args.name}.png")
-    return 0
+        write_text(readme, "\n".join([*lines[:start], *block, *lines[end + 1:]]) + "\n")
+        return f"wrote the {args.name} table into {readme} and its plot into {readme.parent / 'docs' / args.name}.png"
+
+    return run_script("readme_sweep", work)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from spikerl.errors import UsageError
+from spikerl.errors import UsageError, run_script
 from spikerl.results import read_results, sha256
 from spikerl.run_folder import PLOTS, RunFolder
 
@@ -80,20 +80,16 @@ def main() -> int:
     parser.add_argument("agent_dir", type=Path, help="the agent folder to write, such as agents/PongNoFrameskip-v4")
     parser.add_argument("--force", action="store_true", help="replace the agent folder if it holds files")
     args = parser.parse_args()
-    try:
+
+    def work() -> str:
         files = shipped_files(RunFolder(args.cell))
         held = sorted(path.name for path in args.agent_dir.iterdir()) if args.agent_dir.is_dir() else []
         if held and not args.force:
             raise UsageError(f"{args.agent_dir} already holds {', '.join(held)}; pass --force to replace the whole folder")
         ship(files, args.agent_dir)
-    except UsageError as error:
-        print(f"ship_agent: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"ship_agent: cannot copy ({error}); check the paths", file=sys.stderr)
-        return 2
-    print(f"shipped {len(files)} files from {args.cell} into {args.agent_dir}")
-    return 0
+        return f"shipped {len(files)} files from {args.cell} into {args.agent_dir}"
+
+    return run_script("ship_agent", work)
 
 
 if __name__ == "__main__":

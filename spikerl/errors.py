@@ -1,6 +1,10 @@
-"""The one exception type that the command line turns into a one-line error and exit code 2."""
+"""The one exception type that the command line turns into a one-line error and exit code 2,
+and the same treatment for the programs in ``scripts/``."""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Callable
 
 
 class UsageError(ValueError):
@@ -13,3 +17,20 @@ class UsageError(ValueError):
     def __init__(self, message: str, parameter: str | None = None):
         super().__init__(message)
         self.parameter = parameter
+
+
+def run_script(program: str, work: Callable[[], str]) -> int:
+    """Run a script's ``work`` and return its exit code: 0 with the line ``work`` returns
+    printed; 2 with one line on stderr for a ``UsageError`` or a file that cannot be read
+    or written (``OSError``)."""
+    try:
+        done = work()
+    except UsageError as error:
+        print(f"{program}: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""  # shutil.Error, an OSError, names no file
+        print(f"{program}: cannot read or write{where} ({error.strerror or error}); check the paths", file=sys.stderr)
+        return 2
+    print(done)
+    return 0
