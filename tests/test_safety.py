@@ -304,7 +304,7 @@ def test_a_second_stop_signal_while_train_saves_its_checkpoint_still_ends_as_the
             print("checkpoint written", flush=True)
 
         train.save_checkpoint = save_checkpoint
-        settings = SimpleNamespace(n_timesteps=10, checkpoint_freq=5, save_replay_buffer=False)
+        settings = SimpleNamespace(n_timesteps=10, checkpoint_freq=5, eval_freq=5, save_replay_buffer=False)
         try:
             train._learn(SimpleNamespace(learn=learn, num_timesteps=3), Path("run"), "id", CallbackList([]), settings,
                          resume=False, progress=False)
