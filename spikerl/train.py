@@ -437,7 +437,8 @@ def _resume_state(model: DQN, evaluation: EvalCallback, folder: RunFolder, run_i
     """Load the run's checkpoint into ``model`` and its evaluation log and best reward into ``evaluation``."""
     load_checkpoint(model, folder.path)
     _restore_evaluations(evaluation, folder.evaluations, model.num_timesteps)
-    evaluation.best_mean_reward = best_mean_reward(folder.path, run_id) or -np.inf
+    best = best_mean_reward(folder.path, run_id)
+    evaluation.best_mean_reward = -np.inf if best is None else best  # a best of 0.0 (Pong) stays the best
     evaluation.n_calls = model.num_timesteps  # evaluations stay at multiples of eval_freq
     _repair_monitor(folder.monitor)
 

@@ -382,6 +382,18 @@ def test_every_evaluation_is_followed_by_a_checkpoint_and_a_resume_drops_evaluat
         assert log["timesteps"].tolist() == [100, 200, 300, 400]
 
 
+def test_a_resumed_run_keeps_a_best_evaluation_of_zero_as_its_best(tiny_preset, tmp_path, capsys):
+    # MountainCar's episodes end at -200 (no tiny training reaches the flag): a kept best of 0.0 must stay the best
+    folder = tmp_path / "run"
+    train = ("train", "--env", "MountainCar-v0", "--config", tiny_preset, "--out", folder, "--no-progress")
+    assert run(capsys, *train, "-n", "200", "--set", "train.eval_freq=100")[0] == 0
+    best = torch.load(folder / "best_model.pt", weights_only=True)
+    torch.save({**best, "mean_reward": 0.0}, folder / "best_model.pt")
+    code, out, _ = run(capsys, "train", "--resume", folder, "-n", "300", "--no-progress")
+    assert code == 0 and "evaluation at step 300: -200.00" in out and "new best" not in out, out
+    assert torch.load(folder / "best_model.pt", weights_only=True)["mean_reward"] == 0.0
+
+
 def test_train_refuses_a_trained_agent_on_resume(tiny_run, capsys):
     code, _, err = run(capsys, "train", "--resume", tiny_run / "run", "-i", SHIPPED_CARTPOLE / "ann.zip")
     assert_one_error_line(code, err, "--trained-agent starts a new run")
