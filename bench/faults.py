@@ -1,7 +1,9 @@
 """Fault series: kill -9 and SIGINT at seeded random instants of train, compress, export, report.
 
 Each trial runs one command (tiny CartPole budgets) as a subprocess, signals it after a
-random delay, then checks, in this process:
+random delay (SIGKILL: from the start; SIGINT: from the moment the command holds its folder
+lock, since a Ctrl-C during the interpreter's start-up imports is Python's own
+KeyboardInterrupt traceback, before spikerl runs), then checks, in this process:
 
 - no traceback on stderr, and exit code 130 after SIGINT (or 0 if it finished first);
 - every file left in the output folder loads with its reader (training checkpoint, agents,
@@ -257,6 +259,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    from spikerl.locks import LOCK_FILE
+
     torch.set_num_threads(1)
     rng = random.Random(args.seed)
     print("| command | signal | trials | stopped | finished first | tmp cleaned | failures | seconds (signal window) |")
@@ -266,22 +270,32 @@ def main() -> None:
             work = Path(scratch)
             COMMANDS[name].prepare(work)
             started = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "-m", "spikerl", *COMMANDS[name].argv(work)], cwd=REPO, capture_output=True, check=True
+            process = subprocess.Popen(
+                [sys.executable, "-m", "spikerl", *COMMANDS[name].argv(work)],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
+            _wait_for_lock(process, COMMANDS[name].folder(work) / LOCK_FILE, timeout=120)
+            locked = time.perf_counter()
+            if process.wait() != 0:
+                raise SystemExit(f"spikerl {name} failed before any fault; run it by hand to see why")
             duration = args.max_delay or time.perf_counter() - started
+            duration_locked = args.max_delay or time.perf_counter() - locked
         for stop in [getattr(signal, name) for name in args.signals.split(",")]:
             outcomes = Counter()
             failures = []
             for _ in range(args.trials):
                 with tempfile.TemporaryDirectory() as scratch:
-                    outcome = run_trial(name, stop, rng.uniform(0.5, duration), Path(scratch))
+                    delay = rng.uniform(0.0, duration_locked) if stop == signal.SIGINT else rng.uniform(0.5, duration)
+                    outcome = run_trial(name, stop, delay, Path(scratch), after_lock=stop == signal.SIGINT)
                 outcomes["stopped" if "stopped" in outcome else "finished" if "finished" in outcome else "failed"] += 1
                 outcomes["cleaned"] += "tmp cleaned" in outcome
                 if outcome.startswith("FAIL"):
                     failures.append(outcome)
             counts = [args.trials, outcomes["stopped"], outcomes["finished"], outcomes["cleaned"], len(failures)]
-            print(f"| {name} | {stop.name} | {' | '.join(map(str, counts))} | 0.5-{duration:.1f} |", flush=True)
+            window = f"0.0-{duration_locked:.1f} after the lock" if stop == signal.SIGINT else f"0.5-{duration:.1f}"
+            print(f"| {name} | {stop.name} | {' | '.join(map(str, counts))} | {window} |", flush=True)
             for failure in failures:
                 print(f"|   | {failure[:200]} |", flush=True)
 
