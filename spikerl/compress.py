@@ -84,7 +84,7 @@ def compress(
             result = record(result, Stage.ANN, None, ann, time.perf_counter())
         started = time.perf_counter()
         if done:
-            student = _restore(ann, env, env_id, settings, seed, folder.stage(done[-1]), device)
+            student = _restore(ann, env, env_id, settings, seed, done[-1], folder.stage(done[-1]), device)
         else:
             student = _convert(ann, env, settings.compress, seed)
         if student.q_net.encoder is not None:  # the SNN rows' costs: the encoder, a first layer on spikes
@@ -218,11 +218,14 @@ def _convert(ann: DQN, env: VecEnv, settings: CompressSettings, seed: int) -> DQ
     )
 
 
-def _restore(ann: DQN, env: VecEnv, env_id: str, settings: Settings, seed: int, stage: Path, device: str) -> DQN:
-    """The spiking student with the weights of the saved ``stage`` (no calibration, no conversion)."""
+def _restore(
+    ann: DQN, env: VecEnv, env_id: str, settings: Settings, seed: int, timesteps: int, stage: Path, device: str
+) -> DQN:
+    """The spiking student at ``timesteps`` with the weights of the saved ``stage`` (of that T; no
+    calibration, no conversion): a run with every stage done plays and writes its last one at its own T."""
     compress = settings.compress
     dqn_kwargs = _student_dqn_kwargs(compress, seed)
-    student = spiking_model(ann, env, compress.schedule[0], compress.neuron_kwargs, compress.encoding, **dqn_kwargs)
+    student = spiking_model(ann, env, timesteps, compress.neuron_kwargs, compress.encoding, **dqn_kwargs)
     student.policy.load_state_dict(load_agent(stage, env_id, settings.env, device).policy.state_dict())
     return student
 

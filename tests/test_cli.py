@@ -130,6 +130,22 @@ def test_resume_skips_conversion_and_finished_stages(tiny_run, tiny_preset, caps
     assert (folder / "T1.zip").is_file()
 
 
+def test_resume_of_a_finished_compression_keeps_its_last_stage_at_its_own_T(tiny_run, tiny_preset, capsys, tmp_path):
+    """With every stage done, the student restored from T1.zip is a T=1 network (the rows still to play,
+    such as Atari's sticky-action row, and rl-zoo3's config.yml are of that T), not the schedule's first T."""
+    folder = tmp_path / "snn"
+    shutil.copytree(tiny_run / "snn", folder)
+    rows = json.loads((folder / "results.json").read_text())["rows"]
+    code, _, err = run(
+        capsys, "compress", "--agent", tiny_run / "run" / "ann.zip", "--config", tiny_preset, "--schedule", "2,1",
+        "--steps-per-stage", "5", "--eval-episodes", "2", "--out", folder, "--no-progress", "--resume",
+    )
+    assert code == 0, err
+    assert json.loads((folder / "results.json").read_text())["rows"] == rows
+    [zoo_config] = folder.glob("dqn/*/config.yml")
+    assert yaml.safe_load(zoo_config.read_text())["policy_kwargs"]["timesteps"] == 1
+
+
 def test_resume_refuses_other_settings(tiny_run, tiny_preset, capsys, tmp_path):
     folder = tmp_path / "snn"
     shutil.copytree(tiny_run / "snn", folder)
