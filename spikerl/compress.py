@@ -37,7 +37,7 @@ from spikerl.results import CompressionResult, EvaluationProtocol, Stage, read_r
 from spikerl.retrain import TD_EVAL_SEED_OFFSET, make_retrainer
 from spikerl.run_folder import RunFolder
 from spikerl.schema import Record
-from spikerl.settings import CompressSettings, EnvSettings, Settings
+from spikerl.settings import EVAL_SEED_BASE, CompressSettings, EnvSettings, Settings
 from spikerl.tensorboard import check_tensorboard, log_stage, open_writer
 from spikerl.zoo import write_zoo_layout
 
@@ -62,6 +62,13 @@ def compress(
     ``tensorboard``: a folder for TensorBoard logs (``spikerl.tensorboard``).
     """
     check_training_seed(seed)
+    if settings.compress.objective == "td" and seed + TD_EVAL_SEED_OFFSET >= EVAL_SEED_BASE:
+        raise UsageError(
+            f"seed {seed} with the td objective: its in-stage evaluations play seed + {TD_EVAL_SEED_OFFSET}, "
+            f"which must stay below the evaluation seeds ({EVAL_SEED_BASE}); choose a seed below "
+            f"{EVAL_SEED_BASE - TD_EVAL_SEED_OFFSET}",
+            parameter="seed",
+        )
     if tensorboard:
         check_tensorboard(tensorboard)
     folder = RunFolder(out_dir)

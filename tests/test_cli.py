@@ -264,6 +264,7 @@ def test_bad_agent_files_give_one_error_line(bad_agents, case, tmp_path, capsys)
         (["--eval-episodes", "0"], "--eval-episodes must be at least 1"),
         (["--num-threads", "100000"], "--num-threads must be at most"),
         (["--seed", "1000000"], "--seed must be in [0, 1000000)"),
+        (["--seed", "900000", "--objective", "td"], "--seed 900000 with the td objective"),
         (["--objective", "mse"], "invalid choice: 'mse'"),
         (["--env", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
         (["--env", "Acrobot-v1", "--config", "envs/CartPole-v1.yaml"], "space"),
