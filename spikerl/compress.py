@@ -33,10 +33,9 @@ from spikerl.loading import load_agent
 from spikerl.locks import holds_folder_lock
 from spikerl.policy import SpikingMlpPolicy, set_timesteps
 from spikerl.report import write_report
-from spikerl.results import CompressionResult, EvaluationProtocol, Stage, read_results, sha256, write_results
+from spikerl.results import CompressionResult, EvaluationProtocol, Stage, read_results, run_settings, sha256, write_results
 from spikerl.retrain import TD_EVAL_SEED_OFFSET, make_retrainer
 from spikerl.run_folder import RunFolder
-from spikerl.schema import Record
 from spikerl.settings import EVAL_SEED_BASE, CompressSettings, EnvSettings, Settings
 from spikerl.tensorboard import check_tensorboard, log_stage, open_writer
 from spikerl.zoo import write_zoo_layout
@@ -177,16 +176,16 @@ def _new_result(
         env_id=env_id, agent=str(agent), agent_sha256=sha256(agent), objective=stage_settings.objective,
         schedule=stage_settings.schedule, percentile=stage_settings.percentile, encoding=stage_settings.encoding,
         steps_per_stage=stage_settings.stage_steps, seed=seed, evaluation=evaluation,
-        sticky_actions=stage_settings.sticky_actions, commands=list(commands or []),
+        sticky_actions=stage_settings.sticky_actions, settings=run_settings(settings), commands=list(commands or []),
         layers=[asdict(cost) for cost in layer_costs(ann.q_net, ann.observation_space)],
     )
 
 
 def _finished_stages(previous: CompressionResult, result: CompressionResult, folder: RunFolder) -> list[int]:
     """The T values already finished in ``previous``, after checking it is the same run as ``result``."""
-    name = previous.differing_setting(result)
-    if name is not None:
-        before, now = (_shown(getattr(r, name)) for r in (previous, result))
+    differing = previous.differing_setting(result)
+    if differing is not None:
+        name, before, now = differing
         setting = f"compress.{name}" if name in CompressSettings.__dataclass_fields__ else name
         raise UsageError(
             f"{folder.path} holds a run with {setting}={before!r}, not {now!r}; "
@@ -196,10 +195,6 @@ def _finished_stages(previous: CompressionResult, result: CompressionResult, fol
     if done and not folder.stage(done[-1]).is_file():
         raise UsageError(f"{folder.stage(done[-1])} is missing, so the run cannot resume; pass --force to start over")
     return done
-
-
-def _shown(value: Any) -> Any:
-    return value.to_dict() if isinstance(value, Record) else value
 
 
 def _copy_ann(agent: str | Path, folder: RunFolder) -> None:

@@ -22,7 +22,7 @@ from spikerl.errors import UsageError
 from spikerl.evaluate import Evaluation
 from spikerl.run_folder import RunFolder
 from spikerl.schema import Record, build, setting
-from spikerl.settings import MAX_TIMESTEPS, Objective
+from spikerl.settings import MAX_TIMESTEPS, Objective, Settings
 
 
 class Stage(str, enum.Enum):
@@ -114,12 +114,17 @@ class CompressionResult(Record):
     sticky_actions: float | None = None
     """ALE's sticky-action probability of the retraining rollouts (``compress.sticky_actions``;
     None: the env's own, as in results written before it was recorded)."""
+    settings: dict[str, Any] | None = None
+    """The run's ``env`` and ``compress`` settings (``run_settings``; None in results written
+    before they were recorded)."""
 
     #: Header fields that must agree for a run to be resumed.
     SAME_RUN = (
         "env_id", "agent_sha256", "objective", "schedule", "percentile", "encoding", "steps_per_stage", "seed", "evaluation",
-        "sticky_actions",
+        "sticky_actions", "settings",
     )
+    #: Header fields whose absence (results of an earlier spikerl) agrees with any value.
+    RECORDED_LATER = ("agent_sha256", "settings")
 
     def check(self) -> None:
         if self.rows and ([row.stage for row in self.rows].count(Stage.ANN) != 1 or self.rows[0].stage is not Stage.ANN):
@@ -153,12 +158,17 @@ class CompressionResult(Record):
         sticky_done = self.evaluation.sticky_actions is None or bool(self.rows_of(Stage.RETRAINED_STICKY))
         return set(self.finished_stages()) >= set(self.schedule) and sticky_done and bool(self.plots)
 
-    def differing_setting(self, other: CompressionResult) -> str | None:
-        """The first ``SAME_RUN`` field whose value differs from ``other``'s (None if they agree)."""
+    def differing_setting(self, other: CompressionResult) -> tuple[str, Any, Any] | None:
+        """The first ``SAME_RUN`` field whose value differs from ``other``'s, as (its name, this
+        value, ``other``'s) in plain data; within ``settings``, the first differing setting by
+        its dotted name, such as ``compress.distill.learning_rate``. None if they agree."""
         for name in self.SAME_RUN:
             mine, theirs = getattr(self, name), getattr(other, name)
-            if mine != theirs and not (name == "agent_sha256" and None in (mine, theirs)):
-                return name
+            if mine == theirs or (name in self.RECORDED_LATER and None in (mine, theirs)):
+                continue
+            if name == "settings":
+                return _first_difference(mine, theirs, "")
+            return name, _plain_data(mine), _plain_data(theirs)
         return None
 
     def row_cost(self, timesteps: int | None, spike_rates: dict[str, float]) -> dict[str, Any]:
@@ -188,6 +198,26 @@ def sha256(path: str | Path) -> str:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def run_settings(settings: Settings) -> dict[str, Any]:
+    """What ``CompressionResult.settings`` records of a run's ``settings``: the ``env`` section but
+    ``num_threads`` (it changes no result) and the ``compress`` section, as plain data."""
+    env = {key: value for key, value in settings.env.to_dict().items() if key != "num_threads"}
+    return {"env": env, "compress": settings.compress.to_dict()}
+
+
+def _first_difference(mine: Any, theirs: Any, name: str) -> tuple[str, Any, Any]:
+    """(dotted name, mine, theirs) of the first place where the plain data ``mine`` and ``theirs`` differ."""
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        for key in [*mine, *(key for key in theirs if key not in mine)]:
+            if mine.get(key) != theirs.get(key):
+                return _first_difference(mine.get(key), theirs.get(key), f"{name}.{key}" if name else key)
+    return name, mine, theirs
+
+
+def _plain_data(value: Any) -> Any:
+    return value.to_dict() if isinstance(value, Record) else value
 
 
 def read_results(folder: str | os.PathLike[str]) -> CompressionResult:

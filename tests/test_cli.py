@@ -146,14 +146,35 @@ def test_resume_of_a_finished_compression_keeps_its_last_stage_at_its_own_T(tiny
     assert yaml.safe_load(zoo_config.read_text())["policy_kwargs"]["timesteps"] == 1
 
 
-def test_resume_refuses_other_settings(tiny_run, tiny_preset, capsys, tmp_path):
+@pytest.mark.parametrize(("changed", "message"), [
+    (["--steps-per-stage", "6"], "steps_per_stage=5, not 6"),
+    (["--set", "compress.distill.learning_rate=0.5"], "compress.distill.learning_rate=0.001, not 0.5"),
+    (["--set", "env.env_kwargs={max_episode_steps: 50}"], "env.env_kwargs.max_episode_steps=None, not 50"),
+])
+def test_resume_refuses_other_settings(tiny_run, tiny_preset, capsys, tmp_path, changed, message):
     folder = tmp_path / "snn"
     shutil.copytree(tiny_run / "snn", folder)
+    steps = [] if changed[0] == "--steps-per-stage" else ["--steps-per-stage", "5"]
     code, _, err = run(
         capsys, "compress", "--agent", tiny_run / "run" / "ann.zip", "--config", tiny_preset, "--schedule", "2,1",
-        "--steps-per-stage", "6", "--eval-episodes", "2", "--out", folder, "--resume",
+        "--eval-episodes", "2", "--out", folder, "--resume", *steps, *changed,
     )
-    assert_one_error_line(code, err, "steps_per_stage=5, not 6")
+    assert_one_error_line(code, err, message)
+
+
+def test_resume_of_results_from_before_settings_were_recorded_checks_the_header_only(tiny_run, tiny_preset, capsys,
+                                                                                      tmp_path):
+    folder = tmp_path / "snn"
+    shutil.copytree(tiny_run / "snn", folder)
+    results = json.loads((folder / "results.json").read_text())
+    assert results.pop("settings")["compress"]["schedule"] == [2, 1]
+    (folder / "results.json").write_text(json.dumps(results))
+    code, _, err = run(
+        capsys, "compress", "--agent", tiny_run / "run" / "ann.zip", "--config", tiny_preset, "--schedule", "2,1",
+        "--eval-episodes", "2", "--out", folder, "--resume", "--steps-per-stage", "5", "--no-progress",
+        "--set", "compress.distill.learning_rate=0.5",
+    )
+    assert code == 0, err
 
 
 def test_steps_per_stage_of_the_preset_follow_the_objective():
