@@ -91,6 +91,7 @@ def compress(
         started = time.perf_counter()
         if done:
             student = _restore(ann, env, env_id, settings, seed, done[-1], folder.stage(done[-1]), device)
+            student.num_timesteps = len(done) * settings.compress.stage_steps  # td: learning_starts counts on
         else:
             student = _convert(ann, env, settings.compress, seed)
         if student.q_net.encoder is not None:  # the SNN rows' costs: the encoder, a first layer on spikes

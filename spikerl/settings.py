@@ -202,6 +202,22 @@ class CompressSettings(Record):
         from spikerl.neurons import IFNeuron
 
         _check_keywords(self.neuron_kwargs, IFNeuron, "neuron_kwargs", "spikerl.neurons.IFNeuron")
+        if self.objective == "td" and self.stage_steps > 0:
+            self._check_td_learns()
+
+    def _check_td_learns(self) -> None:
+        """Refuse td settings under which the student makes no gradient step in any stage: SB3's
+        DQN learns only past ``learning_starts`` agent steps, counted over all the stages."""
+        from stable_baselines3 import DQN
+
+        learning_starts = self.td.dqn.get("learning_starts", inspect.signature(DQN).parameters["learning_starts"].default)
+        total = self.stage_steps * len(self.schedule)
+        if learning_starts >= total:
+            raise UsageError(
+                f"the td objective would make no gradient step: compress.td.dqn.learning_starts ({learning_starts}) is "
+                f"not below the schedule's {total} agent steps ({len(self.schedule)} stages x {self.stage_steps}); "
+                "raise --steps-per-stage or lower compress.td.dqn.learning_starts"
+            )
 
 
 class EvaluateSettings(Record):

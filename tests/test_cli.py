@@ -146,6 +146,33 @@ def test_resume_of_a_finished_compression_keeps_its_last_stage_at_its_own_T(tiny
     assert yaml.safe_load(zoo_config.read_text())["policy_kwargs"]["timesteps"] == 1
 
 
+def test_a_resumed_td_run_counts_its_agent_steps_on_from_the_finished_stages(tiny_run, tiny_preset, capsys, tmp_path,
+                                                                            monkeypatch):
+    """SB3's learning_starts (here 8 agent steps) counts over all the stages: after T=2's 5 steps and
+    a stop, the T=1 stage starts at step 5, not 0."""
+    import spikerl.retrain
+
+    folder = tmp_path / "snn"
+    td = ["--objective", "td", "--steps-per-stage", "5", "--set", "compress.td.dqn.learning_starts=8"]
+    compress = ["compress", "--agent", tiny_run / "run" / "ann.zip", "--config", tiny_preset, "--schedule", "2,1",
+                "--eval-episodes", "2", "--out", folder, "--no-progress", *td]
+    assert run(capsys, *compress)[0] == 0
+    results = json.loads((folder / "results.json").read_text())
+    results["rows"] = results["rows"][:-1]  # as if stopped during the T=1 stage
+    (folder / "results.json").write_text(json.dumps(results))
+    (folder / "T1.zip").unlink()
+    started_at, retrain = [], spikerl.retrain.TDRetrainer.retrain
+
+    def record_and_retrain(self, steps):
+        started_at.append(self.student.num_timesteps)
+        retrain(self, steps)
+
+    monkeypatch.setattr(spikerl.retrain.TDRetrainer, "retrain", record_and_retrain)
+    code, _, err = run(capsys, *compress, "--resume")
+    assert code == 0, err
+    assert started_at == [5]
+
+
 @pytest.mark.parametrize(("changed", "message"), [
     (["--steps-per-stage", "6"], "steps_per_stage=5, not 6"),
     (["--set", "compress.distill.learning_rate=0.5"], "compress.distill.learning_rate=0.001, not 0.5"),
@@ -286,6 +313,8 @@ def test_bad_agent_files_give_one_error_line(bad_agents, case, tmp_path, capsys)
         (["--num-threads", "100000"], "--num-threads must be at most"),
         (["--seed", "1000000"], "--seed must be in [0, 1000000)"),
         (["--seed", "900000", "--objective", "td"], "--seed 900000 with the td objective"),
+        (["--objective", "td", "--steps-per-stage", "10", "--set", "compress.td.dqn.learning_starts=50"],
+         "the td objective would make no gradient step: compress.td.dqn.learning_starts (50) is not below"),
         (["--objective", "mse"], "invalid choice: 'mse'"),
         (["--env", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
         (["--env", "Acrobot-v1", "--config", "envs/CartPole-v1.yaml"], "space"),
