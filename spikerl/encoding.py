@@ -108,6 +108,12 @@ def make_encoder(q_net: QNetwork, encoding: str) -> InputEncoder | None:
             f"encoding '{encoding}' needs image observations (uint8 frames, channels first); use encoding direct for {space}",
             parameter="encoding",
         )
+    if encoding == "event" and space.shape[0] < 2:
+        raise UsageError(
+            f"encoding 'event' takes the change between stacked frames and these observations hold one frame "
+            f"({space.shape}); stack frames (env.frame_stack) or use encoding threshold",
+            parameter="encoding",
+        )
     encoder = InputEncoder(encoding, space.shape[0])
     name, conv = next((n, m) for n, m in q_net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     if not isinstance(conv, nn.Conv2d):

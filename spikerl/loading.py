@@ -207,7 +207,7 @@ def _read_weights(
     ) as error:
         raise _damaged(path, error) from None
     if not isinstance(weights, dict) or set(weights) not in (set(expected), saved_names):
-        names = sorted(weights) if isinstance(weights, dict) else type(weights).__name__
+        names = sorted(map(str, weights)) if isinstance(weights, dict) else type(weights).__name__  # keys: any type
         raise UsageError(
             f"{path} holds other layers ({names}) than its settings describe; the file is damaged, pass an intact SB3 DQN .zip"
         )

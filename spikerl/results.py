@@ -137,7 +137,7 @@ class CompressionResult(Record):
         try:  # every row's cost can be computed: its spike rates name the layers, the sizes are numbers
             for row in self.rows:
                 self.row_cost(row.T, row.spike_rates)
-        except (TypeError, KeyError, ValueError, ZeroDivisionError) as error:
+        except (TypeError, KeyError, ValueError, ZeroDivisionError, IndexError) as error:
             problem = f"{type(error).__name__}: {error}"
             raise UsageError(f"layers and the rows' spike rates do not fit together ({problem})", parameter="layers") from None
 

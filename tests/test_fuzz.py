@@ -198,6 +198,7 @@ def agent_cases(rng: random.Random, marker: Path) -> list[tuple[str, object]]:
     cases += [
         ("a layer missing", write_zip_bytes(with_weights(members, lambda w: w.pop(names[0])))),
         ("an extra layer", write_zip_bytes(with_weights(members, lambda w: w.__setitem__("extra.weight", torch.zeros(3))))),
+        ("a layer named by a number", write_zip_bytes(with_weights(members, lambda w: w.__setitem__(7, torch.zeros(3))))),
         (
             "a layer of another shape",
             write_zip_bytes(with_weights(members, lambda w: w.__setitem__(names[0], torch.zeros(7, 3)))),
@@ -668,6 +669,9 @@ def results_cases(rng: random.Random, results: dict) -> list[tuple[str, bytes]]:
         ("spike rates of no layer", json.dumps(replaced(results, ("rows", 2, "spike_rates"), {})).encode()),
         ("no layers", json.dumps({**results, "layers": []}).encode()),
         ("outputs 0", json.dumps(replaced(results, ("layers", 0, "outputs"), 0)).encode()),
+        ("spiking layers: an encoder alone", json.dumps({**results, "spiking_layers": [
+            {"name": "encoder", "macs": 16, "input_layer": None, "outputs": 16, "kind": "encoder", "inputs": 16, "bias": False}
+        ]}).encode()),
     ]
     return cases
 
