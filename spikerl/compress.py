@@ -134,7 +134,14 @@ def compress(
 
 def _previous_result(folder: RunFolder, agent: str | Path, resume: bool, force: bool) -> CompressionResult | None:
     """The results to resume from (``resume``), after refusing to overwrite results or another
-    agent's ``ann.zip`` (a training run's folder) unless ``force``."""
+    agent's ``ann.zip`` unless ``force``, and a training run's folder (even of this ANN) always,
+    since the stages' rl-zoo3 layout would replace the run's own."""
+    training = sorted(path.name for path in folder.training_files())
+    if training:
+        raise UsageError(
+            f"{folder.path} holds a training run ({', '.join(training[:3])}); compress into another --out, "
+            f"such as {folder.path}_snn"
+        )
     if resume:
         if not folder.results_json.is_file():
             raise UsageError(f"nothing to resume in {folder.path} (results.json missing); run without --resume")
@@ -150,8 +157,8 @@ def _previous_result(folder: RunFolder, agent: str | Path, resume: bool, force: 
     except OSError:  # unreadable: loading the agent says so
         another_ann = False
     if another_ann:
-        raise UsageError(f"{folder.path} holds another agent's {folder.ann.name} (a training run?); choose another "
-                         "--out (--force would replace that file)")
+        raise UsageError(f"{folder.path} holds another agent's {folder.ann.name} (an unfinished compression of it?); "
+                         "choose another --out (--force would replace that file)")
     return None
 
 

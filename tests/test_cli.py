@@ -130,6 +130,17 @@ def test_resume_skips_conversion_and_finished_stages(tiny_run, tiny_preset, caps
     assert (folder / "T1.zip").is_file()
 
 
+def test_compress_refuses_the_training_run_folder_of_its_own_ann(tiny_run, tiny_preset, capsys, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(tiny_run / "run", folder)
+    before = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    for extra in ([], ["--force"]):
+        code, _, err = run(capsys, "compress", "--agent", folder / "ann.zip", "--config", tiny_preset, "--out", folder,
+                           *extra)
+        assert_one_error_line(code, err, f"{folder} holds a training run (", f"such as {folder}_snn")
+    assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
+
+
 def test_resume_of_a_finished_compression_keeps_its_last_stage_at_its_own_T(tiny_run, tiny_preset, capsys, tmp_path):
     """With every stage done, the student restored from T1.zip is a T=1 network (the rows still to play,
     such as Atari's sticky-action row, and rl-zoo3's config.yml are of that T), not the schedule's first T."""
