@@ -21,8 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from spikerl.checkpoints import file_sha256
 from spikerl.errors import UsageError, run_script
-from spikerl.results import read_results, sha256
+from spikerl.results import read_results
 from spikerl.run_folder import PLOTS, RunFolder
 
 
@@ -34,7 +35,7 @@ def shipped_files(cell: RunFolder) -> list[tuple[Path, Path]]:
     training = RunFolder(Path(result.agent).parent)
     if not training.config.is_file() or not training.ann.is_file():
         raise UsageError(f"the ANN {result.agent} does not lie in a 'spikerl train' folder (config.yaml, ann.zip)")
-    if sha256(training.ann) != result.agent_sha256:
+    if file_sha256(training.ann) != result.agent_sha256:
         raise UsageError(f"{training.ann} changed since {cell.path} compressed it; ship the run of that ANN")
     files = [(cell.stage(timesteps), Path(cell.stage(timesteps).name)) for timesteps in result.schedule]
     files += [(cell.path / name, Path(name)) for name in (cell.ann.name, cell.results_json.name, cell.results_md.name)]

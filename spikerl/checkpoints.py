@@ -1,5 +1,5 @@
-"""Writing files atomically (SB3 checkpoints included), keeping shipped checkpoints small, and
-stopping on SIGTERM or a closed terminal (SIGHUP) as on Ctrl-C.
+"""Writing files atomically (SB3 checkpoints included), keeping shipped checkpoints small,
+stopping on SIGTERM or a closed terminal (SIGHUP) as on Ctrl-C, and the SHA-256 of a file.
 
 Every write goes to a temporary file beside its target (``.<name>.<random>.spikerl.tmp``)
 that replaces the target only once complete, with Ctrl-C, SIGTERM and SIGHUP held back until then:
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -208,3 +209,12 @@ def write_text(path: str | Path, text: str) -> None:
     """Write ``text`` atomically."""
     with atomic_path(path) as temporary:
         temporary.write_text(text)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of the file at ``path`` (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

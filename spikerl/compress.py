@@ -23,7 +23,7 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecEnv
 
-from spikerl.checkpoints import atomic_path, save_model, writable_folder
+from spikerl.checkpoints import atomic_path, file_sha256, save_model, writable_folder
 from spikerl.convert import collect_observations, convert, spiking_model
 from spikerl.energy import layer_costs
 from spikerl.envs import check_training_seed, make_env, with_sticky_actions
@@ -33,7 +33,7 @@ from spikerl.loading import load_agent
 from spikerl.locks import holds_folder_lock
 from spikerl.policy import SpikingMlpPolicy, set_timesteps
 from spikerl.report import write_report
-from spikerl.results import CompressionResult, EvaluationProtocol, Stage, read_results, run_settings, sha256, write_results
+from spikerl.results import CompressionResult, EvaluationProtocol, Stage, read_results, run_settings, write_results
 from spikerl.retrain import TD_EVAL_SEED_OFFSET, make_retrainer
 from spikerl.run_folder import RunFolder
 from spikerl.settings import EVAL_SEED_BASE, CompressSettings, EnvSettings, Settings
@@ -181,7 +181,7 @@ def _new_result(
         episodes=episodes, seed=protocol.seed, n_envs=protocol.n_envs, sticky_actions=protocol.sticky_actions
     )
     return CompressionResult(
-        env_id=env_id, agent=str(agent), agent_sha256=sha256(agent), objective=stage_settings.objective,
+        env_id=env_id, agent=str(agent), agent_sha256=file_sha256(agent), objective=stage_settings.objective,
         schedule=stage_settings.schedule, percentile=stage_settings.percentile, encoding=stage_settings.encoding,
         steps_per_stage=stage_settings.stage_steps, seed=seed, evaluation=evaluation,
         sticky_actions=stage_settings.sticky_actions, settings=run_settings(settings), commands=list(commands or []),

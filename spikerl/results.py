@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from spikerl.checkpoints import write_json
@@ -189,15 +187,6 @@ class CompressionResult(Record):
         """This result with every row's cost computed afresh from the layers."""
         rows = [dataclasses.replace(row, cost=self.row_cost(row.T, row.spike_rates)) for row in self.rows]
         return dataclasses.replace(self, rows=rows)
-
-
-def sha256(path: str | Path) -> str:
-    """The SHA-256 of the file at ``path``, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def run_settings(settings: Settings) -> dict[str, Any]:

@@ -49,7 +49,7 @@ import torch
 from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import NStepReplayBuffer
 
-from spikerl.checkpoints import atomic_path, write_json
+from spikerl.checkpoints import atomic_path, file_sha256, write_json
 from spikerl.errors import UsageError
 from spikerl.run_folder import RunFolder
 
@@ -122,15 +122,6 @@ def with_index_digest(index: dict[str, Any]) -> dict[str, Any]:
     """``index`` with ``index_sha256``: the SHA-256 of its other fields as canonical JSON."""
     fields = {key: value for key, value in index.items() if key != "index_sha256"}
     return {**fields, "index_sha256": hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()}
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of the file at ``path`` (hex), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_digest(path: Path, expected: str) -> None:

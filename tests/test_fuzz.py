@@ -398,7 +398,7 @@ def zip_content_ranges(raw: bytes) -> list[tuple[int, int]]:
 
 def run_folder_cases(rng: random.Random, run: Path, marker: Path) -> list[tuple[str, dict[str, bytes | None]]]:
     """(name, {file name: new content, or None to delete}) damages of a training run folder."""
-    from spikerl.training_checkpoint import file_sha256
+    from spikerl.checkpoints import file_sha256
 
     index = json.loads((run / "checkpoint.json").read_text())
     step = index["counters"]["num_timesteps"]
