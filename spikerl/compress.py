@@ -91,7 +91,6 @@ def compress(
         started = time.perf_counter()
         if done:
             student = _restore(ann, env, env_id, settings, seed, done[-1], folder.stage(done[-1]), device)
-            student.num_timesteps = len(done) * settings.compress.stage_steps  # td: learning_starts counts on
         else:
             student = _convert(ann, env, settings.compress, seed)
         if student.q_net.encoder is not None:  # the SNN rows' costs: the encoder, a first layer on spikes
@@ -102,7 +101,7 @@ def compress(
                 result = record(result, Stage.CONVERTED, schedule[0], student, started)
         eval_seed = seed + TD_EVAL_SEED_OFFSET
         make_eval_env = functools.partial(make_env, env_id, retrain_env, seed=eval_seed)  # td's in-stage evaluations
-        retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress, writer, make_eval_env)
+        retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress, writer, make_eval_env, len(done))
         if tensorboard:
             student.tensorboard_log = str(tensorboard)  # the td objective: SB3 logs its training scalars there
         for timesteps in schedule:

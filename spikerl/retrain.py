@@ -78,13 +78,16 @@ class TDRetrainer:
     :param eval_env: environment of the in-stage evaluations (seeded apart from the evaluation
         seeds); needed by ``settings.keep_best``
     :param seed: seed of the teacher rollouts' exploration
+    :param steps_done: agent steps of the stages already done (a resumed run): SB3's
+        ``learning_starts`` and the other step-counted settings count on from there
     """
 
     def __init__(
         self, teacher: DQN, student: DQN, settings: TDSettings, eval_env: VecEnv | None = None,
-        seed: int = 0, progress: bool = True,
+        seed: int = 0, progress: bool = True, steps_done: int = 0,
     ):
         self.teacher, self.student, self.settings, self.progress = teacher, student, settings, progress
+        student.num_timesteps = steps_done
         self.eval_env = eval_env if settings.keep_best else None
         if settings.teacher_transitions:
             self._add_teacher_transitions(settings.teacher_transitions, settings.teacher_epsilon, np.random.default_rng(seed))
@@ -161,6 +164,7 @@ class DistillationRetrainer:
     :param env: environment for teacher and student rollouts
     :param settings: the objective's settings (pool sizes, exploration, optimizer, loss)
     :param teacher_states: observations from teacher rollouts (epsilon 0.05) in the initial pool
+    :param steps_done: gradient steps of the stages already done (a resumed run)
     """
 
     def __init__(
@@ -173,10 +177,11 @@ class DistillationRetrainer:
         seed: int = 0,
         progress: bool = True,
         writer: Any = None,
+        steps_done: int = 0,
     ):
         self.teacher, self.student, self.env, self.settings = teacher, student, env, settings
         self.progress, self.writer = progress, writer
-        self.steps_done = 0  # over all stages: the x axis of the TensorBoard scalars
+        self.steps_done = steps_done  # over all stages: the x axis of the TensorBoard scalars
         self.rng = np.random.default_rng(seed)
         self.optimizer = torch.optim.Adam(student.q_net.parameters(), lr=settings.learning_rate)
         constrain_after_each_step(self.optimizer, spiking_q_net(student))
@@ -237,13 +242,17 @@ class DistillationRetrainer:
 
 def make_retrainer(
     teacher: DQN, student: DQN, env: VecEnv, settings: CompressSettings, seed: int, progress: bool, writer: Any = None,
-    make_eval_env: Callable[[], VecEnv] | None = None,
+    make_eval_env: Callable[[], VecEnv] | None = None, stages_done: int = 0,
 ) -> Retrainer:
     """The retrainer of ``settings.objective``, configured by the rest of ``settings``; ``writer``
     (a TensorBoard ``SummaryWriter``) receives the distillation loss and learning rate per step;
-    ``make_eval_env`` makes the environment of ``td``'s in-stage evaluations (only when they run)."""
+    ``make_eval_env`` makes the environment of ``td``'s in-stage evaluations (only when they run);
+    ``stages_done``: stages a resumed run has finished, whose steps its step counts go on from."""
+    steps_done = stages_done * settings.stage_steps
     if settings.objective == "td":
         eval_env = make_eval_env() if settings.td.keep_best and make_eval_env is not None else None
-        return TDRetrainer(teacher, student, settings.td, eval_env, seed=seed, progress=progress)
+        return TDRetrainer(teacher, student, settings.td, eval_env, seed=seed, progress=progress, steps_done=steps_done)
     distill, teacher_states = settings.distill, settings.teacher_states
-    return DistillationRetrainer(teacher, student, env, distill, teacher_states, seed=seed, progress=progress, writer=writer)
+    return DistillationRetrainer(
+        teacher, student, env, distill, teacher_states, seed=seed, progress=progress, writer=writer, steps_done=steps_done
+    )

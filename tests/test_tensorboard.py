@@ -42,6 +42,22 @@ def test_compress_logs_losses_rewards_spike_rates_and_thresholds_per_stage(tmp_p
         assert len(scalars[f"spike_rate/{layer}"]) == 3 and len(scalars[f"threshold/{layer}"]) == 3
 
 
+def test_a_resumed_compression_logs_its_steps_after_the_finished_stages(tmp_path, capsys, tiny_preset):
+    import json
+
+    args = ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--config", str(tiny_preset), "--schedule", "2,1",
+            "--steps-per-stage", "20", "--eval-episodes", "2", "--out", str(tmp_path / "snn"), "--num-threads", "1",
+            "--no-progress"]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "snn" / "results.json").read_text())
+    results["rows"] = results["rows"][:-1]  # as if stopped during the T=1 stage
+    (tmp_path / "snn" / "results.json").write_text(json.dumps(results))
+    (tmp_path / "snn" / "T1.zip").unlink()
+    assert main([*args, "--resume", "--tensorboard", str(tmp_path / "tb")]) == 0
+    scalars = _scalars(tmp_path / "tb" / "compress")
+    assert [step for step, _ in scalars["distill/loss"]] == list(range(20, 40))  # T=1's steps, after T=2's 20
+
+
 def test_train_logs_sb3_scalars(tmp_path, capsys):
     args = [
         "train",
