@@ -373,7 +373,7 @@ def _run_evaluate(args: argparse.Namespace) -> None:
         from spikerl.video import record_videos
 
         videos = record_videos(
-            model, env_id, settings.env, args.video, args.video_episodes, seed=protocol.seed,
+            model, env_id, env_config, args.video, args.video_episodes, seed=protocol.seed,
             spike_maps=args.spike_maps, max_steps=args.video_steps, video_format=args.video_format,
         )
         print(f"wrote {', '.join(map(str, videos))}")

@@ -97,8 +97,13 @@ def with_dotted(settings: Settings, dotted: Mapping[str, Any]) -> Settings:
     for key, value in dotted.items():
         *parents, leaf = key.split(".")
         node = nested
-        for part in parents:
+        for depth, part in enumerate(parents):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                inner = ".".join(parents[: depth + 1])
+                raise UsageError(f"{key} sets a key inside {inner}, which is also set as a whole; set one of the two")
+        if isinstance(node.get(leaf), dict):
+            raise UsageError(f"{key} is set as a whole and keys inside it are set too; set one of the two")
         node[leaf] = value
     return with_overrides(settings, nested)
 

@@ -92,8 +92,13 @@ class TrainSettings(Record):
     def check(self) -> None:
         from stable_baselines3 import DQN
 
-        if self.policy not in DQN.policy_aliases:
-            raise UsageError(f"policy must be one of {', '.join(DQN.policy_aliases)}, got {self.policy!r}", parameter="policy")
+        ann_policies = [name for name in DQN.policy_aliases if not name.startswith("Spiking")]  # spikerl's own: compress's
+        if self.policy not in ann_policies:
+            raise UsageError(
+                f"policy must be one of {', '.join(ann_policies)} (spiking policies are made by 'spikerl compress'), "
+                f"got {self.policy!r}",
+                parameter="policy",
+            )
         check_dqn_kwargs(self.dqn, "dqn")
 
 

@@ -350,9 +350,10 @@ def _trained_weights(
     return weights
 
 
-#: Settings that a run's checkpoint fixes (its network, replay buffer and environment), by dotted path.
+#: Settings that a run's checkpoint fixes (its network, replay buffer and environment, and the
+#: episodes per evaluation: the evaluation log is one array), by dotted path.
 FIXED_ON_RESUME = (
-    "train.policy", "train.dqn.policy_kwargs", "train.dqn.buffer_size", "train.dqn.n_steps",
+    "train.policy", "train.dqn.policy_kwargs", "train.dqn.buffer_size", "train.dqn.n_steps", "train.eval_episodes",
     "train.dqn.optimize_memory_usage", "train.dqn.replay_buffer_class", "train.dqn.replay_buffer_kwargs",
     "env.atari", "env.frame_stack", "env.wrapper_kwargs", "env.env_kwargs",
 )
@@ -369,7 +370,8 @@ def _check_resumable_settings(previous: Settings, settings: Settings) -> None:
         if old != new:
             raise UsageError(
                 f"{key} is {old!r} in the run being resumed, not {new!r}: a resumed run keeps its network, replay "
-                "buffer and environment; drop that setting, or start a new run from its ann.zip with -i"
+                "buffer, environment and episodes per evaluation; drop that setting, or start a new run from its "
+                "ann.zip with -i"
             )
 
 

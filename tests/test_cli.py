@@ -472,6 +472,11 @@ def test_a_resumed_run_keeps_a_best_evaluation_of_zero_as_its_best(tiny_preset, 
     assert torch.load(folder / "best_model.pt", weights_only=True)["mean_reward"] == 0.0
 
 
+def test_train_resume_refuses_another_number_of_evaluation_episodes(tiny_run, capsys):
+    code, _, err = run(capsys, "train", "--resume", tiny_run / "run", "--set", "train.eval_episodes=3")
+    assert_one_error_line(code, err, "train.eval_episodes is 2 in the run being resumed, not 3")
+
+
 def test_train_refuses_a_trained_agent_on_resume(tiny_run, capsys):
     code, _, err = run(capsys, "train", "--resume", tiny_run / "run", "-i", SHIPPED_CARTPOLE / "ann.zip")
     assert_one_error_line(code, err, "--trained-agent starts a new run")
@@ -617,6 +622,17 @@ def test_bad_set_gives_one_line_before_any_work(command, assignment, message, tm
     code, _, err = run(capsys, command, *agent, *out, "--set", assignment)
     assert_one_error_line(code, err, message)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("assignments", "message"), [
+    (["train.dqn=5", "train.dqn.gamma=0.9"], "train.dqn.gamma sets a key inside train.dqn, which is also set as a whole"),
+    (["train.dqn.gamma=0.9", "train.dqn=5"], "train.dqn is set as a whole and keys inside it are set too"),
+    (["train.policy=SpikingMlpPolicy"], "(spiking policies are made by 'spikerl compress'), got 'SpikingMlpPolicy'"),
+])
+def test_set_refuses_a_setting_given_twice_and_a_spiking_policy_to_train(assignments, message, tmp_path, capsys, no_work):
+    code, _, err = run(capsys, "train", "--env", "CartPole-v1", "--out", tmp_path / "x", "--set", *assignments)
+    assert_one_error_line(code, err, message)
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize(("assignment", "message"), [

@@ -56,3 +56,27 @@ def test_ann_video_has_no_spike_maps_and_refuses_them(tmp_path, capsys):
     assert _frames(tmp_path / "plain" / "CartPole-v1_seed1000000.mp4") == (10, 600)
     assert main([*args, "--video", str(tmp_path / "maps"), "--spike-maps"]) == 2
     assert "--spike-maps needs a spiking agent" in capsys.readouterr().err
+
+
+def test_videos_film_the_protocol_that_was_evaluated(tmp_path, capsys, monkeypatch):
+    """With --sticky-actions the filmed games play with them too (the env settings both receive)."""
+    import spikerl.evaluate
+    import spikerl.video
+    from conftest import SHIPPED_PONG
+
+    env_configs = []
+
+    def evaluate(model, env_id, env_config, *args, **kwargs):
+        env_configs.append(env_config)
+        return spikerl.evaluate.Evaluation([0.0], [1])
+
+    def film(model, env_id, env_config, *args, **kwargs):
+        env_configs.append(env_config)
+        return []
+
+    monkeypatch.setattr(spikerl.evaluate, "evaluate_agent", evaluate)
+    monkeypatch.setattr(spikerl.video, "record_videos", film)
+    agent = str(SHIPPED_PONG / "ann.zip")
+    assert main(["evaluate", "--agent", agent, "--sticky-actions", "--video", str(tmp_path), "--no-progress"]) == 0
+    evaluated, filmed = env_configs
+    assert filmed == evaluated and evaluated.env_kwargs["repeat_action_probability"] == 0.25
