@@ -99,6 +99,30 @@ class PeriodicCheckpointCallback(CheckpointCallback):
         return super()._on_step() if step % self.save_freq == 0 and step % self.eval_freq != 0 else True
 
 
+class MissedEvaluationCallback(BaseCallback):
+    """At the start of a resumed run: evaluate at its checkpoint's step if that is an evaluation
+    step (a multiple of ``eval_freq``) missing from the log, as for a run stopped during that
+    evaluation (its checkpoint is taken at that step), so the evaluation is not skipped for good.
+
+    Listed after ``evaluation`` in the run's ``CallbackList``, which has started it by then.
+    """
+
+    model: DQN
+
+    def __init__(self, evaluation: EvalCallback):
+        super().__init__()
+        self.evaluation = evaluation
+
+    def _on_training_start(self) -> None:
+        evaluation, step = self.evaluation, self.model.num_timesteps
+        if step > 0 and step % evaluation.eval_freq == 0 and step not in evaluation.evaluations_timesteps:
+            evaluation.n_calls = step - 1
+            evaluation.on_step()  # its call count reaches the step: it evaluates and logs at this step
+
+    def _on_step(self) -> bool:
+        return True
+
+
 class SaveBestCallback(BaseCallback):
     """Called by ``EvalCallback`` on a new best mean reward: keeps the policy as ``best_model.pt``."""
 
@@ -462,7 +486,7 @@ def _learn(
 ) -> None:
     """Train ``model`` up to ``train.n_timesteps``; on any stop (Ctrl-C, SIGTERM, SIGHUP) save a checkpoint to resume from."""
     checkpoints = PeriodicCheckpointCallback(out_dir, run_id, train.checkpoint_freq, train.eval_freq)
-    callbacks = CallbackList([checkpoints, evaluation])
+    callbacks = CallbackList([checkpoints, evaluation, MissedEvaluationCallback(evaluation)])
     # A second stop signal (a closing terminal sends more than one) while the checkpoint is being
     # written waits for it (signals_held) and then stops the command as the first did.
     with stop_signals_as_interrupt():

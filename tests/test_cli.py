@@ -460,6 +460,28 @@ def test_every_evaluation_is_followed_by_a_checkpoint_and_a_resume_drops_evaluat
         assert log["timesteps"].tolist() == [100, 200, 300, 400]
 
 
+def test_a_run_stopped_during_an_evaluation_evaluates_that_step_when_resumed(tiny_preset, tmp_path, capsys, monkeypatch):
+    import numpy as np
+    import stable_baselines3.common.callbacks
+
+    evaluate, calls = stable_baselines3.common.callbacks.evaluate_policy, []
+
+    def stopped_at_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the evaluation at step 200: the checkpoint is taken at 200
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(stable_baselines3.common.callbacks, "evaluate_policy", stopped_at_the_second)
+    folder = tmp_path / "run"
+    train = ("train", "--env", "CartPole-v1", "--config", tiny_preset, "--out", folder, "--no-progress")
+    assert run(capsys, *train, "-n", "400", "--set", "train.eval_freq=100", "train.dqn.train_freq=4")[0] == 130
+    assert json.loads((folder / "checkpoint.json").read_text())["counters"]["num_timesteps"] == 200
+    assert run(capsys, "train", "--resume", folder, "--no-progress")[0] == 0
+    with np.load(folder / "evaluations.npz") as log:
+        assert log["timesteps"].tolist() == [100, 200, 300, 400]
+
+
 def test_a_resumed_run_keeps_a_best_evaluation_of_zero_as_its_best(tiny_preset, tmp_path, capsys):
     # MountainCar's episodes end at -200 (no tiny training reaches the flag): a kept best of 0.0 must stay the best
     folder = tmp_path / "run"
