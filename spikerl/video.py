@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from stable_baselines3 import DQN
 
+from spikerl.encoding import InputEncoder
 from spikerl.envs import EVAL_SEED_BASE, check_agent_fits, make_env
 from spikerl.errors import UsageError
 from spikerl.settings import EnvSettings
@@ -110,14 +111,16 @@ def _spike_maps(q_net: SpikingQNetwork) -> list[tuple[str, np.ndarray]]:
     """Per neuron layer of the decision just taken: its name and the spikes per timestep of each
     neuron, ``[C, H, W]`` (convolutional) or ``[N]``, in [0, 1].
 
-    Recomputed from the input currents the layer captured (``[B, ...]`` at T=1, else
-    ``[T, B, ...]``) with the layer's own dynamics.
+    Recomputed from the input currents the layer captured (``[B, ...]`` at T=1 and for the
+    input encoder, which fires once from rest at any T; else ``[T, B, ...]``) with the layer's
+    own dynamics.
     """
     maps = []
     for name, neuron in q_net.neurons().items():
         currents = neuron.captured_input
         assert currents is not None  # captured by the decision just taken
-        rates = neuron.fire_once(currents)[0] if q_net.timesteps == 1 else neuron(currents)[:, 0].mean(dim=0)
+        once = q_net.timesteps == 1 or isinstance(neuron, InputEncoder)
+        rates = neuron.fire_once(currents)[0] if once else neuron(currents)[:, 0].mean(dim=0)
         maps.append((name, rates.float().cpu().numpy()))
     return maps
 

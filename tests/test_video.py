@@ -80,3 +80,24 @@ def test_videos_film_the_protocol_that_was_evaluated(tmp_path, capsys, monkeypat
     assert main(["evaluate", "--agent", agent, "--sticky-actions", "--video", str(tmp_path), "--no-progress"]) == 0
     evaluated, filmed = env_configs
     assert filmed == evaluated and evaluated.env_kwargs["repeat_action_probability"] == 0.25
+
+
+def test_spike_maps_of_a_spiking_input_agent_above_one_timestep():
+    """The input encoder fires once from rest at any T: its map is [C, H, W] like the other layers'."""
+    import numpy as np
+    import torch
+
+    from conftest import SHIPPED_PONG
+    from spikerl.config import load_preset
+    from spikerl.loading import load_agent
+    from spikerl.video import _spike_maps, _tile
+
+    model = load_agent(SHIPPED_PONG / "T2.zip", "PongNoFrameskip-v4", load_preset("PongNoFrameskip-v4").env, "cpu")
+    q_net = model.q_net
+    for neuron in q_net.neurons().values():
+        neuron.capture_input = True
+    with torch.no_grad():
+        q_net(model.policy.obs_to_tensor(np.full((1, 4, 84, 84), 236, dtype=np.uint8))[0])
+    maps = dict(_spike_maps(q_net))
+    assert maps["encoder"].shape == (4, 84, 84) and maps["encoder"].max() == 1.0  # the bright frame fires everywhere
+    assert all(_tile(rates).ndim == 2 for rates in maps.values())
