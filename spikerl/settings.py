@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
 from typing import Any, Literal, get_args
 
 from spikerl.errors import UsageError
@@ -28,7 +27,7 @@ MAX_LAYER_SIZE = 8192  # units per layer (CartPole's: 256, NatureCNN's features:
 MAX_STEPS = 10**10
 MAX_EPISODES = 1_000_000
 MAX_SAMPLES = 10_000_000
-MAX_THREADS = 4 * (os.cpu_count() or 1)
+MAX_THREADS = 1024  # fixed, not this machine's cores: a run's config.yaml must read back on any machine
 #: Retraining objectives of ``spikerl compress`` (``spikerl.retrain``).
 Objective = Literal["distill", "td"]
 SCHEDULE_HINT = f"give decreasing timesteps up to {MAX_TIMESTEPS} such as 5,4,3,2,1"

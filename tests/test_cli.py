@@ -215,6 +215,13 @@ def test_resume_of_results_from_before_settings_were_recorded_checks_the_header_
     assert code == 0, err
 
 
+def test_thread_counts_of_a_bigger_machine_read_back_here():
+    """A run's config.yaml from a 64-core machine (env.num_threads 64) is read and resumed on any machine."""
+    from spikerl.config import with_dotted
+
+    assert with_dotted(load_preset("CartPole-v1"), {"env.num_threads": 64}).env.num_threads == 64
+
+
 def test_steps_per_stage_of_the_preset_follow_the_objective():
     """The CartPole preset budgets each objective in its own unit; one number (a flag, a grid cell) sets both."""
     preset = load_preset("CartPole-v1")
