@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from spikerl.errors import UsageError
-from spikerl.settings import ENCODINGS, OBJECTIVES, SECTIONS, STICKY_ACTIONS
+from spikerl.settings import ENCODINGS, MAX_THREADS, OBJECTIVES, SECTIONS, STICKY_ACTIONS
 
 if TYPE_CHECKING:
     from spikerl.settings import Settings
@@ -434,7 +434,7 @@ def _add_sweep(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--address", help="Ray cluster: auto, host:port or ray://host:port (default: a local Ray instance)")
     parser.add_argument("--resume", action="store_true", help="continue the sweep in --out; finished cells are not rerun")
     parser.add_argument(
-        "--num-threads", type=int_in(1, 1024),
+        "--num-threads", type=int_in(1, MAX_THREADS),
         help="torch threads and Ray CPUs of every task, in place of the cells' env.num_threads (may change on --resume)",
     )
     parser.add_argument(
