@@ -138,8 +138,8 @@ def _assignment(text: str) -> tuple[str, Any]:
         )
     try:
         value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(f"the value of {key} is not valid YAML: {raw!r}") from None
+    except (yaml.YAMLError, RecursionError):  # RecursionError: nested too deeply
+        raise argparse.ArgumentTypeError(f"the value of {key} is not valid YAML: {raw[:80]!r}") from None
     if value is None:
         raise argparse.ArgumentTypeError(f"{key} needs a value ({key}=VALUE); --set cannot unset a setting")
     if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string

@@ -42,7 +42,7 @@ def available_presets() -> list[str]:
     return list(preset_files())
 
 
-def _read_yaml(path: Path, fix: str) -> Any:
+def read_yaml(path: Path, fix: str) -> Any:
     """The YAML document in ``path`` as plain data, or a ``UsageError`` ending in ``fix``."""
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -50,6 +50,8 @@ def _read_yaml(path: Path, fix: str) -> Any:
         raise UsageError(f"{path} is not UTF-8 text; {fix}") from None
     except yaml.YAMLError as error:
         raise UsageError(f"{path} is not valid YAML ({' '.join(str(error).split())}); {fix}") from None
+    except RecursionError:
+        raise UsageError(f"{path} nests its YAML too deeply to read; {fix}") from None
     except OSError as error:
         raise UsageError(f"cannot read {path} ({error.strerror or error}); {fix}") from None
 
@@ -73,10 +75,10 @@ def load_preset(env_id: str, path: str | Path | None = None) -> Settings:
         preset_path = Path(path)
         if not preset_path.is_file():
             raise UsageError(f"preset file {preset_path} not found; pass an existing --config FILE.yaml")
-    data = _read_yaml(preset_path, "fix the file")
+    data = read_yaml(preset_path, "fix the file")
     if path is not None and is_zoo_hyperparameters(data):  # an rl-baselines3-zoo hyperparameter file
         presets = preset_files()
-        data = preset_from_zoo(data, env_id, _read_yaml(presets[env_id], "fix the file") if env_id in presets else None)
+        data = preset_from_zoo(data, env_id, read_yaml(presets[env_id], "fix the file") if env_id in presets else None)
     return _settings(data, preset_path, "fix the file (see spikerl/settings.py)")
 
 
@@ -142,7 +144,7 @@ def read_run_config(folder: str | os.PathLike[str]) -> RunConfig | None:
     if not path.is_file():
         return None
     fix = "it is not a run configuration written by 'spikerl train'; pass --env (or --out) explicitly"
-    data = _read_yaml(path, fix)
+    data = read_yaml(path, fix)
     if not isinstance(data, dict) or not isinstance(data.get("env_id"), str) or not isinstance(data.get("seed"), int):
         raise UsageError(f"{path}: {fix}")
     commands = data.pop("commands", None) or []

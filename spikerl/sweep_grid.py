@@ -40,9 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from spikerl.config import load_preset, with_dotted
+from spikerl.config import load_preset, read_yaml, with_dotted
 from spikerl.errors import UsageError
 from spikerl.settings import SECTIONS, Settings
 
@@ -132,10 +130,7 @@ def load_grid(path: str | Path) -> Plan:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"grid file {path} not found; pass a YAML file such as grids/cartpole-ablation.yaml")
-    try:
-        grid = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise UsageError(f"grid file {path} is not valid YAML ({' '.join(str(error).split())}); fix the file") from None
+    grid = read_yaml(path, "fix the grid file")
     if not isinstance(grid, dict):
         raise UsageError(f"grid file {path} must be a mapping with the keys {', '.join(TOP_LEVEL_KEYS)}")
     _reject_unknown(path, "top-level key", set(grid) - set(TOP_LEVEL_KEYS), f"use {', '.join(TOP_LEVEL_KEYS)}")

@@ -42,7 +42,7 @@ settings:
 
 def write_grid(folder: Path, body: str, name: str = "grid.yaml") -> Path:
     path = folder / name
-    path.write_text(TINY + body)
+    path.write_text(TINY + body, errors="surrogateescape")  # "\udcff" in a body: the raw byte 0xff
     return path
 
 
@@ -120,6 +120,8 @@ def test_shipped_grids_plan_the_issue_studies():
      "makes 200 x 99 cells, more than 10000"),
     ("grid: []\n", "has no cells"),
     ("", "has no cells"),
+    ("grid: {seed: [0]}\nenv: caf\udcff\n", "is not UTF-8 text; fix the grid file"),
+    ("grid: " + "[" * 5000 + "]" * 5000 + "\n", "nests its YAML too deeply to read; fix the grid file"),
 ])
 def test_bad_grid_files_get_one_line_and_exit_2(tmp_path, capsys, body, message):
     grid = write_grid(tmp_path, body)
