@@ -119,7 +119,8 @@ def _graph(q_net: SpikingQNetwork) -> nir.NIRGraph:
     """The chain ``input -> layers... -> output`` of ``q_net`` (T=1) as a ``NIRGraph``, from its layer plan."""
     obs_space = q_net.observation_space
     input_scale = 1 / 255 if q_net.normalize_images and is_image_space(obs_space) else 1.0
-    first_analog = q_net.plan[0]  # the layer that takes the observation: the encoder, or the first weighted layer
+    # the layer that takes the observation: the encoder, or the first weighted layer (after a Flatten, MlpPolicy's)
+    first_analog = next(entry for entry in q_net.plan if entry.role in ("encoder", "weighted", "readout"))
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array(obs_space.shape))}
     for entry in q_net.plan:
         scale = input_scale if entry is first_analog else 1.0

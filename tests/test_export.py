@@ -114,6 +114,14 @@ def test_cnn_export_folds_the_image_scaling_and_acts_like_spikerl(tmp_path):
     assert (snntorch_actions == spikerl_actions).mean() >= 0.99
 
 
+def test_mlp_export_on_images_folds_the_image_scaling_into_its_first_linear_layer(tmp_path):
+    model = DQN(SpikingMlpPolicy, RandomImages(), buffer_size=1, device="cpu", seed=0, policy_kwargs=dict(timesteps=1))
+    graph = export_nir(model, tmp_path / "mlp.nir")
+    first_linear = model.q_net.q_net[0]  # after the features extractor, MlpPolicy's Flatten
+    assert isinstance(first_linear, torch.nn.Linear)
+    assert np.allclose(graph.nodes["q_net.0"].weight, first_linear.weight.detach().numpy() / 255)
+
+
 @pytest.mark.parametrize(
     "agent, message",
     [("ann.zip", "is an ANN"), ("T5.zip", "T=5 .*resets to v_reset .* subtracting the threshold")],
