@@ -232,7 +232,14 @@ def _repair_monitor(path: Path) -> None:
 
 
 def _check_fresh_folder(folder: RunFolder, force: bool) -> None:
-    """Refuse to start a run over an earlier run or over results, unless ``force``; then clear the run's files."""
+    """Refuse to start a run over an earlier run or over results, unless ``force``, and over a
+    compression run's folder always (its stages would stay beside the new ANN); then clear the
+    run's files."""
+    compression = sorted(path.name for path in folder.results() if path.name.startswith(("T", "results.")))
+    if compression:
+        raise UsageError(
+            f"{folder.path} holds a compression run ({', '.join(compression[:3])}); train into another --out"
+        )
     if not force:
         if folder.config.is_file() and folder.checkpoint.is_file():
             raise UsageError(

@@ -130,6 +130,16 @@ def test_resume_skips_conversion_and_finished_stages(tiny_run, tiny_preset, caps
     assert (folder / "T1.zip").is_file()
 
 
+def test_train_refuses_a_compression_folder_even_with_force(tiny_run, tiny_preset, capsys, tmp_path):
+    folder = tmp_path / "snn"
+    shutil.copytree(tiny_run / "snn", folder)
+    before = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    for extra in ([], ["--force"]):
+        code, _, err = run(capsys, "train", "--env", "CartPole-v1", "--config", tiny_preset, "--out", folder, *extra)
+        assert_one_error_line(code, err, f"{folder} holds a compression run (T1.zip, T2.zip, results.json)")
+    assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
+
+
 def test_compress_refuses_the_training_run_folder_of_its_own_ann(tiny_run, tiny_preset, capsys, tmp_path):
     folder = tmp_path / "run"
     shutil.copytree(tiny_run / "run", folder)
