@@ -525,7 +525,7 @@ def test_train_never_overwrites_results(tmp_path, tiny_preset, capsys):
     before = file_digests(shipped)
     assert main(["train", "--config", str(tiny_preset), "--out", str(shipped), "--no-progress"]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "already holds results (T1.zip, T2.zip" in error and "--force" in error
+    assert error.count("\n") == 1 and "holds a compression run (T1.zip, T2.zip" in error and "another --out" in error
     assert file_digests(shipped) == before
 
 
