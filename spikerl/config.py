@@ -155,6 +155,11 @@ def read_run_config(folder: str | os.PathLike[str]) -> RunConfig | None:
 
 
 def training_commands(agent: str | os.PathLike[str]) -> list[str]:
-    """The commands that trained the agent at ``agent``, where its run folder recorded them."""
-    run_config = read_run_config(Path(agent).parent)
+    """The commands that trained the agent at ``agent``, where its run folder recorded them
+    (none where the folder's ``config.yaml`` is not spikerl's: they are a record, and ``--env``
+    already frees the command from that file)."""
+    try:
+        run_config = read_run_config(Path(agent).parent)
+    except UsageError:
+        return []
     return list(run_config.commands) if run_config else []

@@ -140,6 +140,18 @@ def test_train_refuses_a_compression_folder_even_with_force(tiny_run, tiny_prese
     assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
 
 
+def test_a_foreign_config_beside_the_agent_is_no_obstacle_with_env(tiny_preset, capsys, tmp_path):
+    (tmp_path / "agent").mkdir()
+    shutil.copyfile(SHIPPED_CARTPOLE / "ann.zip", tmp_path / "agent" / "ann.zip")
+    (tmp_path / "agent" / "config.yaml").write_text("some: other tool's settings\n")
+    code, _, err = run(capsys, "compress", "--agent", tmp_path / "agent" / "ann.zip", "--env", "CartPole-v1", "--config",
+                       tiny_preset, "--schedule", "1", "--steps-per-stage", "2", "--eval-episodes", "1",
+                       "--out", tmp_path / "snn", "--no-progress")
+    assert code == 0, err
+    commands = json.loads((tmp_path / "snn" / "results.json").read_text())["commands"]
+    assert len(commands) == 1 and commands[0].startswith("spikerl compress")  # no training commands recorded
+
+
 def test_compress_refuses_the_training_run_folder_of_its_own_ann(tiny_run, tiny_preset, capsys, tmp_path):
     folder = tmp_path / "run"
     shutil.copytree(tiny_run / "run", folder)
