@@ -121,8 +121,10 @@ def _literal_node(node: ast.expr, name: str) -> Any:
             raise UsageError(f"{name}: **unpacking is not a literal value; spell the keys out")
         return {keyword.arg: _literal_node(keyword.value, name) for keyword in node.keywords}
     if isinstance(node, ast.Dict):
-        pairs = [(_literal_node(key, name), _literal_node(value, name)) for key, value in zip(node.keys, node.values)
-                 if key is not None]
+        keys = [key for key in node.keys if key is not None]  # a None key: {**x}
+        if len(keys) < len(node.keys):
+            raise UsageError(f"{name}: **unpacking is not a literal value; spell the keys out")
+        pairs = [(_literal_node(key, name), _literal_node(value, name)) for key, value in zip(keys, node.values)]
         if not all(isinstance(key, (str, int, float, bool, type(None))) for key, _ in pairs):
             raise UsageError(f"{name}: dictionary keys must be strings or numbers; spell them so")
         return dict(pairs)
