@@ -115,15 +115,18 @@ def literal(value: Any, name: str) -> Any:
     return _literal_node(tree, name)
 
 
+_UNPACKING = "**unpacking is not a literal value; spell the keys out"  # dict(**x) and {**x}
+
+
 def _literal_node(node: ast.expr, name: str) -> Any:
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
         if any(keyword.arg is None for keyword in node.keywords):
-            raise UsageError(f"{name}: **unpacking is not a literal value; spell the keys out")
+            raise UsageError(f"{name}: {_UNPACKING}")
         return {keyword.arg: _literal_node(keyword.value, name) for keyword in node.keywords}
     if isinstance(node, ast.Dict):
         keys = [key for key in node.keys if key is not None]  # a None key: {**x}
         if len(keys) < len(node.keys):
-            raise UsageError(f"{name}: **unpacking is not a literal value; spell the keys out")
+            raise UsageError(f"{name}: {_UNPACKING}")
         pairs = [(_literal_node(key, name), _literal_node(value, name)) for key, value in zip(keys, node.values)]
         if not all(isinstance(key, (str, int, float, bool, type(None))) for key, _ in pairs):
             raise UsageError(f"{name}: dictionary keys must be strings or numbers; spell them so")
