@@ -49,6 +49,7 @@ from spikerl.training_checkpoint import (
     load_checkpoint,
     new_run_id,
     read_index,
+    replay_buffer_step,
     save_best,
     save_checkpoint,
 )
@@ -468,7 +469,12 @@ def _build(
 
 def _resume_state(model: DQN, evaluation: EvalCallback, folder: RunFolder, run_id: str) -> None:
     """Load the run's checkpoint into ``model`` and its evaluation log and best reward into ``evaluation``."""
-    load_checkpoint(model, folder.path)
+    buffer_step = replay_buffer_step(load_checkpoint(model, folder.path))
+    step = model.num_timesteps
+    if buffer_step is None:
+        print(f"resuming at step {step} without a replay buffer: it is refilled with random actions first")
+    elif buffer_step < step:
+        print(f"resuming at step {step} with the replay buffer of step {buffer_step} (the transitions since are lost)")
     _restore_evaluations(evaluation, folder.evaluations, model.num_timesteps)
     best = best_mean_reward(folder.path, run_id)
     evaluation.best_mean_reward = -np.inf if best is None else best  # a best of 0.0 (Pong) stays the best

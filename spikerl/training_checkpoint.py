@@ -9,14 +9,15 @@ NumPy arrays, read back with ``torch.load(weights_only=True)``, ``json`` and
 Files in the run folder (``N`` is the step count the checkpoint was taken at):
 
 ``checkpoint.json``        the index, written last: format, run id, ``num_timesteps`` = N,
-                           whether a replay buffer was saved, the SHA-256 of the files below
+                           whether a replay buffer was saved and the step it was saved at
+                           (``replay_buffer_step``, N or earlier), the SHA-256 of the files below
                            and of the index itself (``index_sha256``), SB3's counters (``_n_updates``,
                            ``_n_calls``, ``_episode_num``, progress, exploration rate, recent
                            episode statistics) and the random states (Python, NumPy, the
                            action space's generator)
 ``checkpoint_N.pt``        tensors: ``policy`` (Q-network and target), ``optimizer``, the torch
                            CPU (and CUDA) random state
-``replay_buffer_N.npz``    the filled rows of the replay buffer's arrays ``observations``,
+``replay_buffer_M.npz``    the filled rows of the replay buffer's arrays ``observations``,
                            ``next_observations`` (absent with ``optimize_memory_usage``),
                            ``actions``, ``rewards``, ``dones``, ``timeouts``: ``[rows, n_envs,
                            ...]``, plus ``pos``, ``full``, ``num_timesteps`` and, for SB3's
@@ -24,9 +25,14 @@ Files in the run folder (``N`` is the step count the checkpoint was taken at):
 ``best_model.pt``          the best evaluated policy: ``policy``, ``run_id``, ``mean_reward``,
                            ``num_timesteps``
 
-Each file is written atomically, the index after the files it names, and files of other
-steps are removed after it: whatever the moment of a kill, the index names complete files
-of one step. The environment is not part of the checkpoint: a resumed run starts a new
+The replay buffer (gigabytes for Atari) is written only when a run stops; a checkpoint taken
+without one keeps the buffer of the run's last stop (``M`` < ``N``) and names it, so a run
+killed after a resume still resumes with that buffer rather than an empty one (the
+transitions of steps M to N are lost).
+
+Each file is written atomically, the index after the files it names, and files it does not
+name are removed after it: whatever the moment of a kill, the index names complete files.
+The environment is not part of the checkpoint: a resumed run starts a new
 episode (the cut is marked as a time-limit truncation in the buffer, so n-step returns
 do not run across it). Everything else continues as if the run had not stopped.
 """
@@ -75,8 +81,10 @@ def new_run_id() -> str:
 
 
 def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: bool) -> None:
-    """Write ``model``'s training state (and its replay buffer if asked) into ``folder``."""
+    """Write ``model``'s training state into ``folder``, with its replay buffer if asked (else
+    naming the buffer this run saved last, if any)."""
     step = model.num_timesteps
+    kept_buffer = None if with_replay_buffer else _saved_buffer(folder, run_id)
     tensors = {
         "policy": model.policy.state_dict(),
         "optimizer": model.policy.optimizer.state_dict(),
@@ -93,6 +101,9 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
             np.savez(file, **_buffer_arrays(model))  # type: ignore[arg-type]  # numpy's stubs: a key could be allow_pickle
             file.close()
             digests["replay_buffer"] = file_sha256(temporary)
+    buffer_step = step if with_replay_buffer else None
+    if kept_buffer is not None:
+        buffer_step, digests["replay_buffer"] = kept_buffer
     numpy_state = cast(tuple, np.random.get_state())  # numpy's stubs give the default (legacy) tuple a dict type too
     write_json(
         RunFolder(folder).checkpoint,
@@ -100,7 +111,8 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
             {
                 "format": FORMAT,
                 "run_id": run_id,
-                "replay_buffer": with_replay_buffer,
+                "replay_buffer": buffer_step is not None,
+                "replay_buffer_step": buffer_step,
                 "sha256": digests,
                 "counters": {name: getattr(model, name) for name in COUNTERS},
                 "episodes": {
@@ -115,7 +127,29 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
             }
         ),
     )
-    _remove_other_steps(folder, step)
+    _remove_other_steps(folder, step, buffer_step)
+
+
+def _saved_buffer(folder: Path, run_id: str) -> tuple[int, str] | None:
+    """The step and SHA-256 of the replay buffer that this run's current checkpoint in
+    ``folder`` names, if it names one and the file is there; None otherwise (also for a
+    damaged index, which the new checkpoint replaces)."""
+    try:
+        index = read_index(folder)
+    except UsageError:
+        return None
+    step = replay_buffer_step(index)
+    if index["run_id"] != run_id or step is None or not RunFolder(folder).replay_buffer(step).is_file():
+        return None
+    return step, index["sha256"]["replay_buffer"]
+
+
+def replay_buffer_step(index: dict[str, Any]) -> int | None:
+    """The step of the replay buffer a checkpoint index names (None without one); indexes of
+    earlier spikerl versions name only a buffer of their own step."""
+    if not index["replay_buffer"]:
+        return None
+    return index.get("replay_buffer_step", index["counters"]["num_timesteps"])
 
 
 def with_index_digest(index: dict[str, Any]) -> dict[str, Any]:
@@ -147,12 +181,13 @@ def _buffer_arrays(model: DQN) -> dict[str, np.ndarray]:
     return {**arrays, **{name: np.asarray(value) for name, value in scalars.items()}}
 
 
-def _remove_other_steps(folder: Path, step: int) -> None:
-    """Delete checkpoint weights and replay buffers of steps other than ``step``."""
+def _remove_other_steps(folder: Path, step: int, buffer_step: int | None) -> None:
+    """Delete checkpoint weights of steps other than ``step`` and replay buffers of steps other
+    than ``buffer_step`` (all of them for None)."""
     run = RunFolder(folder)
-    for name in (run.checkpoint_tensors, run.replay_buffer):
+    for name, kept in ((run.checkpoint_tensors, step), (run.replay_buffer, buffer_step)):
         for path in folder.glob(name("*").name):
-            if path != name(step):
+            if kept is None or path != name(kept):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
@@ -194,6 +229,11 @@ def read_index(folder: Path) -> dict[str, Any]:
             or (index["replay_buffer"] and not isinstance(digests["replay_buffer"], str))
         ):
             raise ValueError("bad file digests")
+        buffer_step = index.get("replay_buffer_step", counters["num_timesteps"] if index["replay_buffer"] else None)
+        if index["replay_buffer"] != isinstance(buffer_step, int) or isinstance(buffer_step, bool) or not (
+            buffer_step is None or 0 <= buffer_step <= counters["num_timesteps"]
+        ):
+            raise ValueError("bad replay buffer step")
         if not isinstance(episodes["info"], list) or not isinstance(episodes["success"], list) or not isinstance(rng, dict):
             raise ValueError("bad episode statistics")
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -204,16 +244,18 @@ def read_index(folder: Path) -> dict[str, Any]:
 def load_checkpoint(model: DQN, folder: Path) -> dict[str, Any]:
     """Copy the training state saved in ``folder`` into ``model`` (built from the run's preset).
 
-    Returns the index. Without a saved replay buffer the model refills its buffer with
-    random actions first, as at the start of a run. ``UsageError`` when a file is missing,
+    Returns the index. The replay buffer is the one saved at ``replay_buffer_step(index)``,
+    which may precede the checkpoint; without one the model refills its buffer with random
+    actions first, as at the start of a run. ``UsageError`` when a file is missing,
     damaged or does not fit the model.
     """
     index = read_index(folder)
     counters = index["counters"]
     step = counters["num_timesteps"]
     _check_digest(RunFolder(folder).checkpoint_tensors(step), index["sha256"]["weights"])
-    if index["replay_buffer"]:
-        _check_digest(RunFolder(folder).replay_buffer(step), index["sha256"]["replay_buffer"])
+    buffer_step = replay_buffer_step(index)
+    if buffer_step is not None:
+        _check_digest(RunFolder(folder).replay_buffer(buffer_step), index["sha256"]["replay_buffer"])
     tensors = _load_tensors(RunFolder(folder).checkpoint_tensors(step), ("policy", "optimizer", "torch_rng"))
     _load_policy(model, tensors["policy"], RunFolder(folder).checkpoint_tensors(step))
     configured_learning_starts = model.learning_starts
@@ -233,8 +275,8 @@ def load_checkpoint(model: DQN, folder: Path) -> dict[str, Any]:
         ) from None
     for name, value in counters.items():
         setattr(model, name, value)
-    if index["replay_buffer"]:
-        _load_buffer(model, RunFolder(folder).replay_buffer(step))
+    if buffer_step is not None:
+        _load_buffer(model, RunFolder(folder).replay_buffer(buffer_step), buffer_step)
     else:
         model.learning_starts = step + configured_learning_starts
     return index
@@ -309,8 +351,9 @@ def _load_policy(model: DQN, state: Any, path: Path) -> None:
     model.policy.load_state_dict(state)
 
 
-def _load_buffer(model: DQN, path: Path) -> None:
-    """Fill ``model``'s replay buffer from the arrays saved at ``path``, checking each fits."""
+def _load_buffer(model: DQN, path: Path, step: int) -> None:
+    """Fill ``model``'s replay buffer from the arrays saved at ``path`` at agent step ``step``,
+    checking each fits."""
     buffer = model.replay_buffer
     assert buffer is not None  # made with the model
     if not path.is_file():
@@ -321,7 +364,7 @@ def _load_buffer(model: DQN, path: Path) -> None:
         with np.load(path, allow_pickle=False) as saved:
             pos, full = int(saved["pos"]), bool(saved["full"])
             rows = buffer.buffer_size if full else pos
-            if int(saved["num_timesteps"]) != model.num_timesteps or not 0 <= pos < buffer.buffer_size:
+            if int(saved["num_timesteps"]) != step or not 0 <= pos < buffer.buffer_size:
                 raise ValueError("its step or position does not match the checkpoint")
             if isinstance(buffer, NStepReplayBuffer) and (int(saved["n_steps"]), float(saved["gamma"])) != (
                 buffer.n_steps,

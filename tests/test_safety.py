@@ -451,6 +451,35 @@ def test_resume_restores_counters_optimizer_and_buffer_and_continues_identically
     assert_same_state(state_of(original), state_of(restored))
 
 
+def test_checkpoints_without_a_buffer_keep_the_one_saved_at_the_last_stop(tmp_path):
+    """A run killed after a resume (its later checkpoints hold no buffer) resumes with the buffer
+    of its last stop, not an empty one; a checkpoint with a buffer replaces it, another run's
+    is never named."""
+    from spikerl.training_checkpoint import load_checkpoint, read_index, replay_buffer_step, save_checkpoint
+
+    model = tiny_model()
+    model.learn(300)
+    save_checkpoint(model, tmp_path, "run", with_replay_buffer=True)  # the stop
+    stop, at_stop = model.num_timesteps, state_of(model)["buffer"]
+    model.learn(200, reset_num_timesteps=False)
+    save_checkpoint(model, tmp_path, "run", with_replay_buffer=False)  # periodic, then a kill -9
+    assert replay_buffer_step(read_index(tmp_path)) == stop
+    assert [path.name for path in tmp_path.glob("replay_buffer_*")] == [f"replay_buffer_{stop}.npz"]
+    restored = tiny_model(seed=7)
+    load_checkpoint(restored, tmp_path)
+    assert restored.num_timesteps == model.num_timesteps > stop and restored.replay_buffer.pos == stop
+    restored_buffer = state_of(restored)["buffer"]
+    for name, array in at_stop.items():
+        assert (array == restored_buffer[name]).all(), name
+    assert restored.learning_starts == model.learning_starts  # no refill with random actions
+
+    save_checkpoint(model, tmp_path, "run", with_replay_buffer=True)  # the next stop replaces it
+    assert [path.name for path in tmp_path.glob("replay_buffer_*")] == [f"replay_buffer_{model.num_timesteps}.npz"]
+    save_checkpoint(model, tmp_path, "another-run", with_replay_buffer=False)
+    assert replay_buffer_step(read_index(tmp_path)) is None
+    assert not list(tmp_path.glob("replay_buffer_*"))
+
+
 def test_best_model_of_another_run_is_never_adopted(tmp_path):
     from spikerl.training_checkpoint import load_best, save_best
 
