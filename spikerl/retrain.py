@@ -50,7 +50,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from spikerl.convert import collect_observations
 from spikerl.policy import constrain_after_each_step, spiking_q_net
-from spikerl.progress import progress_bar
+from spikerl.progress import ProgressCallback, progress_bar
 from spikerl.settings import CompressSettings, DistillSettings, TDSettings
 
 #: ``td``'s in-stage evaluations play training seed + this (below the evaluation seeds).
@@ -120,7 +120,10 @@ class TDRetrainer:
                 eval_freq=self.settings.eval_freq, verbose=0,
             )
         with _bootstrapping_from(self.student, self.teacher if self.settings.target == "teacher" else None):
-            self.student.learn(steps, callback=evaluation, reset_num_timesteps=False, progress_bar=self.progress)
+            callbacks: list[BaseCallback] = [evaluation] if evaluation else []
+            if self.progress:
+                callbacks.append(ProgressCallback(f"td T={q_net.timesteps}"))
+            self.student.learn(steps, callback=callbacks, reset_num_timesteps=False)
         if best.state is not None:
             q_net.load_state_dict(best.state)
             target.load_state_dict(best.state)

@@ -40,6 +40,7 @@ from spikerl.errors import UsageError
 from spikerl.loading import check_device, load_agent
 from spikerl.locks import folder_lock
 from spikerl.plots import plot_training_curve
+from spikerl.progress import ProgressCallback
 from spikerl.run_folder import RunFolder
 from spikerl.settings import EnvSettings, Settings, TrainSettings
 from spikerl.tensorboard import check_tensorboard
@@ -499,7 +500,9 @@ def _learn(
 ) -> None:
     """Train ``model`` up to ``train.n_timesteps``; on any stop (Ctrl-C, SIGTERM, SIGHUP) save a checkpoint to resume from."""
     checkpoints = PeriodicCheckpointCallback(out_dir, run_id, train.checkpoint_freq, train.eval_freq)
-    callbacks = CallbackList([checkpoints, evaluation, MissedEvaluationCallback(evaluation)])
+    callbacks = CallbackList(
+        [checkpoints, evaluation, MissedEvaluationCallback(evaluation), *([ProgressCallback("train")] if progress else [])]
+    )
     # A second stop signal (a closing terminal sends more than one) while the checkpoint is being
     # written waits for it (signals_held) and then stops the command as the first did.
     with stop_signals_as_interrupt():
@@ -508,7 +511,6 @@ def _learn(
                 total_timesteps=max(train.n_timesteps - model.num_timesteps, 0),
                 callback=callbacks,
                 reset_num_timesteps=not resume,
-                progress_bar=progress,
             )
         except KeyboardInterrupt:
             print(f"interrupted at step {model.num_timesteps}; saving a checkpoint to resume with --resume {out_dir}")

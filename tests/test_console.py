@@ -1,7 +1,9 @@
-"""Console output: one progress-bar style (SB3's), --no-progress hides bars only, one line per training
-evaluation; train and compress end with a summary paragraph."""
+"""Console output: one progress-bar style (SB3's on a terminal, a line per bar update in a log),
+--no-progress hides bars only, one line per training evaluation; train and compress end with a
+summary paragraph."""
 
 import numpy as np
+import pytest
 import yaml
 
 from conftest import REPO, SHIPPED_CARTPOLE
@@ -31,20 +33,40 @@ def test_train_ends_with_a_summary(tmp_path, capsys):
     assert last.startswith("Trained: ") and f"spikerl compress --agent {out / 'ann.zip'}" in last
 
 
-def test_compress_shows_distillation_and_stage_evaluations_as_bars_in_one_style(tmp_path, capsys, tiny_preset):
+@pytest.mark.parametrize("terminal", [True, False])
+@pytest.mark.parametrize("objective", ["distill", "td"])
+def test_compress_shows_retraining_and_stage_evaluations_as_bars_in_one_style(
+    tmp_path, capsys, tiny_preset, monkeypatch, terminal, objective
+):
+    import spikerl.progress
+
+    monkeypatch.setattr(spikerl.progress, "on_terminal", lambda: terminal)
     out = tmp_path / "snn"
     args = ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--config", str(tiny_preset), "--schedule", "1",
-            "--steps-per-stage", "5"]
+            "--objective", objective, "--steps-per-stage", "5" if objective == "distill" else "300"]
     assert main([*args, "--eval-episodes", "3", "--out", str(out), "--num-threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    # rich's bar (SB3's progress_bar=True style), drawn once off a terminal, where it may wrap at 80 columns
-    bars = [line for line in lines if "━" in line]
-    assert [bar.split(" 100%")[0] for bar in bars] == [
-        "evaluate ANN T=-", "evaluate converted T=1", "distill T=1", "evaluate retrained T=1"
-    ]
-    assert all(" 3/3 " in bar for bar in bars if bar.startswith("evaluate")) and " 5/5 " in bars[2]
+    if terminal:  # rich's bar (SB3's progress_bar=True style), drawn once here (no real terminal), maybe wrapped at 80 columns
+        bars = {bar.split(" 100%")[0]: [bar] for bar in lines if "━" in bar}
+    else:  # in a log: a bar's first state, then a line at most once a minute and its last state
+        bars = {}
+        for line in lines:
+            if "%|" in line or line.endswith("step/s]"):  # a bar, or SB3 running past its total (no percentage)
+                bars.setdefault(line.split(": ")[0], []).append(line)
+        assert all(":   0%|" in shown[0] and len(shown) == 2 for shown in bars.values())
+    retraining = "distill T=1" if objective == "distill" else "td T=1"
+    assert list(bars) == ["evaluate ANN T=-", "evaluate converted T=1", retraining, "evaluate retrained T=1"]
+    assert all(" 3/3 " in shown[-1] for description, shown in bars.items() if description.startswith("evaluate"))
+    assert " 5/5 " in bars[retraining][-1] if objective == "distill" else "step" in bars[retraining][-1]
     results = [line.split()[0] for line in lines if line.strip().split()[0] in ("ANN", "converted", "retrained")]
     assert results == ["ANN", "converted", "retrained"]
+
+
+def test_train_shows_its_steps_as_lines_in_a_log(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "-n", "300", "--out", str(out), "--num-threads", "1"]) == 0
+    bars = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train: ")]
+    assert bars[0].startswith("train:   0%|") and "0/300" in bars[0] and "step" in bars[0]
 
 
 def test_evaluate_progress_counts_episodes_and_no_progress_hides_only_the_bar(capsys):
@@ -53,8 +75,9 @@ def test_evaluate_progress_counts_episodes_and_no_progress_hides_only_the_bar(ca
     shown = capsys.readouterr().out.splitlines()
     assert main([*args, "--no-progress"]) == 0
     hidden = capsys.readouterr().out.splitlines()
-    assert shown[0].startswith("evaluate 100%") and "12/12" in shown[0] and "episode/s" in shown[0]
-    assert shown[1:] == hidden and not any("━" in line for line in hidden)
+    bars = [line for line in shown if line.startswith("evaluate: ")]  # in a log: the first and the last state
+    assert bars == shown[:2] and "0/12" in bars[0] and "12/12" in bars[1] and "episode/s" in bars[1]
+    assert shown[2:] == hidden and not any("%|" in line for line in hidden)
 
 
 def test_train_prints_one_line_per_evaluation(tmp_path, capsys):
