@@ -2,10 +2,10 @@
 
 SB3's training bar is tqdm's rich front end (``tqdm.rich``); distillation steps and evaluation
 episodes are shown with the same bar, so a command's output looks the same from stage to stage.
-On a terminal the bar is redrawn in place. In a log (no terminal: ``nohup spikerl ... > log``)
-rich would print the bar once, at its end, so hours of training or a compression stage would
-show nothing; there each bar prints its state as a line of its own, at most once a minute
-and at its end. A disabled bar (``--no-progress``) draws nothing; the commands' result lines
+On a terminal (or in a notebook) the bar is redrawn in place. In a log (``nohup spikerl ...
+> log``) rich would print the bar once, at its end, so hours of training or a compression
+stage would show nothing; there each bar prints its state as a line of its own, at its
+start, at most once a minute and at its end. A disabled bar (``--no-progress``) draws nothing; the commands' result lines
 are printed apart.
 """
 
@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TextIO
 
+import rich
 from stable_baselines3.common.callbacks import ProgressBarCallback
 from tqdm import TqdmExperimentalWarning
 from tqdm import tqdm as text_tqdm
@@ -56,8 +57,10 @@ class _WholeLines:
 
 
 def on_terminal() -> bool:
-    """Whether bars go to a terminal (redrawn in place by rich) rather than into a log (lines)."""
-    return sys.stdout.isatty()
+    """Whether bars go where rich redraws them in place (a terminal, a Jupyter notebook; rich's
+    console decides, as for its own bars) rather than into a log (lines)."""
+    console = rich.get_console()
+    return console.is_terminal or console.is_jupyter
 
 
 def progress_bar(total: int, description: str, unit: str, enabled: bool = True) -> text_tqdm:

@@ -10,6 +10,14 @@ from conftest import REPO, SHIPPED_CARTPOLE
 from spikerl.cli import main
 
 
+@pytest.fixture(autouse=True)
+def in_a_log(monkeypatch):
+    """Bars as written to a log, whatever the environment says (rich honours FORCE_COLOR, TTY_COMPATIBLE)."""
+    import spikerl.progress
+
+    monkeypatch.setattr(spikerl.progress, "on_terminal", lambda: False)
+
+
 def test_compress_without_progress_still_prints_stages_and_a_summary(tmp_path, capsys, tiny_preset):
     out = tmp_path / "snn"
     args = ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--config", str(tiny_preset), "--schedule", "1",
