@@ -34,6 +34,13 @@ class Evaluation:
     def std(self) -> float:
         return float(np.std(self.rewards))
 
+    @property
+    def distinct_episodes(self) -> int:
+        """Episodes that differ in reward or length: a deterministic env (Pong without sticky
+        actions) and a greedy agent replay the same game from starts that its reset no-ops do
+        not tell apart, so 10 seeds may give fewer games."""
+        return len(set(zip(self.rewards, self.lengths)))
+
     def as_dict(self) -> dict[str, Any]:
         return {"mean_reward": self.mean, "std_reward": self.std, **asdict(self)}
 

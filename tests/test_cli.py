@@ -79,6 +79,14 @@ def test_evaluate_prints_rewards_and_spike_rates(tiny_run, capsys):
     assert "SNN, T=1" in out and "reward" in out and "spike rate q_net.3" in out
 
 
+def test_evaluation_counts_the_episodes_that_differ():
+    from spikerl.evaluate import Evaluation
+
+    # the shipped Pong ANN's first deterministic games: two starts replay one game to the frame
+    result = Evaluation(rewards=[21.0, 21.0, 20.0, 21.0, 20.0], lengths=[6567, 6567, 6698, 6570, 6567])
+    assert result.distinct_episodes == 4
+
+
 def test_report_rewrites_results_md(tiny_run, capsys, tmp_path):
     folder = tmp_path / "snn"
     shutil.copytree(tiny_run / "snn", folder)
