@@ -2,6 +2,7 @@ import contextlib
 import importlib.util
 import io
 import os
+import signal
 import subprocess
 import sys
 import traceback
@@ -56,6 +57,17 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         os.chdir(previous)
         torch.set_num_threads(threads)
     return subprocess.CompletedProcess(["spikerl", *args], code, stdout.getvalue(), stderr.getvalue())
+
+
+@contextlib.contextmanager
+def hang_up_by_default():
+    """Processes started in the block end on SIGHUP by default, as under a terminal, even when
+    the tests run under ``nohup`` (which would hand its ignored SIGHUP down to them)."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def run_cli_in_fresh_process(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

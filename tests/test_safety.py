@@ -16,7 +16,7 @@ import zipfile
 import pytest
 import torch
 
-from conftest import REPO, SHIPPED_CARTPOLE, run_cli, run_cli_in_fresh_process
+from conftest import REPO, SHIPPED_CARTPOLE, hang_up_by_default, run_cli, run_cli_in_fresh_process
 from spikerl.checkpoints import signals_held, stop_signals_as_interrupt
 
 
@@ -239,9 +239,10 @@ def test_closed_terminal_stops_train_with_its_checkpoint(tmp_path, tiny_preset):
     run = tmp_path / "run"
     terminal, terminal_of_the_run = pty.openpty()
     args = ["train", "--config", str(tiny_preset), "-n", "200000", "--out", str(run)]  # the progress bar draws there
-    process = subprocess.Popen(
-        [sys.executable, "-m", "spikerl", *args], cwd=REPO, stdout=terminal_of_the_run, stderr=terminal_of_the_run
-    )
+    with hang_up_by_default():
+        process = subprocess.Popen(
+            [sys.executable, "-m", "spikerl", *args], cwd=REPO, stdout=terminal_of_the_run, stderr=terminal_of_the_run
+        )
     os.close(terminal_of_the_run)
     deadline = time.time() + 300
     while not (run / "checkpoint.json").exists() and time.time() < deadline and process.poll() is None:
@@ -280,8 +281,9 @@ def test_a_hang_up_during_a_held_write_lets_the_write_finish_and_print():
             time.sleep(2)  # the terminal closes and SIGHUP arrives meanwhile
             print("still printing", flush=True)  # to a gone terminal: EIO, unless detached
         """)
-    process = subprocess.Popen([sys.executable, "-c", child], cwd=REPO, stdout=terminal_of_the_child,
-                               stderr=terminal_of_the_child)
+    with hang_up_by_default():
+        process = subprocess.Popen([sys.executable, "-c", child], cwd=REPO, stdout=terminal_of_the_child,
+                                   stderr=terminal_of_the_child)
     os.close(terminal_of_the_child)
     assert b"ready" in os.read(terminal, 1024)
     os.close(terminal)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from stable_baselines3 import DQN
 
-from conftest import REPO, SHIPPED_CARTPOLE
+from conftest import REPO, SHIPPED_CARTPOLE, hang_up_by_default
 from spikerl.cli import main
 from spikerl.errors import UsageError
 from spikerl.results import read_results, write_results
@@ -486,9 +486,10 @@ def _signal_sweep(
     exit code and stderr."""
     command = ["sweep", str(grid), "--out", str(out), "--num-cpus", "1", "--num-threads", "1"]
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if sigint_ignored else None
-    try:  # the child inherits an ignored SIGINT
-        sweep = subprocess.Popen([sys.executable, "-m", "spikerl", *command], cwd=REPO, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:  # the child inherits an ignored SIGINT, and SIGHUP's default even under nohup
+        with hang_up_by_default():
+            sweep = subprocess.Popen([sys.executable, "-m", "spikerl", *command], cwd=REPO, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
