@@ -59,15 +59,12 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["spikerl", *args], code, stdout.getvalue(), stderr.getvalue())
 
 
-@contextlib.contextmanager
 def hang_up_by_default():
-    """Processes started in the block end on SIGHUP by default, as under a terminal, even when
-    the tests run under ``nohup`` (which would hand its ignored SIGHUP down to them)."""
-    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGHUP, previous)
+    """A block whose processes end on SIGHUP by default, as under a terminal, even when the
+    tests run under ``nohup`` (which would hand its ignored SIGHUP down to them)."""
+    from spikerl.checkpoints import signal_handlers
+
+    return signal_handlers({signal.SIGHUP: signal.SIG_DFL})
 
 
 def run_cli_in_fresh_process(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
