@@ -73,7 +73,8 @@ def compress(
     folder = RunFolder(out_dir)
     previous = _previous_result(folder, agent, resume, force)
     ann = _load_ann(agent, env_id, settings, device)
-    result = _new_result(agent, env_id, settings, seed, ann, commands)
+    layers = [asdict(cost) for cost in layer_costs(ann.q_net, ann.observation_space)]
+    result = new_result(agent, env_id, settings, seed, layers, commands)
     done = _finished_stages(previous, result, folder) if previous else []
     if previous:
         commands = list(dict.fromkeys(previous.commands + result.commands))
@@ -168,10 +169,13 @@ def _load_ann(agent: str | Path, env_id: str, settings: Settings, device: str) -
     return ann
 
 
-def _new_result(
-    agent: str | Path, env_id: str, settings: Settings, seed: int, ann: DQN, commands: list[str] | None
+def new_result(
+    agent: str | Path, env_id: str, settings: Settings, seed: int, layers: list[dict[str, Any]],
+    commands: list[str] | None,
 ) -> CompressionResult:
-    """The header of this run's results (no rows yet)."""
+    """The header of the results of compressing ``agent`` with ``settings`` and ``seed`` (no rows
+    yet); ``layers``: the ANN's weighted layers (``spikerl.energy.LayerCost`` fields). A finished
+    run was this run if its results agree with it (``CompressionResult.differing_setting``)."""
     stage_settings, protocol = settings.compress, settings.evaluate
     episodes = stage_settings.stage_eval_episodes if stage_settings.stage_eval_episodes is not None else protocol.episodes
     for name, sticky in (("evaluate", protocol.sticky_actions), ("compress", stage_settings.sticky_actions)):
@@ -184,7 +188,7 @@ def _new_result(
         schedule=stage_settings.schedule, percentile=stage_settings.percentile, encoding=stage_settings.encoding,
         steps_per_stage=stage_settings.stage_steps, seed=seed, evaluation=evaluation,
         sticky_actions=stage_settings.sticky_actions, settings=run_settings(settings), commands=list(commands or []),
-        layers=[asdict(cost) for cost in layer_costs(ann.q_net, ann.observation_space)],
+        layers=layers,
     )
 
 

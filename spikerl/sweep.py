@@ -100,7 +100,7 @@ def run_sweep(
             import ray
 
             gpus = _gpus_per_task(plan, [node["Resources"] for node in ray.nodes() if node["Alive"]])
-            write_json(out / SWEEP_JSON, {"grid_file": str(plan.grid_file), **plan.as_json()})
+            write_json(out / SWEEP_JSON, plan.as_json())
             outcome = _execute(plan, out, command or f"spikerl sweep {grid_file} --out {out_dir}", gpus)
         finally:
             if started_here:
@@ -198,21 +198,27 @@ def check_same_plan(out: Path, plan: Plan) -> None:
 
 def _comparable(plan: dict[str, Any]) -> dict[str, Any]:
     """A plan as ``sweep.json`` holds it, in the form two plans are compared in."""
-    return {"env_id": plan["env_id"], "cells": [_read_as_now(cell) for cell in plan["cells"]]}
+    grid_folder = Path(plan["grid_file"]).parent
+    return {"env_id": plan["env_id"], "cells": [_read_as_now(cell, grid_folder) for cell in plan["cells"]]}
 
 
-def _read_as_now(stored_cell: dict[str, Any]) -> dict[str, Any]:
+def _read_as_now(stored_cell: dict[str, Any], grid_folder: Path) -> dict[str, Any]:
     """A cell of ``sweep.json`` as plans are compared: its settings read as this spikerl reads a
     preset (a setting added since the sweep started is at its default, so an upgrade does not
     strand a sweep), without ``env.num_threads`` (the CPUs a task takes may change on resume, as
     ``train --resume`` allows) and, in a cell that compresses a given agent (no training task),
-    without the training settings, which it never uses."""
+    without the training settings, which it never uses; a given agent by its path relative to
+    the grid file's folder (``grid_folder``), so that a sweep kept in git is the same sweep in
+    any checkout."""
     settings = from_mapping(stored_cell["settings"]).to_dict()
     del settings["env"]["num_threads"]
     if stored_cell.get("train") is None:
         del settings["train"]
     own = {key: value for key, value in stored_cell["own"].items() if key != "env.num_threads"}
-    return {**stored_cell, "own": own, "settings": settings}
+    agent = stored_cell.get("agent")
+    if agent is not None:
+        agent = os.path.relpath(agent, grid_folder)
+    return {**stored_cell, "agent": agent, "own": own, "settings": settings}
 
 
 def _first_difference(before: Any, now: Any, where: str = "") -> str:

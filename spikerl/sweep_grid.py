@@ -114,8 +114,10 @@ class Plan:
 
     def as_json(self) -> dict[str, Any]:
         """Everything that determines the sweep's results (stored in ``sweep.json``; a resumed
-        sweep must plan the same)."""
+        sweep must plan the same), and the grid file it was read from (given agents' paths are
+        relative to its folder)."""
         return {
+            "grid_file": str(self.grid_file),
             "env_id": self.env_id,
             "cells": [
                 {"folder": c.folder, "seed": c.seed, "agent": c.agent, "train": c.train.folder if c.train else None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import math
 from collections import defaultdict
@@ -133,7 +134,7 @@ def final_stage_table(rows: list[dict[str, Any]]) -> list[str]:
     the ANN's it is below, both as mean +- std [95% CI] over seeds; where the cells have
     sticky-action rows, their rewards too (every seed listed). The ANNs come first: in one line
     when every group compressed the same ANN files with the same results, else in a line before
-    each group."""
+    each run of consecutive groups that did ("ANN of the next 2 groups")."""
     finals, sticky = final_stages(rows), final_stages(rows, Stage.RETRAINED_STICKY)
     anns, anns_sticky = final_stages(rows, Stage.ANN), final_stages(rows, Stage.ANN_STICKY)
     with_sticky = bool(sticky or anns_sticky)
@@ -141,21 +142,22 @@ def final_stage_table(rows: list[dict[str, Any]]) -> list[str]:
              "| energy below the ANN's, compute / with memory (times) |"
              + (" sticky actions: reward per seed | over seeds |" if with_sticky else ""),
              "|---|---|---|---|---|---|---|" + ("---|---|" if with_sticky else "")]
-    same_anns = len({_ann_identity(anns.get(group, []) + anns_sticky.get(group, [])) for group in finals}) == 1
-    if same_anns and finals:
-        first = next(iter(finals))
-        lines.append(_table_line("ANN of every group", anns.get(first, []), anns_sticky.get(first, []), with_sticky))
-    for group, group_finals in finals.items():
-        if not same_anns and group in anns:
-            lines.append(_table_line(group, anns[group], anns_sticky.get(group, []), with_sticky))
-        lines.append(_table_line(group, group_finals, sticky.get(group, []), with_sticky))
+    identities = {group: _ann_identity(anns.get(group, []) + anns_sticky.get(group, [])) for group in finals}
+    runs = [list(run) for _, run in itertools.groupby(finals, key=identities.__getitem__)]  # consecutive groups
+    for run in runs:
+        first = run[0]
+        if first in anns:
+            label = ("ANN of every group" if len(runs) == 1 else
+                     f"ANN of the next {len(run)} groups" if len(run) > 1 else "ANN of the next group")
+            lines.append(_table_line(label, anns[first], anns_sticky.get(first, []), with_sticky))
+        lines += [_table_line(group, finals[group], sticky.get(group, []), with_sticky) for group in run]
     return lines
 
 
-def _ann_identity(rows: list[dict[str, Any]]) -> tuple[tuple[Any, ...], ...]:
-    """What tells the ANN rows of one group from another's: each row's ANN file (its SHA-256),
-    seed, stage and reward."""
-    return tuple((row.get("agent_sha256"), row["seed"], row["stage"], row["mean_reward"]) for row in rows)
+def _ann_identity(rows: list[dict[str, Any]]) -> frozenset[tuple[Any, ...]]:
+    """What tells the ANN rows of one group from another's: the ANN files (their SHA-256) with
+    each one's stage and reward (a given ANN that several seeds compressed counts once)."""
+    return frozenset((row.get("agent_sha256"), row["stage"], row["mean_reward"]) for row in rows)
 
 
 def _table_line(label: str, finals: list[dict[str, Any]], sticky: list[dict[str, Any]], with_sticky: bool) -> str:

@@ -106,6 +106,14 @@ def test_shipped_grids_plan_the_issue_studies():
     assert {c.settings.compress.encoding for c in pong.cells} == {"threshold"}  # the preset's spiking input
     shipped = load_grid(REPO / "grids" / "pong-direct-vs-iir.yaml")  # measured with the analog input; resumable
     assert {c.settings.compress.encoding for c in shipped.cells} == {"direct"}
+    td = load_grid(REPO / "grids" / "pong-td.yaml")  # README's Pong td runs: two given ANNs, IIR against direct
+    assert len(td.cells) == 12 and not td.trains and {c.settings.compress.objective for c in td.cells} == {"td"}
+    pairs: dict[tuple, set] = {}
+    for c in td.cells:
+        total = len(c.settings.compress.schedule) * c.settings.compress.stage_steps
+        pairs.setdefault((c.agent, c.seed, total), set()).add(c.settings.compress.schedule)
+    assert all(schedules == {(5, 4, 3, 2, 1), (1,)} for schedules in pairs.values())  # equal total budget
+    assert sorted({total for _, _, total in pairs}) == [7500, 15000]
 
 
 @pytest.mark.parametrize("body, message", [
@@ -245,6 +253,20 @@ def test_a_sweep_that_compresses_a_given_agent_ignores_changed_training_settings
         check_same_plan(out, plan)
 
 
+def test_a_kept_sweep_of_a_given_agent_is_the_same_sweep_in_another_checkout(tmp_path):
+    def grid_in(checkout: str, agent: str = "ann.zip") -> Path:
+        (tmp_path / checkout / "grids").mkdir(parents=True, exist_ok=True)
+        shutil.copy(SHIPPED_CARTPOLE / "ann.zip", tmp_path / checkout / agent)
+        return write_grid(tmp_path / checkout / "grids", f"  agent: ../{agent}\ngrid: {{seed: [0]}}\n")
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps(load_grid(grid_in("here")).as_json()))
+    check_same_plan(out, load_grid(grid_in("there")))  # the agent's path relative to the grid is what counts
+    with pytest.raises(UsageError, match=r"cell cells/seed=0.agent: \"../ann.zip\" then, \"../other.zip\" now"):
+        check_same_plan(out, load_grid(grid_in("elsewhere", agent="other.zip")))
+
+
 def test_progress_says_how_far_each_running_task_is(tmp_path):
     cell = load_grid(write_grid(tmp_path, "grid: {seed: [0]}\n")).cells[0]
     out = tmp_path / "out"
@@ -355,7 +377,7 @@ def test_a_second_sweep_in_the_same_folder_is_refused(tmp_path, capsys):
     grid, out = write_grid(tmp_path, "grid: {seed: [0]}\n"), tmp_path / "out"
     plan = load_grid(grid)
     with folder_lock(out):  # the first sweep, still running
-        write_json(out / "sweep.json", {"grid_file": str(plan.grid_file), **plan.as_json()})
+        write_json(out / "sweep.json", plan.as_json())
         assert main(["sweep", str(grid), "--out", str(out), "--resume"]) == 2
     assert f"in use by another spikerl command (pid {os.getpid()})" in capsys.readouterr().err
 

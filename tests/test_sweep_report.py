@@ -1,13 +1,18 @@
-"""The sweep's results view (statistics over seeds, the final-stage table) and
-scripts/readme_sweep.py's and scripts/keep_sweep.py's refusals; none of it needs Ray."""
+"""The sweep's results view (statistics over seeds, the final-stage table),
+scripts/readme_sweep.py's and scripts/keep_sweep.py's refusals and scripts/adopt_runs.py;
+none of it needs Ray."""
 
+import json
 import math
+import shutil
 
 import pytest
 
+from conftest import SHIPPED_CARTPOLE
 from spikerl.checkpoints import write_json
+from spikerl.cli import main
 from spikerl.stats import summarize
-from spikerl.sweep import SWEEP_JSON
+from spikerl.sweep import SWEEP_JSON, check_same_plan
 from spikerl.sweep_grid import load_grid
 from spikerl.sweep_report import final_stage_table, group_stages
 
@@ -62,10 +67,20 @@ def test_the_ann_line_is_shared_only_where_every_group_compressed_the_same_anns(
                 for stage in ("ANN", "retrained")]
         return [line.split(" | ")[:2] for line in final_stage_table(rows)[2:]]
 
-    apart = [["| direct", "ANN"], ["| direct", "1"], ["| iir", "ANN"], ["| iir", "1"]]
+    apart = [["| ANN of the next group", "ANN"], ["| direct", "1"], ["| ANN of the next group", "ANN"], ["| iir", "1"]]
     assert table([20.0, 20.0]) == [["| ANN of every group", "ANN"], ["| direct", "1"], ["| iir", "1"]]
     assert table([20.0, 18.0]) == apart
     assert table([20.0, 20.0], ann_files=("ann", "other ann")) == apart  # the same rewards from other ANNs
+
+
+def test_consecutive_groups_of_one_given_ann_share_its_line_whatever_their_seeds():
+    groups = [("iir", "shipped", (0, 1)), ("direct", "shipped", (0, 1)), ("iir earlier", "earlier", (0,)),
+              ("iir longer", "shipped", (0,))]
+    rows = [{**_stage_row(group, seed, stage, 20.0 if stage == "ANN" else 19.0), "agent_sha256": ann}
+            for group, ann, seeds in groups for seed in seeds for stage in ("ANN", "retrained")]
+    labels = [line.split(" | ")[0] for line in final_stage_table(rows)[2:]]
+    assert labels == ["| ANN of the next 2 groups", "| iir", "| direct", "| ANN of the next group", "| iir earlier",
+                      "| ANN of the next group", "| iir longer"]
 
 
 # --- scripts/readme_sweep.py -------------------------------------------------------------------
@@ -99,7 +114,7 @@ def test_readme_sweep_refuses_in_one_line_and_writes_nothing(tmp_path, readme_sw
     code, error = readme_sweep(grid, sweep, "t", "--readme", readme)
     assert code == 2 and "holds no sweep" in error
     plan = load_grid(other)
-    write_json(sweep / SWEEP_JSON, {"grid_file": str(other), **plan.as_json()})
+    write_json(sweep / SWEEP_JSON, plan.as_json())
     code, error = readme_sweep(grid, sweep, "t", "--readme", readme)  # a sweep of other cells than grid.yaml's
     assert code == 2 and "holds a sweep of other cells" in error
     code, error = readme_sweep(other, sweep, "t", "--readme", readme)
@@ -114,9 +129,87 @@ def test_keep_sweep_refuses_in_one_line_and_copies_nothing(tmp_path, run_script)
     sweep.mkdir()
     code, _, error = run_script("keep_sweep", grid, sweep, keep)
     assert code == 2 and "holds no sweep" in error and error.count("\n") == 1
-    write_json(sweep / SWEEP_JSON, {"grid_file": str(grid), **load_grid(grid).as_json()})
+    write_json(sweep / SWEEP_JSON, load_grid(grid).as_json())
     keep.mkdir()
     (keep / "notes.txt").write_text("mine\n")
     code, _, error = run_script("keep_sweep", grid, sweep, keep)  # a folder of other files
     assert code == 2 and f"{keep} holds files but no {SWEEP_JSON}" in error
     assert [path.name for path in keep.iterdir()] == ["notes.txt"]
+
+
+# --- scripts/adopt_runs.py ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_preset):
+    """A finished 'spikerl compress' run of the shipped CartPole ANN with the tiny preset (schedule 1)."""
+    run = tmp_path_factory.mktemp("adopt") / "run"
+    compress = ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--config", str(tiny_preset),
+                "--out", str(run), "--no-progress"]
+    assert main(compress) == 0
+    return run
+
+
+def _edited_copy(run, folder, edit):
+    """A copy of ``run`` in ``folder`` whose results.json ``edit`` (a function of its data) changed."""
+    shutil.copytree(run, folder)
+    results = json.loads((folder / "results.json").read_text())
+    edit(results)
+    (folder / "results.json").write_text(json.dumps(results))
+    return folder
+
+
+def test_adopt_runs_takes_a_finished_run_as_the_cell_it_ran(tmp_path, run_script, tiny_preset, finished_run):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"env: CartPole-v1\nconfig: {tiny_preset}\nsettings:\n  agent: {SHIPPED_CARTPOLE / 'ann.zip'}\n"
+                    "grid:\n  compress.schedule: [[2, 1], [1]]\n")
+    sweep = tmp_path / "sweep"
+    code, printed, _ = run_script("adopt_runs", grid, sweep, finished_run)
+    assert code == 0 and printed.startswith(f"took 1 run into {sweep} (0 were there already); ")
+    assert "runs the 1 cell left" in printed
+    cell = sweep / "cells" / "schedule=1,seed=0"
+    assert (cell / "results.json").read_bytes() == (finished_run / "results.json").read_bytes()
+    assert (cell / "T1.zip").is_file() and not list(cell.parent.glob(".*"))  # whole, no temporary folder left
+    assert "1 of 2 cells done" in (sweep / "sweep.md").read_text()
+    check_same_plan(sweep, load_grid(grid))
+    code, printed, _ = run_script("adopt_runs", grid, sweep, finished_run)  # again: nothing to do
+    assert code == 0 and "took 0 runs" in printed and "(1 were there already)" in printed
+
+    other = _edited_copy(finished_run, tmp_path / "other", lambda results: results["rows"][-1].update(mean_reward=1.0))
+    code, _, error = run_script("adopt_runs", grid, sweep, other)  # the cell holds a run already
+    assert code == 2 and f"{cell} holds another run of its cell" in error and error.count("\n") == 1
+    assert (cell / "results.json").read_bytes() == (finished_run / "results.json").read_bytes()
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda results: results.update(seed=3), "ran no cell of {grid}: the nearest, cells/schedule=1,seed=0, has seed=0 "
+                                             "where the run has 3"),
+    (lambda results: results["settings"]["compress"].update(percentile=50.0),
+     "the nearest, cells/schedule=1,seed=0, has compress.percentile=90.0 where the run has 50.0"),
+    (lambda results: results.update(plots=[]), "holds an unfinished run"),
+    (lambda results: results.pop("settings"), "does not record its settings and ANN"),
+])
+def test_adopt_runs_refuses_a_run_of_no_cell_and_writes_nothing(tmp_path, run_script, tiny_preset, finished_run,
+                                                                 edit, message):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"env: CartPole-v1\nconfig: {tiny_preset}\nsettings:\n  agent: {SHIPPED_CARTPOLE / 'ann.zip'}\n"
+                    "grid:\n  compress.schedule: [[2, 1], [1]]\n")
+    run = _edited_copy(finished_run, tmp_path / "run", edit)
+    sweep = tmp_path / "sweep"
+    code, _, error = run_script("adopt_runs", grid, sweep, finished_run, run)
+    assert code == 2 and message.format(grid=grid) in error and error.count("\n") == 1
+    assert not sweep.exists()
+
+
+def test_adopt_runs_refuses_two_runs_of_one_cell_and_grids_that_train(tmp_path, run_script, tiny_preset, finished_run):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"env: CartPole-v1\nconfig: {tiny_preset}\nsettings:\n  agent: {SHIPPED_CARTPOLE / 'ann.zip'}\n"
+                    "grid:\n  seed: [0]\n")
+    copy = shutil.copytree(finished_run, tmp_path / "copy")
+    code, _, error = run_script("adopt_runs", grid, tmp_path / "sweep", finished_run, copy)
+    assert code == 2 and "two of the runs ran the cell cells/seed=0" in error
+    training = tmp_path / "training.yaml"
+    training.write_text(f"env: CartPole-v1\nconfig: {tiny_preset}\ngrid:\n  seed: [0, 1]\n")
+    code, _, error = run_script("adopt_runs", training, tmp_path / "sweep", finished_run)
+    assert code == 2 and "has no cell with a given agent" in error
+    assert not (tmp_path / "sweep").exists()
