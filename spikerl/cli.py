@@ -367,9 +367,10 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     print(f"reward {result.mean:.2f} +- {result.std:.2f} (min {min(result.rewards):.1f}, max {max(result.rewards):.1f})")
     lengths = result.lengths
     print(f"episode length {sum(lengths) / len(lengths):.1f} (min {min(lengths)}, max {max(lengths)})")
-    if result.distinct_episodes < len(lengths):
+    distinct = result.distinct_episodes
+    if distinct is not None and distinct < len(lengths):
         print(
-            f"distinct episodes {result.distinct_episodes} of {len(lengths)} (the others repeat one to the frame: same reward "
+            f"distinct episodes {distinct} of {len(lengths)} (the others replay one of them: the same actions, reward "
             "and length; a deterministic env replays a game from equal starts)"
         )
     for name, rate in result.spike_rates.items():

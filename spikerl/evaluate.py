@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,6 +25,8 @@ class Evaluation:
     rewards: list[float]
     lengths: list[int]
     spike_rates: dict[str, float] = field(default_factory=dict)
+    episode_digests: list[str] = field(default_factory=list)
+    """Per episode, a digest of the agent's actions in order (``_EpisodeWatch``)."""
 
     @property
     def mean(self) -> float:
@@ -35,14 +37,22 @@ class Evaluation:
         return float(np.std(self.rewards))
 
     @property
-    def distinct_episodes(self) -> int:
-        """Episodes that differ in reward or length: a deterministic env (Pong without sticky
-        actions) and a greedy agent replay the same game from starts that its reset no-ops do
-        not tell apart, so 10 seeds may give fewer games."""
-        return len(set(zip(self.rewards, self.lengths)))
+    def distinct_episodes(self) -> int | None:
+        return count_distinct_episodes(self.rewards, self.lengths, self.episode_digests)
 
     def as_dict(self) -> dict[str, Any]:
         return {"mean_reward": self.mean, "std_reward": self.std, **asdict(self)}
+
+
+def count_distinct_episodes(rewards: list[float], lengths: list[int], digests: list[str]) -> int | None:
+    """Episodes that differ in their actions, reward or length (None without a digest of each
+    episode's actions): a deterministic env (Pong without sticky actions) and a greedy agent
+    replay the same game from starts that its reset no-ops do not tell apart, so 10 seeds may
+    give fewer games. Equal rewards and lengths alone do not make a replay (CartPole's
+    500-step episodes)."""
+    if len(digests) != len(rewards):
+        return None
+    return len(set(zip(digests, rewards, lengths)))
 
 
 def evaluate_agent(
@@ -73,23 +83,36 @@ def evaluate_agent(
     )
     try:
         with recording as spike_rates, progress_bar(episodes, progress or "", "episode", progress is not None) as bar:
+            watch = _EpisodeWatch(bar, env.num_envs)
             rewards, lengths = evaluate_policy(
-                model, env, n_eval_episodes=episodes, return_episode_rewards=True, callback=_count_episodes(bar)
+                model, env, n_eval_episodes=episodes, return_episode_rewards=True, callback=watch
             )
             bar.update(episodes - bar.n)
     finally:
         env.close()
     assert isinstance(rewards, list) and isinstance(lengths, list)  # per episode (return_episode_rewards)
-    return Evaluation([float(r) for r in rewards], [int(n) for n in lengths], spike_rates)
+    return Evaluation([float(r) for r in rewards], [int(n) for n in lengths], spike_rates, watch.digests)
 
 
-def _count_episodes(bar: Any) -> Callable[[dict[str, Any], dict[str, Any]], None]:
-    """An ``evaluate_policy`` callback (called at every step of every environment) that moves
-    ``bar`` to the number of episodes finished."""
+class _EpisodeWatch:
+    """An ``evaluate_policy`` callback (called at every step of every environment it still
+    counts episodes of, before that step's episode is recorded): moves ``bar`` to the episodes
+    finished and keeps, per finished episode in ``evaluate_policy``'s order, a digest of the
+    actions taken in it."""
 
-    def callback(local_variables: dict[str, Any], global_variables: dict[str, Any]) -> None:
+    def __init__(self, bar: Any, n_envs: int):
+        self.bar = bar
+        self.running = [hashlib.blake2b(digest_size=8) for _ in range(n_envs)]
+        self.digests: list[str] = []
+
+    def __call__(self, local_variables: dict[str, Any], global_variables: dict[str, Any]) -> None:
         finished = len(local_variables["episode_rewards"])
-        if finished > bar.n:
-            bar.update(finished - bar.n)
-
-    return callback
+        if finished > self.bar.n:
+            self.bar.update(finished - self.bar.n)
+        index = local_variables["i"]
+        self.running[index].update(np.asarray(local_variables["actions"][index]).tobytes())
+        # evaluate_policy records an episode where its env is done and, under a Monitor, the
+        # game is over ("episode" in info; an Atari life lost is done without it)
+        if local_variables["done"] and (not local_variables["is_monitor_wrapped"] or "episode" in local_variables["info"]):
+            self.digests.append(self.running[index].hexdigest())
+            self.running[index] = hashlib.blake2b(digest_size=8)

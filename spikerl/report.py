@@ -10,12 +10,19 @@ import os
 from pathlib import Path
 
 from spikerl.checkpoints import write_text
-from spikerl.results import CompressionResult, read_results
+from spikerl.evaluate import count_distinct_episodes
+from spikerl.results import CompressionResult, StageRow, read_results
 from spikerl.run_folder import RunFolder
 
 
 def _spike_rates(rates: dict[str, float]) -> str:
     return ", ".join(f"{name} {rate:.3f}" for name, rate in rates.items()) or "-"
+
+
+def _episodes(row: StageRow) -> str:
+    """``10``, or ``10 (5 distinct)`` where episodes replay one another (``count_distinct_episodes``)."""
+    distinct = count_distinct_episodes(row.rewards, row.lengths, row.episode_digests)
+    return f"{len(row.rewards)}" + (f" ({distinct} distinct)" if distinct is not None and distinct < len(row.rewards) else "")
 
 
 def render_markdown(result: CompressionResult) -> str:
@@ -25,7 +32,8 @@ def render_markdown(result: CompressionResult) -> str:
         f"# {result.env_id}: IIR-SNN compression",
         "",
         f"Evaluation: {protocol.episodes} episodes per row, environment seeds from {protocol.seed} "
-        f"({protocol.n_envs} environments), greedy actions; the same episodes for every row.",
+        f"({protocol.n_envs} environments), greedy actions; the same episodes for every row "
+        "(`n distinct`: the others replay one of them, the same actions, reward and length).",
         f"Objective `{result.objective}`, {result.steps_per_stage} steps per stage, "
         f"conversion percentile {result.percentile}, input encoding {result.encoding}, seed {result.seed}"
         + (f", retrained under sticky actions p={result.sticky_actions}." if result.sticky_actions is not None else "."),
@@ -35,16 +43,16 @@ def render_markdown(result: CompressionResult) -> str:
         "MACs x input spike rate x T accumulates; with memory, every byte of weights, biases, membrane potentials "
         "and activations read or written costs 24.96 pJ (see spikerl/energy.py).",
         "",
-        "| stage | T | mean reward | std | mean length | spike rate per layer | MACs | ACs | energy / decision (nJ) "
-        "| ANN / this energy "
+        "| stage | T | mean reward | std | episodes | mean length | spike rate per layer | MACs | ACs "
+        "| energy / decision (nJ) | ANN / this energy "
         "| with memory (nJ) | ANN / this, with memory | membrane values kept | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result.rows:
         cost = row.cost
         lines.append(
             f"| {row.stage.value} | {row.T if row.T is not None else '-'} | {row.mean_reward:.2f} | {row.std_reward:.2f} "
-            f"| {sum(row.lengths) / len(row.lengths):.1f} | {_spike_rates(row.spike_rates)} "
+            f"| {_episodes(row)} | {sum(row.lengths) / len(row.lengths):.1f} | {_spike_rates(row.spike_rates)} "
             f"| {cost['macs']:,.0f} | {cost['acs']:,.0f} | {cost['energy_pj'] / 1000:.1f} | {cost['ann_energy_ratio']:.1f}x "
             f"| {cost['total_energy_pj'] / 1000:.1f} | {cost['ann_total_energy_ratio']:.1f}x "
             f"| {cost['membrane_values']:,} | {row.wall_time_s:.1f} |"

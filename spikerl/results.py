@@ -74,6 +74,9 @@ class StageRow(Record):
     cost: dict[str, Any] = setting(factory=dict)
     """Operations and energy per decision (``spikerl.energy.decision_cost``) and the ANN's energy over it
     (``spikerl.energy.energy_ratios``: compute only and with memory)."""
+    episode_digests: list[str] = setting(factory=list)
+    """Per episode, a digest of the agent's actions (``Evaluation.episode_digests``; empty in
+    results written before they were recorded)."""
 
     def check(self) -> None:
         if self.stage.is_ann != (self.T is None):
@@ -81,6 +84,8 @@ class StageRow(Record):
             raise UsageError(f"T must be given for an SNN row and only for it, {problem}", parameter="T")
         if not self.rewards or len(self.rewards) != len(self.lengths):
             raise UsageError("rewards must hold one reward per episode, as many as lengths", parameter="rewards")
+        if self.episode_digests and len(self.episode_digests) != len(self.rewards):
+            raise UsageError("episode_digests must hold one digest per episode, or none", parameter="episode_digests")
 
 
 class CompressionResult(Record):
@@ -179,6 +184,7 @@ class CompressionResult(Record):
         row = StageRow(
             stage=stage, T=timesteps, wall_time_s=wall_time_s, mean_reward=evaluation.mean, std_reward=evaluation.std,
             rewards=evaluation.rewards, lengths=evaluation.lengths, spike_rates=evaluation.spike_rates,
+            episode_digests=evaluation.episode_digests,
             cost=self.row_cost(timesteps, evaluation.spike_rates),
         )
         return dataclasses.replace(self, rows=[*self.rows, row])

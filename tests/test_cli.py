@@ -83,8 +83,49 @@ def test_evaluation_counts_the_episodes_that_differ():
     from spikerl.evaluate import Evaluation
 
     # the shipped Pong ANN's first deterministic games: two starts replay one game to the frame
-    result = Evaluation(rewards=[21.0, 21.0, 20.0, 21.0, 20.0], lengths=[6567, 6567, 6698, 6570, 6567])
-    assert result.distinct_episodes == 4
+    rewards, lengths = [21.0, 21.0, 20.0, 21.0, 20.0], [6567, 6567, 6698, 6570, 6567]
+    assert Evaluation(rewards, lengths, episode_digests=["a", "a", "b", "c", "d"]).distinct_episodes == 4
+    assert Evaluation([500.0] * 3, [500] * 3, episode_digests=["a", "b", "c"]).distinct_episodes == 3  # other actions
+    assert Evaluation(rewards, lengths).distinct_episodes is None  # results written before digests: unknown
+
+
+def test_results_md_counts_replayed_episodes_where_the_actions_were_recorded():
+    from spikerl.report import render_markdown
+    from spikerl.results import read_results
+
+    result = read_results(SHIPPED_CARTPOLE)  # written before digests: no count
+    ann, *rows = result.rows
+    episodes = len(ann.rewards)
+    replayed = dataclasses.replace(ann, rewards=[500.0] * episodes, lengths=[500] * episodes,
+                                   episode_digests=["one game"] * (episodes - 1) + ["another"])
+    lines = render_markdown(dataclasses.replace(result, rows=[replayed, *rows]).with_costs()).splitlines()
+    assert f"| 500.00 | 0.00 | {episodes} (2 distinct) |" in next(line for line in lines if line.startswith("| ANN |"))
+    assert f"| {episodes} |" in next(line for line in lines if line.startswith("| retrained |"))
+
+
+def test_episode_digests_tell_a_replayed_game_from_another_with_the_same_score(cartpole_ann):
+    import gymnasium as gym
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.evaluation import evaluate_policy
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from spikerl.evaluate import _EpisodeWatch, count_distinct_episodes
+    from spikerl.progress import progress_bar
+
+    class SameStart(gym.Wrapper):
+        def reset(self, **kwargs):
+            return self.env.reset(seed=0)
+
+    model = DQN.load(cartpole_ann, device="cpu")
+    for wrapper, distinct in ((SameStart, 1), (lambda env: env, 4)):  # every game from one start, or each its own
+        env = DummyVecEnv([lambda wrapper=wrapper: Monitor(wrapper(gym.make("CartPole-v1")))] * 2)
+        env.seed(3)
+        with progress_bar(4, "", "episode", False) as bar:
+            watch = _EpisodeWatch(bar, 2)
+            rewards, lengths = evaluate_policy(model, env, n_eval_episodes=4, return_episode_rewards=True, callback=watch)
+        assert rewards == [500.0] * 4 and len(watch.digests) == 4  # one score: only the actions tell the games apart
+        assert count_distinct_episodes(rewards, lengths, watch.digests) == distinct
 
 
 def test_report_rewrites_results_md(tiny_run, capsys, tmp_path):
