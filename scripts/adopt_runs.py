@@ -100,7 +100,10 @@ def _adopted(run: Path, target: Path) -> bool:
     """Whether ``target`` (a cell folder) holds ``run``'s results already; refuses one that holds another run."""
     if not target.exists():
         return False
-    if is_finished(target) and filecmp.cmp(RunFolder(run).results_json, RunFolder(target).results_json, shallow=False):
+    if not is_finished(target):
+        raise UsageError(f"{target} holds an unfinished run of its cell; finish it with 'spikerl sweep ... --resume', "
+                         "or remove that folder to take this run instead")
+    if filecmp.cmp(RunFolder(run).results_json, RunFolder(target).results_json, shallow=False):
         return True
     raise UsageError(f"{target} holds another run of its cell; adopt into another sweep folder, or remove that one")
 

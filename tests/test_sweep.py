@@ -107,7 +107,7 @@ def test_shipped_grids_plan_the_issue_studies():
     shipped = load_grid(REPO / "grids" / "pong-direct-vs-iir.yaml")  # measured with the analog input; resumable
     assert {c.settings.compress.encoding for c in shipped.cells} == {"direct"}
     td = load_grid(REPO / "grids" / "pong-td.yaml")  # README's Pong td runs: two given ANNs, IIR against direct
-    assert len(td.cells) == 12 and not td.trains and {c.settings.compress.objective for c in td.cells} == {"td"}
+    assert len(td.cells) == 16 and not td.trains and {c.settings.compress.objective for c in td.cells} == {"td"}
     pairs: dict[tuple, set] = {}
     for c in td.cells:
         total = len(c.settings.compress.schedule) * c.settings.compress.stage_steps

@@ -179,6 +179,10 @@ def test_adopt_runs_takes_a_finished_run_as_the_cell_it_ran(tmp_path, run_script
     code, _, error = run_script("adopt_runs", grid, sweep, other)  # the cell holds a run already
     assert code == 2 and f"{cell} holds another run of its cell" in error and error.count("\n") == 1
     assert (cell / "results.json").read_bytes() == (finished_run / "results.json").read_bytes()
+    shutil.rmtree(cell)
+    _edited_copy(finished_run, cell, lambda results: results.update(plots=[]))
+    code, _, error = run_script("adopt_runs", grid, sweep, finished_run)  # a cell the sweep left unfinished
+    assert code == 2 and f"{cell} holds an unfinished run of its cell" in error and error.count("\n") == 1
 
 
 @pytest.mark.parametrize("edit, message", [
