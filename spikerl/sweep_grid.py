@@ -117,7 +117,7 @@ class Plan:
         sweep must plan the same), and the grid file it was read from (given agents' paths are
         relative to its folder)."""
         return {
-            "grid_file": str(self.grid_file),
+            "grid_file": str(Path(self.grid_file).resolve()),
             "env_id": self.env_id,
             "cells": [
                 {"folder": c.folder, "seed": c.seed, "agent": c.agent, "train": c.train.folder if c.train else None,

@@ -253,11 +253,14 @@ def test_a_sweep_that_compresses_a_given_agent_ignores_changed_training_settings
         check_same_plan(out, plan)
 
 
-def test_a_kept_sweep_of_a_given_agent_is_the_same_sweep_in_another_checkout(tmp_path):
+def test_a_kept_sweep_of_a_given_agent_is_the_same_sweep_in_another_checkout(tmp_path, monkeypatch):
     def grid_in(checkout: str, agent: str = "ann.zip") -> Path:
+        """The grid of the checkout (``grids/grid.yaml`` there, the working folder), as a relative path."""
         (tmp_path / checkout / "grids").mkdir(parents=True, exist_ok=True)
         shutil.copy(SHIPPED_CARTPOLE / "ann.zip", tmp_path / checkout / agent)
-        return write_grid(tmp_path / checkout / "grids", f"  agent: ../{agent}\ngrid: {{seed: [0]}}\n")
+        write_grid(tmp_path / checkout / "grids", f"  agent: ../{agent}\ngrid: {{seed: [0]}}\n")
+        monkeypatch.chdir(tmp_path / checkout)
+        return Path("grids/grid.yaml")
 
     out = tmp_path / "out"
     out.mkdir()
