@@ -370,8 +370,8 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     distinct = result.distinct_episodes
     if distinct is not None and distinct < len(lengths):
         print(
-            f"distinct episodes {distinct} of {len(lengths)} (the others replay one of them: the same actions, reward "
-            "and length; a deterministic env replays a game from equal starts)"
+            f"distinct episodes {distinct} of {len(lengths)} (the others replay one of them: the same observations, "
+            "reward and length; a deterministic env replays a game from equal starts)"
         )
     for name, rate in result.spike_rates.items():
         print(f"spike rate {name}: {rate:.4f}")

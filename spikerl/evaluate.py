@@ -26,7 +26,7 @@ class Evaluation:
     lengths: list[int]
     spike_rates: dict[str, float] = field(default_factory=dict)
     episode_digests: list[str] = field(default_factory=list)
-    """Per episode, a digest of the agent's actions in order (``_EpisodeWatch``)."""
+    """Per episode, a digest of the observations the agent acted on, in order (``_EpisodeWatch``)."""
 
     @property
     def mean(self) -> float:
@@ -45,11 +45,12 @@ class Evaluation:
 
 
 def count_distinct_episodes(rewards: list[float], lengths: list[int], digests: list[str]) -> int | None:
-    """Episodes that differ in their actions, reward or length (None without a digest of each
-    episode's actions): a deterministic env (Pong without sticky actions) and a greedy agent
-    replay the same game from starts that its reset no-ops do not tell apart, so 10 seeds may
-    give fewer games. Equal rewards and lengths alone do not make a replay (CartPole's
-    500-step episodes)."""
+    """Episodes that differ in their observations, reward or length (None without a digest of
+    each episode's observations): a deterministic env (Pong without sticky actions) and a
+    greedy agent replay the same game from starts that its reset no-ops do not tell apart, so
+    10 seeds may give fewer games. Equal rewards and lengths alone do not make a replay
+    (CartPole's 500-step episodes), and nor do equal actions where actions differ that the
+    game does not tell apart (Pong's NOOP and FIRE)."""
     if len(digests) != len(rewards):
         return None
     return len(set(zip(digests, rewards, lengths)))
@@ -98,7 +99,7 @@ class _EpisodeWatch:
     """An ``evaluate_policy`` callback (called at every step of every environment it still
     counts episodes of, before that step's episode is recorded): moves ``bar`` to the episodes
     finished and keeps, per finished episode in ``evaluate_policy``'s order, a digest of the
-    actions taken in it."""
+    observations the agent acted on in it."""
 
     def __init__(self, bar: Any, n_envs: int):
         self.bar = bar
@@ -110,7 +111,7 @@ class _EpisodeWatch:
         if finished > self.bar.n:
             self.bar.update(finished - self.bar.n)
         index = local_variables["i"]
-        self.running[index].update(np.asarray(local_variables["actions"][index]).tobytes())
+        self.running[index].update(np.ascontiguousarray(local_variables["observations"][index]).tobytes())
         # evaluate_policy records an episode where its env is done and, under a Monitor, the
         # game is over ("episode" in info; an Atari life lost is done without it)
         if local_variables["done"] and (not local_variables["is_monitor_wrapped"] or "episode" in local_variables["info"]):

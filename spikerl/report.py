@@ -33,7 +33,7 @@ def render_markdown(result: CompressionResult) -> str:
         "",
         f"Evaluation: {protocol.episodes} episodes per row, environment seeds from {protocol.seed} "
         f"({protocol.n_envs} environments), greedy actions; the same episodes for every row "
-        "(`n distinct`: the others replay one of them, the same actions, reward and length).",
+        "(`n distinct`: the others replay one of them: the same observations, reward and length).",
         f"Objective `{result.objective}`, {result.steps_per_stage} steps per stage, "
         f"conversion percentile {result.percentile}, input encoding {result.encoding}, seed {result.seed}"
         + (f", retrained under sticky actions p={result.sticky_actions}." if result.sticky_actions is not None else "."),

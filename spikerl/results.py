@@ -75,8 +75,8 @@ class StageRow(Record):
     """Operations and energy per decision (``spikerl.energy.decision_cost``) and the ANN's energy over it
     (``spikerl.energy.energy_ratios``: compute only and with memory)."""
     episode_digests: list[str] = setting(factory=list)
-    """Per episode, a digest of the agent's actions (``Evaluation.episode_digests``; empty in
-    results written before they were recorded)."""
+    """Per episode, a digest of the observations the agent acted on (``Evaluation.episode_digests``;
+    empty in results written before they were recorded)."""
 
     def check(self) -> None:
         if self.stage.is_ann != (self.T is None):

@@ -85,7 +85,7 @@ def test_evaluation_counts_the_episodes_that_differ():
     # the shipped Pong ANN's first deterministic games: two starts replay one game to the frame
     rewards, lengths = [21.0, 21.0, 20.0, 21.0, 20.0], [6567, 6567, 6698, 6570, 6567]
     assert Evaluation(rewards, lengths, episode_digests=["a", "a", "b", "c", "d"]).distinct_episodes == 4
-    assert Evaluation([500.0] * 3, [500] * 3, episode_digests=["a", "b", "c"]).distinct_episodes == 3  # other actions
+    assert Evaluation([500.0] * 3, [500] * 3, episode_digests=["a", "b", "c"]).distinct_episodes == 3  # other frames
     assert Evaluation(rewards, lengths).distinct_episodes is None  # results written before digests: unknown
 
 
@@ -124,7 +124,7 @@ def test_episode_digests_tell_a_replayed_game_from_another_with_the_same_score(c
         with progress_bar(4, "", "episode", False) as bar:
             watch = _EpisodeWatch(bar, 2)
             rewards, lengths = evaluate_policy(model, env, n_eval_episodes=4, return_episode_rewards=True, callback=watch)
-        assert rewards == [500.0] * 4 and len(watch.digests) == 4  # one score: only the actions tell the games apart
+        assert rewards == [500.0] * 4 and len(watch.digests) == 4  # one score: only the frames tell the games apart
         assert count_distinct_episodes(rewards, lengths, watch.digests) == distinct
 
 
