@@ -38,33 +38,31 @@ from spikerl.sweep_grid import Cell, Plan, load_grid
 from spikerl.sweep_report import write_sweep_report
 
 
-def cell_of_run(plan: Plan, run: Path) -> Cell:
-    """The cell of ``plan`` whose compression ``run`` (a finished ``spikerl compress`` folder) is."""
+def cell_headers(plan: Plan) -> dict[str, CompressionResult]:
+    """Per cell with a given agent (by folder), the results header its compression writes: what
+    a run must agree with (``CompressionResult.differing_setting``, which leaves the layers aside).
+    Each agent file is hashed here once per cell, not once per run."""
+    return {cell.folder: new_result(cell.agent, cell.env_id, cell.settings, cell.seed, layers=[], commands=None)
+            for cell in plan.cells if cell.agent is not None}
+
+
+def cell_of_run(plan: Plan, headers: dict[str, CompressionResult], run: Path) -> Cell:
+    """The cell of ``plan`` (its ``cell_headers``) whose compression ``run`` (a finished ``spikerl compress`` folder) is."""
     results = read_results(run)
     if not results.is_complete():
         raise UsageError(f"{run} holds an unfinished run; finish it with its 'spikerl compress ... --resume' first")
     if results.settings is None or results.agent_sha256 is None:
         raise UsageError(f"{run}/results.json does not record its settings and ANN (an earlier spikerl wrote it), "
                          "so it matches no cell for sure; run the cell instead")
-    differences = {}
-    for cell in plan.cells:
-        if cell.agent is not None:
-            differing = results.differing_setting(_header(cell, results))
-            if differing is None:
-                return cell
-            differences[cell.folder] = differing
-    if not differences:
+    if not headers:
         raise UsageError(f"{plan.grid_file} has no cell with a given agent, the only cells a run can be taken as")
+    differences = {folder: results.differing_setting(header) for folder, header in headers.items()}
+    folder = next((folder for folder, differing in differences.items() if differing is None), None)
+    if folder is not None:
+        return next(cell for cell in plan.cells if cell.folder == folder)
     folder, (name, mine, theirs) = max(differences.items(), key=lambda item: _how_late(item[1][0]))
     raise UsageError(f"{run} ran no cell of {plan.grid_file}: the nearest, {folder}, has {name}={theirs!r} "
                      f"where the run has {mine!r}; pass only runs of the grid's cells")
-
-
-def _header(cell: Cell, run: CompressionResult) -> CompressionResult:
-    """The results header the cell's compression writes (``run``'s layers: both are of the ANN
-    the SHA-256 names, or they differ there anyway)."""
-    assert cell.agent is not None
-    return new_result(cell.agent, cell.env_id, cell.settings, cell.seed, run.layers, commands=None)
 
 
 def _how_late(name: str) -> int:
@@ -77,7 +75,8 @@ def _how_late(name: str) -> int:
 def adopt(grid: Path, sweep: Path, runs: list[Path]) -> tuple[int, int, int]:
     """Copy ``runs`` into ``sweep`` as their cells; returns (runs copied, runs there already, cells left)."""
     plan = load_grid(grid)
-    matched = [(run, cell_of_run(plan, run)) for run in runs]  # every run checked before anything is written
+    headers = cell_headers(plan)
+    matched = [(run, cell_of_run(plan, headers, run)) for run in runs]  # every run checked before anything is written
     cells = [cell.folder for _, cell in matched]
     twice = next((folder for folder in cells if cells.count(folder) > 1), None)
     if twice is not None:
@@ -91,9 +90,9 @@ def adopt(grid: Path, sweep: Path, runs: list[Path]) -> tuple[int, int, int]:
         write_json(sweep / SWEEP_JSON, plan.as_json())
         for run, cell in new:
             _copy_folder(run, sweep / cell.folder)
-        write_sweep_report(sweep, plan, {})
-        left = sum(not is_finished(sweep / cell.folder) for cell in plan.cells)
-    return len(new), len(matched) - len(new), left
+        rows = write_sweep_report(sweep, plan, {})
+    done = {row["cell"] for row in rows if row["status"] == "done"}
+    return len(new), len(matched) - len(new), len(plan.cells) - len(done)
 
 
 def _adopted(run: Path, target: Path) -> bool:
