@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from spikerl.checkpoints import signals_held, write_json
+from spikerl.checkpoints import TEMPORARY_SUFFIX, remove_stale_temporaries, signals_held, write_json
 from spikerl.compress import new_result
 from spikerl.errors import UsageError, run_script
 from spikerl.locks import LOCK_FILE, folder_lock
@@ -87,6 +87,8 @@ def adopt(grid: Path, sweep: Path, runs: list[Path]) -> tuple[int, int, int]:
         elif any(path.name != LOCK_FILE for path in sweep.iterdir()):
             raise UsageError(f"{sweep} holds files but no {SWEEP_JSON}; choose a new or empty folder")
         new = [(run, cell) for run, cell in matched if not _adopted(run, sweep / cell.folder)]
+        for parent in {(sweep / cell.folder).parent for _, cell in new}:
+            remove_stale_temporaries(parent)  # the half copies of an adoption that was killed
         write_json(sweep / SWEEP_JSON, plan.as_json())
         for run, cell in new:
             _copy_folder(run, sweep / cell.folder)
@@ -110,7 +112,7 @@ def _adopted(run: Path, target: Path) -> bool:
 def _copy_folder(run: Path, target: Path) -> None:
     """Copy the folder ``run`` to ``target`` (which does not exist) whole or not at all."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    temporary = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX))
     try:
         shutil.copytree(run, temporary, dirs_exist_ok=True, ignore=shutil.ignore_patterns(LOCK_FILE))
         with signals_held():

@@ -15,6 +15,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import stat
 import tempfile
@@ -142,10 +143,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def remove_stale_temporaries(folder: str | Path) -> None:
-    """Delete the temporary files that killed runs left in ``folder`` (call it holding its lock)."""
+    """Delete the temporary files (and folders being copied) that killed runs left in ``folder``
+    (call it holding its lock)."""
     for stale in Path(folder).glob(f".*{TEMPORARY_SUFFIX}*"):  # SB3 adds .npz to the evaluation log's
         with contextlib.suppress(OSError):
-            stale.unlink()
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
 
 
 @contextlib.contextmanager

@@ -59,6 +59,21 @@ def folder_lock(folder: str | Path, parameter: str | None = "out_dir") -> Iterat
                 folder.rmdir()
 
 
+def is_locked(folder: str | Path) -> bool:
+    """Whether a process holds ``folder``'s lock now (``False`` where the folder has no lock file)."""
+    try:
+        handle = os.open(Path(folder) / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(handle)  # releases the lock if it was taken here
+    return False
+
+
 def holds_folder_lock(parameter: str) -> Callable[[Function], Function]:
     """Decorator: the function runs holding ``folder_lock`` of its argument named ``parameter``."""
 

@@ -42,7 +42,7 @@ from typing import Any
 from spikerl.checkpoints import open_own_file, signal_handlers, signals_held, stop_signals_as_interrupt, write_json
 from spikerl.config import training_commands
 from spikerl.errors import UsageError
-from spikerl.locks import LOCK_FILE, folder_lock
+from spikerl.locks import LOCK_FILE, folder_lock, is_locked
 from spikerl.run_folder import RunFolder
 from spikerl.settings import Settings, from_mapping
 from spikerl.sweep_grid import Cell, Plan, TrainRun, load_grid
@@ -509,7 +509,7 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
 
     torch.set_num_threads(_cpus(settings))
     previous = _task_state(folder)
-    _wait_for_killed_task(previous)
+    _wait_for_killed_task(previous, folder)
     state = {
         "state": "running", "attempts": previous.get("attempts", 0) + 1, "host": socket.gethostname(),
         "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "started_at": time.time(),
@@ -535,18 +535,21 @@ def _recorded(folder: Path, settings: Settings) -> Iterator[None]:
     write_json(folder / TASK_JSON, {**state, "state": "done", "wall_time_s": time.time() - state["started_at"]})
 
 
-def _wait_for_killed_task(previous: dict[str, Any], timeout_s: float = 180) -> None:
-    """Wait until the process of a task of a killed sweep has exited, when it ran on this host.
+def _wait_for_killed_task(previous: dict[str, Any], folder: Path, timeout_s: float = 180) -> None:
+    """Wait until the process of a task of a killed sweep has exited, when it ran on this host,
+    and until no process holds the task folder's lock.
 
     A Ray worker outlives a killed driver for a moment (it leaves when it notices that its
     node's raylet is gone) and holds its run folder's lock until then: 1.4 s measured on an idle
-    machine, over 60 s once at nice 19 beside two trainings (hence the generous timeout).
+    machine, over 60 s once at nice 19 beside two trainings (hence the generous timeout). The
+    lock is waited for too: a retry of the killed task on another worker (Ray retries a task whose
+    worker died) may hold it before it has written its own pid to ``previous``'s file.
     """
     pid = previous.get("pid")
     if previous.get("state") != "running" or previous.get("host") != socket.gethostname() or pid in (None, os.getpid()):
         return
     deadline = time.time() + timeout_s
-    while _alive(pid) and time.time() < deadline:
+    while (_alive(pid) or is_locked(folder)) and time.time() < deadline:
         time.sleep(0.2)
 
 

@@ -20,9 +20,19 @@ from stable_baselines3 import DQN
 from conftest import REPO, SHIPPED_CARTPOLE, hang_up_by_default
 from spikerl.cli import main
 from spikerl.errors import UsageError
+from spikerl.locks import is_locked
 from spikerl.results import read_results, write_results
 from spikerl.stats import summarize
-from spikerl.sweep import Progress, _cells_running, _gpus_per_task, _how_far, _running_tasks, check_same_plan, is_finished
+from spikerl.sweep import (
+    Progress,
+    _cells_running,
+    _gpus_per_task,
+    _how_far,
+    _running_tasks,
+    _wait_for_killed_task,
+    check_same_plan,
+    is_finished,
+)
 from spikerl.sweep_grid import load_grid
 from spikerl.training_checkpoint import save_checkpoint
 
@@ -304,6 +314,28 @@ def test_a_task_whose_process_died_unannounced_is_not_waited_for(tmp_path):
         state = {"state": "running", "host": socket.gethostname(), "pid": pid, "started_at": time.time()}
         (out / cell.folder / "sweep_task.json").write_text(json.dumps(state))
         assert bool(_running_tasks(out, [cell], since=0)) is running
+
+
+def test_a_resumed_task_waits_for_its_folder_lock_held_past_the_killed_workers_exit(tmp_path):
+    # a retry of the killed task (Ray retries a task whose worker died) holds the lock before it
+    # has written its own pid: the task state still names the dead worker
+    folder = tmp_path / "cell"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from spikerl.locks import folder_lock\n"
+         "with folder_lock(sys.argv[1]):\n    print(flush=True); time.sleep(1.5)", str(folder)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        holder.stdout.readline()  # the lock is held
+        assert is_locked(folder)
+        started = time.time()
+        _wait_for_killed_task({"state": "running", "host": socket.gethostname(), "pid": dead.pid}, folder)
+        assert not is_locked(folder) and time.time() - started > 0.5
+    finally:
+        holder.wait()
+    _wait_for_killed_task({"state": "interrupted", "host": socket.gethostname(), "pid": dead.pid}, folder)
 
 
 # --- sweeps on Ray -----------------------------------------------------------------------------

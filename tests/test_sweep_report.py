@@ -166,6 +166,11 @@ def test_adopt_runs_takes_a_finished_run_as_the_cell_it_ran(tmp_path, run_script
     sweep = tmp_path / "sweep"
     code, printed, _ = run_script("adopt_runs", grid, sweep, finished_run)
     assert code == 0 and printed.startswith(f"took 1 run into {sweep} (0 were there already); ")
+    shutil.rmtree(sweep / "cells")
+    half_copy = sweep / "cells" / ".schedule=1,seed=0.k1ll3d.spikerl.tmp"  # the copy of an adoption killed with -9
+    shutil.copytree(finished_run, half_copy)
+    code, printed, _ = run_script("adopt_runs", grid, sweep, finished_run)
+    assert code == 0 and printed.startswith(f"took 1 run into {sweep} (0 were there already); ")
     assert "runs the 1 cell left" in printed
     cell = sweep / "cells" / "schedule=1,seed=0"
     assert (cell / "results.json").read_bytes() == (finished_run / "results.json").read_bytes()
