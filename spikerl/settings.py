@@ -83,8 +83,9 @@ class TrainSettings(Record):
     previous action repeated with this probability at every frame (None: the env's own)."""
     bfloat16: bool = False
     """Run the gradient steps under bfloat16 autocast (``spikerl.train.BFloat16DQN``): about half
-    the time per Pong gradient step on a CPU (``bench/train_step.py``; Pong training ran 48 agent
-    steps/s against about 40), but other arithmetic, so a recipe learns differently with it."""
+    the time per Pong gradient step on a CPU with bfloat16 arithmetic (AMX; ``bench/train_step.py``;
+    Pong training ran 48 agent steps/s against about 40), 12x the time on one without (AVX2 only:
+    ``spikerl train`` warns), and other arithmetic, so a recipe learns differently with it."""
     dqn: dict[str, Any] = setting(factory=dict)
     """Keyword arguments of ``stable_baselines3.DQN`` (as in rl-baselines3-zoo)."""
 

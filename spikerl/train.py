@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import zipfile
 from contextlib import ExitStack, closing
 from pathlib import Path
@@ -205,8 +206,10 @@ def _restore_evaluations(callback: EvalCallback, path: Path, checkpoint_step: in
     callback.evaluations_length = lengths[kept].tolist()
 
 
-def _repair_monitor(path: Path) -> None:
-    """Check the training-episode log a resumed run appends to; drop a line cut by a kill.
+def _repair_monitor(path: Path, rows_at_checkpoint: int | None) -> None:
+    """Check the training-episode log a resumed run appends to; drop a line cut by a kill and
+    the episodes after the first ``rows_at_checkpoint`` (those of a stretch a kill lost, which
+    the resumed run plays again; None: the checkpoint did not count them, all are kept).
 
     ``UsageError`` when the file is not a Monitor CSV (it is only used for the plot: the
     fix is to delete it).
@@ -215,22 +218,21 @@ def _repair_monitor(path: Path) -> None:
         return
     try:
         text = path.read_text()
-        header, columns, *rows = text.split("\n")
+        header, columns, *rest = text.split("\n")
         json.loads(header[1:]) if header.startswith("#") else json.loads(header)
         if columns != "r,l,t":
             raise ValueError("no r,l,t column header")
-        if rows and rows[-1]:  # the last episode's line was cut by a kill: drop it
-            rows = rows[:-1]
-        for row in filter(None, rows):
+        rows = [row for row in rest[:-1] if row]  # the last piece is "" or the line of an episode cut by a kill
+        for row in rows:
             if len([float(value) for value in row.split(",")]) != 3:
                 raise ValueError(f"row {row!r}")
     except (OSError, ValueError, UnicodeDecodeError) as error:
         raise UsageError(
             f"{path} is damaged ({error}); delete it (it only records the training episodes for the plot) and resume again"
         ) from None
-    repaired = "\n".join([header, columns, *rows]) + ("\n" if rows and rows[-1] else "")
+    repaired = "\n".join([header, columns, *rows[:rows_at_checkpoint]]) + "\n"
     if repaired != text:
-        write_text(path, repaired if repaired.endswith("\n") else repaired + "\n")
+        write_text(path, repaired)
 
 
 def _check_fresh_folder(folder: RunFolder, force: bool) -> None:
@@ -448,6 +450,10 @@ def _build(
         model = algorithm(train.policy, env, seed=seed, device=device, verbose=0, **train.dqn)
     except TypeError as error:  # a keyword SB3's DQN or its policy does not take (train.dqn, its policy_kwargs)
         raise UsageError(f"SB3's DQN refuses the settings train.dqn ({error}); fix or drop that setting") from None
+    if train.bfloat16 and model.device.type == "cpu" and not _cpu_has_bfloat16():
+        print("spikerl train: warning: this CPU has no bfloat16 arithmetic (AVX512-BF16 or AMX), where bfloat16 "
+              "autocast made a Pong gradient step 12x slower than float32 (bench/train_step.py); drop train.bfloat16",
+              file=sys.stderr)
     if is_image_space(model.observation_space):
         # NHWC convolutions, the same weights and float32 arithmetic (float sums in another order):
         # 0.77x the time per gradient step on one CPU thread
@@ -470,8 +476,8 @@ def _build(
 
 def _resume_state(model: DQN, evaluation: EvalCallback, folder: RunFolder, run_id: str) -> None:
     """Load the run's checkpoint into ``model`` and its evaluation log and best reward into ``evaluation``."""
-    buffer_step = replay_buffer_step(load_checkpoint(model, folder.path))
-    step = model.num_timesteps
+    index = load_checkpoint(model, folder.path)
+    buffer_step, step = replay_buffer_step(index), model.num_timesteps
     if buffer_step is None:
         print(f"resuming at step {step} without a replay buffer: it is refilled with random actions first")
     elif buffer_step < step:
@@ -480,7 +486,7 @@ def _resume_state(model: DQN, evaluation: EvalCallback, folder: RunFolder, run_i
     best = best_mean_reward(folder.path, run_id)
     evaluation.best_mean_reward = -np.inf if best is None else best  # a best of 0.0 (Pong) stays the best
     evaluation.n_calls = model.num_timesteps  # evaluations stay at multiples of eval_freq
-    _repair_monitor(folder.monitor)
+    _repair_monitor(folder.monitor, index.get("monitor_rows"))
 
 
 def _hand_on(model: DQN, folder: RunFolder, run_id: str, env_id: str, seed: int, settings: Settings) -> None:
@@ -493,6 +499,14 @@ def _hand_on(model: DQN, folder: RunFolder, run_id: str, env_id: str, seed: int,
         save_model(model, ann, keep_optimizer_state=False)
         write_zoo_layout(folder.path, env_id, seed, settings, ann)  # so rl-zoo3's enjoy plays this folder
         plot_training_curve(folder.path, folder.training_curve, settings.env.frames_per_step)
+
+
+def _cpu_has_bfloat16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic in hardware (oneDNN's test: AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN: not known, so not warned about
+        return True
 
 
 def _learn(

@@ -13,8 +13,9 @@ Files in the run folder (``N`` is the step count the checkpoint was taken at):
                            (``replay_buffer_step``, N or earlier), the SHA-256 of the files below
                            and of the index itself (``index_sha256``), SB3's counters (``_n_updates``,
                            ``_n_calls``, ``_episode_num``, progress, exploration rate, recent
-                           episode statistics) and the random states (Python, NumPy, the
-                           action space's generator)
+                           episode statistics), the random states (Python, NumPy, the
+                           action space's generator) and the training episodes logged in
+                           ``0.monitor.csv`` so far (``monitor_rows``; a resume drops those after)
 ``checkpoint_N.pt``        tensors: ``policy`` (Q-network and target), ``optimizer``, the torch
                            CPU (and CUDA) random state
 ``replay_buffer_M.npz``    the filled rows of the replay buffer's arrays ``observations``,
@@ -115,6 +116,7 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
                 "replay_buffer_step": buffer_step,
                 "sha256": digests,
                 "counters": {name: getattr(model, name) for name in COUNTERS},
+                "monitor_rows": monitor_rows(RunFolder(folder).monitor),
                 "episodes": {
                     "info": [{key: float(value) for key, value in info.items()} for info in model.ep_info_buffer or []],
                     "success": [bool(success) for success in model.ep_success_buffer or []],
@@ -128,6 +130,16 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
         ),
     )
     _remove_other_steps(folder, step, buffer_step)
+
+
+def monitor_rows(path: Path) -> int | None:
+    """The training episodes SB3's ``Monitor`` has logged in the CSV at ``path`` (complete
+    lines under its two header lines); None without the file."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return max(text.count("\n") - 2, 0)
 
 
 def _saved_buffer(folder: Path, run_id: str) -> tuple[int, str] | None:
@@ -234,6 +246,9 @@ def read_index(folder: Path) -> dict[str, Any]:
             buffer_step is None or 0 <= buffer_step <= counters["num_timesteps"]
         ):
             raise ValueError("bad replay buffer step")
+        rows = index.get("monitor_rows")
+        if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 0):
+            raise ValueError("bad monitor_rows")
         if not isinstance(episodes["info"], list) or not isinstance(episodes["success"], list) or not isinstance(rng, dict):
             raise ValueError("bad episode statistics")
     except (OSError, ValueError, KeyError, TypeError) as error:

@@ -456,9 +456,12 @@ def test_bfloat16_training_runs_its_gradient_steps_in_bfloat16(tiny_preset, tmp_
             hook.remove()
 
     monkeypatch.setattr(BFloat16DQN, "train", train_and_record)
+    monkeypatch.setattr("spikerl.train._cpu_has_bfloat16", lambda: False)  # as on an AVX2-only CPU
     code, _, err = run(capsys, "train", "--env", "CartPole-v1", "--config", tiny_preset, "-n", "300",
                        "--set", "train.bfloat16=true", "--out", tmp_path / "run", "--no-progress")
     assert code == 0, err
+    warning = "spikerl train: warning: this CPU has no bfloat16 arithmetic (AVX512-BF16 or AMX)"
+    assert [line for line in err.splitlines() if line.startswith(warning)] and err.count("warning") == 1
     assert q_value_dtypes == {torch.bfloat16}
     ann = DQN.load(tmp_path / "run" / "ann.zip")  # plain SB3, float32 weights
     assert {tensor.dtype for tensor in ann.policy.state_dict().values()} == {torch.float32}
@@ -507,7 +510,7 @@ def test_ship_agent_copies_a_finished_compression_and_its_training_run(tiny_run,
     assert code == 2 and "unfinished compression" in err and not (tmp_path / "other").exists()
 
 
-def test_every_evaluation_is_followed_by_a_checkpoint_and_a_resume_drops_evaluations_of_a_lost_stretch(
+def test_every_evaluation_is_followed_by_a_checkpoint_and_a_resume_drops_what_a_lost_stretch_logged(
     tiny_preset, tmp_path, capsys, monkeypatch
 ):
     import numpy as np
@@ -533,9 +536,15 @@ def test_every_evaluation_is_followed_by_a_checkpoint_and_a_resume_drops_evaluat
         timesteps, results, lengths = log["timesteps"], log["results"], log["ep_lengths"]
     np.savez(folder / "evaluations.npz", timesteps=np.append(timesteps, 350), results=np.vstack([results, results[-1]]),
              ep_lengths=np.vstack([lengths, lengths[-1]]))
+    # and the training episodes it finished, and one cut by the kill
+    episodes = (folder / "0.monitor.csv").read_text()
+    (folder / "0.monitor.csv").write_text(episodes + "777.0,777,9.5\n888.0,888,9.9\n999.0,9")
     assert run(capsys, "train", "--resume", folder, "-n", "400", "--no-progress")[0] == 0
     with np.load(folder / "evaluations.npz") as log:
         assert log["timesteps"].tolist() == [100, 200, 300, 400]
+    resumed = (folder / "0.monitor.csv").read_text()
+    assert resumed.startswith(episodes) and not {"777.0", "888.0", "999.0"} & set(resumed.replace("\n", ",").split(","))
+    assert len(resumed.splitlines()) > len(episodes.splitlines())  # the resumed run's own episodes follow
 
 
 def test_a_run_stopped_during_an_evaluation_evaluates_that_step_when_resumed(tiny_preset, tmp_path, capsys, monkeypatch):
