@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -334,6 +335,20 @@ def test_python_m_spikerl_exits_130_when_ctrl_c_lands_in_a_string_exec(tmp_path)
     process = subprocess.run([sys.executable, "-m", "ctrl_c_in_exec"], cwd=REPO, capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=120)
     assert (process.returncode, process.stderr.strip()) == (130, "spikerl report: interrupted")
+
+
+@pytest.mark.parametrize("command", [[sys.executable, "-m", "spikerl"], [str(Path(sys.executable).parent / "spikerl")]],
+                         ids=["python -m spikerl", "console script"])
+def test_ctrl_c_while_a_command_starts_ends_it_in_one_line(command):
+    if not Path(command[0]).is_file():
+        pytest.skip("spikerl's console script is not installed beside this Python")
+    evaluate = subprocess.Popen([*command, "evaluate", "--agent", str(SHIPPED_CARTPOLE / "T1.zip")], cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # importing torch takes seconds; the command itself too (100 episodes)
+    evaluate.send_signal(signal.SIGINT)
+    _, stderr = evaluate.communicate(timeout=120)
+    assert evaluate.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.strip() in ("spikerl: interrupted", "spikerl evaluate: interrupted")
 
 
 @pytest.mark.slow
