@@ -12,4 +12,9 @@ if [ -f "$run/checkpoint.json" ]; then  # a run started before: continue it (a f
 else
   .venv/bin/spikerl train --env "$env_id" --out "$run"
 fi
-.venv/bin/spikerl compress --agent "$run/ann.zip" --out "runs/${env_id}_snn" --force
+snn="runs/${env_id}_snn"
+if [ -f "$snn/results.json" ]; then  # compressed before: continue after its last finished stage (a finished one: nothing to do)
+  .venv/bin/spikerl compress --agent "$run/ann.zip" --out "$snn" --resume
+else
+  .venv/bin/spikerl compress --agent "$run/ann.zip" --out "$snn"
+fi

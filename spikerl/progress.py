@@ -87,8 +87,9 @@ class ProgressCallback(ProgressBarCallback):
         self.description = description
 
     def _on_training_start(self) -> None:
-        # as SB3's: the steps of this call of learn (a resumed run's earlier steps are done)
-        self.pbar = progress_bar(self.locals["total_timesteps"] - self.model.num_timesteps, self.description, "step")
+        # as SB3's: the steps of this call of learn (a resumed run's earlier steps are done); none: no bar
+        steps = self.locals["total_timesteps"] - self.model.num_timesteps
+        self.pbar = progress_bar(steps, self.description, "step", enabled=steps > 0)
 
     def _on_training_end(self) -> None:
         self.pbar.close()  # draws the last state (SB3's refresh first would print it twice in a log)

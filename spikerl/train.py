@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import sys
 import zipfile
 from contextlib import ExitStack, closing
@@ -490,15 +491,27 @@ def _resume_state(model: DQN, evaluation: EvalCallback, folder: RunFolder, run_i
 
 
 def _hand_on(model: DQN, folder: RunFolder, run_id: str, env_id: str, seed: int, settings: Settings) -> None:
-    """Write ``ann.zip`` (this run's best policy, no optimizer state), the rl-zoo3 layout and the training curve.
+    """Write ``ann.zip`` (this run's best policy, no optimizer state; the file is kept as it is where it
+    holds that policy already), the rl-zoo3 layout and the training curve.
 
     ``ann.zip`` appears last: a folder that holds it holds the others (a sweep takes it as the end of training).
     """
     load_best(model, folder.path, run_id)
     with atomic_path(folder.ann) as ann:
         save_model(model, ann, keep_optimizer_state=False)
+        if _same_policy(folder.ann, ann):  # a run resumed after it finished: its ANN keeps its bytes and SHA-256
+            shutil.copyfile(folder.ann, ann)  # (SB3's zip records the time it was written)
         write_zoo_layout(folder.path, env_id, seed, settings, ann)  # so rl-zoo3's enjoy plays this folder
         plot_training_curve(folder.path, folder.training_curve, settings.env.frames_per_step)
+
+
+def _same_policy(saved: Path, new: Path) -> bool:
+    """Whether the SB3 zips ``saved`` (which may be missing or damaged) and ``new`` hold the same policy weights."""
+    try:
+        with zipfile.ZipFile(saved) as before, zipfile.ZipFile(new) as now:
+            return before.read("policy.pth") == now.read("policy.pth")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False
 
 
 def _cpu_has_bfloat16() -> bool:

@@ -477,6 +477,22 @@ def test_train_refuses_a_trained_agent_of_another_network(agent, message, tiny_p
     assert not (tmp_path / "x").exists()
 
 
+def test_a_finished_run_resumed_keeps_its_ann_byte_for_byte_and_its_compression_resumes(tiny_run, tiny_preset, tmp_path,
+                                                                                        capsys):
+    import hashlib
+
+    run_folder, snn = tmp_path / "run", tmp_path / "snn"
+    shutil.copytree(tiny_run / "run", run_folder)
+    shutil.copytree(tiny_run / "snn", snn)
+    before = hashlib.sha256((run_folder / "ann.zip").read_bytes()).hexdigest()
+    assert run(capsys, "train", "--resume", run_folder, "--no-progress")[0] == 0  # as scripts/quickstart.sh run again
+    assert hashlib.sha256((run_folder / "ann.zip").read_bytes()).hexdigest() == before
+    assert (run_folder / "dqn" / "CartPole-v1.zip").read_bytes() == (run_folder / "ann.zip").read_bytes()
+    code, _, err = run(capsys, "compress", "--agent", run_folder / "ann.zip", "--config", tiny_preset, "--schedule", "2,1",
+                       "--steps-per-stage", "5", "--eval-episodes", "2", "--out", snn, "--resume", "--no-progress")
+    assert code == 0, err  # the compression of tiny_run's ann.zip: the same ANN
+
+
 @pytest.mark.parametrize("given", [["--env", "PongNoFrameskip-v4"], ["--seed", "3"], ["--config", "envs/CartPole-v1.yaml"],
                                    ["--out", "elsewhere"]])
 def test_train_resume_refuses_what_the_run_fixes_itself(tiny_run, capsys, given):

@@ -75,6 +75,8 @@ def test_train_shows_its_steps_as_lines_in_a_log(tmp_path, capsys):
     assert main(["train", "-n", "300", "--out", str(out), "--num-threads", "1"]) == 0
     bars = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train: ")]
     assert bars[0].startswith("train:   0%|") and "0/300" in bars[0] and "step" in bars[0]
+    assert main(["train", "--resume", str(out)]) == 0  # finished: no steps, no bar
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("train: ")] == []
 
 
 def test_evaluate_progress_counts_episodes_and_no_progress_hides_only_the_bar(capsys):
