@@ -116,7 +116,7 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
                 "replay_buffer_step": buffer_step,
                 "sha256": digests,
                 "counters": {name: getattr(model, name) for name in COUNTERS},
-                "monitor_rows": monitor_rows(RunFolder(folder).monitor),
+                "monitor_rows": _monitor_rows(RunFolder(folder).monitor),
                 "episodes": {
                     "info": [{key: float(value) for key, value in info.items()} for info in model.ep_info_buffer or []],
                     "success": [bool(success) for success in model.ep_success_buffer or []],
@@ -132,14 +132,13 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
     _remove_other_steps(folder, step, buffer_step)
 
 
-def monitor_rows(path: Path) -> int | None:
+def _monitor_rows(path: Path) -> int | None:
     """The training episodes SB3's ``Monitor`` has logged in the CSV at ``path`` (complete
-    lines under its two header lines); None without the file."""
+    lines under its two header lines); None without a readable file (a resume then keeps them all)."""
     try:
-        text = path.read_text()
-    except FileNotFoundError:
+        return max(path.read_bytes().count(b"\n") - 2, 0)
+    except OSError:
         return None
-    return max(text.count("\n") - 2, 0)
 
 
 def _saved_buffer(folder: Path, run_id: str) -> tuple[int, str] | None:
