@@ -342,9 +342,14 @@ def test_python_m_spikerl_exits_130_when_ctrl_c_lands_in_a_string_exec(tmp_path)
 def test_ctrl_c_while_a_command_starts_ends_it_in_one_line(command):
     if not Path(command[0]).is_file():
         pytest.skip("spikerl's console script is not installed beside this Python")
+    if not Path("/proc/self/maps").is_file():
+        pytest.skip("needs Linux's /proc to see the command import torch")
     evaluate = subprocess.Popen([*command, "evaluate", "--agent", str(SHIPPED_CARTPOLE / "T1.zip")], cwd=REPO,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)  # importing torch takes seconds; the command itself too (100 episodes)
+    maps, deadline = Path(f"/proc/{evaluate.pid}/maps"), time.time() + 60
+    # once torch's library is loaded: its import (which `import spikerl` starts) goes on for a second or more
+    while evaluate.poll() is None and "libtorch" not in maps.read_text() and time.time() < deadline:
+        time.sleep(0.01)
     evaluate.send_signal(signal.SIGINT)
     _, stderr = evaluate.communicate(timeout=120)
     assert evaluate.returncode == 130 and "Traceback" not in stderr, stderr
