@@ -76,6 +76,8 @@ def adopt(grid: Path, sweep: Path, runs: list[Path]) -> tuple[int, int, int]:
     """Copy ``runs`` into ``sweep`` as their cells; returns (runs copied, runs there already, cells left)."""
     plan = load_grid(grid)
     headers = cell_headers(plan)
+    for run in runs:
+        _check_copyable(run, sweep)
     matched = [(run, cell_of_run(plan, headers, run)) for run in runs]  # every run checked before anything is written
     cells = [cell.folder for _, cell in matched]
     twice = next((folder for folder in cells if cells.count(folder) > 1), None)
@@ -107,6 +109,16 @@ def _adopted(run: Path, target: Path) -> bool:
     if filecmp.cmp(RunFolder(run).results_json, RunFolder(target).results_json, shallow=False):
         return True
     raise UsageError(f"{target} holds another run of its cell; adopt into another sweep folder, or remove that one")
+
+
+def _check_copyable(run: Path, sweep: Path) -> None:
+    """Refuse a run folder that holds the sweep folder, or a symbolic link (spikerl writes none;
+    copying would follow it out of the folder)."""
+    if run.is_dir() and sweep.resolve().is_relative_to(run.resolve()):
+        raise UsageError(f"{sweep} lies inside the run {run}; take the run into a sweep folder outside it")
+    link = next((path for path in run.rglob("*") if path.is_symlink()), None) if run.is_dir() else None
+    if link is not None:
+        raise UsageError(f"{run} holds a symbolic link, {link} (spikerl writes none); remove it, then adopt the run")
 
 
 def _copy_folder(run: Path, target: Path) -> None:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from spikerl.checkpoints import stop_signals_as_interrupt
 from spikerl.errors import UsageError
 from spikerl.settings import ENCODINGS, MAX_THREADS, OBJECTIVES, SECTIONS, STICKY_ACTIONS
 
@@ -513,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         return exit.code if isinstance(exit.code, int) else 2
     args.command_line = "spikerl " + shlex.join(argv)  # as a user would type it, for the records of the run
     try:
-        code = args.run(args)
+        with stop_signals_as_interrupt():  # SIGTERM and SIGHUP end every command as Ctrl-C does
+            code = args.run(args)
     except UsageError as error:
         print(f"spikerl {args.command}: error: {_with_flag(error)}", file=sys.stderr)
         return 2

@@ -36,7 +36,7 @@ from spikerl.report import write_report
 from spikerl.results import CompressionResult, EvaluationProtocol, Stage, read_results, run_settings, write_results
 from spikerl.retrain import TD_EVAL_SEED_OFFSET, make_retrainer
 from spikerl.run_folder import RunFolder
-from spikerl.settings import EVAL_SEED_BASE, CompressSettings, EnvSettings, Settings
+from spikerl.settings import EVAL_SEED_BASE, CompressSettings, EnvSettings, Settings, sb3_dqn_kwargs
 from spikerl.tensorboard import check_tensorboard, log_stage, open_writer
 from spikerl.zoo import write_zoo_layout
 
@@ -218,7 +218,7 @@ def _copy_ann(agent: str | Path, folder: RunFolder) -> None:
 
 def _student_dqn_kwargs(settings: CompressSettings, seed: int) -> dict[str, Any]:
     """DQN settings of the spiking student: the preset's TD ones (distillation needs no replay buffer)."""
-    return {**settings.td.dqn, "seed": seed, **({"buffer_size": 1} if settings.objective == "distill" else {})}
+    return {**sb3_dqn_kwargs(settings.td.dqn), "seed": seed, **({"buffer_size": 1} if settings.objective == "distill" else {})}
 
 
 def _convert(ann: DQN, env: VecEnv, settings: CompressSettings, seed: int) -> DQN:

@@ -22,9 +22,12 @@ class UsageError(ValueError):
 def run_script(program: str, work: Callable[[], str]) -> int:
     """Run a script's ``work`` and return its exit code: 0 with the line ``work`` returns
     printed; 2 with one line on stderr for a ``UsageError`` or a file that cannot be read
-    or written (``OSError``)."""
+    or written (``OSError``); 130 with the line ``interrupted`` after Ctrl-C."""
     try:
         done = work()
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted", file=sys.stderr)
+        return 130
     except UsageError as error:
         print(f"{program}: {error}", file=sys.stderr)
         return 2

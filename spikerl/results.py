@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import os
 from typing import Any
 
@@ -139,8 +140,9 @@ class CompressionResult(Record):
             raise UsageError(f"layers must hold LayerCost fields ({error})", parameter="layers") from None
         try:  # every row's cost can be computed: its spike rates name the layers, the sizes are numbers
             for row in self.rows:
-                self.row_cost(row.T, row.spike_rates)
-        except (TypeError, KeyError, ValueError, ZeroDivisionError, IndexError) as error:
+                if not all(math.isfinite(value) for value in self.row_cost(row.T, row.spike_rates).values()):
+                    raise ValueError("a cost beyond any float")
+        except (TypeError, KeyError, ValueError, ZeroDivisionError, IndexError, OverflowError) as error:
             problem = f"{type(error).__name__}: {error}"
             raise UsageError(f"layers and the rows' spike rates do not fit together ({problem})", parameter="layers") from None
 
@@ -229,6 +231,8 @@ def read_results(folder: str | os.PathLike[str]) -> CompressionResult:
         result = build(CompressionResult, data)
     except UsageError as error:
         raise UsageError(f"{path} is damaged ({error}); {fix}") from None
+    except RecursionError:  # JSON that parses, nested deeper than any check can walk
+        raise UsageError(f"{path} is damaged (nested too deeply); {fix}") from None
     if not result.rows:  # compress writes the file after its first (ANN) row
         raise UsageError(f"{path} is damaged (no rows, not even the ANN's); {fix}")
     return result

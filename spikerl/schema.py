@@ -62,7 +62,10 @@ def check_number(value: Any, name: str, kind: type, bounds: Mapping[str, Any] | 
     if kind is float and not (integral or isinstance(value, float)):
         raise _fail(name, f"must be a number, got {value!r}", hint)
     if kind is float:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer beyond any float
+            value = math.inf
         if not math.isfinite(value):
             raise _fail(name, f"must be a finite number, got {value!r}", hint)
     low, high, above = bounds.get("low"), bounds.get("high"), bounds.get("above")

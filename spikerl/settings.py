@@ -288,13 +288,23 @@ def check_dqn_kwargs(kwargs: dict[str, Any], name: str) -> None:
             kind, bounds = _DQN_NUMBERS[key]
             check_number(value, f"{name}.{key}", kind, bounds)
     train_freq = kwargs.get("train_freq", 1)
-    frequency = train_freq[0] if isinstance(train_freq, list) and len(train_freq) == 2 else train_freq
-    bounds = {"low": 1, "high": MAX_STEPS, "hint": "give steps, or [steps, episode]"}
-    check_number(frequency, f"{name}.train_freq", int, bounds)
+    hint = "give steps, or [steps, episode]"
+    if isinstance(train_freq, list) and (len(train_freq) != 2 or train_freq[1] not in ("step", "episode")):
+        raise UsageError(f"{name}.train_freq must be steps or [steps, step|episode], got {train_freq!r}",
+                         parameter=f"{name}.train_freq")
+    frequency = train_freq[0] if isinstance(train_freq, list) else train_freq
+    check_number(frequency, f"{name}.train_freq", int, {"low": 1, "high": MAX_STEPS, "hint": hint})
     if not isinstance(kwargs.get("policy_kwargs", {}), dict):
         key = f"{name}.policy_kwargs"
         raise UsageError(f"{key} must be a mapping such as {{net_arch: [256, 256]}}", parameter=key)
     check_network_size(kwargs.get("policy_kwargs", {}), f"{name}.policy_kwargs")
+
+
+def sb3_dqn_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` (checked ``train.dqn``-like settings) as ``stable_baselines3.DQN`` takes them:
+    YAML's ``train_freq: [4, episode]`` list becomes the tuple SB3 requires."""
+    train_freq = kwargs.get("train_freq")
+    return {**kwargs, "train_freq": tuple(train_freq)} if isinstance(train_freq, list) else dict(kwargs)
 
 
 def check_network_size(policy_kwargs: dict[str, Any], name: str) -> None:

@@ -44,7 +44,7 @@ from spikerl.locks import folder_lock
 from spikerl.plots import plot_training_curve
 from spikerl.progress import ProgressCallback
 from spikerl.run_folder import RunFolder
-from spikerl.settings import EnvSettings, Settings, TrainSettings
+from spikerl.settings import EnvSettings, Settings, TrainSettings, sb3_dqn_kwargs
 from spikerl.tensorboard import check_tensorboard
 from spikerl.training_checkpoint import (
     best_mean_reward,
@@ -201,6 +201,12 @@ def _restore_evaluations(callback: EvalCallback, path: Path, checkpoint_step: in
             raise ValueError("non-finite values")
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:  # TypeError: not numbers
         raise UsageError(f"{path} is damaged ({error}); delete it to resume with a fresh evaluation log") from None
+    if len(results) and results.shape[1] != callback.n_eval_episodes:  # SB3 could not append to it
+        raise UsageError(
+            f"{path} holds evaluations of {results.shape[1]} episodes, but the run evaluates "
+            f"{callback.n_eval_episodes} (train.eval_episodes); set that back in its config.yaml, or delete {path.name} "
+            "to resume with a fresh evaluation log"
+        )
     kept = timesteps <= checkpoint_step
     callback.evaluations_timesteps = timesteps[kept].tolist()
     callback.evaluations_results = results[kept].tolist()
@@ -213,8 +219,10 @@ def _repair_monitor(path: Path, rows_at_checkpoint: int | None) -> None:
     the resumed run plays again; None: the checkpoint did not count them, all are kept).
 
     ``UsageError`` when the file is not a Monitor CSV (it is only used for the plot: the
-    fix is to delete it).
+    fix is to delete it), or is a link or no regular file (SB3's Monitor would append through it, or block on a FIFO).
     """
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise UsageError(f"{path} is a symbolic link or not a regular file where spikerl keeps its own file; delete it")
     if not path.is_file():
         return
     try:
@@ -227,7 +235,7 @@ def _repair_monitor(path: Path, rows_at_checkpoint: int | None) -> None:
         for row in rows:
             if len([float(value) for value in row.split(",")]) != 3:
                 raise ValueError(f"row {row!r}")
-    except (OSError, ValueError, UnicodeDecodeError) as error:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: a deep JSON header
         raise UsageError(
             f"{path} is damaged ({error}); delete it (it only records the training episodes for the plot) and resume again"
         ) from None
@@ -448,7 +456,7 @@ def _build(
     eval_env = open_envs.enter_context(closing(make_env(env_id, env_settings, seed=EVAL_SEED_BASE)))
     try:
         algorithm = BFloat16DQN if train.bfloat16 else DQN
-        model = algorithm(train.policy, env, seed=seed, device=device, verbose=0, **train.dqn)
+        model = algorithm(train.policy, env, seed=seed, device=device, verbose=0, **sb3_dqn_kwargs(train.dqn))
     except TypeError as error:  # a keyword SB3's DQN or its policy does not take (train.dqn, its policy_kwargs)
         raise UsageError(f"SB3's DQN refuses the settings train.dqn ({error}); fix or drop that setting") from None
     if train.bfloat16 and model.device.type == "cpu" and not _cpu_has_bfloat16():

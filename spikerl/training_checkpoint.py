@@ -250,9 +250,18 @@ def read_index(folder: Path) -> dict[str, Any]:
             raise ValueError("bad monitor_rows")
         if not isinstance(episodes["info"], list) or not isinstance(episodes["success"], list) or not isinstance(rng, dict):
             raise ValueError("bad episode statistics")
+        if not all(_is_episode_info(info) for info in episodes["info"]):
+            raise ValueError("bad episode statistics: each needs finite numbers r, l and t")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UsageError(f"{path} is damaged ({error}); delete the run folder and start again") from None
     return index
+
+
+def _is_episode_info(info: Any) -> bool:
+    """Whether ``info`` is an episode's statistics as SB3's ``Monitor`` gives them: finite numbers ``r``, ``l``, ``t``."""
+    return isinstance(info, dict) and {"r", "l", "t"} <= set(info) and all(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) for value in info.values()
+    )
 
 
 def load_checkpoint(model: DQN, folder: Path) -> dict[str, Any]:
@@ -394,6 +403,8 @@ def _load_buffer(model: DQN, path: Path, step: int) -> None:
                     raise ValueError(
                         f"{name} has shape {array.shape} {array.dtype}, expected {(rows, *target.shape[1:])} {target.dtype}"
                     )
+                if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+                    raise ValueError(f"{name} holds NaN or infinite values")  # they would make every later step NaN
                 target[:rows] = array
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:  # TypeError: pos not a number
         raise UsageError(
@@ -446,8 +457,11 @@ def _this_runs_best(folder: Path, run_id: str) -> dict[str, Any] | None:
     if best["run_id"] != run_id:
         return None
     try:
-        return {**best, "mean_reward": float(best["mean_reward"])}
-    except (TypeError, ValueError):
+        mean_reward = float(best["mean_reward"])
+        if not np.isfinite(mean_reward):
+            raise ValueError(mean_reward)
+        return {**best, "mean_reward": mean_reward}
+    except (TypeError, ValueError, OverflowError):
         raise UsageError(
-            f"{path} is damaged (its mean_reward is not a number); delete it (the run then keeps its last policy)"
+            f"{path} is damaged (its mean_reward is not a finite number); delete it (the run then keeps its last policy)"
         ) from None

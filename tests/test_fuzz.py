@@ -493,6 +493,8 @@ def run_folder_cases(rng: random.Random, run: Path, marker: Path) -> list[tuple[
         ),
         ("torch rng a string", with_digests({weights: torch_bytes({**saved, "torch_rng": "seed"})})),
         ("weights a list", with_digests({weights: torch_bytes([1, 2])})),
+        ("buffer rewards NaN",
+         with_digests({buffer: npz_bytes(**{**stored, "rewards": np.full_like(stored["rewards"], np.nan)})})),
         (
             "buffer holds pickled objects",
             with_digests({buffer: npz_bytes(**{**stored, "observations": np.array([Payload(marker)], dtype=object)})}),
@@ -531,6 +533,9 @@ def run_folder_cases(rng: random.Random, run: Path, marker: Path) -> list[tuple[
         ("python rng damaged", lambda i: i["rng"].__setitem__("python", [3, "x", None])),
         ("action space rng damaged", lambda i: i["rng"].__setitem__("action_space", {"bit_generator": "PCG64"})),
         ("episodes not a list", lambda i: i["episodes"].__setitem__("info", 5)),
+        ("episode statistics a word", lambda i: i["episodes"].__setitem__("info", ["x"])),
+        ("episode reward a word", lambda i: i["episodes"].__setitem__("info", [{"r": "abc", "l": 3, "t": 1}])),
+        ("episode statistics without length", lambda i: i["episodes"].__setitem__("info", [{"r": 1.0}])),
         ("index empty", lambda i: i.clear()),
     ]
     for name, edit in index_edits:
@@ -571,6 +576,15 @@ def run_folder_cases(rng: random.Random, run: Path, marker: Path) -> list[tuple[
             {"evaluations.npz": npz_bytes(timesteps=np.array([150]), results=np.array([["a", "b"]]),
                                           ep_lengths=np.ones((1, 2)))},
         ),
+        (
+            "evaluations of more episodes than the run evaluates",
+            {"evaluations.npz": npz_bytes(timesteps=np.array([150]), results=np.zeros((1, 3)), ep_lengths=np.ones((1, 3)))},
+        ),
+        (
+            "best model's mean reward beyond any float",
+            {"best_model.pt": torch_bytes({**torch.load(run / "best_model.pt", weights_only=True), "mean_reward": 10**400})},
+        ),
+        ("monitor header nested too deep", {"0.monitor.csv": b"#" + b"[" * 100_000 + b"]" * 100_000 + b"\nr,l,t\n"}),
         ("monitor rows not numbers", {"0.monitor.csv": b'#{"t_start": 0}\nr,l,t\nabc,def,ghi\n1,2,3\n'}),
         ("monitor without header", {"0.monitor.csv": b"1,2,3\n"}),
         ("monitor not UTF-8", {"0.monitor.csv": b'#{"t_start": 0}\nr,l,t\n\xff\xfe\n'}),
@@ -673,6 +687,11 @@ def results_cases(rng: random.Random, results: dict) -> list[tuple[str, bytes]]:
         ("spike rates of no layer", json.dumps(replaced(results, ("rows", 2, "spike_rates"), {})).encode()),
         ("no layers", json.dumps({**results, "layers": []}).encode()),
         ("outputs 0", json.dumps(replaced(results, ("layers", 0, "outputs"), 0)).encode()),
+        ("macs beyond any float", json.dumps(replaced(results, ("layers", 0, "macs"), 10**400)).encode()),
+        ("macs whose energy is beyond any float", json.dumps(replaced(results, ("layers", 0, "macs"), 1e308)).encode()),
+        ("a reward beyond any float", json.dumps(replaced(results, ("rows", 1, "mean_reward"), 10**400)).encode()),
+        ("settings nested too deep", json.dumps({**results, "settings": {"env": {"env_kwargs": "DEEP"}}}).replace(
+            '"DEEP"', '{"a": ' * 985 + "{}" + "}" * 985).encode()),  # parses, deeper than a check can walk
         ("spiking layers: an encoder alone", json.dumps({**results, "spiking_layers": [
             {"name": "encoder", "macs": 16, "input_layer": None, "outputs": 16, "kind": "encoder", "inputs": 16, "bias": False}
         ]}).encode()),

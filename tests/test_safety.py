@@ -148,6 +148,57 @@ def test_unwritable_output_folder(tmp_path):
     assert result.returncode == 2 and "cannot write to output folder" in result.stderr
 
 
+def test_a_training_log_that_is_a_link_or_a_fifo_is_refused_on_resume(tmp_path, tiny_preset):
+    import shutil
+
+    run = tmp_path / "run"
+    assert run_cli("train", "--config", str(tiny_preset), "--out", str(run), "--no-progress").returncode == 0
+    victim = tmp_path / "victim.csv"
+    victim.write_text("someone else's file\n")
+    for kind, make in (("link", lambda path: path.symlink_to(victim)), ("fifo", os.mkfifo)):
+        folder = tmp_path / kind
+        shutil.copytree(run, folder)
+        (folder / "0.monitor.csv").unlink()
+        make(folder / "0.monitor.csv")  # SB3's Monitor would append through the link, or block opening the FIFO
+        resumed = run_cli_in_fresh_process("train", "--resume", str(folder), "-n", "900", "--no-progress", timeout=120)
+        assert resumed.returncode == 2 and resumed.stderr.count("\n") == 1, resumed.stderr
+        assert "is a symbolic link or not a regular file where spikerl keeps its own file; delete it" in resumed.stderr
+    assert victim.read_text() == "someone else's file\n"
+
+
+def test_train_takes_train_freq_in_episodes_as_yaml_writes_it(tmp_path, tiny_preset):
+    run = tmp_path / "run"
+    trained = run_cli("train", "--config", str(tiny_preset), "--out", str(run), "--no-progress",
+                      "--set", "train.dqn.train_freq=[1, episode]")
+    assert trained.returncode == 0, trained.stderr
+    assert "train_freq" in (run / "config.yaml").read_text()
+    refused = run_cli("train", "--config", str(tiny_preset), "--out", str(tmp_path / "other"), "--set",
+                      "train.dqn.train_freq=[1, hour]")
+    assert refused.returncode == 2 and "train.dqn.train_freq must be steps or [steps, step|episode]" in refused.stderr
+
+
+@pytest.mark.parametrize("setting", ["train.dqn.learning_rate", "compress.percentile"])
+def test_a_number_beyond_any_float_is_refused_in_one_line(setting):
+    refused = run_cli("train", "--set", f"{setting}=1{'0' * 400}", "--no-progress")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "must be a finite number" in refused.stderr
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_ends_a_compression_as_ctrl_c_does(tmp_path, stop):
+    out = tmp_path / "snn"
+    compress = subprocess.Popen(
+        [sys.executable, "-m", "spikerl", "compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--out", str(out),
+         "--no-progress"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 120
+    while compress.poll() is None and not (out / "results.json").is_file() and time.time() < deadline:
+        time.sleep(0.05)  # until the ANN's row is saved: compress is under way
+    compress.send_signal(stop)
+    _, stderr = compress.communicate(timeout=120)
+    assert compress.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.strip().endswith("spikerl compress: interrupted")
+
+
 @pytest.mark.slow
 def test_train_refuses_to_overwrite_a_run_and_resumes_it(tmp_path):
     run = tmp_path / "run"
@@ -335,6 +386,16 @@ def test_python_m_spikerl_exits_130_when_ctrl_c_lands_in_a_string_exec(tmp_path)
     process = subprocess.run([sys.executable, "-m", "ctrl_c_in_exec"], cwd=REPO, capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=120)
     assert (process.returncode, process.stderr.strip()) == (130, "spikerl report: interrupted")
+
+
+def test_ctrl_c_in_a_script_ends_it_in_one_line(capsys):
+    from spikerl.errors import run_script
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_script("adopt_runs", interrupted) == 130
+    assert capsys.readouterr().err == "adopt_runs: interrupted\n"
 
 
 @pytest.mark.parametrize("command", [[sys.executable, "-m", "spikerl"], [str(Path(sys.executable).parent / "spikerl")]],

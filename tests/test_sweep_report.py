@@ -222,3 +222,17 @@ def test_adopt_runs_refuses_two_runs_of_one_cell_and_grids_that_train(tmp_path, 
     code, _, error = run_script("adopt_runs", training, tmp_path / "sweep", finished_run)
     assert code == 2 and "has no cell with a given agent" in error
     assert not (tmp_path / "sweep").exists()
+
+
+def test_adopt_runs_refuses_a_run_holding_a_link_or_the_sweep(tmp_path, run_script, tiny_preset, finished_run):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"env: CartPole-v1\nconfig: {tiny_preset}\nsettings:\n  agent: {SHIPPED_CARTPOLE / 'ann.zip'}\n"
+                    "grid:\n  seed: [0]\n")
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    (run / "up").symlink_to("..")  # copying would follow it, out of the folder and round a loop
+    code, _, error = run_script("adopt_runs", grid, tmp_path / "sweep", run)
+    assert code == 2 and f"{run} holds a symbolic link, {run / 'up'}" in error and error.count("\n") == 1
+    assert not (tmp_path / "sweep").exists()
+    (run / "up").unlink()
+    code, _, error = run_script("adopt_runs", grid, run / "sweep", run)
+    assert code == 2 and f"{run / 'sweep'} lies inside the run {run}" in error and not (run / "sweep").exists()
