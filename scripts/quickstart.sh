@@ -7,14 +7,17 @@ cd "$(dirname "$0")/.."
 env_id="${1:-CartPole-v1}"
 bash scripts/setup.sh
 run="runs/$env_id"
-if [ -f "$run/checkpoint.json" ]; then  # a run started before: continue it (a finished one just re-exports ann.zip)
+if [ -f "$run/checkpoint.json" ]; then  # a run started before: continue it (a finished one keeps its ann.zip)
   .venv/bin/spikerl train --resume "$run"
 else
   .venv/bin/spikerl train --env "$env_id" --out "$run"
 fi
 snn="runs/${env_id}_snn"
 if [ -f "$snn/results.json" ]; then  # compressed before: continue after its last finished stage (a finished one: nothing to do)
-  .venv/bin/spikerl compress --agent "$run/ann.zip" --out "$snn" --resume
+  .venv/bin/spikerl compress --agent "$run/ann.zip" --out "$snn" --resume || {
+    echo "quickstart: $snn holds another compression (see the line above); delete that folder to compress again" >&2
+    exit 2
+  }
 else
   .venv/bin/spikerl compress --agent "$run/ann.zip" --out "$snn"
 fi

@@ -18,10 +18,14 @@ def _started_as_the_spikerl_command() -> bool:
 
 
 try:  # registers SpikingMlpPolicy/SpikingCnnPolicy as SB3 DQN policy names (imports torch: seconds)
+    import numpy  # noqa: F401  first: torch's own import of numpy can lose a Ctrl-C that lands in it
+
     from spikerl import policy as _policy  # noqa: F401
 except KeyboardInterrupt:
     if not _started_as_the_spikerl_command():
         raise
-    # a Ctrl-C while a command starts ends it as one later does (spikerl.cli.main), not in a traceback
+    # a Ctrl-C while a command starts ends it as one later does (spikerl.cli.main), not in a traceback;
+    # exec("") as in __main__: CPython would otherwise end `python -m` by SIGINT when the Ctrl-C ended a string exec
     print("spikerl: interrupted", file=sys.stderr)
+    exec("")
     raise SystemExit(130) from None

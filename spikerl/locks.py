@@ -60,15 +60,18 @@ def folder_lock(folder: str | Path, parameter: str | None = "out_dir") -> Iterat
 
 
 def is_locked(folder: str | Path) -> bool:
-    """Whether a process holds ``folder``'s lock now (``False`` where the folder has no lock file)."""
-    try:
-        handle = os.open(Path(folder) / LOCK_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    """Whether a process holds ``folder``'s lock now (``False`` where the folder has no lock file, or
+    where the lock cannot be tried). The test takes the lock for an instant when it is free."""
+    try:  # read-write, as folder_lock opens it: NFS's emulation of flock needs that for an exclusive lock
+        handle = os.open(Path(folder) / LOCK_FILE, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return False
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
+    except OSError:
+        return False
     finally:
         os.close(handle)  # releases the lock if it was taken here
     return False

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import sys
 import zipfile
@@ -35,7 +36,15 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalC
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.vec_env import VecEnv
 
-from spikerl.checkpoints import TEMPORARY_SUFFIX, atomic_path, save_model, signals_held, stop_signals_as_interrupt, write_text
+from spikerl.checkpoints import (
+    TEMPORARY_SUFFIX,
+    atomic_path,
+    open_own_file,
+    save_model,
+    signals_held,
+    stop_signals_as_interrupt,
+    write_text,
+)
 from spikerl.config import RunConfig, read_run_config
 from spikerl.envs import EVAL_SEED_BASE, check_env_id, check_training_seed, make_env, with_sticky_actions
 from spikerl.errors import UsageError
@@ -201,13 +210,13 @@ def _restore_evaluations(callback: EvalCallback, path: Path, checkpoint_step: in
             raise ValueError("non-finite values")
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:  # TypeError: not numbers
         raise UsageError(f"{path} is damaged ({error}); delete it to resume with a fresh evaluation log") from None
-    if len(results) and results.shape[1] != callback.n_eval_episodes:  # SB3 could not append to it
+    kept = timesteps <= checkpoint_step
+    if kept.any() and results.shape[1] != callback.n_eval_episodes:  # SB3 could not append to it
         raise UsageError(
             f"{path} holds evaluations of {results.shape[1]} episodes, but the run evaluates "
             f"{callback.n_eval_episodes} (train.eval_episodes); set that back in its config.yaml, or delete {path.name} "
             "to resume with a fresh evaluation log"
         )
-    kept = timesteps <= checkpoint_step
     callback.evaluations_timesteps = timesteps[kept].tolist()
     callback.evaluations_results = results[kept].tolist()
     callback.evaluations_length = lengths[kept].tolist()
@@ -221,8 +230,8 @@ def _repair_monitor(path: Path, rows_at_checkpoint: int | None) -> None:
     ``UsageError`` when the file is not a Monitor CSV (it is only used for the plot: the
     fix is to delete it), or is a link or no regular file (SB3's Monitor would append through it, or block on a FIFO).
     """
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        raise UsageError(f"{path} is a symbolic link or not a regular file where spikerl keeps its own file; delete it")
+    if path.is_symlink() or path.exists():
+        os.close(open_own_file(path, os.O_RDONLY))  # refuses a link or what is no regular file
     if not path.is_file():
         return
     try:
@@ -460,9 +469,9 @@ def _build(
     except TypeError as error:  # a keyword SB3's DQN or its policy does not take (train.dqn, its policy_kwargs)
         raise UsageError(f"SB3's DQN refuses the settings train.dqn ({error}); fix or drop that setting") from None
     if train.bfloat16 and model.device.type == "cpu" and not _cpu_has_bfloat16():
-        print("spikerl train: warning: this CPU has no bfloat16 arithmetic (AVX512-BF16 or AMX), where bfloat16 "
-              "autocast made a Pong gradient step 12x slower than float32 (bench/train_step.py); drop train.bfloat16",
-              file=sys.stderr)
+        print("spikerl train: warning: torch has no fast bfloat16 kernels for this CPU (oneDNN's test), and on such a "
+              "CPU (AVX2 only) bfloat16 autocast made a Pong gradient step 12x slower than float32 "
+              "(bench/train_step.py); drop train.bfloat16", file=sys.stderr)
     if is_image_space(model.observation_space):
         # NHWC convolutions, the same weights and float32 arithmetic (float sums in another order):
         # 0.77x the time per gradient step on one CPU thread
@@ -500,7 +509,8 @@ def _resume_state(model: DQN, evaluation: EvalCallback, folder: RunFolder, run_i
 
 def _hand_on(model: DQN, folder: RunFolder, run_id: str, env_id: str, seed: int, settings: Settings) -> None:
     """Write ``ann.zip`` (this run's best policy, no optimizer state; the file is kept as it is where it
-    holds that policy already), the rl-zoo3 layout and the training curve.
+    holds that policy already, so its SHA-256 stays the ANN's identity, with the counters and
+    settings of the step that wrote it), the rl-zoo3 layout and the training curve.
 
     ``ann.zip`` appears last: a folder that holds it holds the others (a sweep takes it as the end of training).
     """
@@ -523,7 +533,8 @@ def _same_policy(saved: Path, new: Path) -> bool:
 
 
 def _cpu_has_bfloat16() -> bool:
-    """Whether this CPU does bfloat16 arithmetic in hardware (oneDNN's test: AVX512-BF16 or AMX)."""
+    """Whether oneDNN, torch's CPU kernel library, has bfloat16 kernels for this CPU (its own test,
+    a private torch op: true on AVX-512 CPUs, false on AVX2-only ones)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a torch build without oneDNN: not known, so not warned about

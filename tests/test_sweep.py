@@ -330,12 +330,10 @@ def test_a_resumed_task_waits_for_its_folder_lock_held_past_the_killed_workers_e
     try:
         holder.stdout.readline()  # the lock is held
         assert is_locked(folder)
-        started = time.time()
         _wait_for_killed_task({"state": "running", "host": socket.gethostname(), "pid": dead.pid}, folder)
-        assert not is_locked(folder) and time.time() - started > 0.5
+        assert not is_locked(folder)  # waited for the holder (it keeps the lock 1.5 s)
     finally:
         holder.wait()
-    _wait_for_killed_task({"state": "interrupted", "host": socket.gethostname(), "pid": dead.pid}, folder)
 
 
 # --- sweeps on Ray -----------------------------------------------------------------------------
