@@ -83,11 +83,18 @@ def new_run_id() -> str:
 
 def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: bool) -> None:
     """Write ``model``'s training state into ``folder``, with its replay buffer if asked (else
-    naming the buffer this run saved last, if any)."""
+    naming the buffer this run saved last, if any); ``UsageError`` and nothing written where its
+    weights are not finite (a diverged run keeps its last good checkpoint)."""
     step = model.num_timesteps
+    policy = model.policy.state_dict()
+    if not all(torch.isfinite(tensor).all() for tensor in policy.values()):  # the run's last good checkpoint stays
+        raise UsageError(
+            f"the training diverged: its Q-network holds NaN or infinite weights at step {step}, so no checkpoint "
+            f"was written there; resume {folder} from its last checkpoint with a lower train.dqn.learning_rate (--set)"
+        )
     kept_buffer = None if with_replay_buffer else _saved_buffer(folder, run_id)
     tensors = {
-        "policy": model.policy.state_dict(),
+        "policy": policy,
         "optimizer": model.policy.optimizer.state_dict(),
         "torch_rng": torch.get_rng_state(),
     }

@@ -507,6 +507,23 @@ def assert_same_state(a, b):
         assert (a["buffer"][name] == b["buffer"][name]).all(), name
 
 
+def test_a_diverged_run_keeps_its_last_good_checkpoint(tmp_path):
+    from spikerl.errors import UsageError
+    from spikerl.training_checkpoint import read_index, save_checkpoint
+
+    model = tiny_model()
+    model.learn(200)
+    save_checkpoint(model, tmp_path, "run", with_replay_buffer=True)
+    good, good_step = {path.name: path.read_bytes() for path in tmp_path.iterdir()}, model.num_timesteps
+    model.learn(100, reset_num_timesteps=False)
+    with torch.no_grad():
+        next(model.policy.parameters()).fill_(float("nan"))  # as a diverging run's weights
+    with pytest.raises(UsageError, match="the training diverged: its Q-network holds NaN or infinite weights at step"):
+        save_checkpoint(model, tmp_path, "run", with_replay_buffer=False)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == good
+    assert read_index(tmp_path)["counters"]["num_timesteps"] == good_step
+
+
 @pytest.mark.parametrize("n_steps", [1, 3])
 def test_resume_restores_counters_optimizer_and_buffer_and_continues_identically(tmp_path, n_steps):
     """A model rebuilt from spikerl's checkpoint equals the saved one and trains on identically
