@@ -59,6 +59,7 @@ from spikerl.training_checkpoint import (
     best_mean_reward,
     load_best,
     load_checkpoint,
+    monitor_episode_lines,
     new_run_id,
     read_index,
     replay_buffer_step,
@@ -236,11 +237,11 @@ def _repair_monitor(path: Path, rows_at_checkpoint: int | None) -> None:
         return
     try:
         text = path.read_text()
-        header, columns, *rest = text.split("\n")
+        header, columns, *_ = text.split("\n")
         json.loads(header[1:]) if header.startswith("#") else json.loads(header)
         if columns != "r,l,t":
             raise ValueError("no r,l,t column header")
-        rows = [row for row in rest[:-1] if row]  # the last piece is "" or the line of an episode cut by a kill
+        rows = monitor_episode_lines(text)
         for row in rows:
             if len([float(value) for value in row.split(",")]) != 3:
                 raise ValueError(f"row {row!r}")

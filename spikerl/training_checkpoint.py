@@ -139,12 +139,18 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
     _remove_other_steps(folder, step, buffer_step)
 
 
+def monitor_episode_lines(text: str) -> list[str]:
+    """The episode lines of SB3's ``Monitor`` CSV ``text``: the complete lines under its two
+    header lines (a last line without its newline was cut by a kill)."""
+    return [line for line in text.split("\n")[2:-1] if line]
+
+
 def _monitor_rows(path: Path) -> int | None:
-    """The training episodes SB3's ``Monitor`` has logged in the CSV at ``path`` (complete
-    lines under its two header lines); None without a readable file (a resume then keeps them all)."""
+    """The training episodes logged in the Monitor CSV at ``path`` so far; None without a readable
+    file (a resume then keeps them all)."""
     try:
-        return max(path.read_bytes().count(b"\n") - 2, 0)
-    except OSError:
+        return len(monitor_episode_lines(path.read_text()))
+    except (OSError, UnicodeDecodeError):
         return None
 
 
@@ -235,10 +241,7 @@ def read_index(folder: Path) -> dict[str, Any]:
             raise ValueError("unknown format")
         if not isinstance(counters["num_timesteps"], int) or counters["num_timesteps"] < 0 or set(counters) != set(COUNTERS):
             raise ValueError("bad counters")
-        if not all(
-            isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-            for value in counters.values()
-        ):
+        if not all(_is_finite_number(value) for value in counters.values()):
             raise ValueError("non-numeric counters")
         digests = index["sha256"]
         if (
@@ -266,9 +269,12 @@ def read_index(folder: Path) -> dict[str, Any]:
 
 def _is_episode_info(info: Any) -> bool:
     """Whether ``info`` is an episode's statistics as SB3's ``Monitor`` gives them: finite numbers ``r``, ``l``, ``t``."""
-    return isinstance(info, dict) and {"r", "l", "t"} <= set(info) and all(
-        isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) for value in info.values()
-    )
+    return isinstance(info, dict) and {"r", "l", "t"} <= set(info) and all(map(_is_finite_number, info.values()))
+
+
+def _is_finite_number(value: Any) -> bool:
+    """Whether a JSON value is a finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def load_checkpoint(model: DQN, folder: Path) -> dict[str, Any]:
