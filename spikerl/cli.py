@@ -131,6 +131,8 @@ def _assignment(text: str) -> tuple[str, Any]:
     """One ``--set`` argument: the dotted setting and its value, read as YAML (``1e-4`` a number)."""
     import yaml
 
+    from spikerl.config import YamlTooLarge, parse_yaml
+
     key, equals, raw = text.partition("=")
     if not equals or "." not in key or key.split(".")[0] not in SECTIONS:
         raise argparse.ArgumentTypeError(
@@ -138,7 +140,9 @@ def _assignment(text: str) -> tuple[str, Any]:
             "(e.g. train.dqn.learning_rate=1e-4)"
         )
     try:
-        value = yaml.safe_load(raw)
+        value = parse_yaml(raw)
+    except YamlTooLarge as error:
+        raise argparse.ArgumentTypeError(f"the value of {key} cannot be read: {error}") from None
     except (yaml.YAMLError, RecursionError):  # RecursionError: nested too deeply
         raise argparse.ArgumentTypeError(f"the value of {key} is not valid YAML: {raw[:80]!r}") from None
     if value is None:

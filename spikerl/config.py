@@ -42,12 +42,57 @@ def available_presets() -> list[str]:
     return list(preset_files())
 
 
+MAX_YAML_BYTES = 1 << 20
+"""Largest settings file read (a preset, grid, run configuration or rl-zoo3 file is a few KB)."""
+
+MAX_YAML_VALUES = 100_000
+"""Most values a YAML document may hold once its aliases are expanded. A preset holds about 100;
+a few KB that repeat anchors inside anchors ("billion laughs") expand past any memory, and every
+reader after YAML's walks them expanded."""
+
+
+class YamlTooLarge(ValueError):
+    """A YAML document whose aliases expand it past ``MAX_YAML_VALUES`` values, or into itself."""
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, refusing with ``YamlTooLarge`` a document that aliases expand past
+    ``MAX_YAML_VALUES`` values or that contains itself; other errors are PyYAML's."""
+    data = yaml.safe_load(text)
+    if _expanded_size(data, {}, set()) > MAX_YAML_VALUES:
+        raise YamlTooLarge(f"its aliases expand it past {MAX_YAML_VALUES:,} values")
+    return data
+
+
+def _expanded_size(value: Any, sizes: dict[int, int], open_containers: set[int]) -> int:
+    """The number of values in ``value`` with every alias expanded, counted in time linear in the
+    document (``sizes`` remembers each shared container's count by ``id``)."""
+    if isinstance(value, dict):
+        children = [*value.keys(), *value.values()]
+    elif isinstance(value, list):
+        children = value
+    else:
+        return 1
+    key = id(value)
+    if key in open_containers:
+        raise YamlTooLarge("an alias in it refers to a collection that contains the alias")
+    if key not in sizes:
+        open_containers.add(key)
+        sizes[key] = 1 + sum(_expanded_size(child, sizes, open_containers) for child in children)
+        open_containers.discard(key)
+    return sizes[key]
+
+
 def read_yaml(path: Path, fix: str) -> Any:
     """The YAML document in ``path`` as plain data, or a ``UsageError`` ending in ``fix``."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise UsageError(f"{path} is larger than a settings file can be ({MAX_YAML_BYTES >> 20} MiB); {fix}")
+        return parse_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text; {fix}") from None
+    except YamlTooLarge as error:
+        raise UsageError(f"{path} cannot be read: {error}; {fix}") from None
     except yaml.YAMLError as error:
         raise UsageError(f"{path} is not valid YAML ({' '.join(str(error).split())}); {fix}") from None
     except RecursionError:

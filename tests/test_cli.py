@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import textwrap
 import zipfile
 
 import pytest
@@ -639,6 +640,10 @@ def _edited(key, value=None, drop=False):
     return make
 
 
+BILLION_LAUGHS = "".join(  # 0.5 KB of YAML whose aliases expand to 10**9 values
+    f"a{level}: &a{level} [{', '.join([f'*a{level - 1}' if level else 'x'] * 10)}]\n" for level in range(9)
+)
+
 BAD_PRESETS = {
     "missing key": (_edited("train.n_timesteps", drop=True), "missing key train.n_timesteps"),
     "missing compress key": (_edited("compress.steps_per_stage", drop=True), "missing key compress.steps_per_stage"),
@@ -670,11 +675,24 @@ BAD_PRESETS = {
     "not a mapping": (lambda: b"- just\n- a list\n", "the top level must be a mapping"),
     "not YAML": (lambda: b"train: [unclosed\n", "is not valid YAML"),
     "not UTF-8": (lambda: _preset_text().encode("utf-16"), "is not UTF-8 text"),
+    "aliases expanding to 10**9 values": (  # as the environment's arguments it hung every command
+        lambda: _preset_with_env_kwargs("\n" + textwrap.indent(BILLION_LAUGHS, " " * 4)),
+        "its aliases expand it past 100,000 values",
+    ),
+    "an alias inside itself": (  # so did this
+        lambda: _preset_with_env_kwargs(" {a: &a [1, *a]}\n"),
+        "an alias in it refers to a collection that contains the alias",
+    ),
+    "larger than a settings file": (lambda: b"#" * (1 << 20) + b"\n", "is larger than a settings file can be (1 MiB)"),
 }
 
 
 def _preset_text():
     return open(REPO / "envs" / "CartPole-v1.yaml").read()
+
+
+def _preset_with_env_kwargs(yaml_text):
+    return _preset_text().replace("env:\n", "env:\n  env_kwargs:" + yaml_text, 1).encode()
 
 
 class NoWork:
@@ -738,6 +756,7 @@ def test_set_overrides_preset_settings_and_the_flags_win(tiny_preset, tmp_path, 
     ("compress.schedule", "is not SECTION.KEY=VALUE"),
     ("compress.schedule=[2,", "the value of compress.schedule is not valid YAML"),
     ("compress.schedule=" + "[" * 5000 + "]" * 5000, "the value of compress.schedule is not valid YAML"),
+    ("env.env_kwargs={a: &a [1, *a]}", "the value of env.env_kwargs cannot be read: an alias in it refers to"),
     ("evaluate.episodes=", "evaluate.episodes needs a value"),
     ("compress.no_such_key=1", "unknown key compress.no_such_key"),
     ("evaluate.episodes=many", "evaluate.episodes must be an integer"),

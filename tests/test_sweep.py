@@ -140,6 +140,7 @@ def test_shipped_grids_plan_the_issue_studies():
     ("", "has no cells"),
     ("grid: {seed: [0]}\nenv: caf\udcff\n", "is not UTF-8 text; fix the grid file"),
     ("grid: " + "[" * 5000 + "]" * 5000 + "\n", "nests its YAML too deeply to read; fix the grid file"),
+    ("grid: {seed: &s [0, *s]}\n", "an alias in it refers to a collection that contains the alias; fix the grid file"),
 ])
 def test_bad_grid_files_get_one_line_and_exit_2(tmp_path, capsys, body, message):
     grid = write_grid(tmp_path, body)
