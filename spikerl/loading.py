@@ -37,6 +37,7 @@ from spikerl.config import available_presets, read_run_config
 from spikerl.envs import check_env_id, make_env
 from spikerl.errors import UsageError
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
+from spikerl.results import read_results
 from spikerl.run_folder import RunFolder
 from spikerl.settings import EnvSettings, check_network_size
 from spikerl.zoo import env_of_zoo_folder
@@ -324,10 +325,9 @@ def env_of_agent(agent: str, env: str | None) -> str:
     run_config = read_run_config(folder)
     if run_config is not None:
         return run_config.env_id
-    compress_results = RunFolder(folder).results_json
-    if compress_results.is_file():
-        with contextlib.suppress(ValueError, KeyError, TypeError, RecursionError, OSError):  # not ours: asked below
-            return str(json.loads(compress_results.read_text())["env_id"])
+    if RunFolder(folder).results_json.is_file():
+        with contextlib.suppress(UsageError):  # damaged: the env is asked for below
+            return read_results(folder).env_id
     if folder.name in available_presets():
         return folder.name
     zoo_env = env_of_zoo_folder(folder)

@@ -217,6 +217,10 @@ def _plain_data(value: Any) -> Any:
     return value.to_dict() if isinstance(value, Record) else value
 
 
+MAX_RESULTS_BYTES = 16 << 20
+"""Largest ``results.json`` read: a compression writes about 2 KB per row (a Pong run's file is 16 KB)."""
+
+
 def read_results(folder: str | os.PathLike[str]) -> CompressionResult:
     """The checked ``results.json`` of the compression run in ``folder``, or a one-line ``UsageError``."""
     path = RunFolder(folder).results_json
@@ -224,6 +228,8 @@ def read_results(folder: str | os.PathLike[str]) -> CompressionResult:
         raise UsageError(f"{folder} holds no results.json; pass the --out folder of 'spikerl compress'")
     fix = "restore it, or rerun 'spikerl compress' with --force"
     try:
+        if path.stat().st_size > MAX_RESULTS_BYTES:
+            raise UsageError(f"{path} is damaged (larger than {MAX_RESULTS_BYTES >> 20} MiB); {fix}")
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise UsageError(f"{path} is damaged ({type(error).__name__}: {' '.join(str(error).split())}); {fix}") from None

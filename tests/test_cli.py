@@ -145,6 +145,7 @@ def test_report_rewrites_results_md(tiny_run, capsys, tmp_path):
         (lambda text: text[: len(text) // 2], "JSONDecodeError"),
         (lambda text: text.replace('"retrained"', '"fine-tuned"'), "rows[2].stage must be one of ANN, converted, retrained"),
         (lambda text: text.replace('"percentile": 90.0', '"percentile": "high"'), "percentile must be a number"),
+        (lambda text: text + " " * (16 << 20), "larger than 16 MiB"),  # valid JSON, but read whole before
     ],
 )
 def test_report_refuses_damaged_results(tiny_run, capsys, tmp_path, damage, message):
@@ -844,3 +845,17 @@ def test_every_option_of_every_subcommand_has_help_and_enum_options_have_choices
     assert main(["--help"]) == 0
     top = capsys.readouterr().out
     assert all(name in top for name in subcommands)
+
+
+def test_env_of_an_agent_comes_from_its_folders_results_unless_damaged(tmp_path):
+    from spikerl.errors import UsageError
+    from spikerl.loading import env_of_agent
+
+    results = tmp_path / "results.json"
+    shutil.copy(SHIPPED_CARTPOLE / "results.json", results)
+    assert env_of_agent(str(tmp_path / "T1.zip"), None) == "CartPole-v1"
+    text = results.read_text()
+    for damaged in (text[:100], text + " " * (16 << 20)):  # cut short; valid but past the size a reader takes
+        results.write_text(damaged)
+        with pytest.raises(UsageError, match="cannot tell which environment"):
+            env_of_agent(str(tmp_path / "T1.zip"), None)
