@@ -403,7 +403,10 @@ def _use_event_driven(model) -> None:
 
 
 def _add_report(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("report", help="rewrite results.md and the PNG plots of a compress folder")
+    parser = commands.add_parser(
+        "report", help="rewrite results.md, the PNG plots and the costs in results.json of a compress folder "
+        "(from its measured spike rates, with this spikerl's energy model)"
+    )
     parser.add_argument("dir", help="folder written by 'spikerl compress' (holds results.json and ann.zip)")
     parser.set_defaults(run=_run_report)
 
@@ -411,11 +414,12 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
 def _run_report(args: argparse.Namespace) -> None:
     from spikerl.locks import folder_lock
     from spikerl.report import write_report
+    from spikerl.results import write_results
     from spikerl.run_folder import RunFolder
 
     with folder_lock(args.dir, parameter=None):
-        write_report(args.dir)
-    print(f"wrote {RunFolder(args.dir).results_md} and its plots")
+        write_results(args.dir, write_report(args.dir))
+    print(f"wrote {RunFolder(args.dir).results_md}, its plots and the costs in results.json")
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:

@@ -10,9 +10,11 @@ Compute (45 nm CMOS, Horowitz 2014: 32-bit float MAC 4.6 pJ, AC 0.9 pJ):
 - SNN at T timesteps: the first layer takes the analog observation (direct encoding) and
   costs its MACs, once (spikerl computes it once per decision); every later layer receives
   binary spikes and costs ``MACs x (input spike rate) x T`` accumulates (ACs). With a spiking
-  input layer (``spikerl.encoding``) the first layer takes spikes too, and the encoder's own
+  input layer (``spikerl.encoding``) the first layer takes spikes too: the encoder's own
   operations (one comparison per input neuron, plus one subtraction for a change channel)
-  count as ACs at every timestep.
+  count as ACs, and the first layer ``MACs x (input spike rate)`` ACs, both once per decision,
+  as under direct encoding: the encoder's spikes are the same at every timestep, so spikerl
+  computes the encoder and the current it feeds the first neurons once.
 
 Memory (counted in bytes: 32-bit weights, biases, potentials and activations, 1-bit spikes;
 every byte read or written costs ``memory_pj_per_byte``):
@@ -20,12 +22,14 @@ every byte read or written costs ``memory_pj_per_byte``):
 - weights: one read per operation of a weighted layer, MAC or AC (a spike reads the weights
   of its fan-out only);
 - biases: one read per output of a layer each time it is computed: once per decision in the
-  ANN and in the SNN's analog-fed first layer, every timestep in the spike-fed layers;
+  ANN and in the SNN's first layer, every timestep in the layers fed by hidden neurons;
 - membrane potentials: at T>1 every neuron and the output accumulator keeps its potential
   between timesteps, read and written once per timestep; at T=1 nothing is kept;
 - activations: the ANN reads each layer's input and writes its output (32 bits a value);
-  the SNN reads the observation, writes the Q-values (32 bits) and writes and reads every
-  spike map once per timestep (1 bit a neuron).
+  the SNN reads the observation, writes the Q-values (32 bits), writes and reads every
+  spike map once each time it is computed (1 bit a neuron: the encoder's once per decision,
+  the hidden neurons' every timestep) and, at T>1, keeps the first layer's current, computed
+  once, for its neurons: written once and read every timestep (32 bits a value).
 
 ``memory_pj_per_byte`` defaults to 24.96 pJ/byte (3.12 pJ/bit), the figure of STEP's Table 9
 that SpikingJelly's ``op_counter.simple_energy`` (``SimpleEnergyCostConfig.fp32``) charges;
@@ -86,8 +90,9 @@ def layer_costs(q_net: nn.Module, observation_space: Any) -> list[LayerCost]:
     for entry in plan:
         module, outputs, inputs = entry.module, math.prod(entry.output_shape), math.prod(entry.input_shape)
         if isinstance(module, InputEncoder):  # role "encoder"
-            terms = int(torch.count_nonzero(module.mixing, dim=1).max())  # mixed channels per neuron, compared once
-            costs.append(LayerCost(entry.name, outputs * terms, None, outputs, kind="encoder", inputs=inputs, bias=False))
+            # a neuron of a channel that reads one frame compares once; of one that reads a change, subtracts too
+            operations = outputs // module.out_channels * int(torch.count_nonzero(module.mixing))
+            costs.append(LayerCost(entry.name, operations, None, outputs, kind="encoder", inputs=inputs, bias=False))
         elif entry.role in ("weighted", "readout"):
             if isinstance(module, nn.Linear):
                 per_output = module.in_features
@@ -97,6 +102,22 @@ def layer_costs(q_net: nn.Module, observation_space: Any) -> list[LayerCost]:
             source, bias = spiking_input_name(plan, entry), module.bias is not None
             costs.append(LayerCost(entry.name, outputs * per_output, source, outputs, inputs=inputs, bias=bias))
     return costs
+
+
+def analog_layer_costs(costs: list[LayerCost]) -> list[LayerCost]:
+    """The layers of the ANN a spiking network was converted from, given the spiking network's
+    ``costs``: no input encoder, and the layer it fed taking the observation's channels (an
+    encoder with change channels feeds the first convolution more channels than the frames)."""
+    encoders = {c.name: c for c in costs if c.kind == "encoder"}
+    analog = []
+    for cost in costs:
+        encoder = encoders.get(str(cost.input_layer))
+        if encoder is not None:  # macs scale with the input channels: the frames' over the encoder's
+            inputs = _input_size(encoder)
+            cost = replace(cost, macs=cost.macs * inputs // encoder.outputs, input_layer=None, inputs=inputs)
+        if cost.kind != "encoder":
+            analog.append(cost)
+    return analog
 
 
 def decision_cost(
@@ -125,14 +146,22 @@ def decision_cost(
         if spike_rates is None:
             raise ValueError("the cost of an SNN (timesteps given) needs the spike_rates of its spiking layers")
         analog, fed = [c for c in weighted if c.input_layer is None], [c for c in weighted if c.input_layer is not None]
+        encoder_names = {c.name for c in encoders}
+        # how often each layer is computed per decision: once where its input is the same at every
+        # timestep (the observation, the encoder's spikes), else every timestep
+        runs = {c.name: 1 if c.input_layer is None or c.input_layer in encoder_names else timesteps for c in weighted}
         macs = sum(c.macs for c in analog)
-        synaptic = sum(c.macs * spike_rates[str(c.input_layer)] * timesteps for c in fed)
-        acs = synaptic + sum(c.macs * timesteps for c in encoders)  # the encoder's comparisons, every timestep
+        synaptic = sum(c.macs * spike_rates[str(c.input_layer)] * runs[c.name] for c in fed)
+        acs = synaptic + sum(c.macs for c in encoders)
         membrane = sum(c.outputs for c in weighted) if timesteps > 1 else 0
-        bias_values = sum(c.outputs for c in analog if c.bias) + timesteps * sum(c.outputs for c in fed if c.bias)
+        bias_values = sum(c.outputs * runs[c.name] for c in weighted if c.bias)
         observation = sum(_input_size(c) for c in analog + encoders)
-        spike_maps = timesteps * sum(_input_size(c) for c in fed)  # each written by one layer, read by the next
-        activation_bytes = (observation + weighted[-1].outputs) * VALUE_BYTES + 2 * spike_maps * SPIKE_BYTES
+        spike_maps = sum(_input_size(c) * runs[c.name] for c in fed)  # each written by one layer, read by the next
+        held_currents = sum(c.outputs for c in weighted if runs[c.name] == 1) if timesteps > 1 else 0
+        activation_bytes = (
+            (observation + weighted[-1].outputs + (1 + timesteps) * held_currents) * VALUE_BYTES
+            + 2 * spike_maps * SPIKE_BYTES
+        )
         weight_reads = macs + synaptic
     memory = {
         "weight_bytes": weight_reads * VALUE_BYTES,

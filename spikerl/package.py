@@ -27,7 +27,7 @@ import stable_baselines3
 import yaml
 
 from spikerl.checkpoints import write_json, write_text
-from spikerl.energy import AC_PJ, MAC_PJ, decision_cost, layer_costs
+from spikerl.energy import AC_PJ, MAC_PJ, analog_layer_costs, decision_cost, layer_costs
 from spikerl.errors import UsageError
 from spikerl.evaluate import Evaluation, evaluate_agent
 from spikerl.loading import load_agent
@@ -86,7 +86,7 @@ def _results(model: Any, evaluation: Evaluation, protocol: Any) -> dict[str, Any
     timesteps = getattr(model.policy, "timesteps", None)
     layers = layer_costs(model.q_net, model.observation_space)
     cost = decision_cost(layers, evaluation.spike_rates, timesteps)
-    ann_energy = decision_cost(layers)["energy_pj"]
+    ann_energy = decision_cost(analog_layer_costs(layers))["energy_pj"]
     return {
         "mean_reward": evaluation.mean,
         "std_reward": evaluation.std,

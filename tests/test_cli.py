@@ -134,9 +134,14 @@ def test_report_rewrites_results_md(tiny_run, capsys, tmp_path):
     shutil.copytree(tiny_run / "snn", folder)
     before = (folder / "results.md").read_text()
     (folder / "results.md").unlink()
+    stored = json.loads((folder / "results.json").read_text())
+    stale = json.loads(json.dumps(stored))
+    stale["rows"][-1]["cost"]["energy_pj"] = 1.0  # as an older energy model computed it
+    (folder / "results.json").write_text(json.dumps(stale))
     code, _, err = run(capsys, "report", folder)
     assert code == 0, err
     assert (folder / "results.md").read_text() == before
+    assert json.loads((folder / "results.json").read_text()) == stored  # the costs afresh, all else kept
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from test_export import snntorch_q_values
 
 from spikerl.convert import convert
 from spikerl.encoding import InputEncoder, calibrate_encoder, fold_first_layer, mixing_matrix
-from spikerl.energy import decision_cost, layer_costs
+from spikerl.energy import analog_layer_costs, decision_cost, layer_costs
 from spikerl.errors import UsageError
 from spikerl.export import export_nir
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
@@ -136,12 +136,20 @@ def test_converted_agent_saves_costs_and_exports_with_its_encoder(encoding, tmp_
     assert [(c.name, c.kind, c.input_layer) for c in costs[:2]] == [
         ("encoder", "encoder", None), ("features_extractor.cnn.0", "weighted", "encoder")
     ]
+    # the encoder per pixel: one comparison per frame channel, a subtraction and a comparison per change channel
+    frame_channels, change_channels = {"threshold": (3, 0), "event": (0, 4), "threshold+event": (3, 4)}[encoding]
+    assert costs[0].macs == 36 * 36 * (frame_channels + 2 * change_channels)
     rates = {name: 0.5 for name in snn.q_net.neurons()}
     snn_cost = decision_cost(costs, rates, timesteps=1)
     assert snn_cost["macs"] == 0  # every weighted layer takes spikes
-    comparisons = costs[0].macs
-    assert snn_cost["acs"] == pytest.approx(comparisons + sum(c.macs * 0.5 for c in costs[1:]))
-    assert decision_cost(costs)["macs"] == sum(c.macs for c in costs[1:])  # an ANN does no comparisons
+    assert snn_cost["acs"] == pytest.approx(costs[0].macs + sum(c.macs * 0.5 for c in costs[1:]))
+    # at T=3 the encoder's spikes and the first layer's current are computed once, the rest every timestep
+    assert decision_cost(costs, rates, timesteps=3)["acs"] == pytest.approx(
+        costs[0].macs + costs[1].macs * 0.5 + sum(c.macs * 0.5 * 3 for c in costs[2:])
+    )
+    # the ANN it was converted from: no comparisons, the first convolution on the frames' 3 channels
+    ann_cost = decision_cost(layer_costs(ann.q_net, ann.observation_space))
+    assert decision_cost(analog_layer_costs(costs)) == ann_cost
 
     graph = export_nir(snn, tmp_path / "agent.nir")
     assert graph.metadata["input_encoding"] == encoding

@@ -51,10 +51,12 @@ def test_ann_and_snn_energy_by_hand():
     assert (snn["mac_energy_pj"], snn["ac_energy_pj"]) == (pytest.approx(6 * 4.6), pytest.approx(6 * 0.9))
     assert snn["membrane_values"] == 3 + 2  # hidden neurons and the output accumulator
     # weights: 6 MACs + 6 ACs; biases: 3 once + 2 per timestep; 5 potentials read and written
-    # per timestep; the observation read, the Q-values written, 3 spikes written and read per timestep
+    # per timestep; the observation read, the Q-values written, the first layer's 3 currents
+    # written once and read per timestep, 3 spikes written and read per timestep
     assert (snn["weight_bytes"], snn["bias_bytes"], snn["membrane_bytes"]) == (12 * 4, (3 + 2 * 2) * 4, 2 * 2 * 5 * 4)
-    assert snn["activation_bytes"] == (2 + 2) * 4 + 2 * 2 * 3 / 8
-    assert snn["memory_energy_pj"] == pytest.approx((48 + 28 + 80 + 17.5) * 24.96)
+    assert snn["activation_bytes"] == (2 + 2 + 3 * 3) * 4 + 2 * 2 * 3 / 8
+    assert snn["memory_energy_pj"] == pytest.approx((48 + 28 + 80 + 53.5) * 24.96)
+    assert decision_cost(costs, {"q_net.1": 0.5}, timesteps=1)["activation_bytes"] == (2 + 2) * 4 + 2 * 3 / 8  # nothing kept
     assert decision_cost(costs, {"q_net.1": 0.5}, timesteps=1)["membrane_values"] == 0
     assert decision_cost(costs, {"q_net.1": 0.5}, timesteps=2, mac_pj=1.0, ac_pj=0.0)["energy_pj"] == 6
 
