@@ -39,9 +39,10 @@ def render_markdown(result: CompressionResult) -> str:
         + (f", retrained under sticky actions p={result.sticky_actions}." if result.sticky_actions is not None else "."),
         *([f"Sticky-action rows: repeat_action_probability {protocol.sticky_actions}."]
           if protocol.sticky_actions is not None else []),
-        "Energy per decision: MAC 4.6 pJ, AC 0.9 pJ (45 nm); SNN layers after the first cost "
-        "MACs x input spike rate x T accumulates; with memory, every byte of weights, biases, membrane potentials "
-        "and activations read or written costs 24.96 pJ (see spikerl/energy.py).",
+        "Energy per decision: MAC 4.6 pJ, AC 0.9 pJ (45 nm); SNN layers fed by hidden neurons cost "
+        "MACs x input spike rate x T accumulates, the first layer (and a spiking input's encoder) is computed once; "
+        "with memory, every byte of weights, biases, membrane potentials and activations read or written costs "
+        "24.96 pJ (see spikerl/energy.py).",
         "",
         "| stage | T | mean reward | std | episodes | mean length | spike rate per layer | MACs | ACs "
         "| energy / decision (nJ) | ANN / this energy "
