@@ -5,7 +5,8 @@
             best weights of each stage kept (see ``TDRetrainer``). ``steps`` counts agent steps.
 
             Measured on CartPole-v1, ANN seed 0, schedule 5,4,3,2,1 (T=1 reward, 20 episodes):
-            the paper's settings (lr 1e-4, target synced every step, epsilon 0.01) 10.7 (issue 15) at
+            the authors' Pong settings with lr 1e-4 (theirs 1e-5; their CartPole code is not public):
+            target synced every step, epsilon 0.01: 10.7 (issue 15) at
             10k steps/stage; a target network synced every 500 steps 201.2; plus 10k teacher
             transitions and fresh Adam per stage 15.2 already at T=4; plus best-of-stage weights
             132.9 at T=3; lr 1e-3 101.5 at T=4. The preset's recipe (rl-baselines3-zoo's DQN
