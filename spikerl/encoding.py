@@ -108,9 +108,9 @@ def make_encoder(q_net: QNetwork, encoding: str) -> InputEncoder | None:
             f"encoding '{encoding}' needs image observations (uint8 frames, channels first); use encoding direct for {space}",
             parameter="encoding",
         )
-    if encoding == "event" and space.shape[0] < 2:
+    if "event" in encoding and space.shape[0] < 2:  # threshold+event would silently be threshold
         raise UsageError(
-            f"encoding 'event' takes the change between stacked frames and these observations hold one frame "
+            f"encoding '{encoding}' takes the change between stacked frames and these observations hold one frame "
             f"({space.shape}); stack frames (env.frame_stack) or use encoding threshold",
             parameter="encoding",
         )

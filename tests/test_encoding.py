@@ -1,5 +1,7 @@
 """Spiking input layers (threshold and event encodings) on tiny image spaces."""
 
+import re
+
 import gymnasium as gym
 import nir
 import numpy as np
@@ -96,13 +98,14 @@ def test_direct_encoding_adds_no_module_and_non_images_are_refused():
         DQN(SpikingMlpPolicy, "CartPole-v1", buffer_size=1, device="cpu", policy_kwargs=dict(encoding="threshold"))
 
 
-def test_event_encoding_of_single_frames_is_refused():
+def test_change_encodings_of_single_frames_are_refused():
     class SingleFrames(BlockFrames):
         observation_space = gym.spaces.Box(0, 255, (1, 36, 36), np.uint8)
 
-    kwargs = dict(features_extractor_kwargs=dict(features_dim=32), encoding="event")
-    with pytest.raises(UsageError, match="encoding 'event' takes the change between stacked frames"):
-        DQN(SpikingCnnPolicy, SingleFrames(), buffer_size=1, device="cpu", policy_kwargs=kwargs)
+    for encoding in ("event", "threshold+event"):
+        kwargs = dict(features_extractor_kwargs=dict(features_dim=32), encoding=encoding)
+        with pytest.raises(UsageError, match=re.escape(f"encoding '{encoding}' takes the change between stacked")):
+            DQN(SpikingCnnPolicy, SingleFrames(), buffer_size=1, device="cpu", policy_kwargs=kwargs)
 
 
 def test_calibration_and_fold_reproduce_the_analog_first_layer():
