@@ -80,10 +80,19 @@ class InputEncoder(IFNeuron):
         return len(self.mixing)
 
     def currents(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frames ``[B, C, H, W]`` -> the neurons' input currents ``[B, C_out, H, W]``."""
+        """Frames ``[B, C, H, W]`` -> the neurons' input currents ``[B, C_out, H, W]``.
+
+        A change read against a frame that is all zeros is no change (current 0): SB3's
+        ``VecFrameStack`` puts zero frames before an episode's first ones, and without this
+        every pixel brighter than black would fire at an episode's first decisions.
+        """
         if self.encoding == "threshold":
             return frames
-        return F.conv2d(frames, self.mixing[:, :, None, None])
+        currents = F.conv2d(frames, self.mixing[:, :, None, None])
+        padding = (frames.amax(dim=(2, 3)) == 0).to(frames.dtype)  # [B, C]: 1 where a frame is all zeros
+        change_rows = torch.count_nonzero(self.mixing, dim=1) > 1  # [C_out]
+        reads_padding = (padding @ self.mixing.abs().T > 0) & change_rows  # [B, C_out]
+        return currents.masked_fill(reads_padding[:, :, None, None], 0.0)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames ``[B, C, H, W]`` -> spikes ``[B, C_out, H, W]`` (one step from rest)."""

@@ -148,7 +148,9 @@ def _metadata(input_scale: float, encoding: str) -> dict[str, str | int | float]
         "input_scale_folded_into_first_layer": input_scale,
         "input_encoding": encoding,
         "input_encoding_description": "direct: the first weighted layer takes the observation; otherwise the graph's "
-        "encoder nodes turn it into spikes (spikerl.encoding)",
+        "encoder nodes turn it into spikes (spikerl.encoding). event, threshold+event: a change channel whose two "
+        "frames include one that is all zeros (the padding SB3's VecFrameStack puts before an episode's first "
+        "frames) must not fire; the graph does not test for it, so zero those channels' input there",
         "readout": "argmax",
         "readout_description": "the output holds the Q-values; the action is their argmax",
     }

@@ -77,6 +77,18 @@ def test_event_encoder_gives_on_and_off_spikes_of_frame_changes():
     assert encoder(frames).tolist() == [[[[1.0, 0.0, 0.0]], [[0.0, 0.0, 1.0]]]]  # ON channel, OFF channel
 
 
+def test_no_change_events_against_the_zero_frames_before_an_episode_starts():
+    """SB3's VecFrameStack fills the stack with zero frames at a reset: [0, 0, x0] is no change."""
+    encoder = InputEncoder("threshold+event", 3, threshold=0.1)
+    frame, moved = torch.full((1, 4), 0.34), torch.full((1, 4), 0.34)  # Pong's background gray
+    moved[0, 1] = 0.9
+    start = torch.stack([torch.zeros(1, 4), torch.zeros(1, 4), frame])[None]  # [1, 3, 1, 4]: an episode's first stack
+    playing = torch.stack([frame, frame, moved])[None]
+    spikes = encoder(torch.cat([start, playing]))  # channels: 3 frames, 2 ON changes, 2 OFF changes
+    assert spikes[0, 2].sum() == 4 and spikes[0, 3:].sum() == 0  # the frame fires, its zero padding no change
+    assert spikes[1, 4].tolist() == [[0.0, 1.0, 0.0, 0.0]] and spikes[1, 3:].sum() == 1  # one pixel brightened
+
+
 @pytest.mark.parametrize("encoding, channels", [("threshold", 3), ("event", 4), ("threshold+event", 7)])
 def test_the_encoder_is_the_first_entry_of_the_plan(encoding, channels):
     q_net = tiny_dqn(SpikingCnnPolicy, timesteps=2, encoding=encoding).q_net
