@@ -40,6 +40,7 @@ do not matter; for T > 1 they would, and NIR's IF cannot express spikerl's soft 
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import nir
@@ -81,13 +82,20 @@ def _write(graph: nir.NIRGraph, path: Path, force: bool) -> None:
             f"cannot write the NIR graph to {path} ({reason}); pass a file path in an existing, writable directory"
         )
 
+    def check_replaceable() -> None:
+        if path.is_symlink() or path.exists():
+            if not (path.is_symlink() or stat.S_ISREG(path.stat().st_mode)):  # a device, a FIFO: never replaced
+                raise unwritable("it exists and is not a regular file")
+            if not force:
+                raise UsageError(f"{path} already exists; pass --force to replace it, or choose another --out")
+
     if path.is_dir():
         raise unwritable("Is a directory")
     if not path.parent.is_dir():
         raise unwritable("No such file or directory")
+    check_replaceable()  # before the lock: a refused --out leaves no lock file beside it
     with folder_lock(path.parent):
-        if path.exists() and not force:
-            raise UsageError(f"{path} already exists; pass --force to replace it, or choose another --out")
+        check_replaceable()
         try:
             with atomic_path(path) as temporary:
                 nir.write(str(temporary), graph)

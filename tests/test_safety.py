@@ -690,6 +690,20 @@ def test_export_refuses_an_existing_file_unless_forced(tmp_path, capsys):
     assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")] == []
 
 
+def test_export_never_replaces_a_device_or_fifo_even_when_forced(tmp_path, capsys):
+    import os
+
+    from spikerl.cli import main
+
+    fifo = tmp_path / "agent.nir"  # stands for /dev/null, which --force replaced with the graph
+    os.mkfifo(fifo)
+    for force in ([], ["--force"]):
+        assert main(["export", "--agent", str(SHIPPED_CARTPOLE / "T1.zip"), "--out", str(fifo), *force]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "it exists and is not a regular file" in error
+        assert fifo.is_fifo() and sorted(os.listdir(tmp_path)) == ["agent.nir"]  # no lock file left beside it
+
+
 def test_a_locked_folder_is_refused_with_the_holders_pid(tmp_path, capsys):
     import os
 
