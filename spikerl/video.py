@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -173,12 +174,17 @@ def _compose(frame: np.ndarray, maps: list[tuple[str, np.ndarray]]) -> np.ndarra
 def _write(frames: Iterable[np.ndarray], path: Path, fps: float) -> None:
     """Write RGB ``frames`` as ``path`` (MP4 or GIF by its suffix), via a hidden partial file
     that replaces ``path`` only once complete."""
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    # a fresh name (O_EXCL): a link planted at a fixed name would be written through; the
+    # suffix tells the writers the format
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
+    os.close(handle)
+    partial = Path(name)
     try:
         if path.suffix == ".gif":
             _write_gif(frames, partial, fps)
         else:
             _write_mp4(frames, partial, fps)
+        os.chmod(partial, 0o644)  # mkstemp's file is private
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

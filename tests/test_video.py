@@ -40,6 +40,19 @@ def test_evaluate_writes_playable_mp4s_with_spike_maps(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("suffix", ["mp4", "gif"])
+def test_a_link_planted_where_a_video_is_written_is_not_written_through(tmp_path, suffix):
+    precious, videos = tmp_path / "precious.txt", tmp_path / "videos"
+    precious.write_text("precious")
+    videos.mkdir()
+    (videos / f".CartPole-v1_seed1000000.partial.{suffix}").symlink_to(precious)  # the partial file's name until 2026-12-01
+    args = ["evaluate", "--agent", str(SHIPPED_CARTPOLE / "T1.zip"), "--episodes", "1", "--num-threads", "1"]
+    assert main([*args, "--video", str(videos), "--video-format", suffix, "--video-steps", "5"]) == 0
+    assert precious.read_text() == "precious"
+    video = videos / f"CartPole-v1_seed1000000.{suffix}"
+    assert not video.is_symlink() and video.stat().st_mode & 0o777 == 0o644
+
+
 def test_ann_video_has_no_spike_maps_and_refuses_them(tmp_path, capsys):
     args = [
         "evaluate",
