@@ -210,6 +210,9 @@ def write_zoo_layout(
         "n_timesteps": settings.train.n_timesteps,
         "env_kwargs": dict(settings.env.env_kwargs) or None,
     }
+    for folder in (model.parent, params):  # a link there would take the files into whatever folder it names
+        if folder.is_symlink():
+            raise UsageError(f"{folder} is a symbolic link where spikerl keeps rl-zoo3's folder; delete the link")
     params.mkdir(parents=True, exist_ok=True)
     write_text(params / "config.yml", yaml.safe_dump(config, sort_keys=False))
     write_text(params / "args.yml", yaml.safe_dump(args, sort_keys=False))

@@ -175,3 +175,18 @@ def test_malformed_zoo_hyperparameters_are_one_error(tmp_path, old, new, message
     hyperparameters.write_text(ZOO_CARTPOLE.replace(old, new))
     with pytest.raises(UsageError, match=message):
         load_preset("CartPole-v1", hyperparameters)
+
+
+@pytest.mark.parametrize("linked", ["dqn", "dqn/CartPole-v1"])
+def test_zoo_layout_is_not_written_through_a_linked_folder(tmp_path, linked):
+    from spikerl.zoo import write_zoo_layout
+
+    run, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    (elsewhere / "CartPole-v1").mkdir(parents=True)
+    (elsewhere / "CartPole-v1" / "config.yml").write_text("precious")
+    (run / linked).parent.mkdir(parents=True, exist_ok=True)
+    (run / linked).symlink_to(elsewhere if linked == "dqn" else elsewhere / "CartPole-v1")
+    with pytest.raises(UsageError, match="is a symbolic link where spikerl keeps rl-zoo3's folder; delete the link"):
+        write_zoo_layout(run, "CartPole-v1", 0, load_preset("CartPole-v1"), SHIPPED_CARTPOLE / "ann.zip")
+    assert sorted(p.name for p in elsewhere.rglob("*")) == ["CartPole-v1", "config.yml"]
+    assert (elsewhere / "CartPole-v1" / "config.yml").read_text() == "precious"
