@@ -255,7 +255,12 @@ def _format(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, float):
         return f"{value:g}"
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", str(value))
+    return _safe_in_folder_name(str(value))
+
+
+def _safe_in_folder_name(text: str) -> str:
+    """``text`` with every character but letters, digits and ``._+-`` replaced by ``_`` (no ``/``)."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
 
 
 def _name(kind: str, keys: list[str], lookup: dict[str, Any]) -> str:
@@ -264,7 +269,8 @@ def _name(kind: str, keys: list[str], lookup: dict[str, Any]) -> str:
         value = lookup[key]
         if key == "agent" and value is not None:
             value = f"{Path(value).parent.name}-{Path(value).stem}"
-        parts.append(f"{key.split('.', 1)[1] if '.' in key else key}={_format(value)}")
+        # a key inside env_kwargs or policy_kwargs is free text: a '/' in it would lead out of the sweep folder
+        parts.append(f"{_safe_in_folder_name(key.split('.', 1)[1] if '.' in key else key)}={_format(value)}")
     return f"{kind}/{','.join(parts)}"
 
 

@@ -97,10 +97,13 @@ def test_cell_folders_stay_inside_the_sweep_whatever_the_grid_keys(tmp_path):
     grid = write_grid(tmp_path, """grid:
   seed: [0]
   compress.td.dqn.policy_kwargs: [{}, {"/../../../../victim/x": 1}]
+  "train.dqn.policy_kwargs.x/../../../../escaped": [1, 2]
 """)
-    for cell in load_grid(grid).cells:
-        kind, name = cell.folder.split("/")
-        assert kind == "cells" and name not in (".", "..") and "/" not in name, cell.folder
+    plan = load_grid(grid)
+    assert len(plan.cells) == 4 and len(plan.trains) == 2
+    for folder in [cell.folder for cell in plan.cells] + [train.folder for train in plan.trains]:
+        kind, name = folder.split("/")
+        assert kind in ("cells", "train") and name not in (".", "..") and "/" not in name, folder
 
 
 def test_shipped_grids_plan_the_issue_studies():
