@@ -22,6 +22,12 @@ def _figure(size: tuple[float, float] = (5.5, 3.8)) -> tuple[Figure, Axes]:
     return figure, figure.add_subplot()
 
 
+def as_written(text: str) -> str:
+    """``text`` (a folder, env or layer name) for a plot label, shown as written: matplotlib
+    reads text between two ``$`` as math, and fails on what it cannot parse."""
+    return text.replace("$", r"\$")
+
+
 def save_png(figure: Figure, path: Path) -> str:
     """Write ``figure`` as a PNG at ``path`` atomically; returns the file name."""
     figure.tight_layout()
@@ -44,7 +50,7 @@ def plot_compression(result: CompressionResult, folder: RunFolder) -> list[str]:
     if converted:
         axis.plot(_timesteps(converted), [r.mean_reward for r in converted], "x", color="red", label="SNN, converted only")
     ylabel = f"mean reward ({result.evaluation.episodes} episodes)"
-    axis.set(xlabel="timesteps T per decision", ylabel=ylabel, title=result.env_id)
+    axis.set(xlabel="timesteps T per decision", ylabel=ylabel, title=as_written(result.env_id))
     axis.set_xticks(sorted({row.T for row in stages + converted if row.T is not None}))
     axis.invert_xaxis()
     axis.legend()
@@ -57,7 +63,7 @@ def plot_compression(result: CompressionResult, folder: RunFolder) -> list[str]:
         for index, row in enumerate(stages):
             rates = [row.spike_rates[layer] for layer in layers]
             axis.bar(np.arange(len(layers)) + index * width, rates, width, label=f"T={row.T}")
-        axis.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, layers, rotation=20)
+        axis.set_xticks(np.arange(len(layers)) + 0.4 - width / 2, [as_written(layer) for layer in layers], rotation=20)
         axis.set(ylabel="spikes per neuron per timestep", title="spike rate per layer")
         axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
         names.append(save_png(figure, folder.plot("spike_rates")))
@@ -98,8 +104,9 @@ def plot_training_curve(run_dir: Path, path: Path, frames_per_step: int = 1) -> 
         evaluations = np.load(log)
         eval_steps, results = evaluations["timesteps"], evaluations["results"]
         axis.errorbar(eval_steps, results.mean(axis=1), results.std(axis=1), marker="o", capsize=3, label="evaluation")
-    axis.set(xlabel="agent steps", ylabel="episode reward", title=run_dir.name)
-    axis.legend()
+    axis.set(xlabel="agent steps", ylabel="episode reward", title=as_written(run_dir.name))
+    if len(episodes) or log.is_file():  # else an empty plot: no legend to draw
+        axis.legend()
     save_png(figure, path)
 
 

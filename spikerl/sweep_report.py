@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 
 from spikerl.checkpoints import write_text
 from spikerl.errors import UsageError
-from spikerl.plots import save_png
+from spikerl.plots import as_written, save_png
 from spikerl.results import Stage, StageRow, read_results
 from spikerl.run_folder import RunFolder
 from spikerl.stats import Summary, summarize
@@ -238,7 +238,7 @@ def _plot(rows: list[dict[str, Any]], metric: str, label: str, path: Path) -> bo
         means = [s.mean for s in stages.values()]
         errors = [[0 if math.isnan(s.ci_low) else s.mean - s.ci_low for s in stages.values()],
                   [0 if math.isnan(s.ci_high) else s.ci_high - s.mean for s in stages.values()]]
-        axis.errorbar(ts, means, errors, marker="o", capsize=3, label=group)
+        axis.errorbar(ts, means, errors, marker="o", capsize=3, label=as_written(group))
     axis.set_xticks(sorted({int(stage.removeprefix("T=")) for stages in summaries.values() for stage in stages}))
     axis.set(xlabel="timesteps T per decision", ylabel=label, title=f"{label.split(' (')[0]} (mean over seeds, 95% CI)")
     axis.invert_xaxis()
@@ -262,7 +262,7 @@ def plot_final_rewards(rows: list[dict[str, Any]], path: Path) -> bool:
         low, high = (summary.mean, summary.mean) if summary.n < 2 else (summary.ci_low, summary.ci_high)
         axis.errorbar([summary.mean], [position], xerr=[[summary.mean - low], [high - summary.mean]], fmt="|",
                       color="black", markersize=12, capsize=3, zorder=2)
-    labels = [f"{group} (T={stage_rows[0]['T']})" for group, stage_rows in finals.items()]
+    labels = [as_written(f"{group} (T={stage_rows[0]['T']})") for group, stage_rows in finals.items()]
     axis.set_yticks(range(len(finals)), labels, fontsize="x-small")
     axis.invert_yaxis()
     axis.set(xlabel="mean reward per episode (dots: seeds; bar: their mean, 95% bootstrap CI)",

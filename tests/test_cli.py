@@ -864,3 +864,18 @@ def test_env_of_an_agent_comes_from_its_folders_results_unless_damaged(tmp_path)
         results.write_text(damaged)
         with pytest.raises(UsageError, match="cannot tell which environment"):
             env_of_agent(str(tmp_path / "T1.zip"), None)
+
+
+def test_plots_show_dollar_signs_in_names_as_written(tmp_path, capsys):
+    """matplotlib reads $...$ as math text and failed on what it could not parse (ann.zip was never written)."""
+    from spikerl.plots import plot_training_curve
+
+    folder = tmp_path / "lr$_$"
+    folder.mkdir()
+    text = (SHIPPED_CARTPOLE / "results.json").read_text()
+    assert text.count('"q_net.1"') > 1
+    (folder / "results.json").write_text(text.replace('"q_net.1"', '"q_$x^$"').replace('"CartPole-v1"', '"$\\\\bad$"'))
+    code, _, err = run(capsys, "report", folder)
+    assert code == 0, err
+    plot_training_curve(folder, folder / "training_curve.png")
+    assert (folder / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
