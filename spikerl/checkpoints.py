@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from torch.optim import Optimizer
 
@@ -164,6 +165,13 @@ def writable_folder(folder: str | Path, parameter: str | None = "out_dir") -> It
         problem = f"cannot write to output folder {folder} ({error.strerror or error})"
         fix = f"choose a writable {parameter}" if parameter else "check its permissions, or give another folder"
         raise UsageError(f"{problem}; {fix}", parameter=parameter) from None
+
+
+def is_dense_tensor(value: Any) -> bool:
+    """Whether ``value`` is a dense tensor in ordinary memory: ``torch.load`` also gives sparse,
+    quantized and meta tensors, which a file can hold and on which spikerl's checks and the
+    network's copies fail with tracebacks."""
+    return isinstance(value, torch.Tensor) and value.layout == torch.strided and not (value.is_quantized or value.is_meta)
 
 
 def open_own_file(path: str | Path, flags: int, mode: int = 0o644) -> int:

@@ -143,7 +143,7 @@ def _assignment(text: str) -> tuple[str, Any]:
         value = parse_yaml(raw)
     except YamlTooLarge as error:
         raise argparse.ArgumentTypeError(f"the value of {key} cannot be read: {error}") from None
-    except (yaml.YAMLError, RecursionError):  # RecursionError: nested too deeply
+    except (yaml.YAMLError, ValueError, RecursionError):  # an integer past 4300 digits; nested too deeply
         raise argparse.ArgumentTypeError(f"the value of {key} is not valid YAML: {raw[:80]!r}") from None
     if value is None:
         raise argparse.ArgumentTypeError(f"{key} needs a value ({key}=VALUE); --set cannot unset a setting")

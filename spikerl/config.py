@@ -93,8 +93,8 @@ def read_yaml(path: Path, fix: str) -> Any:
         raise UsageError(f"{path} is not UTF-8 text; {fix}") from None
     except YamlTooLarge as error:
         raise UsageError(f"{path} cannot be read: {error}; {fix}") from None
-    except yaml.YAMLError as error:
-        raise UsageError(f"{path} is not valid YAML ({' '.join(str(error).split())}); {fix}") from None
+    except (yaml.YAMLError, ValueError) as error:  # ValueError: an integer past the 4300 digits Python reads
+        raise UsageError(f"{path} is not valid YAML ({' '.join(str(error).split())[:200]}); {fix}") from None
     except RecursionError:
         raise UsageError(f"{path} nests its YAML too deeply to read; {fix}") from None
     except OSError as error:

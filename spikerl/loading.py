@@ -33,6 +33,7 @@ import torch
 from stable_baselines3 import DQN
 from stable_baselines3.dqn.policies import CnnPolicy, DQNPolicy
 
+from spikerl.checkpoints import is_dense_tensor
 from spikerl.config import available_presets, read_run_config
 from spikerl.envs import check_env_id, make_env
 from spikerl.errors import UsageError
@@ -164,7 +165,7 @@ def _read_data(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     """The ``data`` JSON of an SB3 zip (never its pickled fields)."""
     try:
         data = json.loads(_read_entry(archive, "data", MAX_DATA_BYTES, path, "an SB3 agent's settings"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:  # ValueError: not UTF-8 or JSON, an integer past 4300 digits
         raise _damaged(path, error) from None
     if not isinstance(data, dict):
         raise UsageError(f"{path} is not a Stable-Baselines3 checkpoint (its data is not a JSON object); pass an SB3 DQN .zip")
@@ -251,10 +252,10 @@ def load_agent(path: str | Path, env_id: str, env_config: EnvSettings, device: s
         expected = torch.nn.Module.state_dict(model.policy)  # every tensor, the target network's included
         weights = _read_weights(archive, path, expected, {*model.policy.state_dict()})
     for name, tensor in weights.items():
-        if not isinstance(tensor, torch.Tensor):
+        if not is_dense_tensor(tensor):
+            what = "a sparse, quantized or meta tensor" if isinstance(tensor, torch.Tensor) else type(tensor).__name__
             raise UsageError(
-                f"{path} holds {type(tensor).__name__} in place of the tensor {name}; the file is damaged, "
-                "pass an intact SB3 DQN .zip"
+                f"{path} holds {what} in place of the dense tensor {name}; the file is damaged, pass an intact SB3 DQN .zip"
             )
         if tensor.shape != expected[name].shape:
             raise UsageError(

@@ -231,7 +231,7 @@ def read_results(folder: str | os.PathLike[str]) -> CompressionResult:
         if path.stat().st_size > MAX_RESULTS_BYTES:
             raise UsageError(f"{path} is damaged (larger than {MAX_RESULTS_BYTES >> 20} MiB); {fix}")
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # ValueError: not UTF-8 or JSON, an integer past 4300 digits
         raise UsageError(f"{path} is damaged ({type(error).__name__}: {' '.join(str(error).split())}); {fix}") from None
     try:
         result = build(CompressionResult, data)

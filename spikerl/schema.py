@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -48,6 +49,19 @@ def _number(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring, _QUOTE.maxother, _QUOTE.maxlong = 80, 80, 40
+
+
+def quoted(value: Any) -> str:
+    """``value`` as an error line quotes it: its repr, shortened (long strings, lists, nesting and
+    numbers cut with ``...``)."""
+    try:
+        return _QUOTE.repr(value)
+    except ValueError:  # an integer past the 4300 digits Python turns into text
+        return "a number too long to print"
+
+
 def _fail(name: str, problem: str, hint: str = "") -> UsageError:
     return UsageError(f"{name} {problem}{'; ' + hint if hint else ''}", parameter=name)
 
@@ -58,34 +72,34 @@ def check_number(value: Any, name: str, kind: type, bounds: Mapping[str, Any] | 
     hint = bounds.get("hint", "")
     integral = isinstance(value, int) and not isinstance(value, bool)
     if kind is int and not integral:
-        raise _fail(name, f"must be an integer, got {value!r}", hint)
+        raise _fail(name, f"must be an integer, got {quoted(value)}", hint)
     if kind is float and not (integral or isinstance(value, float)):
-        raise _fail(name, f"must be a number, got {value!r}", hint)
+        raise _fail(name, f"must be a number, got {quoted(value)}", hint)
     if kind is float:
         try:
             value = float(value)
         except OverflowError:  # an integer beyond any float
             value = math.inf
         if not math.isfinite(value):
-            raise _fail(name, f"must be a finite number, got {value!r}", hint)
+            raise _fail(name, f"must be a finite number, got {quoted(value)}", hint)
     low, high, above = bounds.get("low"), bounds.get("high"), bounds.get("above")
     if above is not None and not value > above:
-        raise _fail(name, f"must be greater than {_number(above)}, got {value!r}", hint)
+        raise _fail(name, f"must be greater than {_number(above)}, got {quoted(value)}", hint)
     if low is not None and value < low:
-        raise _fail(name, f"must be at least {_number(low)}, got {value!r}", hint)
+        raise _fail(name, f"must be at least {_number(low)}, got {quoted(value)}", hint)
     if high is not None and value > high:
-        raise _fail(name, f"must be at most {_number(high)}, got {value!r}", hint)
+        raise _fail(name, f"must be at most {_number(high)}, got {quoted(value)}", hint)
     return value
 
 
 def check_plain(value: Any, name: str) -> Any:
     """``value`` if it is plain data (None, bool, str, finite numbers, lists and str-keyed mappings of them)."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise _fail(name, f"must be a finite number, got {value!r}")
+        raise _fail(name, f"must be a finite number, got {quoted(value)}")
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise _fail(name, f"keys must be strings, got {key!r}")
+                raise _fail(name, f"keys must be strings, got {quoted(key)}")
             check_plain(item, f"{name}.{key}")
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
@@ -109,7 +123,7 @@ def check_value(value: Any, hint: Any, name: str, bounds: Mapping[str, Any] | No
         return check_value(value, arms[0], name, bounds)
     if origin is typing.Literal:
         if value not in args:
-            raise _fail(name, f"must be one of {', '.join(map(str, args))}, got {value!r}")
+            raise _fail(name, f"must be one of {', '.join(map(str, args))}, got {quoted(value)}")
         return value
     if hint is Any:
         return check_plain(value, name)
@@ -117,23 +131,23 @@ def check_value(value: Any, hint: Any, name: str, bounds: Mapping[str, Any] | No
         return check_number(value, name, hint, bounds)
     if hint in (bool, str):
         if not isinstance(value, hint):
-            raise _fail(name, f"must be {'true or false' if hint is bool else 'a string'}, got {value!r}")
+            raise _fail(name, f"must be {'true or false' if hint is bool else 'a string'}, got {quoted(value)}")
         return value
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         try:
             return hint(value)
         except ValueError:
-            raise _fail(name, f"must be one of {', '.join(str(m.value) for m in hint)}, got {value!r}") from None
+            raise _fail(name, f"must be one of {', '.join(str(m.value) for m in hint)}, got {quoted(value)}") from None
     if isinstance(hint, type) and issubclass(hint, Record):
         return value if isinstance(value, hint) else build(hint, value, name)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise _fail(name, f"must be a list, got {value!r}")
+            raise _fail(name, f"must be a list, got {quoted(value)}")
         items = [check_value(item, args[0], f"{name}[{index}]", bounds) for index, item in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise _fail(name, f"must be a mapping, got {value!r}")
+            raise _fail(name, f"must be a mapping, got {quoted(value)}")
         keys = [check_value(key, str, f"{name} key") for key in value]
         return {key: check_value(value[key], args[1], f"{name}.{key}", bounds) for key in keys}
     raise TypeError(f"{name}: no check for type {hint!r}")  # a programming error in a Record's annotations

@@ -56,7 +56,7 @@ import torch
 from stable_baselines3 import DQN
 from stable_baselines3.common.buffers import NStepReplayBuffer
 
-from spikerl.checkpoints import atomic_path, file_sha256, write_json
+from spikerl.checkpoints import atomic_path, file_sha256, is_dense_tensor, write_json
 from spikerl.errors import UsageError
 from spikerl.run_folder import RunFolder
 
@@ -262,7 +262,7 @@ def read_index(folder: Path) -> dict[str, Any]:
             raise ValueError("bad episode statistics")
         if not all(_is_episode_info(info) for info in episodes["info"]):
             raise ValueError("bad episode statistics: each needs finite numbers r, l and t")
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:  # RecursionError: nested too deeply
         raise UsageError(f"{path} is damaged ({error}); delete the run folder and start again") from None
     return index
 
@@ -327,7 +327,7 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: Any) -> None
         if not isinstance(index, int) or not 0 <= index < len(parameters) or not isinstance(values, dict):
             raise ValueError(f"optimizer state names parameter {index!r}")
         for name, value in values.items():
-            if not isinstance(value, torch.Tensor) or not torch.isfinite(value).all():
+            if not is_dense_tensor(value) or not torch.isfinite(value).all():
                 raise ValueError(f"optimizer state {name} of parameter {index} is not a finite tensor")
             if value.dim() > 0 and value.shape != parameters[index].shape:
                 raise ValueError(f"optimizer state {name} of parameter {index} has shape {tuple(value.shape)}")
@@ -377,7 +377,7 @@ def _load_policy(model: DQN, state: Any, path: Path) -> None:
             f"{path} holds another network than the run's config.yaml describes; delete the run folder and start again"
         )
     for name, tensor in state.items():
-        if not isinstance(tensor, torch.Tensor) or tensor.shape != expected[name].shape:
+        if not is_dense_tensor(tensor) or tensor.shape != expected[name].shape:
             raise UsageError(
                 f"{path} holds another network than the run's config.yaml describes ({name}); "
                 "delete the run folder and start again"

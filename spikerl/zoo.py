@@ -30,6 +30,7 @@ import yaml
 from spikerl.checkpoints import atomic_path, write_text
 from spikerl.envs import check_env_id
 from spikerl.errors import UsageError
+from spikerl.schema import quoted
 from spikerl.settings import SECTIONS
 
 #: The algorithm folder zoo's ``-f FOLDER --algo dqn`` looks in.
@@ -108,9 +109,9 @@ def literal(value: Any, name: str) -> Any:
         return value
     try:
         tree = ast.parse(value.strip(), mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, RecursionError, MemoryError):  # the last two: nested too deeply to parse
         raise UsageError(
-            f"{name}: {value!r} is not a Python expression; write it as a YAML mapping such as {{net_arch: [64, 64]}}"
+            f"{name}: {quoted(value)} is not a Python expression; write it as a YAML mapping such as {{net_arch: [64, 64]}}"
         ) from None
     return _literal_node(tree, name)
 
@@ -145,9 +146,9 @@ def _literal_node(node: ast.expr, name: str) -> Any:
 def _whole(value: Any, name: str) -> int:
     """A whole number given as an int or a float such as ``!!float 5e4``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UsageError(f"zoo key {name} must be a whole number, got {value!r}")
+        raise UsageError(f"zoo key {name} must be a whole number, got {quoted(value)}")
     if (isinstance(value, float) and not math.isfinite(value)) or value != int(value):
-        raise UsageError(f"zoo key {name} must be a whole number, got {value!r}")
+        raise UsageError(f"zoo key {name} must be a whole number, got {quoted(value)}")
     return int(value)
 
 
@@ -168,7 +169,8 @@ def _atari_wrapper(wrapper: Any, env_id: str) -> tuple[bool, dict[str, Any]]:
         if isinstance(only, dict) and list(only) == [ATARI_WRAPPER] and isinstance(only[ATARI_WRAPPER] or {}, dict):
             return True, dict(only[ATARI_WRAPPER] or {})
     raise UsageError(
-        f"zoo env_wrapper {wrapper!r} is not supported by spikerl (only {ATARI_WRAPPER}); remove it from the {env_id} block"
+        f"zoo env_wrapper {quoted(wrapper)} is not supported by spikerl (only {ATARI_WRAPPER}); "
+        f"remove it from the {env_id} block"
     )
 
 

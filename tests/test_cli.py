@@ -690,6 +690,14 @@ BAD_PRESETS = {
         "an alias in it refers to a collection that contains the alias",
     ),
     "larger than a settings file": (lambda: b"#" * (1 << 20) + b"\n", "is larger than a settings file can be (1 MiB)"),
+    "an integer of 5000 digits": (  # past what Python turns text into
+        lambda: _preset_text().replace("n_timesteps: 50000", "n_timesteps: " + "1" * 5000).encode(),
+        "is not valid YAML (Exceeds the limit (4300 digits)",
+    ),
+    "a hexadecimal integer of 5000 digits": (  # read, but past what Python turns into text
+        lambda: _preset_text().replace("n_timesteps: 50000", "n_timesteps: 0x" + "f" * 5000).encode(),
+        "train.n_timesteps must be at most 10000000000, got a number too long to print",
+    ),
 }
 
 
@@ -763,6 +771,8 @@ def test_set_overrides_preset_settings_and_the_flags_win(tiny_preset, tmp_path, 
     ("compress.schedule=[2,", "the value of compress.schedule is not valid YAML"),
     ("compress.schedule=" + "[" * 5000 + "]" * 5000, "the value of compress.schedule is not valid YAML"),
     ("env.env_kwargs={a: &a [1, *a]}", "the value of env.env_kwargs cannot be read: an alias in it refers to"),
+    ("train.n_timesteps=" + "1" * 5000, "the value of train.n_timesteps is not valid YAML: '1111"),
+    ("train.dqn.learning_rate=[" + "1" * 100 + "]", "learning_rate must be a number, got [111111111111111111...1111111"),
     ("evaluate.episodes=", "evaluate.episodes needs a value"),
     ("compress.no_such_key=1", "unknown key compress.no_such_key"),
     ("evaluate.episodes=many", "evaluate.episodes must be an integer"),

@@ -10,6 +10,7 @@ there before. Readers: agent zips (``evaluate`` and ``export``), training run fo
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import pickle
@@ -26,6 +27,7 @@ import torch
 from conftest import SHIPPED_CARTPOLE
 from spikerl.cli import main
 from spikerl.loading import MAX_ENTRY_BYTES
+from spikerl.results import CompressionResult
 
 SEED = 20261129
 MARKER_NAME = "payload-ran"
@@ -204,6 +206,7 @@ def agent_cases(rng: random.Random, marker: Path) -> list[tuple[str, object]]:
             write_zip_bytes(with_weights(members, lambda w: w.__setitem__(names[0], torch.zeros(7, 3)))),
         ),
         ("a string for a layer", write_zip_bytes(with_weights(members, lambda w: w.__setitem__(names[0], "weights")))),
+        ("a sparse layer", write_zip_bytes(with_weights(members, lambda w: w.__setitem__(names[0], w[names[0]].to_sparse())))),
         ("weights as a list", write_zip_bytes({**members, "policy.pth": torch_bytes([1, 2, 3])})),
         (
             "weights for 9 actions",
@@ -258,6 +261,7 @@ def agent_cases(rng: random.Random, marker: Path) -> list[tuple[str, object]]:
         ("data is a number", write_zip_bytes({**members, "data": b"7"})),
         ("data not UTF-8", write_zip_bytes({**members, "data": b"\xff\xfe{}"})),
         ("data deeply nested", write_zip_bytes({**members, "data": b"[" * 100_000 + b"]" * 100_000})),
+        ("data with an integer of 5000 digits", write_zip_bytes({**members, "data": b'{"seed": ' + b"1" * 5000 + b"}"})),
         ("no policy class", write_zip_bytes(with_data(members, lambda d: d.pop("policy_class")))),
         (
             "policy class of PPO",
@@ -585,6 +589,7 @@ def run_folder_cases(rng: random.Random, run: Path, marker: Path) -> list[tuple[
             {"best_model.pt": torch_bytes({**torch.load(run / "best_model.pt", weights_only=True), "mean_reward": 10**400})},
         ),
         ("monitor header nested too deep", {"0.monitor.csv": b"#" + b"[" * 100_000 + b"]" * 100_000 + b"\nr,l,t\n"}),
+        ("checkpoint.json nested too deep", {"checkpoint.json": b"[" * 100_000 + b"]" * 100_000}),
         ("monitor rows not numbers", {"0.monitor.csv": b'#{"t_start": 0}\nr,l,t\nabc,def,ghi\n1,2,3\n'}),
         ("monitor without header", {"0.monitor.csv": b"1,2,3\n"}),
         ("monitor not UTF-8", {"0.monitor.csv": b'#{"t_start": 0}\nr,l,t\n\xff\xfe\n'}),
@@ -669,7 +674,9 @@ def results_cases(rng: random.Random, results: dict) -> list[tuple[str, bytes]]:
         value = dict(leaves(results))[path]
         new = wrong_type(rng, value)
         cases.append((f"{'.'.join(map(str, path))} = {new!r}", json.dumps(replaced(results, path, new)).encode()))
-    for key in rng.sample(sorted(results), 5):
+    required = [field.name for field in dataclasses.fields(CompressionResult)
+                if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING]
+    for key in rng.sample(sorted(set(results) & set(required)), 5):  # a key with a default (plots) may be missing
         cases.append((f"{key} missing", json.dumps({k: v for k, v in results.items() if k != key}).encode()))
     cases += [
         ("unknown key", json.dumps({**results, "surprise": 1}).encode()),
@@ -695,6 +702,7 @@ def results_cases(rng: random.Random, results: dict) -> list[tuple[str, bytes]]:
         ("spiking layers: an encoder alone", json.dumps({**results, "spiking_layers": [
             {"name": "encoder", "macs": 16, "input_layer": None, "outputs": 16, "kind": "encoder", "inputs": 16, "bias": False}
         ]}).encode()),
+        ("a seed of 5000 digits", json.dumps({**results, "seed": "DIGITS"}).replace('"DIGITS"', "1" * 5000).encode()),
     ]
     return cases
 

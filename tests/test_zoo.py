@@ -98,6 +98,7 @@ def test_zoo_block_is_a_preset_and_zoo_enjoy_plays_the_run_folder(tmp_path, caps
         ("dict(activation_fn=nn.ReLU)", "not a literal value"),
         ("dict(net_arch=[64,", "not a Python expression"),
         ("{**defaults, 'net_arch': [64]}", "unpacking is not a literal value"),
+        pytest.param("1+" * 200_000 + "1", "'1\\+1\\+1.*' is not a Python expression", id="nested too deeply to parse"),
     ],
 )
 def test_zoo_strings_are_never_evaluated(tmp_path, policy_kwargs, message):
