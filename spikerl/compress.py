@@ -86,20 +86,21 @@ def compress(
     writer = open_writer(Path(tensorboard) / "compress") if tensorboard else None
     record = _StageRecorder(folder, settings.env, writer, settings.compress.stage_steps, progress)
     try:
-        _copy_ann(agent, folder)
-        if not previous:
-            result = record(result, Stage.ANN, None, ann, time.perf_counter())
         started = time.perf_counter()
+        # the student first: settings SB3 refuses for it end the run before anything is written
         if done:
             student = _restore(ann, env, env_id, settings, seed, done[-1], folder.stage(done[-1]), device)
         else:
             student = _convert(ann, env, settings.compress, seed)
+        conversion_s = time.perf_counter() - started
+        _copy_ann(agent, folder)
+        if not previous:
+            result = record(result, Stage.ANN, None, ann, time.perf_counter())
         if student.q_net.encoder is not None:  # the SNN rows' costs: the encoder, a first layer on spikes
             spiking_layers = [asdict(cost) for cost in layer_costs(student.q_net, student.observation_space)]
             result = dataclasses.replace(result, spiking_layers=spiking_layers)
-        if not done:
-            if not result.rows_of(Stage.CONVERTED):
-                result = record(result, Stage.CONVERTED, schedule[0], student, started)
+        if not done and not result.rows_of(Stage.CONVERTED):  # its wall time: the conversion and its evaluation
+            result = record(result, Stage.CONVERTED, schedule[0], student, time.perf_counter() - conversion_s)
         eval_seed = seed + TD_EVAL_SEED_OFFSET
         make_eval_env = functools.partial(make_env, env_id, retrain_env, seed=eval_seed)  # td's in-stage evaluations
         retrainer = make_retrainer(ann, student, env, settings.compress, seed, progress, writer, make_eval_env, len(done))

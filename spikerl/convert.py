@@ -74,7 +74,13 @@ def spiking_model(
     policy_kwargs = {
         **ann.policy_kwargs, "timesteps": timesteps, "neuron_kwargs": dict(neuron_kwargs or {}), "encoding": encoding
     }
-    return DQN(policy_class, env, policy_kwargs=policy_kwargs, device=ann.device, **dqn_kwargs)
+    try:
+        return DQN(policy_class, env, policy_kwargs=policy_kwargs, device=ann.device, **dqn_kwargs)
+    except (TypeError, ValueError) as error:  # a keyword or value SB3's DQN, the policy or its optimizer refuses
+        raise UsageError(
+            f"SB3's DQN refuses the spiking student's settings (compress.td.dqn, compress.neuron_kwargs: {error}); "
+            "fix or drop that setting"
+        ) from None
 
 
 @torch.no_grad()

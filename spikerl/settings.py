@@ -16,7 +16,7 @@ import inspect
 from typing import Any, Literal, get_args
 
 from spikerl.errors import UsageError
-from spikerl.schema import Record, build, check_number, check_plain, setting
+from spikerl.schema import Record, build, check_number, check_plain, quoted, setting
 
 #: Evaluation episodes are seeded from here upwards; training seeds must stay below it.
 EVAL_SEED_BASE = 1_000_000
@@ -207,6 +207,12 @@ class CompressSettings(Record):
         from spikerl.neurons import IFNeuron
 
         _check_keywords(self.neuron_kwargs, IFNeuron, "neuron_kwargs", "spikerl.neurons.IFNeuron")
+        for key, value in self.neuron_kwargs.items():
+            if key == "learn_leak" and not isinstance(value, bool):
+                raise UsageError(f"neuron_kwargs.learn_leak must be true or false, got {quoted(value)}",
+                                 parameter="neuron_kwargs.learn_leak")
+            if key in _NEURON_NUMBERS:
+                check_number(value, f"neuron_kwargs.{key}", float, _NEURON_NUMBERS[key])
         if self.objective == "td" and self.stage_steps > 0:
             self._check_td_learns()
 
@@ -259,6 +265,10 @@ def from_mapping(data: Any) -> Settings:
 
 #: DQN keyword arguments that spikerl sets itself.
 _DQN_SET_BY_SPIKERL = frozenset({"self", "policy", "env", "seed", "device", "verbose", "_init_setup_model"})
+#: Bounds of ``spikerl.neurons.IFNeuron``'s numeric settings (``compress.neuron_kwargs``).
+_NEURON_NUMBERS: dict[str, dict[str, Any]] = {
+    "threshold": {"above": 0, "high": 1e6}, "leak": {"low": 0, "high": 1}, "surrogate_scale": {"above": 0, "high": 1e6},
+}
 #: Bounds of the numeric DQN keyword arguments: (type, setting(default=...) bounds).
 _DQN_NUMBERS: dict[str, tuple[type, dict[str, Any]]] = {
     "learning_rate": (float, {"above": 0, "high": 1}),
@@ -282,6 +292,9 @@ def check_dqn_kwargs(kwargs: dict[str, Any], name: str) -> None:
     """Refuse keys that ``stable_baselines3.DQN`` does not take, and insane numbers."""
     from stable_baselines3 import DQN
 
+    if "tensorboard_log" in kwargs:  # SB3 would write there, and fail inside learn() where it cannot
+        raise UsageError(f"{name}.tensorboard_log is spikerl's --tensorboard DIR; drop the setting and pass the flag",
+                         parameter=f"{name}.tensorboard_log")
     _check_keywords(kwargs, DQN, name, "stable_baselines3.DQN", excluded=_DQN_SET_BY_SPIKERL)
     for key, value in kwargs.items():
         if key in _DQN_NUMBERS:

@@ -773,6 +773,9 @@ def test_set_overrides_preset_settings_and_the_flags_win(tiny_preset, tmp_path, 
     ("env.env_kwargs={a: &a [1, *a]}", "the value of env.env_kwargs cannot be read: an alias in it refers to"),
     ("train.n_timesteps=" + "1" * 5000, "the value of train.n_timesteps is not valid YAML: '1111"),
     ("train.dqn.learning_rate=[" + "1" * 100 + "]", "learning_rate must be a number, got [111111111111111111...1111111"),
+    ("compress.neuron_kwargs={threshold: abc}", "compress.neuron_kwargs.threshold must be a number, got 'abc'"),
+    ("compress.neuron_kwargs={leak: 2}", "compress.neuron_kwargs.leak must be at most 1"),
+    ("train.dqn.tensorboard_log=/proc/x", "train.dqn.tensorboard_log is spikerl's --tensorboard DIR"),
     ("evaluate.episodes=", "evaluate.episodes needs a value"),
     ("compress.no_such_key=1", "unknown key compress.no_such_key"),
     ("evaluate.episodes=many", "evaluate.episodes must be an integer"),
@@ -889,3 +892,16 @@ def test_plots_show_dollar_signs_in_names_as_written(tmp_path, capsys):
     assert code == 0, err
     plot_training_curve(folder, folder / "training_curve.png")
     assert (folder / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(("command", "assignment", "message"), [
+    ("train", "train.dqn.optimize_memory_usage=true", "SB3's DQN refuses the settings train.dqn (ReplayBuffer does not"),
+    ("train", "train.dqn.policy_kwargs={optimizer_kwargs: {eps: -1}}", "refuses the settings train.dqn (Invalid epsilon"),
+    ("compress", "compress.td.dqn.replay_buffer_kwargs={x: 1}",
+     "SB3's DQN refuses the spiking student's settings (compress.td.dqn, compress.neuron_kwargs: ReplayBuffer"),
+])
+def test_settings_sb3_refuses_end_in_one_line_before_results_are_written(command, assignment, message, tmp_path, capsys):
+    agent = ["--agent", SHIPPED_CARTPOLE / "ann.zip", "--schedule", "1"] if command == "compress" else ["--env", "CartPole-v1"]
+    code, _, err = run(capsys, command, *agent, "--out", tmp_path / "out", "--set", assignment, "--no-progress")
+    assert_one_error_line(code, err, message)
+    assert not [path.name for path in (tmp_path / "out").glob("*") if path.name != ".spikerl.lock" and path.suffix != ".csv"]
