@@ -323,6 +323,17 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: Any) -> None
     parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
     if not isinstance(state, dict) or not isinstance(state.get("state"), dict):
         raise ValueError("optimizer state is not a state dict")
+    groups = state.get("param_groups")
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
+        raise ValueError("optimizer parameter groups are not the run's")
+    for group, own in zip(groups, optimizer.param_groups):
+        if not isinstance(group, dict):
+            raise ValueError("optimizer parameter group is not a mapping")
+        for key, value in group.items():  # the run's settings (betas, eps, capturable, ...) but the scheduled lr
+            if key == "lr" and not _is_finite_number(value):
+                raise ValueError(f"optimizer learning rate {value!r} is not a finite number")
+            if key not in ("lr", "params") and key in own and value != own[key]:
+                raise ValueError(f"optimizer setting {key} is {value!r}, the run's {own[key]!r}")
     for index, values in state["state"].items():
         if not isinstance(index, int) or not 0 <= index < len(parameters) or not isinstance(values, dict):
             raise ValueError(f"optimizer state names parameter {index!r}")

@@ -495,6 +495,21 @@ def run_folder_cases(rng: random.Random, run: Path, marker: Path) -> list[tuple[
                 }
             ),
         ),
+        (
+            "optimizer capturable on a CPU",  # accepted, the resumed run failed in Adam's first step
+            with_digests({weights: torch_bytes({**saved, "optimizer": {
+                **saved["optimizer"], "param_groups": [{**saved["optimizer"]["param_groups"][0], "capturable": True}],
+            }})}),
+        ),
+        (
+            "optimizer learning rate a word",
+            with_digests({weights: torch_bytes({**saved, "optimizer": {
+                **saved["optimizer"], "param_groups": [{**saved["optimizer"]["param_groups"][0], "lr": "fast"}],
+            }})}),
+        ),
+        ("sparse weights", with_digests({weights: torch_bytes(
+            {**saved, "policy": {k: v.to_sparse() if v.dim() == 2 else v for k, v in saved["policy"].items()}}
+        )})),
         ("torch rng a string", with_digests({weights: torch_bytes({**saved, "torch_rng": "seed"})})),
         ("weights a list", with_digests({weights: torch_bytes([1, 2])})),
         ("buffer rewards NaN",
