@@ -162,7 +162,8 @@ def writable_folder(folder: str | Path, parameter: str | None = "out_dir") -> It
         Path(folder).mkdir(parents=True, exist_ok=True)
         yield Path(folder)
     except OSError as error:
-        problem = f"cannot write to output folder {folder} ({error.strerror or error})"
+        reason = "a file is there" if isinstance(error, FileExistsError) and not Path(folder).is_dir() else error.strerror
+        problem = f"cannot write to output folder {folder} ({reason or error})"
         fix = f"choose a writable {parameter}" if parameter else "check its permissions, or give another folder"
         raise UsageError(f"{problem}; {fix}", parameter=parameter) from None
 

@@ -361,6 +361,11 @@ def _run_evaluate(args: argparse.Namespace) -> None:
     model = load_agent(args.agent, env_id, settings.env, args.device)
     if args.event_driven:
         _use_event_driven(model)
+    if args.video:  # a video request that would be refused is refused before the evaluation
+        from spikerl.video import video_paths
+
+        video_paths(model, env_id, args.video, args.video_episodes, protocol.seed, args.spike_maps, args.video_steps,
+                    args.video_format)
     result = evaluate_agent(
         model, env_id, env_config, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs,
         progress="evaluate" if args.progress else None,

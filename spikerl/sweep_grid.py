@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from spikerl.config import load_preset, read_yaml, with_dotted
+from spikerl.envs import check_training_seed
 from spikerl.errors import UsageError
+from spikerl.schema import quoted
 from spikerl.settings import SECTIONS, Settings
 
 #: Most cells one grid block may make (its axes' product), far beyond any study one sweep finishes.
@@ -319,8 +321,12 @@ def _unique(path: Path, known: dict[str, Any], folder: str, item: Any, identity:
 
 
 def _seed(path: Path, seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UsageError(f"{path}: seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UsageError(f"{path}: seed must be a non-negative integer, got {quoted(seed)}")
+    try:  # refused here, not by each cell's task
+        check_training_seed(seed)
+    except UsageError as error:
+        raise UsageError(f"{path}: {error}") from None
     return seed
 
 

@@ -145,6 +145,8 @@ def test_unwritable_output_folder(tmp_path):
     blocker.write_text("")
     result = run_cli("compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--out", str(blocker / "sub"))
     assert result.returncode == 2 and "cannot write to output folder" in result.stderr
+    result = run_cli("train", "--env", "CartPole-v1", "--out", str(blocker))
+    assert result.returncode == 2 and f"cannot write to output folder {blocker} (a file is there)" in result.stderr
 
 
 def test_a_training_log_that_is_a_link_or_a_fifo_is_refused_on_resume(tmp_path, tiny_preset):

@@ -136,6 +136,7 @@ def test_shipped_grids_plan_the_issue_studies():
     ("grid: {compress.schedule: [[1, 2]]}\n", "compress.schedule must decrease strictly"),
     ("cells: [{seed: 0, schedule: [1]}]\n", "unknown setting in cell 1: schedule"),
     ("grid: {seed: 0}\n", "give a non-empty list of values"),
+    ("grid: {seed: [0, 1000000]}\n", "seed must be in [0, 1000000) (evaluation seeds start at 1000000), got 1000000"),
     ("config: 5\ngrid: {seed: [0]}\n", "'config' must be the path of a preset file"),
     (f"grid: {{seed: {list(range(200))}, compress.percentile: {list(range(1, 100))}}}\n",
      "makes 200 x 99 cells, more than 10000"),

@@ -114,3 +114,18 @@ def test_spike_maps_of_a_spiking_input_agent_above_one_timestep():
     maps = dict(_spike_maps(q_net))
     assert maps["encoder"].shape == (4, 84, 84) and maps["encoder"].max() == 1.0  # the bright frame fires everywhere
     assert all(_tile(rates).ndim == 2 for rates in maps.values())
+
+
+def test_a_video_request_that_would_be_refused_is_refused_before_the_evaluation(tmp_path, capsys, monkeypatch):
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("evaluated before the video request was refused")
+
+    monkeypatch.setattr("spikerl.evaluate.evaluate_agent", no_evaluation)
+    blocker = tmp_path / "videos"
+    blocker.write_text("a file")
+    args = ["evaluate", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--episodes", "1", "--num-threads", "1"]
+    refused = (([str(blocker)], "cannot write to video folder"), ([str(tmp_path), "--spike-maps"], "needs a spiking agent"))
+    for video, message in refused:
+        assert main([*args, "--video", *video]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and message in error
