@@ -131,7 +131,7 @@ def _assignment(text: str) -> tuple[str, Any]:
     """One ``--set`` argument: the dotted setting and its value, read as YAML (``1e-4`` a number)."""
     import yaml
 
-    from spikerl.config import YamlTooLarge, parse_yaml
+    from spikerl.config import NUMBER_TOO_LONG, YamlTooLarge, parse_yaml
 
     key, equals, raw = text.partition("=")
     if not equals or "." not in key or key.split(".")[0] not in SECTIONS:
@@ -143,8 +143,10 @@ def _assignment(text: str) -> tuple[str, Any]:
         value = parse_yaml(raw)
     except YamlTooLarge as error:
         raise argparse.ArgumentTypeError(f"the value of {key} cannot be read: {error}") from None
-    except (yaml.YAMLError, ValueError, RecursionError):  # an integer past 4300 digits; nested too deeply
+    except (yaml.YAMLError, RecursionError):  # RecursionError: nested too deeply
         raise argparse.ArgumentTypeError(f"the value of {key} is not valid YAML: {raw[:80]!r}") from None
+    except ValueError:  # an integer past the 4300 digits Python reads
+        raise argparse.ArgumentTypeError(f"the value of {key} {NUMBER_TOO_LONG}") from None
     if value is None:
         raise argparse.ArgumentTypeError(f"{key} needs a value ({key}=VALUE); --set cannot unset a setting")
     if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string

@@ -45,23 +45,36 @@ def available_presets() -> list[str]:
 MAX_YAML_BYTES = 1 << 20
 """Largest settings file read (a preset, grid, run configuration or rl-zoo3 file is a few KB)."""
 
-MAX_YAML_VALUES = 100_000
-"""Most values a YAML document may hold once its aliases are expanded. A preset holds about 100;
-a few KB that repeat anchors inside anchors ("billion laughs") expand past any memory, and every
-reader after YAML's walks them expanded."""
+MAX_ALIAS_VALUES = 100_000
+"""Most values a YAML document's aliases may add once expanded (a preset holds about 100 values
+in all): a few KB that repeat anchors inside anchors ("billion laughs") expand past any memory,
+and every reader after YAML's walks them expanded."""
+
+NUMBER_TOO_LONG = "holds a number too long to read (over 4300 digits, Python's limit)"
 
 
 class YamlTooLarge(ValueError):
-    """A YAML document whose aliases expand it past ``MAX_YAML_VALUES`` values, or into itself."""
+    """A YAML document whose aliases add more than ``MAX_ALIAS_VALUES`` values, or contain themselves."""
 
 
 def parse_yaml(text: str) -> Any:
-    """``yaml.safe_load(text)``, refusing with ``YamlTooLarge`` a document that aliases expand past
-    ``MAX_YAML_VALUES`` values or that contains itself; other errors are PyYAML's."""
+    """``yaml.safe_load(text)``, refusing with ``YamlTooLarge`` a document whose aliases add more
+    than ``MAX_ALIAS_VALUES`` values or that contains itself; other errors are PyYAML's."""
     data = yaml.safe_load(text)
-    if _expanded_size(data, {}, set()) > MAX_YAML_VALUES:
-        raise YamlTooLarge(f"its aliases expand it past {MAX_YAML_VALUES:,} values")
+    if _expanded_size(data, {}, set()) - _written_size(data, set()) > MAX_ALIAS_VALUES:
+        raise YamlTooLarge(f"its aliases expand it by more than {MAX_ALIAS_VALUES:,} values")
     return data
+
+
+def _written_size(value: Any, seen: set[int]) -> int:
+    """The number of values in ``value`` as written: a collection an alias repeats counts once."""
+    if not isinstance(value, (dict, list)):
+        return 1
+    if id(value) in seen:
+        return 1  # the alias
+    seen.add(id(value))
+    children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+    return 1 + sum(_written_size(child, seen) for child in children)
 
 
 def _expanded_size(value: Any, sizes: dict[int, int], open_containers: set[int]) -> int:
@@ -86,19 +99,22 @@ def _expanded_size(value: Any, sizes: dict[int, int], open_containers: set[int])
 def read_yaml(path: Path, fix: str) -> Any:
     """The YAML document in ``path`` as plain data, or a ``UsageError`` ending in ``fix``."""
     try:
-        if path.stat().st_size > MAX_YAML_BYTES:
-            raise UsageError(f"{path} is larger than a settings file can be ({MAX_YAML_BYTES >> 20} MiB); {fix}")
-        return parse_yaml(path.read_text(encoding="utf-8"))
+        too_large = path.stat().st_size > MAX_YAML_BYTES
+        if not too_large:
+            return parse_yaml(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text; {fix}") from None
     except YamlTooLarge as error:
         raise UsageError(f"{path} cannot be read: {error}; {fix}") from None
-    except (yaml.YAMLError, ValueError) as error:  # ValueError: an integer past the 4300 digits Python reads
-        raise UsageError(f"{path} is not valid YAML ({' '.join(str(error).split())[:200]}); {fix}") from None
+    except yaml.YAMLError as error:
+        raise UsageError(f"{path} is not valid YAML ({' '.join(str(error).split())}); {fix}") from None
+    except ValueError:  # the one other error reading YAML: an integer past the 4300 digits Python reads
+        raise UsageError(f"{path} {NUMBER_TOO_LONG}; {fix}") from None
     except RecursionError:
         raise UsageError(f"{path} nests its YAML too deeply to read; {fix}") from None
     except OSError as error:
         raise UsageError(f"cannot read {path} ({error.strerror or error}); {fix}") from None
+    raise UsageError(f"{path} is larger than a settings file can be ({MAX_YAML_BYTES >> 20} MiB); {fix}")
 
 
 def _settings(data: Any, source: Path, fix: str) -> Settings:

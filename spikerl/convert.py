@@ -76,6 +76,8 @@ def spiking_model(
     }
     try:
         return DQN(policy_class, env, policy_kwargs=policy_kwargs, device=ann.device, **dqn_kwargs)
+    except UsageError:  # spikerl's own refusal while the policy is built (an encoding that does not fit, ...)
+        raise
     except (TypeError, ValueError) as error:  # a keyword or value SB3's DQN, the policy or its optimizer refuses
         raise UsageError(
             f"SB3's DQN refuses the spiking student's settings (compress.td.dqn, compress.neuron_kwargs: {error}); "

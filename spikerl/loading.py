@@ -34,7 +34,7 @@ from stable_baselines3 import DQN
 from stable_baselines3.dqn.policies import CnnPolicy, DQNPolicy
 
 from spikerl.checkpoints import is_dense_tensor
-from spikerl.config import available_presets, read_run_config
+from spikerl.config import NUMBER_TOO_LONG, available_presets, read_run_config
 from spikerl.envs import check_env_id, make_env
 from spikerl.errors import UsageError
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
@@ -174,8 +174,12 @@ def _read_data(archive: zipfile.ZipFile, path: Path) -> dict[str, Any]:
     """The ``data`` JSON of an SB3 zip (never its pickled fields)."""
     try:
         data = json.loads(_read_entry(archive, "data", MAX_DATA_BYTES, path, "an SB3 agent's settings"))
-    except (ValueError, RecursionError) as error:  # ValueError: not UTF-8 or JSON, an integer past 4300 digits
+    except UsageError:  # the entry's own refusal (too large)
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise _damaged(path, error) from None
+    except ValueError:  # the one other error reading JSON: an integer past the 4300 digits Python reads
+        raise UsageError(f"agent file {path} is damaged (its data {NUMBER_TOO_LONG}); pass an intact SB3 DQN .zip") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path} is not a Stable-Baselines3 checkpoint (its data is not a JSON object); pass an SB3 DQN .zip")
     return data

@@ -16,6 +16,7 @@ import os
 from typing import Any
 
 from spikerl.checkpoints import write_json
+from spikerl.config import NUMBER_TOO_LONG
 from spikerl.energy import LayerCost, decision_cost, energy_ratios
 from spikerl.errors import UsageError
 from spikerl.evaluate import Evaluation
@@ -231,8 +232,12 @@ def read_results(folder: str | os.PathLike[str]) -> CompressionResult:
         if path.stat().st_size > MAX_RESULTS_BYTES:
             raise UsageError(f"{path} is damaged (larger than {MAX_RESULTS_BYTES >> 20} MiB); {fix}")
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as error:  # ValueError: not UTF-8 or JSON, an integer past 4300 digits
+    except UsageError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise UsageError(f"{path} is damaged ({type(error).__name__}: {' '.join(str(error).split())}); {fix}") from None
+    except ValueError:  # the one other error reading JSON: an integer past the 4300 digits Python reads
+        raise UsageError(f"{path} is damaged (it {NUMBER_TOO_LONG}); {fix}") from None
     try:
         result = build(CompressionResult, data)
     except UsageError as error:

@@ -467,6 +467,8 @@ def _build(
     try:
         algorithm = BFloat16DQN if train.bfloat16 else DQN
         model = algorithm(train.policy, env, seed=seed, device=device, verbose=0, **sb3_dqn_kwargs(train.dqn))
+    except UsageError:  # spikerl's own refusal while the policy is built
+        raise
     except (TypeError, ValueError) as error:  # a keyword SB3's DQN, its policy or optimizer does not take, or a value
         raise UsageError(f"SB3's DQN refuses the settings train.dqn ({error}); fix or drop that setting") from None
     if train.bfloat16 and model.device.type == "cpu" and not _cpu_has_bfloat16():

@@ -683,7 +683,7 @@ BAD_PRESETS = {
     "not UTF-8": (lambda: _preset_text().encode("utf-16"), "is not UTF-8 text"),
     "aliases expanding to 10**9 values": (  # as the environment's arguments it hung every command
         lambda: _preset_with_env_kwargs("\n" + textwrap.indent(BILLION_LAUGHS, " " * 4)),
-        "its aliases expand it past 100,000 values",
+        "its aliases expand it by more than 100,000 values",
     ),
     "an alias inside itself": (  # so did this
         lambda: _preset_with_env_kwargs(" {a: &a [1, *a]}\n"),
@@ -692,7 +692,7 @@ BAD_PRESETS = {
     "larger than a settings file": (lambda: b"#" * (1 << 20) + b"\n", "is larger than a settings file can be (1 MiB)"),
     "an integer of 5000 digits": (  # past what Python turns text into
         lambda: _preset_text().replace("n_timesteps: 50000", "n_timesteps: " + "1" * 5000).encode(),
-        "is not valid YAML (Exceeds the limit (4300 digits)",
+        "holds a number too long to read (over 4300 digits, Python's limit); fix the file",
     ),
     "a hexadecimal integer of 5000 digits": (  # read, but past what Python turns into text
         lambda: _preset_text().replace("n_timesteps: 50000", "n_timesteps: 0x" + "f" * 5000).encode(),
@@ -771,7 +771,7 @@ def test_set_overrides_preset_settings_and_the_flags_win(tiny_preset, tmp_path, 
     ("compress.schedule=[2,", "the value of compress.schedule is not valid YAML"),
     ("compress.schedule=" + "[" * 5000 + "]" * 5000, "the value of compress.schedule is not valid YAML"),
     ("env.env_kwargs={a: &a [1, *a]}", "the value of env.env_kwargs cannot be read: an alias in it refers to"),
-    ("train.n_timesteps=" + "1" * 5000, "the value of train.n_timesteps is not valid YAML: '1111"),
+    ("train.n_timesteps=" + "1" * 5000, "the value of train.n_timesteps holds a number too long to read"),
     ("train.dqn.learning_rate=[" + "1" * 100 + "]", "learning_rate must be a number, got [111111111111111111...1111111"),
     ("compress.neuron_kwargs={threshold: abc}", "compress.neuron_kwargs.threshold must be a number, got 'abc'"),
     ("compress.neuron_kwargs={leak: 2}", "compress.neuron_kwargs.leak must be at most 1"),
@@ -905,3 +905,29 @@ def test_settings_sb3_refuses_end_in_one_line_before_results_are_written(command
     code, _, err = run(capsys, command, *agent, "--out", tmp_path / "out", "--set", assignment, "--no-progress")
     assert_one_error_line(code, err, message)
     assert not [path.name for path in (tmp_path / "out").glob("*") if path.name != ".spikerl.lock" and path.suffix != ".csv"]
+
+
+def test_settings_files_refused_for_their_size_say_so_once(tmp_path, capsys, no_work):
+    """The size refusals were raised inside the readers' own error handling and wrapped a second time."""
+    from spikerl.config import parse_yaml
+
+    preset = tmp_path / "preset.yaml"
+    preset.write_bytes(b"#" * (1 << 20) + b"\n")
+    code, _, err = run(capsys, "train", "--config", preset, "--out", tmp_path / "out")
+    assert_one_error_line(code, err, f"{preset} is larger than a settings file can be (1 MiB); fix the file")
+    assert err.count(str(preset)) == 1 and "not valid YAML" not in err
+    shutil.copy(SHIPPED_CARTPOLE / "results.json", tmp_path / "results.json")
+    with open(tmp_path / "results.json", "a") as results:
+        results.write(" " * (16 << 20))
+    code, _, err = run(capsys, "report", tmp_path)
+    assert_one_error_line(code, err, "results.json is damaged (larger than 16 MiB); restore it")
+    assert err.count("is damaged") == 1
+    # many values written out, no alias: read (only what aliases add is capped)
+    assert len(parse_yaml(yaml.safe_dump({"cells": [{"seed": i, "x": i} for i in range(40_000)]}))["cells"]) == 40_000
+
+
+def test_spikerls_own_refusal_while_the_student_is_built_keeps_its_message(tmp_path, capsys):
+    code, _, err = run(capsys, "compress", "--agent", SHIPPED_CARTPOLE / "ann.zip", "--encoding", "threshold",
+                       "--schedule", "1", "--out", tmp_path / "out", "--no-progress")
+    assert_one_error_line(code, err, "encoding 'threshold' needs image observations")
+    assert "SB3's DQN refuses" not in err and not (tmp_path / "out" / "results.json").exists()
