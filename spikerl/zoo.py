@@ -19,6 +19,7 @@ with ``--gym-packages spikerl``.
 from __future__ import annotations
 
 import ast
+import contextlib
 import math
 import shutil
 from pathlib import Path
@@ -174,9 +175,16 @@ def _atari_wrapper(wrapper: Any, env_id: str) -> tuple[bool, dict[str, Any]]:
     )
 
 
+def zoo_env_name(env_id: str) -> str:
+    """``env_id`` as rl-zoo3 names it in paths (its ``EnvironmentName``): ``ALE/Pong-v5`` is
+    ``ALE-Pong-v5``, and a ``module:`` prefix is dropped."""
+    name = env_id.replace("/", "-")
+    return name.split(":")[1] if name.count(":") == 1 else name
+
+
 def zoo_model(run: str | Path, env_id: str) -> Path:
     """Where zoo's ``enjoy -f RUN --algo dqn`` looks for the model of ``env_id``."""
-    return Path(run) / ALGO / f"{env_id}.zip"
+    return Path(run) / ALGO / f"{zoo_env_name(env_id)}.zip"
 
 
 def write_zoo_layout(
@@ -192,7 +200,7 @@ def write_zoo_layout(
     spiking policy's name, such as ``SpikingMlpPolicy``, and its ``policy_kwargs`` with T).
     """
     model = zoo_model(run, env_id)
-    params = model.parent / env_id
+    params = model.parent / zoo_env_name(env_id)
     config: dict[str, Any] = {"policy": settings.train.policy, "n_timesteps": settings.train.n_timesteps, **settings.train.dqn}
     if policy is not None:
         config["policy"] = policy
@@ -224,7 +232,17 @@ def write_zoo_layout(
 
 
 def env_of_zoo_folder(folder: str | Path) -> str | None:
-    """The env id of a zoo run folder (the one subfolder holding ``config.yml``), else None."""
+    """The env id of a zoo run folder (the one subfolder holding ``config.yml``), else None: the
+    ``env`` of its ``args.yml`` where that names the subfolder (``ALE/Pong-v5`` for ``ALE-Pong-v5``),
+    else the subfolder's name."""
+    from spikerl.config import read_yaml  # config reads zoo's hyperparameter files with this module
+
     folder = Path(folder)
-    envs = [path.parent.name for path in folder.glob("*/config.yml")] if folder.is_dir() else []
-    return envs[0] if len(envs) == 1 else None
+    params = [path.parent for path in folder.glob("*/config.yml")] if folder.is_dir() else []
+    if len(params) != 1:
+        return None
+    with contextlib.suppress(UsageError):
+        args = read_yaml(params[0] / "args.yml", "") if (params[0] / "args.yml").is_file() else None
+        if isinstance(args, dict) and isinstance(args.get("env"), str) and zoo_env_name(args["env"]) == params[0].name:
+            return str(args["env"])
+    return params[0].name

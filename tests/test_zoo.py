@@ -191,3 +191,20 @@ def test_zoo_layout_is_not_written_through_a_linked_folder(tmp_path, linked):
         write_zoo_layout(run, "CartPole-v1", 0, load_preset("CartPole-v1"), SHIPPED_CARTPOLE / "ann.zip")
     assert sorted(p.name for p in elsewhere.rglob("*")) == ["CartPole-v1", "config.yml"]
     assert (elsewhere / "CartPole-v1" / "config.yml").read_text() == "precious"
+
+
+def test_zoo_layout_of_a_namespaced_env_id_is_where_zoo_looks(tmp_path):
+    """rl-zoo3 writes ALE/Pong-v5 as ALE-Pong-v5 in paths (its EnvironmentName)."""
+    from spikerl.zoo import env_of_zoo_folder, write_zoo_layout
+
+    preset = load_preset("CartPole-v1")  # only the env id's spelling matters here
+    model = write_zoo_layout(tmp_path / "run", "ALE/Pong-v5", 0, preset, SHIPPED_CARTPOLE / "ann.zip")
+    assert model == tmp_path / "run" / "dqn" / "ALE-Pong-v5.zip" and model.is_file()
+    assert (tmp_path / "run" / "dqn" / "ALE-Pong-v5" / "config.yml").is_file()
+    assert env_of_zoo_folder(tmp_path / "run" / "dqn") == "ALE/Pong-v5"  # from its args.yml
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "dqn").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UsageError, match="is a symbolic link where spikerl keeps rl-zoo3's folder"):
+        write_zoo_layout(tmp_path / "linked", "ALE/Pong-v5", 0, preset, SHIPPED_CARTPOLE / "ann.zip")
+    assert not any((tmp_path / "elsewhere").iterdir())
