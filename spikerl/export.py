@@ -85,7 +85,7 @@ def _write(graph: nir.NIRGraph, path: Path, force: bool) -> None:
     def check_replaceable() -> None:
         if path.is_symlink() or path.exists():
             if not (path.is_symlink() or stat.S_ISREG(path.stat().st_mode)):  # a device, a FIFO: never replaced
-                raise unwritable("it exists and is not a regular file")
+                raise UsageError(f"{path} exists and is not a regular file; choose another --out")
             if not force:
                 raise UsageError(f"{path} already exists; pass --force to replace it, or choose another --out")
 

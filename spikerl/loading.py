@@ -40,7 +40,6 @@ from spikerl.errors import UsageError
 from spikerl.policy import SpikingCnnPolicy, SpikingMlpPolicy
 from spikerl.results import read_results
 from spikerl.run_folder import RunFolder
-from spikerl.schema import quoted
 from spikerl.settings import EnvSettings, check_network_size
 from spikerl.zoo import env_of_zoo_folder
 
@@ -111,10 +110,6 @@ def _damaged(path: Path, error: Exception) -> UsageError:
     return UsageError(f"agent file {path} is damaged ({type(error).__name__}: {error}); pass an intact SB3 DQN .zip")
 
 
-_SB3_ENTRY_NAME = re.compile(r"(?!\.\.?$)[\w.-]{1,100}")
-"""A file name an SB3 zip's entry may have: no folders, no '.' or '..', at most 100 characters."""
-
-
 def _open_archive(path: Path) -> zipfile.ZipFile:
     """``path`` opened as a zip holding ``data`` and ``policy.pth``, or a ``UsageError``."""
     if not path.exists():
@@ -135,10 +130,6 @@ def _open_archive(path: Path) -> zipfile.ZipFile:
         archive.close()
         raise UsageError(f"{path} is not a Stable-Baselines3 checkpoint (no data/policy.pth inside); pass an SB3 DQN .zip")
     entries = archive.infolist()
-    odd = next((info.filename for info in entries if not _SB3_ENTRY_NAME.fullmatch(info.filename)), None)
-    if odd is not None:  # SB3 writes a few flat names (data, policy.pth, ...); `spikerl package` unpacks them all
-        archive.close()
-        raise UsageError(f"{path} holds an entry named {quoted(odd)}, which no SB3 checkpoint has; pass an SB3 DQN .zip")
     largest = max(entries, key=lambda info: info.file_size)
     total = sum(info.file_size for info in entries)  # `spikerl package` unpacks them all
     too_large = [

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import shutil
 import tempfile
 import zipfile
@@ -31,8 +32,12 @@ from spikerl.energy import AC_PJ, MAC_PJ, analog_layer_costs, decision_cost, lay
 from spikerl.errors import UsageError
 from spikerl.evaluate import Evaluation, evaluate_agent
 from spikerl.loading import load_agent
+from spikerl.schema import quoted
 from spikerl.settings import Settings
 from spikerl.video import record_videos
+
+_FLAT_FILE_NAME = re.compile(r"(?!\.\.?$)[\w.-]{1,100}")
+"""A name the folder unpacked from an agent's zip may hold: no folders, not '.' or '..', at most 100 characters."""
 
 
 def package_agent(
@@ -54,6 +59,10 @@ def package_agent(
     name = f"dqn-{env_id}"
     try:
         model = load_agent(agent, env_id, settings.env, "cpu")
+        with zipfile.ZipFile(agent) as archive:  # unpacked below, after the evaluation
+            odd = next((entry for entry in archive.namelist() if not _FLAT_FILE_NAME.fullmatch(entry)), None)
+        if odd is not None:  # SB3 writes a few flat names: data, policy.pth, ...
+            raise UsageError(f"{agent} holds an entry named {quoted(odd)}, which no SB3 checkpoint has; pass an SB3 DQN .zip")
         protocol = settings.evaluate
         evaluation = evaluate_agent(
             model, env_id, settings.env, protocol.episodes, seed=protocol.seed, n_envs=protocol.n_envs,

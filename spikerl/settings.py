@@ -204,15 +204,19 @@ class CompressSettings(Record):
                 f"schedule must decrease strictly (IIR lowers T stage by stage), got {','.join(map(str, schedule))}",
                 parameter="schedule",
             )
-        from spikerl.neurons import IFNeuron
+        from spikerl.neurons import MIN_THRESHOLD, IFNeuron  # torch: imported when a compress section is checked
 
         _check_keywords(self.neuron_kwargs, IFNeuron, "neuron_kwargs", "spikerl.neurons.IFNeuron")
+        numbers: dict[str, dict[str, Any]] = {  # as IFNeuron.constrain keeps them: threshold >= MIN_THRESHOLD, leak <= 1
+            "threshold": {"low": MIN_THRESHOLD, "high": 1e6}, "leak": {"low": 0, "high": 1},
+            "surrogate_scale": {"above": 0, "high": 1e6},
+        }
         for key, value in self.neuron_kwargs.items():
             if key == "learn_leak" and not isinstance(value, bool):
                 raise UsageError(f"neuron_kwargs.learn_leak must be true or false, got {quoted(value)}",
                                  parameter="neuron_kwargs.learn_leak")
-            if key in _NEURON_NUMBERS:
-                check_number(value, f"neuron_kwargs.{key}", float, _NEURON_NUMBERS[key])
+            if key in numbers:
+                check_number(value, f"neuron_kwargs.{key}", float, numbers[key])
         if self.objective == "td" and self.stage_steps > 0:
             self._check_td_learns()
 
@@ -265,10 +269,6 @@ def from_mapping(data: Any) -> Settings:
 
 #: DQN keyword arguments that spikerl sets itself.
 _DQN_SET_BY_SPIKERL = frozenset({"self", "policy", "env", "seed", "device", "verbose", "_init_setup_model"})
-#: Bounds of ``spikerl.neurons.IFNeuron``'s numeric settings (``compress.neuron_kwargs``).
-_NEURON_NUMBERS: dict[str, dict[str, Any]] = {
-    "threshold": {"above": 0, "high": 1e6}, "leak": {"low": 0, "high": 1}, "surrogate_scale": {"above": 0, "high": 1e6},
-}
 #: Bounds of the numeric DQN keyword arguments: (type, setting(default=...) bounds).
 _DQN_NUMBERS: dict[str, tuple[type, dict[str, Any]]] = {
     "learning_rate": (float, {"above": 0, "high": 1}),

@@ -59,6 +59,7 @@ from stable_baselines3.common.buffers import NStepReplayBuffer
 from spikerl.checkpoints import atomic_path, file_sha256, is_dense_tensor, write_json
 from spikerl.errors import UsageError
 from spikerl.run_folder import RunFolder
+from spikerl.schema import quoted
 
 FORMAT = "spikerl-training-checkpoint/1"
 LEGACY_CHECKPOINT = "checkpoint.zip"  # SB3 format of earlier spikerl versions (pickled): never read
@@ -319,7 +320,9 @@ def load_checkpoint(model: DQN, folder: Path) -> dict[str, Any]:
 
 
 def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: Any) -> None:
-    """Raise ``ValueError`` unless ``state`` holds finite per-parameter tensors shaped like ``optimizer``'s parameters."""
+    """Raise ``ValueError`` unless ``state`` holds ``optimizer``'s settings (its parameter groups'
+    betas, eps, capturable, ...; any finite learning rate, which SB3 schedules) and finite
+    per-parameter tensors shaped like its parameters."""
     parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
     if not isinstance(state, dict) or not isinstance(state.get("state"), dict):
         raise ValueError("optimizer state is not a state dict")
@@ -331,12 +334,12 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: Any) -> None
             raise ValueError("optimizer parameter group is not a mapping")
         for key, value in group.items():  # the run's settings (betas, eps, capturable, ...) but the scheduled lr
             if key == "lr" and not _is_finite_number(value):
-                raise ValueError(f"optimizer learning rate {value!r} is not a finite number")
+                raise ValueError(f"optimizer learning rate {quoted(value)} is not a finite number")
             if key not in ("lr", "params") and key in own and value != own[key]:
-                raise ValueError(f"optimizer setting {key} is {value!r}, the run's {own[key]!r}")
+                raise ValueError(f"optimizer setting {quoted(key)} is {quoted(value)}, the run's {quoted(own[key])}")
     for index, values in state["state"].items():
         if not isinstance(index, int) or not 0 <= index < len(parameters) or not isinstance(values, dict):
-            raise ValueError(f"optimizer state names parameter {index!r}")
+            raise ValueError(f"optimizer state names parameter {quoted(index)}")
         for name, value in values.items():
             if not is_dense_tensor(value) or not torch.isfinite(value).all():
                 raise ValueError(f"optimizer state {name} of parameter {index} is not a finite tensor")

@@ -51,6 +51,12 @@ def record_videos(
     """
     paths = video_paths(model, env_id, out_dir, episodes, seed, spike_maps, max_steps, video_format)
     mapped = model.q_net if spike_maps and isinstance(model.q_net, SpikingQNetwork) else None  # drawn beside the game
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"cannot write to video folder {out_dir} ({error.strerror or error}); choose a writable --video"
+        ) from None
     env_config = dataclasses.replace(env_config, env_kwargs={**env_config.env_kwargs, "render_mode": "rgb_array"})
     frames_per_step = env_config.frames_per_step
     for k, path in enumerate(paths):
@@ -72,9 +78,9 @@ def video_paths(
     model: DQN, env_id: str, out_dir: str | Path, episodes: int = 1, seed: int = EVAL_SEED_BASE,
     spike_maps: bool = False, max_steps: int | None = None, video_format: str = "mp4",
 ) -> list[Path]:
-    """The videos ``record_videos`` would write (its arguments), checked and their folder made:
-    a one-line ``UsageError`` for a bad request or a video already there, before any game is
-    played (``spikerl evaluate`` asks before its evaluation)."""
+    """The videos ``record_videos`` would write (its arguments), checked: a one-line
+    ``UsageError`` for a bad request, a file where the folder goes or a video already there,
+    before any game is played (``spikerl evaluate`` asks before its evaluation)."""
     if video_format not in FORMATS:
         raise UsageError(f"unknown video format '{video_format}'; use one of {', '.join(FORMATS)}")
     if episodes < 1:
@@ -87,11 +93,8 @@ def video_paths(
     for path in paths:
         if path.exists():
             raise UsageError(f"{path} already exists; choose another --video folder or delete it")
-    try:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        reason = "a file is there" if isinstance(error, FileExistsError) else error.strerror
-        raise UsageError(f"cannot write to video folder {out_dir} ({reason or error}); choose a writable --video") from None
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():  # made by record_videos, after the games
+        raise UsageError(f"cannot write to video folder {out_dir} (a file is there); choose another --video")
     return paths
 
 

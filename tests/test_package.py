@@ -53,3 +53,24 @@ def test_an_unwritable_out_is_refused_before_the_evaluation(tmp_path, capsys, mo
     code = main(["package", "--agent", str(SHIPPED_CARTPOLE / "T1.zip"), "--out", str(tmp_path / "a_file" / "hub")])
     error = capsys.readouterr().err
     assert code == 2 and "cannot write beside" in error and "--out" in error and error.count("\n") == 1
+
+
+def test_package_refuses_entries_it_could_not_unpack_before_evaluating(tmp_path, capsys, monkeypatch):
+    import zipfile
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("evaluated before the zip's entries were checked")
+
+    monkeypatch.setattr("spikerl.package.evaluate_agent", no_evaluation)
+    with zipfile.ZipFile(SHIPPED_CARTPOLE / "T1.zip") as shipped:
+        members = {name: shipped.read(name) for name in shipped.namelist()}
+    for index, odd in enumerate(["policy.pth/x", "x" * 300, ".."]):  # an OSError traceback unpacking the first two
+        agent = tmp_path / f"agent{index}.zip"
+        with zipfile.ZipFile(agent, "w") as archive:
+            for name, content in {**members, odd: b""}.items():
+                archive.writestr(name, content)
+        args = ["package", "--agent", str(agent), "--env", "CartPole-v1", "--out", str(tmp_path / f"hub{index}")]
+        assert main([*args, "--video-steps", "0"]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "which no SB3 checkpoint has" in error, error
+        assert not (tmp_path / f"hub{index}").exists()
