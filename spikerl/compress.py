@@ -35,7 +35,7 @@ from spikerl.policy import SpikingMlpPolicy, set_timesteps
 from spikerl.report import write_report
 from spikerl.results import CompressionResult, EvaluationProtocol, Stage, read_results, run_settings, write_results
 from spikerl.retrain import TD_EVAL_SEED_OFFSET, make_retrainer
-from spikerl.run_folder import RunFolder
+from spikerl.run_folder import PLOTS, RunFolder
 from spikerl.settings import EVAL_SEED_BASE, CompressSettings, EnvSettings, Settings, sb3_dqn_kwargs
 from spikerl.tensorboard import check_tensorboard, log_stage, open_writer
 from spikerl.zoo import write_zoo_layout
@@ -153,6 +153,11 @@ def _previous_result(folder: RunFolder, agent: str | Path, resume: bool, force: 
         raise UsageError(
             f"{folder.path} already holds results; pass --resume to continue, --force to overwrite, or another --out"
         )
+    written = [path.name for path in folder.results() if path != folder.ann]  # stage agents, results.md
+    written += [folder.plot(name).name for name in PLOTS if folder.plot(name).is_file()]
+    if written:  # a compression writes results.json before any of these: not one of spikerl's, or damaged
+        raise UsageError(f"{folder.path} holds {', '.join(sorted(written)[:4])} without a results.json; "
+                         "choose another --out (--force would replace them)")
     try:
         another_ann = folder.ann.is_file() and Path(agent).is_file() and not filecmp.cmp(folder.ann, agent, shallow=False)
     except OSError:  # unreadable: loading the agent says so

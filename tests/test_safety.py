@@ -838,3 +838,17 @@ def test_resume_without_n_trains_to_the_runs_own_step_count(tmp_path, tiny_prese
     step = checkpoint_step(run)
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     assert checkpoint_step(run) == step  # 300 reached already: the preset's 600 is not the run's target
+
+
+def test_compress_never_replaces_stage_agents_or_reports_it_did_not_write(tmp_path, capsys):
+    from spikerl.cli import main
+
+    for name in ("T1.zip", "results.md", "energy.png"):
+        out = tmp_path / name.replace(".", "_")
+        out.mkdir()
+        (out / name).write_text("precious")
+        args = ["compress", "--agent", str(SHIPPED_CARTPOLE / "ann.zip"), "--schedule", "1", "--out", str(out)]
+        assert main(args) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and f"holds {name} without a results.json" in error
+        assert (out / name).read_text() == "precious"
