@@ -452,11 +452,30 @@ def _how_far(out: Path, running: dict[str, Cell]) -> str:
     return ", ".join(parts)
 
 
+#: The fields of ``sweep_task.json`` that the sweep reads back, with their types.
+_TASK_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "state": str, "attempts": int, "host": str, "pid": int, "started_at": (int, float),
+}
+#: The ranges of its integer fields (a pid of 0 or -1 would name a process group to wait for).
+_TASK_RANGES = {"attempts": range(0, 1 << 31), "pid": range(1, 1 << 31)}
+
+
 def _task_state(folder: Path) -> dict[str, Any]:
+    """The fields ``_TASK_FIELDS`` of the task's ``sweep_task.json`` that hold what they should
+    (a file edited or damaged by hand loses the others; none where it is missing or unreadable,
+    or is a link or a FIFO, which would hang the read)."""
     try:
-        return json.loads((folder / TASK_JSON).read_text())
-    except (OSError, ValueError):
+        with os.fdopen(open_own_file(folder / TASK_JSON, os.O_RDONLY)) as file:
+            state = json.loads(file.read(1 << 20))
+    except (OSError, ValueError, RecursionError):  # ValueError: not JSON, or open_own_file's UsageError
         return {}
+    if not isinstance(state, dict):
+        return {}
+    return {
+        key: value for key, value in state.items()
+        if key in _TASK_FIELDS and isinstance(value, _TASK_FIELDS[key]) and not isinstance(value, bool)
+        and (key not in _TASK_RANGES or value in _TASK_RANGES[key])
+    }
 
 
 # --- the tasks (run on Ray workers) -------------------------------------------------------------

@@ -598,3 +598,25 @@ def test_sweep_runs_on_a_two_node_cluster(tmp_path):
         assert len((out / "sweep.csv").read_text().splitlines()) == 1 + 2 * 3
     finally:
         cluster.shutdown()
+
+
+def test_a_task_file_edited_by_hand_loses_only_its_bad_fields(tmp_path):
+    """A FIFO there hung the sweep (driver and worker); a list or a word for a count ended in tracebacks."""
+    import os
+
+    from spikerl.sweep import TASK_JSON, _task_state
+
+    task = tmp_path / TASK_JSON
+    os.mkfifo(task)
+    assert _task_state(tmp_path) == {}  # no writer: reading it would block for good
+    task.unlink()
+    for content, state in [
+        ("[]", {}),
+        ('{"attempts": "x", "state": "done"}', {"state": "done"}),
+        ('{"pid": 0, "host": "h"}', {"host": "h"}),  # os.kill(0, 0) would find the process group alive
+        ('{"pid": 99999999999999999999, "started_at": true}', {}),
+        ('{"state": "running", "attempts": 2, "pid": 7, "started_at": 1.5, "error": "kept in the file, not read"}',
+         {"state": "running", "attempts": 2, "pid": 7, "started_at": 1.5}),
+    ]:
+        task.write_text(content)
+        assert _task_state(tmp_path) == state, content
