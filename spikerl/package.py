@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -45,7 +46,9 @@ def package_agent(
 ) -> Path:
     """Evaluate ``agent`` with ``settings.evaluate`` (a progress bar of the episodes if ``progress``) and
     write its Hub folder at ``out_dir`` (which must not exist yet, or be empty); returns ``out_dir``."""
-    out_dir = Path(out_dir)
+    if Path(out_dir).is_symlink():  # the folder is moved into place at the end: a link there cannot take it
+        raise UsageError(f"{out_dir} is a symbolic link; choose a folder path for --out")
+    out_dir = Path(os.path.abspath(out_dir))  # '.' and '..' by name: their parent and name are where the folder goes
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UsageError(f"{out_dir} already exists and is not an empty folder; choose another --out")
     if video_steps < 0:

@@ -74,3 +74,14 @@ def test_package_refuses_entries_it_could_not_unpack_before_evaluating(tmp_path,
         error = capsys.readouterr().err
         assert error.count("\n") == 1 and "which no SB3 checkpoint has" in error, error
         assert not (tmp_path / f"hub{index}").exists()
+
+
+def test_package_refuses_a_link_as_out_before_evaluating(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("spikerl.package.evaluate_agent", lambda *a, **k: (_ for _ in ()).throw(AssertionError("evaluated")))
+    (tmp_path / "empty").mkdir()
+    for name, target in (("link", tmp_path / "empty"), ("dangling", tmp_path / "nowhere")):  # tracebacks at the end
+        (tmp_path / name).symlink_to(target)
+        args = ["package", "--agent", str(SHIPPED_CARTPOLE / "T1.zip"), "--out", str(tmp_path / name), "--video-steps", "0"]
+        assert main(args) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "is a symbolic link; choose a folder path for --out" in error
