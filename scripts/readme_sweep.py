@@ -69,7 +69,12 @@ def main() -> int:
     readme = args.readme
 
     def work() -> str:
-        lines = readme.read_text(encoding="utf-8").splitlines()
+        if readme.exists() and not readme.is_file():  # a FIFO would hang the read
+            raise UsageError(f"{readme} is not a regular file; pass the README to write into with --readme")
+        try:
+            lines = readme.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise UsageError(f"{readme} is not UTF-8 text; pass the README to write into with --readme") from None
         start, end = marked_block(lines, args.name, readme)  # checked before anything is written
         block = readme_block(args.grid, args.sweep, args.name, readme.parent / "docs")
         write_text(readme, "\n".join([*lines[:start], *block, *lines[end + 1:]]) + "\n")

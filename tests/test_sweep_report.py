@@ -4,6 +4,7 @@ none of it needs Ray."""
 
 import json
 import math
+import os
 import shutil
 
 import pytest
@@ -103,8 +104,13 @@ def test_readme_sweep_refuses_in_one_line_and_writes_nothing(tmp_path, readme_sw
     text = "# title\n<!-- /t -->\n<!-- t -->\n"
     readme.write_text(text)
 
+    fifo = tmp_path / "fifo.md"
+    os.mkfifo(fifo)
+    (tmp_path / "utf16.md").write_text("<!-- t -->\n<!-- /t -->\n", encoding="utf-16")
     cases = [
         (tmp_path / "missing.md", "cannot read"),
+        (fifo, "is not a regular file"),  # the read hung
+        (tmp_path / "utf16.md", "is not UTF-8 text"),  # a traceback
         (readme, "has no '<!-- t -->' line followed by a '<!-- /t -->' line"),  # the markers in the wrong order
     ]
     for path, message in cases:
