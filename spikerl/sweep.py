@@ -26,6 +26,7 @@ every node needs spikerl installed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -44,6 +45,7 @@ from spikerl.config import training_commands
 from spikerl.errors import UsageError
 from spikerl.locks import LOCK_FILE, folder_lock, is_locked
 from spikerl.run_folder import RunFolder
+from spikerl.schema import quoted
 from spikerl.settings import Settings, from_mapping
 from spikerl.sweep_grid import Cell, Plan, TrainRun, load_grid
 from spikerl.training_checkpoint import read_index
@@ -340,7 +342,11 @@ def _submit(plan: Plan, out: Path, command: str, gpus: float, outcome: Outcome) 
     pending: dict[Any, Cell] = {}
     for cell in plan.cells:
         if is_finished(out / cell.folder):
-            outcome.finished.append(cell.folder)
+            foreign = _foreign_result(out, cell)
+            if foreign is None:
+                outcome.finished.append(cell.folder)
+            else:
+                outcome.failed[cell.folder] = foreign
             continue
         ann: Any = cell.agent  # a path, or the ObjectRef of the training task (Ray passes its result: the path)
         if cell.train is not None:
@@ -397,6 +403,32 @@ def describe_failure(error: BaseException, cell: Cell, trainings: dict[str, Any]
 def _first_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return (lines[0] if lines else repr(error))[:300]
+
+
+def _foreign_result(out: Path, cell: Cell) -> str | None:
+    """Why the finished compression in ``cell``'s folder is not the cell's own (its results name
+    another seed, schedule, ANN, ...: a results.json copied or swapped between cells by hand),
+    or None. Its settings are left aside (an upgrade adds settings), and so is the ANN where the
+    training's ``ann.zip`` is not kept (``scripts/keep_sweep.py``): then the seed must agree."""
+    from spikerl.compress import new_result
+    from spikerl.results import read_results
+
+    results = read_results(out / cell.folder)  # complete: is_finished read it
+    if cell.agent is not None:
+        ann = Path(cell.agent)
+    else:
+        assert cell.train is not None  # a cell either names its agent or trains it
+        ann = RunFolder(out / cell.train.folder).ann
+    if ann.is_file():
+        planned = dataclasses.replace(new_result(ann, cell.env_id, cell.settings, cell.seed, [], None), settings=None)
+        differing = results.differing_setting(planned)
+    else:
+        differing = None if results.seed == cell.seed else ("seed", results.seed, cell.seed)
+    if differing is None:
+        return None
+    name, found, planned_value = differing
+    return (f"holds the results of another run ({name} {quoted(found)} where the cell has {quoted(planned_value)}); "
+            f"delete {cell.folder}/results.json to run the cell again")
 
 
 def is_finished(folder: Path) -> bool:

@@ -378,6 +378,19 @@ def test_sweep_runs_cells_shares_anns_and_never_reruns_a_finished_cell(local_ray
     assert [path.stat().st_mtime_ns for path in results] == stamps
     assert all(task_state(path.parent)["attempts"] == 1 for path in results)
 
+    # results swapped between two cells by hand are neither cell's: counted failed, not finished (nor reported)
+    swapped = [out / "cells" / f"schedule=1,seed={seed}" / "results.json" for seed in (0, 1)]
+    contents = [path.read_bytes() for path in swapped]
+    for path, content in zip(swapped, reversed(contents)):
+        path.write_bytes(content)
+    assert main(["sweep", str(grid), "--out", str(out), "--resume"]) != 0
+    printed = "".join(capsys.readouterr())
+    assert "2 cells done (2 earlier), 2 failed" in printed and "holds the results of another run (agent_sha256" in printed
+    for path, content in zip(swapped, contents):
+        path.write_bytes(content)
+    assert main(["sweep", str(grid), "--out", str(out), "--resume"]) == 0  # the views as they were
+    assert "4 cells done (4 earlier), 0 failed" in capsys.readouterr().out
+
     # what scripts/keep_sweep.py keeps (results, no agents)
     kept = tmp_path / "kept"
     code, printed, _ = run_script("keep_sweep", grid, out, kept)
