@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import re
 import shlex
 import signal
@@ -537,6 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP (train, sweep): every file written is complete (atomic writes)
         print(f"spikerl {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {error.filename}" if error.filename else ""  # the files before stay complete (atomic writes)
+        print(f"spikerl {args.command}: error: no space left on the device{where}; free some, then run the command "
+              "again (train and compress continue with --resume)", file=sys.stderr)
+        return 2
     finally:
         if as_program:  # the work is over: a Ctrl-C while the interpreter shuts down must not end in a traceback
             signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -103,7 +103,13 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
         tensors["cuda_rng"] = torch.cuda.get_rng_state_all()
     digests = {}
     with atomic_path(RunFolder(folder).checkpoint_tensors(step)) as temporary:
-        torch.save(tensors, temporary)
+        try:
+            torch.save(tensors, temporary)
+        except RuntimeError as error:  # torch's zip writer reports a full disk so ("iostream error")
+            raise UsageError(
+                f"cannot write the checkpoint of step {step} in {folder} (torch: {str(error).splitlines()[0][:200]}); "
+                "make room on the disk, then continue with --resume (the last checkpoint is kept)"
+            ) from None
         digests["weights"] = file_sha256(temporary)
     if with_replay_buffer:
         with atomic_path(RunFolder(folder).replay_buffer(step)) as temporary, open(temporary, "wb") as file:

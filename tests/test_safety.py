@@ -526,6 +526,37 @@ def test_a_diverged_run_keeps_its_last_good_checkpoint(tmp_path):
     assert read_index(tmp_path)["counters"]["num_timesteps"] == good_step
 
 
+def test_a_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import spikerl.report
+    from spikerl.cli import main
+    from spikerl.errors import UsageError
+    from spikerl.training_checkpoint import save_checkpoint
+
+    model = tiny_model()
+    model.learn(200)
+    save_checkpoint(model, tmp_path, "run", with_replay_buffer=False)
+    good = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    model.learn(100, reset_num_timesteps=False)
+
+    def full_disk(*args, **kwargs):  # what torch.save raised on a full tmpfs
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0\nmore lines")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(UsageError, match=r"cannot write the checkpoint of step \d+ .* make room on the disk, then continue"):
+        save_checkpoint(model, tmp_path, "run", with_replay_buffer=False)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == good
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "results.md"))
+
+    monkeypatch.setattr(spikerl.report, "write_report", no_space)
+    assert main(["report", str(SHIPPED_CARTPOLE)]) == 2  # an OSError traceback before
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"no space left on the device writing {tmp_path / 'results.md'}; free some" in error
+
+
 @pytest.mark.parametrize("n_steps", [1, 3])
 def test_resume_restores_counters_optimizer_and_buffer_and_continues_identically(tmp_path, n_steps):
     """A model rebuilt from spikerl's checkpoint equals the saved one and trains on identically
