@@ -84,6 +84,8 @@ def main() -> int:
 
     def work() -> str:
         files = shipped_files(RunFolder(args.cell))
+        if (args.agent_dir.exists() or args.agent_dir.is_symlink()) and not args.agent_dir.is_dir():
+            raise UsageError(f"{args.agent_dir} is a file, not an agent folder; pass a folder path")
         held = sorted(path.name for path in args.agent_dir.iterdir()) if args.agent_dir.is_dir() else []
         if held and not args.force:
             raise UsageError(f"{args.agent_dir} already holds {', '.join(held)}; pass --force to replace the whole folder")

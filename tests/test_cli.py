@@ -531,6 +531,10 @@ def test_ship_agent_copies_a_finished_compression_and_its_training_run(tiny_run,
     write_results(unfinished, dataclasses.replace(result, plots=[]))  # stopped before its plots
     code, _, err = run_script("ship_agent", unfinished, tmp_path / "other")
     assert code == 2 and "unfinished compression" in err and not (tmp_path / "other").exists()
+    (tmp_path / "a_file").write_text("precious")  # replaced by the agent folder, even without --force
+    for force in ([], ["--force"]):
+        code, _, err = run_script("ship_agent", tiny_run / "snn", tmp_path / "a_file", *force)
+        assert code == 2 and "is a file, not an agent folder" in err and (tmp_path / "a_file").read_text() == "precious"
 
 
 def test_every_evaluation_is_followed_by_a_checkpoint_and_a_resume_drops_what_a_lost_stretch_logged(
