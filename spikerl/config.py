@@ -135,7 +135,8 @@ def load_preset(env_id: str, path: str | Path | None = None) -> Settings:
     else:
         preset_path = Path(path)
         if not preset_path.is_file():
-            raise UsageError(f"preset file {preset_path} not found; pass an existing --config FILE.yaml")
+            problem = "is not a regular file" if preset_path.exists() else "not found"
+            raise UsageError(f"preset file {preset_path} {problem}; pass an existing --config FILE.yaml")
     data = read_yaml(preset_path, "fix the file")
     if path is not None and is_zoo_hyperparameters(data):  # an rl-baselines3-zoo hyperparameter file
         presets = preset_files()
