@@ -548,6 +548,8 @@ def _task_folder(out: str, relative: str) -> Path:
             f"{out} is not visible on node {socket.gethostname()}; on a cluster --out must be a folder all nodes share"
         )
     folder = Path(out) / relative
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):  # a link would take the task's files elsewhere
+        raise UsageError(f"{folder} is a link or a file where the sweep keeps a task's folder; delete it and resume")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

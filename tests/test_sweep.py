@@ -633,3 +633,18 @@ def test_a_task_file_edited_by_hand_loses_only_its_bad_fields(tmp_path):
     ]:
         task.write_text(content)
         assert _task_state(tmp_path) == state, content
+
+
+def test_a_task_folder_that_is_a_link_or_a_file_is_refused(tmp_path):
+    """A cell folder linked elsewhere had its stage agents replaced and sweep.log appended there."""
+    from spikerl.sweep import SWEEP_JSON, _task_folder
+
+    (tmp_path / SWEEP_JSON).write_text("{}")
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "cells" / "seed=0").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / "cells" / "seed=1").write_text("a file")
+    for cell in ("cells/seed=0", "cells/seed=1"):
+        with pytest.raises(UsageError, match="is a link or a file where the sweep keeps a task's folder; delete it"):
+            _task_folder(str(tmp_path), cell)
+    assert _task_folder(str(tmp_path), "cells/seed=2").is_dir() and not any((tmp_path / "elsewhere").iterdir())
