@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from spikerl.checkpoints import file_sha256
+from spikerl.checkpoints import file_sha256, signals_held
 from spikerl.errors import UsageError, run_script
 from spikerl.results import read_results
 from spikerl.run_folder import PLOTS, RunFolder
@@ -63,15 +63,16 @@ def ship(files: list[tuple[Path, Path]], agent_dir: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     earlier = staging.with_name(f"{staging.name}.earlier")
-    if agent_dir.exists():
-        agent_dir.rename(earlier)
-    try:
-        staging.rename(agent_dir)
-    except BaseException:
-        if earlier.exists():
-            earlier.rename(agent_dir)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with signals_held():  # a stop between the two renames would leave no agent folder
+        if agent_dir.exists():
+            agent_dir.rename(earlier)
+        try:
+            staging.rename(agent_dir)
+        except BaseException:
+            if earlier.exists():
+                earlier.rename(agent_dir)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     shutil.rmtree(earlier, ignore_errors=True)
 
 

@@ -22,9 +22,13 @@ class UsageError(ValueError):
 def run_script(program: str, work: Callable[[], str]) -> int:
     """Run a script's ``work`` and return its exit code: 0 with the line ``work`` returns
     printed; 2 with one line on stderr for a ``UsageError`` or a file that cannot be read
-    or written (``OSError``); 130 with the line ``interrupted`` after Ctrl-C."""
+    or written (``OSError``); 130 with the line ``interrupted`` after Ctrl-C, SIGTERM or SIGHUP
+    (which stop the work as Ctrl-C does, so that it cleans up)."""
+    from spikerl.checkpoints import stop_signals_as_interrupt  # checkpoints raises this module's UsageError
+
     try:
-        done = work()
+        with stop_signals_as_interrupt():
+            done = work()
     except KeyboardInterrupt:
         print(f"{program}: interrupted", file=sys.stderr)
         return 130

@@ -400,6 +400,26 @@ def test_ctrl_c_in_a_script_ends_it_in_one_line(capsys):
     assert capsys.readouterr().err == "adopt_runs: interrupted\n"
 
 
+def test_sigterm_stops_a_script_as_ctrl_c_does(capsys):
+    """A SIGTERM killed scripts/ship_agent.py mid-copy and left its staging folder behind."""
+    import signal
+
+    from spikerl.errors import run_script
+
+    cleaned = []
+
+    def terminated():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this
+        finally:
+            cleaned.append(True)
+        return "not reached"
+
+    assert run_script("ship_agent", terminated) == 130
+    assert cleaned == [True] and capsys.readouterr().err == "ship_agent: interrupted\n"
+
+
 @pytest.mark.parametrize("program, code", [("-m", 130), ("/usr/local/bin/spikerl", 130), ("my_script.py", -signal.SIGINT)],
                          ids=["python -m spikerl", "console script", "a library import"])
 def test_ctrl_c_while_a_command_imports_torch_ends_it_in_one_line(tmp_path, program, code):
