@@ -48,15 +48,16 @@ def readme_block(grid: Path, sweep: Path, name: str, docs: Path) -> list[str]:
 
 
 def marked_block(lines: list[str], name: str, file: Path) -> tuple[int, int]:
-    """The indices of the lines ``<!-- NAME -->`` and ``<!-- /NAME -->`` in ``lines`` (of ``file``)."""
-    try:
-        start, end = lines.index(f"<!-- {name} -->"), lines.index(f"<!-- /{name} -->")
-    except ValueError:
-        start = end = -1
-    if not 0 <= start < end:
-        raise UsageError(f"{file} has no '<!-- {name} -->' line followed by a '<!-- /{name} -->' line; "
-                         "add them where the table goes")
-    return start, end
+    """The indices of the lines ``<!-- NAME -->`` and ``<!-- /NAME -->`` in ``lines`` (of ``file``):
+    the one pair there must be (two would leave one table stale)."""
+    opening, closing = f"<!-- {name} -->", f"<!-- /{name} -->"
+    starts = [index for index, line in enumerate(lines) if line == opening]
+    ends = [index for index, line in enumerate(lines) if line == closing]
+    if len(starts) > 1 or len(ends) > 1:
+        raise UsageError(f"{file} has {len(starts)} '{opening}' and {len(ends)} '{closing}' lines; keep one pair")
+    if not (starts and ends and starts[0] < ends[0]):
+        raise UsageError(f"{file} has no '{opening}' line followed by a '{closing}' line; add them where the table goes")
+    return starts[0], ends[0]
 
 
 def main() -> int:

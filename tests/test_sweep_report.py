@@ -104,6 +104,8 @@ def test_readme_sweep_refuses_in_one_line_and_writes_nothing(tmp_path, readme_sw
     text = "# title\n<!-- /t -->\n<!-- t -->\n"
     readme.write_text(text)
 
+    two_blocks = tmp_path / "two.md"
+    two_blocks.write_text("<!-- t -->\n<!-- /t -->\ntext\n<!-- t -->\n<!-- /t -->\n")
     fifo = tmp_path / "fifo.md"
     os.mkfifo(fifo)
     (tmp_path / "utf16.md").write_text("<!-- t -->\n<!-- /t -->\n", encoding="utf-16")
@@ -112,6 +114,7 @@ def test_readme_sweep_refuses_in_one_line_and_writes_nothing(tmp_path, readme_sw
         (fifo, "is not a regular file"),  # the read hung
         (tmp_path / "utf16.md", "is not UTF-8 text"),  # a traceback
         (readme, "has no '<!-- t -->' line followed by a '<!-- /t -->' line"),  # the markers in the wrong order
+        (two_blocks, "has 2 '<!-- t -->' and 2 '<!-- /t -->' lines; keep one pair"),  # only the first was rewritten
     ]
     for path, message in cases:
         code, error = readme_sweep(grid, sweep, "t", "--readme", path)
