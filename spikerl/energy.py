@@ -49,7 +49,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from spikerl.encoding import InputEncoder
+from spikerl.encoding import InputEncoder, mixing_matrix
 from spikerl.snn import SpikingQNetwork, layer_plan, spiking_input_name
 
 MAC_PJ = 4.6
@@ -57,6 +57,7 @@ AC_PJ = 0.9
 MEMORY_PJ_PER_BYTE = 24.96
 VALUE_BYTES = 4  # float32 weights, biases, potentials, activations
 SPIKE_BYTES = 1 / 8  # one bit per neuron per timestep
+MAX_FRAMES = 64  # the most stacked frames encoder_channels tries
 
 
 @dataclass
@@ -90,8 +91,7 @@ def layer_costs(q_net: nn.Module, observation_space: Any) -> list[LayerCost]:
     for entry in plan:
         module, outputs, inputs = entry.module, math.prod(entry.output_shape), math.prod(entry.input_shape)
         if isinstance(module, InputEncoder):  # role "encoder"
-            # a neuron of a channel that reads one frame compares once; of one that reads a change, subtracts too
-            operations = outputs // module.out_channels * int(torch.count_nonzero(module.mixing))
+            operations = encoder_operations(module.encoding, module.mixing.shape[1], outputs)
             costs.append(LayerCost(entry.name, operations, None, outputs, kind="encoder", inputs=inputs, bias=False))
         elif entry.role in ("weighted", "readout"):
             if isinstance(module, nn.Linear):
@@ -102,6 +102,22 @@ def layer_costs(q_net: nn.Module, observation_space: Any) -> list[LayerCost]:
             source, bias = spiking_input_name(plan, entry), module.bias is not None
             costs.append(LayerCost(entry.name, outputs * per_output, source, outputs, inputs=inputs, bias=bias))
     return costs
+
+
+def encoder_operations(encoding: str, channels: int, outputs: int) -> int:
+    """Operations of a spiking input layer (``spikerl.encoding``) per observation of ``channels``
+    frames, for its ``outputs`` neurons: a neuron of a channel that reads one frame compares once,
+    one that reads a change subtracts too (the nonzero entries of its row of the mixing matrix)."""
+    mixing = mixing_matrix(encoding, channels)
+    return outputs // len(mixing) * int(torch.count_nonzero(mixing))
+
+
+def encoder_channels(encoding: str, inputs: int, outputs: int) -> int | None:
+    """The frames a spiking input layer of ``inputs`` values and ``outputs`` neurons reads (its
+    input channels; None if no number of frames gives those sizes)."""
+    fitting = (channels for channels in range(1, MAX_FRAMES + 1)
+               if len(mixing_matrix(encoding, channels)) * inputs == channels * outputs)
+    return next(fitting, None)
 
 
 def analog_layer_costs(costs: list[LayerCost]) -> list[LayerCost]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from spikerl.checkpoints import write_json
 from spikerl.config import NUMBER_TOO_LONG
-from spikerl.energy import LayerCost, decision_cost, energy_ratios
+from spikerl.energy import LayerCost, decision_cost, encoder_channels, encoder_operations, energy_ratios
 from spikerl.errors import UsageError
 from spikerl.evaluate import Evaluation
 from spikerl.run_folder import RunFolder
@@ -148,8 +148,17 @@ class CompressionResult(Record):
             raise UsageError(f"layers and the rows' spike rates do not fit together ({problem})", parameter="layers") from None
 
     def layer_costs(self, spiking: bool = False) -> list[LayerCost]:
-        """The ANN's layers, or with ``spiking`` the SNN's (``spiking_layers`` where there are any)."""
-        return [LayerCost(**layer) for layer in (self.spiking_layers if spiking and self.spiking_layers else self.layers)]
+        """The ANN's layers, or with ``spiking`` the SNN's (``spiking_layers`` where there are any),
+        an input encoder's operations counted afresh (``spikerl.energy.encoder_operations``: results
+        written before 2026-12-01 counted a threshold+event encoder's 25% high)."""
+        costs = [LayerCost(**layer) for layer in (self.spiking_layers if spiking and self.spiking_layers else self.layers)]
+        return [self._counted_afresh(cost) if cost.kind == "encoder" else cost for cost in costs]
+
+    def _counted_afresh(self, encoder: LayerCost) -> LayerCost:
+        channels = encoder_channels(self.encoding, encoder.inputs or 0, encoder.outputs)
+        if channels is None:  # sizes no encoder of this encoding has: the stored count stands
+            return encoder
+        return dataclasses.replace(encoder, macs=encoder_operations(self.encoding, channels, encoder.outputs))
 
     def rows_of(self, stage: Stage) -> list[StageRow]:
         return [row for row in self.rows if row.stage is stage]

@@ -166,3 +166,19 @@ def test_shipped_cartpole_energy_with_memory():
     ratios = energy_ratios(ann, decision_cost(costs, t1.spike_rates, 1))
     assert ratios["ann_energy_ratio"] > 10 > ratios["ann_total_energy_ratio"] > 1
     assert t1.cost["ann_total_energy_ratio"] == pytest.approx(ratios["ann_total_energy_ratio"])
+
+
+def test_results_count_an_encoders_operations_afresh():
+    """A threshold+event encoder was counted at 2 operations per neuron before 2026-12-01 (its frame
+    channels take 1): results written then are counted with today's model."""
+    import dataclasses
+
+    from conftest import REPO
+    from spikerl.results import read_results
+
+    shipped = read_results(REPO / "agents" / "PongNoFrameskip-v4")  # threshold input on 4 frames of 84x84
+    encoder = next(layer for layer in shipped.spiking_layers if layer["kind"] == "encoder")
+    assert shipped.layer_costs(spiking=True)[0].macs == encoder["macs"] == 4 * 84 * 84  # one comparison per pixel
+    old = dict(encoder, outputs=10 * 84 * 84, macs=2 * 10 * 84 * 84)  # threshold+event as counted before
+    result = dataclasses.replace(shipped, encoding="threshold+event", spiking_layers=[old, *shipped.spiking_layers[1:]])
+    assert result.layer_costs(spiking=True)[0].macs == 84 * 84 * (4 + 2 * 6)  # 4 frame channels, 6 change channels
