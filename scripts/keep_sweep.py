@@ -29,7 +29,7 @@ from pathlib import Path
 from spikerl.checkpoints import atomic_path
 from spikerl.errors import UsageError, run_script
 from spikerl.run_folder import PLOTS, RunFolder
-from spikerl.sweep import SWEEP_JSON, check_same_plan, is_finished
+from spikerl.sweep import SWEEP_JSON, check_same_plan, foreign_result, is_finished
 from spikerl.sweep_grid import load_grid
 
 #: The sweep's own views (``spikerl.sweep_report``), rewritten whenever the sweep runs.
@@ -45,7 +45,7 @@ def kept_files(grid: Path, sweep: Path) -> tuple[list[Path], list[Path]]:
     final, waiting = [Path(SWEEP_JSON)], set()  # waiting: trainings with a cell still to finish
     for cell in plan.cells:
         folder = RunFolder(sweep / cell.folder)
-        if is_finished(folder.path):
+        if is_finished(folder.path) and foreign_result(sweep, cell) is None:
             final += [path.relative_to(sweep) for path in (folder.results_json, folder.results_md, *map(folder.plot, PLOTS))]
         elif cell.train is not None:
             waiting.add(cell.train.folder)

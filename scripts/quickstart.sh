@@ -14,12 +14,7 @@ else
 fi
 snn="runs/${env_id}_snn"
 if [ -f "$snn/results.json" ]; then  # compressed before: continue after its last finished stage (a finished one: nothing to do)
-  status=0
-  .venv/bin/spikerl compress --agent "$run/ann.zip" --out "$snn" --resume || status=$?
-  if [ "$status" -eq 2 ]; then  # refused (130: interrupted, the finished stages stay to resume)
-    echo "quickstart: $snn holds another compression (see the line above); delete that folder to compress again" >&2
-  fi
-  [ "$status" -eq 0 ] || exit "$status"
+  .venv/bin/spikerl compress --agent "$run/ann.zip" --out "$snn" --resume  # a refusal says what to do
 else
   .venv/bin/spikerl compress --agent "$run/ann.zip" --out "$snn"
 fi

@@ -63,17 +63,20 @@ def ship(files: list[tuple[Path, Path]], agent_dir: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     earlier = staging.with_name(f"{staging.name}.earlier")
-    with signals_held():  # a stop between the two renames would leave no agent folder
-        if agent_dir.exists():
-            agent_dir.rename(earlier)
-        try:
-            staging.rename(agent_dir)
-        except BaseException:
-            if earlier.exists():
-                earlier.rename(agent_dir)
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    shutil.rmtree(earlier, ignore_errors=True)
+    try:
+        with signals_held():  # a stop between the two renames would leave no agent folder
+            if agent_dir.exists():
+                agent_dir.rename(earlier)
+            try:
+                staging.rename(agent_dir)
+            except BaseException:
+                if earlier.exists():
+                    earlier.rename(agent_dir)
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+    finally:  # also when a stop held during the renames is raised at the block's end
+        if agent_dir.is_dir():
+            shutil.rmtree(earlier, ignore_errors=True)
 
 
 def main() -> int:

@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spikerl.checkpoints import stop_signals_as_interrupt
@@ -541,9 +542,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        where = f" writing {error.filename}" if error.filename else ""  # the files before stay complete (atomic writes)
-        print(f"spikerl {args.command}: error: no space left on the device{where}; free some, then run the command "
-              "again (train and compress continue with --resume)", file=sys.stderr)
+        # the file is a hidden temporary, already removed: the files before it stay complete (atomic writes)
+        where = f" writing in {Path(error.filename).parent}" if error.filename else ""
+        problem = "no space left on the device" if error.errno == errno.ENOSPC else "the disk quota is used up"
+        print(f"spikerl {args.command}: error: {problem}{where}; free some, then run the command again (train and "
+              "compress continue with --resume)", file=sys.stderr)
         return 2
     finally:
         if as_program:  # the work is over: a Ctrl-C while the interpreter shuts down must not end in a traceback

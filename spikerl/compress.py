@@ -153,9 +153,8 @@ def _previous_result(folder: RunFolder, agent: str | Path, resume: bool, force: 
         raise UsageError(
             f"{folder.path} already holds results; pass --resume to continue, --force to overwrite, or another --out"
         )
-    written = [path.name for path in folder.results() if path != folder.ann]  # stage agents, results.md
-    written += [folder.plot(name).name for name in PLOTS if folder.plot(name).is_file()]
-    if written:  # a compression writes results.json before any of these: not one of spikerl's, or damaged
+    written = [path.name for path in (*folder.stages(), folder.results_md, *map(folder.plot, PLOTS)) if path.is_file()]
+    if written:  # what a compression writes after its results.json: not one of spikerl's, or damaged
         raise UsageError(f"{folder.path} holds {', '.join(sorted(written)[:4])} without a results.json; "
                          "choose another --out (--force would replace them)")
     try:
@@ -280,8 +279,8 @@ class _StageRecorder:
         if self.writer is not None:
             steps_done = len(result.rows_of(Stage.RETRAINED)) * self.steps_per_stage
             log_stage(self.writer, steps_done, timesteps, evaluation, model.q_net)
+        write_results(self.folder, result)  # first: a folder with a results.md holds a results.json
         write_report(self.folder, result, plots=False)
-        write_results(self.folder, result)
         summary = f"{evaluation.mean:.2f} +- {evaluation.std:.2f} over {protocol.episodes} episodes"
         print(f"{stage.value:>10} T={timesteps or '-'}: {summary}")  # also with --no-progress, which hides bars only
         return result

@@ -70,8 +70,11 @@ class RunFolder:
         """Results a new run must not replace unprompted: agents, results, best models (also of
         spikerl's earlier, pickled format: ``checkpoint.zip``, ``best_model.zip``)."""
         named = [self.ann, self.best_model, self.path / "checkpoint.zip", self.path / "best_model.zip"]
-        stages = [path for path in self.path.glob("T*.zip") if re.fullmatch(r"T\d+\.zip", path.name)]
-        return [path for path in named if path.is_file()] + stages + list(self.path.glob("results.*"))
+        return [path for path in named if path.is_file()] + self.stages() + list(self.path.glob("results.*"))
+
+    def stages(self) -> list[Path]:
+        """The spiking agents of the stages retrained so far (``T<N>.zip``)."""
+        return [path for path in self.path.glob("T*.zip") if re.fullmatch(r"T\d+\.zip", path.name)]
 
     @property
     def evaluations(self) -> Path:

@@ -342,7 +342,7 @@ def _submit(plan: Plan, out: Path, command: str, gpus: float, outcome: Outcome) 
     pending: dict[Any, Cell] = {}
     for cell in plan.cells:
         if is_finished(out / cell.folder):
-            foreign = _foreign_result(out, cell)
+            foreign = foreign_result(out, cell)
             if foreign is None:
                 outcome.finished.append(cell.folder)
             else:
@@ -405,11 +405,12 @@ def _first_line(error: BaseException) -> str:
     return (lines[0] if lines else repr(error))[:300]
 
 
-def _foreign_result(out: Path, cell: Cell) -> str | None:
+def foreign_result(out: Path, cell: Cell) -> str | None:
     """Why the finished compression in ``cell``'s folder is not the cell's own (its results name
     another seed, schedule, ANN, ...: a results.json copied or swapped between cells by hand),
     or None. Its settings are left aside (an upgrade adds settings), and so is the ANN where the
-    training's ``ann.zip`` is not kept (``scripts/keep_sweep.py``): then the seed must agree."""
+    training's ``ann.zip`` is not kept (``scripts/keep_sweep.py``) or cannot be read: then the
+    seed must agree. The sweep, its report and ``scripts/keep_sweep.py`` take no such cell."""
     from spikerl.compress import new_result
     from spikerl.results import read_results
 
@@ -419,16 +420,16 @@ def _foreign_result(out: Path, cell: Cell) -> str | None:
     else:
         assert cell.train is not None  # a cell either names its agent or trains it
         ann = RunFolder(out / cell.train.folder).ann
-    if ann.is_file():
+    try:
         planned = dataclasses.replace(new_result(ann, cell.env_id, cell.settings, cell.seed, [], None), settings=None)
         differing = results.differing_setting(planned)
-    else:
+    except OSError:  # no ANN to hash
         differing = None if results.seed == cell.seed else ("seed", results.seed, cell.seed)
     if differing is None:
         return None
     name, found, planned_value = differing
     return (f"holds the results of another run ({name} {quoted(found)} where the cell has {quoted(planned_value)}); "
-            f"delete {cell.folder}/results.json to run the cell again")
+            f"delete the folder {cell.folder} to run the cell again")
 
 
 def is_finished(folder: Path) -> bool:
@@ -450,7 +451,7 @@ def _running_tasks(out: Path, cells: Any, since: float) -> dict[str, Cell]:
     def running(folder: str) -> bool:
         state = _task_state(out / folder)
         pid, here = state.get("pid"), state.get("host") == socket.gethostname()
-        gone = here and isinstance(pid, int) and pid > 0 and not _alive(pid)
+        gone = here and pid is not None and not _alive(pid)  # _task_state: a pid is a positive int
         return state.get("state") == "running" and state.get("started_at", 0) >= since and not gone
 
     tasks: dict[str, Cell] = {}

@@ -32,6 +32,7 @@ from spikerl.plots import as_written, save_png
 from spikerl.results import Stage, StageRow, read_results
 from spikerl.run_folder import RunFolder
 from spikerl.stats import Summary, summarize
+from spikerl.sweep import foreign_result
 from spikerl.sweep_grid import Cell, Plan
 
 #: The plots of a sweep: file name -> (the CSV column plotted, its axis label).
@@ -65,6 +66,8 @@ def collect_rows(out: Path, plan: Plan) -> list[dict[str, Any]]:
         try:
             results = read_results(out / cell.folder)
         except UsageError:  # damaged: the cell is listed as unfinished
+            continue
+        if results.is_complete() and foreign_result(out, cell) is not None:  # another run's: not this cell's rows
             continue
         status = "done" if results.is_complete() else "unfinished"
         rows += [_flat_row(cell, row, status, results.agent_sha256) for row in results.rows]

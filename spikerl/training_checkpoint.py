@@ -107,7 +107,7 @@ def save_checkpoint(model: DQN, folder: Path, run_id: str, with_replay_buffer: b
             torch.save(tensors, temporary)
         except RuntimeError as error:  # torch's zip writer reports a full disk so ("iostream error")
             raise UsageError(
-                f"cannot write the checkpoint of step {step} in {folder} (torch: {str(error).splitlines()[0][:200]}); "
+                f"cannot write the checkpoint of step {step} in {folder} (torch: {quoted(str(error))}); "
                 "make room on the disk, then continue with --resume (the last checkpoint is kept)"
             ) from None
         digests["weights"] = file_sha256(temporary)

@@ -19,7 +19,6 @@ with ``--gym-packages spikerl``.
 from __future__ import annotations
 
 import ast
-import contextlib
 import math
 import shutil
 from pathlib import Path
@@ -233,16 +232,11 @@ def write_zoo_layout(
 
 def env_of_zoo_folder(folder: str | Path) -> str | None:
     """The env id of a zoo run folder (the one subfolder holding ``config.yml``), else None: the
-    ``env`` of its ``args.yml`` where that names the subfolder (``ALE/Pong-v5`` for ``ALE-Pong-v5``),
-    else the subfolder's name."""
-    from spikerl.config import read_yaml  # config reads zoo's hyperparameter files with this module
-
+    registered id that rl-zoo3 names so (``ALE/Pong-v5`` for ``ALE-Pong-v5``), else the name."""
     folder = Path(folder)
-    params = [path.parent for path in folder.glob("*/config.yml")] if folder.is_dir() else []
+    params = [path.parent.name for path in folder.glob("*/config.yml")] if folder.is_dir() else []
     if len(params) != 1:
         return None
-    with contextlib.suppress(UsageError):
-        args = read_yaml(params[0] / "args.yml", "") if (params[0] / "args.yml").is_file() else None
-        if isinstance(args, dict) and isinstance(args.get("env"), str) and zoo_env_name(args["env"]) == params[0].name:
-            return str(args["env"])
-    return params[0].name
+    return params[0] if params[0] in gym.registry else next(
+        (env_id for env_id in gym.registry if zoo_env_name(env_id) == params[0]), params[0]
+    )

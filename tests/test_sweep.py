@@ -386,6 +386,9 @@ def test_sweep_runs_cells_shares_anns_and_never_reruns_a_finished_cell(local_ray
     assert main(["sweep", str(grid), "--out", str(out), "--resume"]) != 0
     printed = "".join(capsys.readouterr())
     assert "2 cells done (2 earlier), 2 failed" in printed and "holds the results of another run (agent_sha256" in printed
+    assert "delete the folder cells/schedule=1,seed=0 to run the cell again" in printed  # as an unfinished cell is
+    reported = {row["cell"] for row in csv.DictReader(io.StringIO((out / "sweep.csv").read_text()))}
+    assert reported == {"cells/schedule=2-1,seed=0", "cells/schedule=2-1,seed=1"}  # not the swapped cells' rows
     for path, content in zip(swapped, contents):
         path.write_bytes(content)
     assert main(["sweep", str(grid), "--out", str(out), "--resume"]) == 0  # the views as they were
