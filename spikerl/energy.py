@@ -115,6 +115,8 @@ def encoder_operations(encoding: str, channels: int, outputs: int) -> int:
 def encoder_channels(encoding: str, inputs: int, outputs: int) -> int | None:
     """The frames a spiking input layer of ``inputs`` values and ``outputs`` neurons reads (its
     input channels; None if no number of frames gives those sizes)."""
+    if encoding == "direct":  # no encoder at all (a damaged results file may still list one)
+        return None
     fitting = (channels for channels in range(1, MAX_FRAMES + 1)
                if len(mixing_matrix(encoding, channels)) * inputs == channels * outputs)
     return next(fitting, None)
