@@ -68,23 +68,25 @@ def parse_yaml(text: str) -> Any:
 
 def _written_size(value: Any, seen: set[int]) -> int:
     """The number of values in ``value`` as written: a collection an alias repeats counts once."""
-    if not isinstance(value, (dict, list)):
-        return 1
-    if id(value) in seen:
-        return 1  # the alias
+    children = _children(value)
+    if children is None or id(value) in seen:
+        return 1  # a scalar, or an alias of a collection counted already
     seen.add(id(value))
-    children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
     return 1 + sum(_written_size(child, seen) for child in children)
+
+
+def _children(value: Any) -> list[Any] | None:
+    """The values inside a YAML collection (a mapping's keys and values, a list's items); None for a scalar."""
+    if isinstance(value, dict):
+        return [*value.keys(), *value.values()]
+    return value if isinstance(value, list) else None
 
 
 def _expanded_size(value: Any, sizes: dict[int, int], open_containers: set[int]) -> int:
     """The number of values in ``value`` with every alias expanded, counted in time linear in the
     document (``sizes`` remembers each shared container's count by ``id``)."""
-    if isinstance(value, dict):
-        children = [*value.keys(), *value.values()]
-    elif isinstance(value, list):
-        children = value
-    else:
+    children = _children(value)
+    if children is None:
         return 1
     key = id(value)
     if key in open_containers:
